@@ -1,0 +1,3 @@
+"""crit: a compiler for clinical-trial eligibility criteria."""
+
+__version__ = "0.1.0"

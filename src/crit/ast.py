@@ -1,0 +1,298 @@
+"""The syntax tree as written by the author: frozen dataclasses, each with a `Span`.
+
+Nothing here is resolved or type-checked; `check.py` turns this into the checked IR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Where a node stands in its source: 1-based line and column, end exclusive."""
+
+    file: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+
+# ---- expressions -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    name: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Number:
+    text: str
+    value: Decimal
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A unit as written (`g/L`, `10^9/L`); `units.py` gives it meaning."""
+
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class QuantityLit:
+    number: Number
+    unit: Unit
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class UlnLit:
+    """`3.0 x ULN`: a multiple of a lab value's own upper limit of normal."""
+
+    number: Number
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TiterLit:
+    dilution: int
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class DateLit:
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TextLit:
+    value: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class BoolLit:
+    value: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Quantifier:
+    """`count(list where cond)`, `any(...)`, `all(...)`."""
+
+    kind: str  # "count" | "any" | "all"
+    list_name: Ref
+    condition: Expr | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    op: str  # one of >= <= > < = !=
+    left: Expr
+    right: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Between:
+    value: Expr
+    low: Expr
+    high: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """`x is A`, `x is not A`, `x is any of (A, B)`, `s has A`, `s has any/all of (...)`."""
+
+    kind: str  # "is" | "is_not" | "is_any" | "has" | "has_any" | "has_all"
+    value: Expr
+    members: tuple[Ref, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Duration:
+    amount: int
+    unit: str  # "days" | "weeks" | "months" | "years"
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """`d within 4 weeks before a` or `d at least 1 year after a`."""
+
+    kind: str  # "within" | "at_least"
+    value: Expr
+    duration: Duration
+    direction: str  # "before" | "after"
+    anchor: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    operand: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    operands: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    operands: tuple[Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class AtLeast:
+    """`at least N of (...)`; `any of` and `all of` are written with it too."""
+
+    count: int
+    operands: tuple[Expr, ...]
+    kind: str  # "at_least" | "any" | "all"
+    span: Span
+
+
+Expr = (
+    Ref | Number | QuantityLit | UlnLit | TiterLit | DateLit | TextLit | BoolLit | Quantifier
+    | Compare | Between | Membership | Window | Not | And | Or | AtLeast
+)
+
+# ---- criteria ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    expr: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class When:
+    """`when C: X`: X applies only when C holds."""
+
+    condition: Expr
+    body: tuple[Line | When, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Criterion:
+    id: str
+    title: str
+    combine: str  # "all" | "any" | "at_least"
+    at_least: int
+    applies: Expr | None  # `I3.1 "..." when diagnosis is SLE`
+    items: tuple[Line | When | Note | Criterion, ...]
+    span: Span
+    id_span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Define:
+    name: str
+    label: str | None
+    body: tuple[Line | When | Note, ...]
+    span: Span
+
+
+# ---- schema ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EnumMember:
+    name: str
+    label: str | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class EnumDecl:
+    name: str
+    label: str | None
+    members: tuple[EnumMember, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TypeExpr:
+    """A field's declared type: `kind` is a base name, `quantity`, `lab`, `set` or `list`."""
+
+    kind: str
+    name: str | None  # enum or record name for named/set/list types
+    unit: Unit | None
+    also: tuple[Unit, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDecl:
+    name: str
+    type: TypeExpr
+    optional: bool
+    label: str | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class RecordDecl:
+    name: str
+    label: str | None
+    fields: tuple[FieldDecl, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class PatientDecl:
+    fields: tuple[FieldDecl, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    path: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    id: str
+    title: str
+    version: str | None
+    notes: tuple[str, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    """One `.crit` file: a protocol (with a header) or a schema for protocols to import."""
+
+    file: str
+    header: Header | None
+    imports: tuple[Import, ...]
+    enums: tuple[EnumDecl, ...]
+    records: tuple[RecordDecl, ...]
+    patients: tuple[PatientDecl, ...]
+    defines: tuple[Define, ...]
+    inclusion: tuple[Criterion, ...]
+    exclusion: tuple[Criterion, ...]

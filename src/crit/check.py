@@ -1,0 +1,651 @@
+"""The checker: resolve every name, check every type and unit, produce `ir.Protocol`.
+
+Errors are collected rather than raised one at a time, so an author sees them all at once.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+
+from crit import ast, ir
+from crit.diagnostics import Collector
+from crit.names import did_you_mean
+from crit.units import Unit, UnitError, decimal_text, exact_decimal, factor, parse_unit
+
+_FLIP = {">=": "<=", "<=": ">=", ">": "<", "<": ">", "=": "=", "!=": "!="}
+_NUMERIC = ("integer", "decimal", "quantity", "lab")
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What a name can mean where it is written: patient fields, definitions, list items."""
+
+    fields: dict[str, ir.Field]
+    definitions: dict[str, ast.Define]
+    item: ir.Record | None = None
+
+    def names(self) -> list[str]:
+        names = list(self.fields) + list(self.definitions)
+        if self.item is not None:
+            names += [f.name for f in self.item.fields]
+        return names
+
+
+def check(module: ast.Module, imported: Sequence[ast.Module], source_hash: str) -> ir.Protocol:
+    """Check a protocol module and the schema modules it imports (already parsed)."""
+    return _Checker(source_hash).run(module, imported)
+
+
+class _Checker:
+    def __init__(self, source_hash: str) -> None:
+        self.diagnostics = Collector()
+        self.source_hash = source_hash
+        self.enums: dict[str, ir.EnumType] = {}
+        self.enum_spans: dict[str, ast.Span] = {}
+        self.records: dict[str, ir.Record] = {}
+        self.fields: dict[str, ir.Field] = {}
+        self.definitions: dict[str, ast.Define] = {}
+        self.def_deps: dict[str, list[str]] = {}
+        self.checked_defs: dict[str, ir.Definition] = {}
+        self.current_def: str | None = None
+        self.criterion_ids: dict[str, ast.Span] = {}
+
+    def error(self, code: str, span: ast.Span, message: str, hint: str | None = None) -> None:
+        self.diagnostics.error(code, span, message, hint)
+
+    # ---- whole protocol ----
+    def run(self, module: ast.Module, imported: Sequence[ast.Module]) -> ir.Protocol:
+        modules = [*imported, module]
+        if module.header is None:
+            span = ast.Span(module.file, 1, 1, 1, 2)
+            self.error("E305", span, "this file has no protocol header",
+                       'start it with: protocol ID "Title"; a schema file is imported by a protocol')
+        for m in modules:
+            for enum in m.enums:
+                self.declare_enum(enum)
+        record_decls = [r for m in modules for r in m.records]
+        for record in record_decls:
+            if record.name in self.records or record.name in self.enums:
+                self.error("E102", record.span, f"'{record.name}' is declared twice",
+                           "rename one of the two declarations")
+                continue
+            self.records[record.name] = ir.Record(
+                record.name, record.label, self.declare_fields(record.fields, in_record=True),
+                record.span,
+            )
+        patient_fields: list[ast.FieldDecl] = [f for m in modules for p in m.patients for f in p.fields]
+        if not patient_fields:
+            span = ast.Span(module.file, 1, 1, 1, 2)
+            self.error("E305", span, "no patient fields are declared",
+                       "declare them in a 'patient' block, or import a schema file that has one")
+        for field in self.declare_fields(tuple(patient_fields), in_record=False):
+            self.fields[field.name] = field
+        for m in modules:
+            for define in m.defines:
+                if define.name in self.definitions or define.name in self.fields:
+                    self.error("E102", define.span, f"'{define.name}' is declared twice",
+                               "a definition needs a name no field or other definition has")
+                    continue
+                self.definitions[define.name] = define
+        scope = _Scope(self.fields, self.definitions)
+        for name, define in self.definitions.items():
+            self.check_definition(define, scope)
+        order = self.definition_order()
+        inclusion = tuple(self.criterion(c, "inclusion", None, scope) for c in module.inclusion)
+        exclusion = tuple(self.criterion(c, "exclusion", None, scope) for c in module.exclusion)
+        if not inclusion and not exclusion and module.header is not None:
+            self.error("E305", module.header.span, "the protocol has no criteria",
+                       "add an 'inclusion' or 'exclusion' section")
+        self.diagnostics.raise_if_errors()
+        header = module.header
+        assert header is not None
+        return ir.Protocol(
+            id=header.id,
+            title=header.title,
+            version=header.version,
+            notes=header.notes,
+            source=module.file,
+            source_hash=self.source_hash,
+            enums=tuple(self.enums.values()),
+            records=tuple(self.records.values()),
+            fields=tuple(self.fields.values()),
+            definitions=tuple(self.checked_defs[name] for name in order),
+            inclusion=inclusion,
+            exclusion=exclusion,
+        )
+
+    # ---- schema ----
+    def declare_enum(self, enum: ast.EnumDecl) -> None:
+        if enum.name in self.enums:
+            self.error("E102", enum.span, f"enum '{enum.name}' is declared twice",
+                       "rename one of them, or import the schema only once")
+            return
+        seen: set[str] = set()
+        members = []
+        for member in enum.members:
+            if member.name in seen:
+                self.error("E102", member.span, f"'{member.name}' appears twice in enum '{enum.name}'",
+                           "remove the repeated member")
+                continue
+            seen.add(member.name)
+            members.append((member.name, member.label))
+        self.enums[enum.name] = ir.EnumType(enum.name, enum.label, tuple(members))
+        self.enum_spans[enum.name] = enum.span
+
+    def declare_fields(self, decls: tuple[ast.FieldDecl, ...], in_record: bool) -> tuple[ir.Field, ...]:
+        out: dict[str, ir.Field] = {}
+        for decl in decls:
+            if decl.name in out:
+                self.error("E102", decl.span, f"field '{decl.name}' is declared twice",
+                           "each field has one declaration; rename or remove the other")
+                continue
+            type_ = self.resolve_type(decl.type, in_record)
+            if type_ is None:
+                continue
+            if type_.kind == "judgment" and decl.optional:
+                self.error("E103", decl.type.span, "a judgment cannot be optional",
+                           "a judgment not yet recorded is already pending; remove the '?'")
+            out[decl.name] = ir.Field(decl.name, type_, decl.optional, decl.label, decl.span)
+        return tuple(out.values())
+
+    def resolve_type(self, t: ast.TypeExpr, in_record: bool) -> ir.Type | None:
+        if t.kind in ("quantity", "lab"):
+            assert t.unit is not None
+            unit = self.unit(t.unit)
+            if unit is None:
+                return None
+            also: list[tuple[Unit, Decimal]] = []
+            for other in t.also:
+                other_unit = self.unit(other)
+                if other_unit is None:
+                    continue
+                try:
+                    also.append((other_unit, exact_decimal(factor(other_unit, unit))))
+                except UnitError as err:
+                    self.error("E104", other.span, err.message, err.hint)
+            return ir.Type(t.kind, unit=unit, also=tuple(also))
+        if t.kind == "set":
+            assert t.name is not None
+            enum = self.enums.get(t.name)
+            if enum is None:
+                self.error("E103", t.span, f"unknown enum '{t.name}'",
+                           did_you_mean(t.name, self.enums) or "declare it with 'enum'")
+                return None
+            return ir.Type("set", enum=enum)
+        if t.kind == "list":
+            assert t.name is not None
+            if in_record:
+                self.error("E103", t.span, "a record cannot hold a list",
+                           "declare the list as a patient field")
+                return None
+            if t.name not in self.records:
+                self.error("E103", t.span, f"unknown record '{t.name}'",
+                           did_you_mean(t.name, self.records) or "declare it with 'record'")
+                return None
+            return ir.Type("list", record=t.name)
+        if t.kind in ir.BASE_TYPES:
+            return ir.Type(t.kind)
+        if t.kind in self.enums:
+            return ir.Type("enum", enum=self.enums[t.kind])
+        hint = did_you_mean(t.kind, [*ir.BASE_TYPES, *self.enums, "quantity", "lab"])
+        if t.kind in self.records:
+            hint = f"a record is used through a list: 'list of {t.kind}'"
+        self.error("E103", t.span, f"unknown type '{t.kind}'",
+                   hint or "types are bool, integer, decimal, text, date, titer, judgment, "
+                   "quantity UNIT, lab UNIT, an enum, set of ENUM, list of RECORD")
+        return None
+
+    def unit(self, unit: ast.Unit) -> Unit | None:
+        try:
+            return parse_unit(unit.text)
+        except UnitError as err:
+            self.error("E104", unit.span, err.message, err.hint)
+            return None
+
+    # ---- definitions ----
+    def check_definition(self, define: ast.Define, scope: _Scope) -> None:
+        self.current_def = define.name
+        self.def_deps[define.name] = []
+        body: list[ir.Line | ir.Note] = []
+        for item in define.body:
+            if isinstance(item, ast.Note):
+                body.append(ir.Note(item.text, item.span))
+            elif isinstance(item, ast.When):
+                self.error("E304", item.span, "a definition cannot use 'when'",
+                           "definitions are facts that always apply; put 'when' in the criterion")
+            else:
+                body.append(ir.Line(self.condition(item.expr, scope), item.span))
+        self.current_def = None
+        if not any(isinstance(b, ir.Line) for b in body):
+            self.error("E208", define.span, f"definition '{define.name}' has no condition",
+                       "give it at least one line that is true or false")
+        self.checked_defs[define.name] = ir.Definition(define.name, define.label, tuple(body), define.span)
+
+    def definition_order(self) -> list[str]:
+        """Dependency order (each after what it uses); a cycle is an error."""
+        order: list[str] = []
+        state: dict[str, int] = {}
+
+        def visit(name: str, path: list[str]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                cycle = path[path.index(name):] + [name]
+                define = self.definitions[name]
+                self.error("E303", define.span,
+                           "definitions refer to each other in a cycle: " + " → ".join(cycle),
+                           "a definition cannot depend on itself; break the cycle")
+                return
+            state[name] = 1
+            for dep in self.def_deps.get(name, []):
+                visit(dep, path + [name])
+            state[name] = 2
+            order.append(name)
+
+        for name in self.definitions:
+            visit(name, [])
+        return [name for name in order if name in self.checked_defs]
+
+    # ---- criteria ----
+    def criterion(self, c: ast.Criterion, section: str, parent: ast.Criterion | None,
+                  scope: _Scope) -> ir.Criterion:
+        prefix = "I" if section == "inclusion" else "E"
+        if c.id in self.criterion_ids:
+            first = self.criterion_ids[c.id]
+            self.error("E301", c.id_span, f"criterion id {c.id} is used twice",
+                       f"it was first used on line {first.line}; ids must be unique")
+        else:
+            self.criterion_ids[c.id] = c.id_span
+        if not c.id.startswith(prefix):
+            self.error("E302", c.id_span, f"{section} criterion ids start with {prefix}, not {c.id[0]}",
+                       f"write {prefix}{c.id[1:]}")
+        elif parent is not None and not c.id.startswith(parent.id + "."):
+            self.error("E302", c.id_span, f"criterion {c.id} is nested under {parent.id}",
+                       f"number it {parent.id}.N, or move it out of {parent.id}")
+        elif parent is None and "." in c.id:
+            self.error("E302", c.id_span, f"criterion {c.id} is numbered as a sub-criterion",
+                       f"nest it under {c.id.rsplit('.', 1)[0]}, or number it without a dot")
+        applies = self.condition(c.applies, scope) if c.applies is not None else None
+        items: list[ir.Line | ir.When | ir.Note | ir.Criterion] = []
+        for item in c.items:
+            if isinstance(item, ast.Criterion):
+                items.append(self.criterion(item, section, c, scope))
+            elif isinstance(item, ast.Note):
+                items.append(ir.Note(item.text, item.span))
+            else:
+                items.append(self.body_line(item, scope))
+        parts = [i for i in items if not isinstance(i, ir.Note)]
+        if not parts:
+            self.error("E208", c.id_span, f"criterion {c.id} has no condition",
+                       "give it a line that is true or false, or sub-criteria")
+        if c.combine == "at_least" and not 1 <= c.at_least <= max(len(parts), 1):
+            self.error("E209", c.id_span,
+                       f"criterion {c.id} requires at least {c.at_least} of {len(parts)} parts",
+                       f"use a number from 1 to {len(parts)}")
+        return ir.Criterion(c.id, c.title, section, c.combine, c.at_least, applies,
+                            tuple(items), c.span)
+
+    def body_line(self, item: ast.Line | ast.When, scope: _Scope) -> ir.Line | ir.When:
+        if isinstance(item, ast.Line):
+            return ir.Line(self.condition(item.expr, scope), item.span)
+        condition = self.condition(item.condition, scope)
+        return ir.When(condition, tuple(self.body_line(b, scope) for b in item.body), item.span)
+
+    # ---- expressions ----
+    def condition(self, e: ast.Expr, scope: _Scope) -> ir.Expr:
+        """An expression that must be true or false."""
+        if isinstance(e, ast.Not):
+            return ir.Not(self.condition(e.operand, scope), e.span)
+        if isinstance(e, ast.And):
+            return ir.And(tuple(self.condition(x, scope) for x in e.operands), e.span)
+        if isinstance(e, ast.Or):
+            return ir.Or(tuple(self.condition(x, scope) for x in e.operands), e.span)
+        if isinstance(e, ast.AtLeast):
+            operands = tuple(self.condition(x, scope) for x in e.operands)
+            if not 1 <= e.count <= len(operands):
+                self.error("E209", e.span, f"at least {e.count} of {len(operands)} can never be "
+                           + ("met" if e.count > len(operands) else "anything but met"),
+                           f"use a number from 1 to {len(operands)}")
+            return ir.AtLeast(e.count, operands, e.kind, e.span)
+        if isinstance(e, ast.BoolLit):
+            return ir.Truth(e.value, e.span)
+        if isinstance(e, ast.Ref):
+            return self.ref_condition(e, scope)
+        if isinstance(e, ast.Compare):
+            return self.compare(e, scope)
+        if isinstance(e, ast.Between):
+            return self.between(e, scope)
+        if isinstance(e, ast.Membership):
+            return self.membership(e, scope)
+        if isinstance(e, ast.Window):
+            return self.window(e, scope)
+        if isinstance(e, ast.Quantifier):
+            if e.kind == "count":
+                self.error("E208", e.span, "count(...) is a number, not a condition",
+                           "compare it, e.g. count(treatments where immunosuppressive) >= 2")
+                return ir.Truth(False, e.span)
+            items, record = self.list_ref(e.list_name, scope)
+            if items is None or record is None:
+                return ir.Truth(False, e.span)
+            cond = self.condition(e.condition, self.item_scope(scope, record)) if e.condition else None
+            return ir.Quantified(e.kind, items, record, cond, e.span)
+        kind = _literal_kind(e)
+        self.error("E208", e.span, f"a {kind} is not a condition",
+                   "a line must be true or false, e.g. a comparison: hemoglobin >= 60 g/L")
+        return ir.Truth(False, e.span)
+
+    def item_scope(self, scope: _Scope, record: ir.Record) -> _Scope:
+        return _Scope(scope.fields, scope.definitions, record)
+
+    def lookup(self, ref: ast.Ref, scope: _Scope) -> ir.FieldRef | ast.Define | None:
+        if scope.item is not None:
+            for field in scope.item.fields:
+                if field.name == ref.name:
+                    return ir.FieldRef(field, "item", ref.span)
+        if ref.name in scope.fields:
+            return ir.FieldRef(scope.fields[ref.name], "patient", ref.span)
+        if ref.name in scope.definitions:
+            return scope.definitions[ref.name]
+        hint = did_you_mean(ref.name, scope.names())
+        if hint is None:
+            hint = "declare it as a patient field, or define it with 'define'"
+        self.error("E201", ref.span, f"unknown field '{ref.name}'", hint)
+        return None
+
+    def ref_condition(self, ref: ast.Ref, scope: _Scope) -> ir.Expr:
+        found = self.lookup(ref, scope)
+        if found is None:
+            return ir.Truth(False, ref.span)
+        if isinstance(found, ast.Define):
+            if self.current_def is not None:
+                self.def_deps[self.current_def].append(found.name)
+            return ir.DefinitionRef(found.name, found.label, ref.span)
+        kind = found.field.type.kind
+        if kind in ("bool", "judgment"):
+            return found
+        self.error("E208", ref.span, f"'{ref.name}' is {_a(found.field.type.describe())}, not a condition",
+                   _condition_hint(ref.name, found.field.type))
+        return ir.Truth(False, ref.span)
+
+    def list_ref(self, ref: ast.Ref, scope: _Scope) -> tuple[ir.FieldRef | None, ir.Record | None]:
+        found = self.lookup(ref, scope)
+        if found is None:
+            return None, None
+        if isinstance(found, ast.Define) or found.field.type.kind != "list":
+            self.error("E207", ref.span, f"'{ref.name}' is not a list",
+                       "count(...), any(...) and all(...) go over a 'list of RECORD' field")
+            return None, None
+        record_name = found.field.type.record
+        assert record_name is not None
+        return found, self.records[record_name]
+
+    def value(self, e: ast.Expr, scope: _Scope) -> ir.FieldRef | None:
+        """A field used as a value; None (with an error) for anything else."""
+        if isinstance(e, ast.Ref):
+            found = self.lookup(e, scope)
+            if found is None:
+                return None
+            if isinstance(found, ast.Define):
+                self.error("E202", e.span, f"'{e.name}' is a definition, a condition with no value",
+                           "use it on its own as a condition")
+                return None
+            return found
+        return None
+
+    def operand(self, e: ast.Expr, against: ir.Type, scope: _Scope, field_name: str) -> ir.Value | None:
+        """The other side of a comparison with a field of type `against`."""
+        if isinstance(e, ast.Ref):
+            other = self.value(e, scope)
+            if other is None:
+                return None
+            if not _same_type(other.field.type, against):
+                self.error("E202", e.span,
+                           f"cannot compare {field_name} ({against.describe()}) with "
+                           f"{e.name} ({other.field.type.describe()})",
+                           "compare fields of the same type and unit")
+                return None
+            return other
+        return self.literal(e, against, field_name)
+
+    def literal(self, e: ast.Expr, t: ir.Type, field_name: str) -> ir.Const | None:
+        kind = t.kind
+        if kind in ("integer", "decimal"):
+            if isinstance(e, ast.Number):
+                value: Decimal | int = int(e.value) if e.value == e.value.to_integral_value() and kind == "integer" and "." not in e.text else e.value
+                return ir.Const("number", value, e.text, e.span)
+            if isinstance(e, ast.QuantityLit):
+                self.error("E204", e.unit.span, f"{field_name} is {_a(kind)} and has no unit",
+                           f"write the number alone: {e.number.text}")
+                return None
+        if kind in ("quantity", "lab"):
+            assert t.unit is not None
+            if isinstance(e, ast.QuantityLit):
+                unit = self.unit(e.unit)
+                if unit is None:
+                    return None
+                try:
+                    ratio = factor(unit, t.unit)
+                except UnitError as err:
+                    self.error("E204", e.unit.span,
+                               f"{field_name} is measured in {t.unit.text}, but {err.message}",
+                               f"use a unit of {t.unit.dimension}, such as {t.unit.text}")
+                    return None
+                converted = exact_decimal(Fraction(e.number.value) * ratio)
+                return ir.Const("number", converted, f"{e.number.text} {e.unit.text}", e.span)
+            if isinstance(e, ast.Number):
+                self.error("E204", e.span, f"{field_name} is a quantity in {t.unit.text}; this number has no unit",
+                           f"write {e.text} {t.unit.text}")
+                return None
+            if isinstance(e, ast.UlnLit):
+                self.error("E206", e.span, f"{field_name} is a quantity with no upper limit of normal",
+                           f"declare it as 'lab {t.unit.text}' to compare with × ULN")
+                return None
+        if kind == "titer":
+            if isinstance(e, ast.TiterLit):
+                return ir.Const("titer", e.dilution, e.text, e.span)
+            self.error("E202", e.span, f"{field_name} is a titer; compare it with a titer",
+                       "write a titer such as 1:80")
+            return None
+        if kind == "date":
+            if isinstance(e, ast.DateLit):
+                try:
+                    day = datetime.date.fromisoformat(e.text)
+                except ValueError:
+                    self.error("E202", e.span, f"{e.text} is not a date", "write dates as YYYY-MM-DD")
+                    return None
+                return ir.Const("date", day, e.text, e.span)
+            self.error("E202", e.span, f"{field_name} is a date; compare it with a date",
+                       "write a date as YYYY-MM-DD, or use a window: within 4 weeks before screening")
+            return None
+        if kind == "text" and isinstance(e, ast.TextLit):
+            return ir.Const("text", e.value, repr(e.value), e.span)
+        if kind in ("bool", "judgment") and isinstance(e, ast.BoolLit):
+            return ir.Const("bool", e.value, "true" if e.value else "false", e.span)
+        if isinstance(e, ast.UlnLit):
+            self.error("E206", e.span, f"× ULN needs a lab value, and {field_name} is {_a(t.describe())}",
+                       "declare the field as 'lab UNIT' so it carries its upper limit of normal")
+            return None
+        self.error("E202", e.span, f"cannot compare {field_name} ({t.describe()}) with {_a(_literal_kind(e))}",
+                   _compare_hint(t))
+        return None
+
+    def compare(self, e: ast.Compare, scope: _Scope) -> ir.Expr:
+        left, right, op = e.left, e.right, e.op
+        if not isinstance(left, (ast.Ref, ast.Quantifier)) and isinstance(right, (ast.Ref, ast.Quantifier)):
+            left, right, op = right, left, _FLIP[op]
+        if isinstance(left, ast.Quantifier) and left.kind == "count":
+            return self.count_compare(e, left, right, op, scope)
+        field = self.value(left, scope)
+        if field is None:
+            if not isinstance(left, ast.Ref):
+                self.error("E202", e.span, "this comparison has no field on either side",
+                           "compare a field with a value: age >= 18")
+            return ir.Truth(False, e.span)
+        t = field.field.type
+        name = field.field.name
+        if t.kind in ("enum", "set", "list") or (t.kind in ("bool", "judgment", "text") and op not in ("=", "!=")):
+            self.error("E202", e.span, f"'{op}' does not apply to {name} ({t.describe()})", _compare_hint(t))
+            return ir.Truth(False, e.span)
+        if t.kind == "lab" and isinstance(right, ast.UlnLit):
+            return ir.UlnCompare(op, field, right.number.value, e.span)
+        other = self.operand(right, t, scope, name)
+        if other is None:
+            return ir.Truth(False, e.span)
+        return ir.Compare(op, field, other, e.span)
+
+    def count_compare(self, e: ast.Compare, q: ast.Quantifier, right: ast.Expr, op: str,
+                      scope: _Scope) -> ir.Expr:
+        items, record = self.list_ref(q.list_name, scope)
+        if not isinstance(right, ast.Number) or "." in right.text:
+            self.error("E202", right.span, "a count is compared with a whole number",
+                       "write e.g. count(treatments where immunosuppressive) >= 2")
+            return ir.Truth(False, e.span)
+        if items is None or record is None:
+            return ir.Truth(False, e.span)
+        cond = self.condition(q.condition, self.item_scope(scope, record)) if q.condition else None
+        return ir.CountCompare(op, items, record, cond, int(right.value), e.span)
+
+    def between(self, e: ast.Between, scope: _Scope) -> ir.Expr:
+        field = self.value(e.value, scope)
+        if field is None:
+            if not isinstance(e.value, ast.Ref):
+                self.error("E202", e.value.span, "'between' needs a field on its left",
+                           "write e.g. age between 18 and 75")
+            return ir.Truth(False, e.span)
+        t = field.field.type
+        if t.kind not in (*_NUMERIC, "titer", "date"):
+            self.error("E202", e.span, f"'between' does not apply to {field.field.name} ({t.describe()})",
+                       _compare_hint(t))
+            return ir.Truth(False, e.span)
+        low = self.operand(e.low, t, scope, field.field.name)
+        high = self.operand(e.high, t, scope, field.field.name)
+        if low is None or high is None:
+            return ir.Truth(False, e.span)
+        return ir.Between(field, low, high, e.span)
+
+    def membership(self, e: ast.Membership, scope: _Scope) -> ir.Expr:
+        field = self.value(e.value, scope)
+        if field is None:
+            if not isinstance(e.value, ast.Ref):
+                self.error("E202", e.value.span, f"'{e.kind.split('_')[0]}' needs a field on its left",
+                           "write e.g. diagnosis is SLE")
+            return ir.Truth(False, e.span)
+        t = field.field.type
+        wants = "enum" if e.kind.startswith("is") else "set"
+        if t.kind != wants:
+            word = "is" if wants == "enum" else "has"
+            if t.kind == "set" and wants == "enum":
+                hint = f"{field.field.name} is a set: write '{field.field.name} has …'"
+            elif t.kind == "enum" and wants == "set":
+                hint = f"{field.field.name} holds one value: write '{field.field.name} is …'"
+            else:
+                hint = _compare_hint(t)
+            self.error("E202", e.span, f"'{word}' does not apply to {field.field.name} ({t.describe()})", hint)
+            return ir.Truth(False, e.span)
+        assert t.enum is not None
+        members = t.enum.member_names()
+        for member in e.members:
+            if member.name not in members:
+                self.error("E203", member.span,
+                           f"'{member.name}' is not a member of {t.enum.name}",
+                           did_you_mean(member.name, members) or f"{t.enum.name} has: " + ", ".join(members))
+        return ir.Member(e.kind, field, tuple(m.name for m in e.members), e.span)
+
+    def window(self, e: ast.Window, scope: _Scope) -> ir.Expr:
+        value = self.date_value(e.value, scope)
+        anchor = self.date_value(e.anchor, scope)
+        if e.duration.amount == 0:
+            self.error("E205", e.duration.span, "a window of 0 has no length",
+                       "give the window a length, e.g. within 4 weeks before screening")
+        if value is None or anchor is None:
+            return ir.Truth(False, e.span)
+        return ir.Window(e.kind, value, e.duration.amount, e.duration.unit, e.direction, anchor, e.span)
+
+    def date_value(self, e: ast.Expr, scope: _Scope) -> ir.Value | None:
+        if isinstance(e, ast.DateLit):
+            return self.literal(e, ir.Type("date"), "the window")
+        field = self.value(e, scope)
+        if field is None:
+            if not isinstance(e, ast.Ref):
+                self.error("E205", e.span, "a window is measured between dates",
+                           "use a date field or a date such as 2025-06-26")
+            return None
+        if field.field.type.kind != "date":
+            self.error("E205", e.span, f"a window needs dates, and {field.field.name} is "
+                       f"{_a(field.field.type.describe())}", "use a date field, e.g. screening")
+            return None
+        return field
+
+
+def _same_type(a: ir.Type, b: ir.Type) -> bool:
+    if a.kind in ("quantity", "lab") and b.kind in ("quantity", "lab"):
+        return a.unit is not None and b.unit is not None and a.unit.text == b.unit.text
+    if a.kind in ("integer", "decimal") and b.kind in ("integer", "decimal"):
+        return True
+    return a.kind == b.kind and a.enum == b.enum
+
+
+def _literal_kind(e: ast.Expr) -> str:
+    return {
+        ast.Number: "number", ast.QuantityLit: "quantity", ast.UlnLit: "multiple of ULN",
+        ast.TiterLit: "titer", ast.DateLit: "date", ast.TextLit: "text", ast.BoolLit: "truth value",
+        ast.Quantifier: "count",
+    }.get(type(e), "value")
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
+def _condition_hint(name: str, t: ir.Type) -> str:
+    if t.kind == "enum" and t.enum is not None:
+        return f"test its value: {name} is {t.enum.member_names()[0]}"
+    if t.kind == "set" and t.enum is not None:
+        return f"test its members: {name} has any of ({t.enum.member_names()[0]}, …)"
+    if t.kind == "list":
+        return f"quantify over it: any({name} where …) or count({name} where …) >= 1"
+    if t.kind == "date":
+        return f"use a window: {name} within 4 weeks before screening"
+    return _compare_hint(t).replace("X", name)
+
+
+def _compare_hint(t: ir.Type) -> str:
+    kind = t.kind
+    if kind == "enum" and t.enum is not None:
+        return f"test an enum with 'is': X is {t.enum.member_names()[0]}"
+    if kind == "set" and t.enum is not None:
+        return f"test a set with 'has': X has any of ({', '.join(t.enum.member_names()[:2])})"
+    if kind == "list":
+        return "a list is tested with any(...), all(...) or count(...)"
+    if kind in ("bool", "judgment"):
+        return "use it on its own as a condition, or with 'not'"
+    if kind == "quantity" and t.unit is not None:
+        return f"compare it with a quantity: X >= 60 {t.unit.text}"
+    if kind == "lab" and t.unit is not None:
+        return f"compare it with a quantity in {t.unit.text} or a multiple of ULN: X <= 3 x ULN"
+    if kind == "titer":
+        return "compare it with a titer: X > 1:80"
+    if kind == "date":
+        return "compare it with a date (YYYY-MM-DD) or use a window"
+    if kind == "text":
+        return 'compare text with = or !=: X = "yes"'
+    return "compare it with a number: X >= 18"
+
+
+def iter_exprs(expr: ir.Expr) -> Iterable[ir.Expr]:
+    """Every node of an expression tree, depth first."""
+    yield expr
+    if isinstance(expr, ir.Not):
+        yield from iter_exprs(expr.operand)
+    elif isinstance(expr, (ir.And, ir.Or, ir.AtLeast)):
+        for operand in expr.operands:
+            yield from iter_exprs(operand)
+    elif isinstance(expr, (ir.Quantified, ir.CountCompare)) and expr.condition is not None:
+        yield from iter_exprs(expr.condition)
+
+
+__all__ = ["check", "iter_exprs", "decimal_text"]

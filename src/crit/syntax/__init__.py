@@ -1,0 +1,5 @@
+"""Parsing: `.crit` text to the AST of `crit.ast`, or diagnostics with positions."""
+
+from crit.syntax.parse import parse
+
+__all__ = ["parse"]

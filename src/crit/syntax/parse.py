@@ -1,0 +1,469 @@
+"""Parse `.crit` source into `crit.ast.Module`; turn Lark's errors into diagnostics."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from lark import Token, Tree
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+)
+
+from crit import ast
+from crit.diagnostics import Collector, CritError, Diagnostic
+from crit.syntax.grammar import IndentationError_, parser
+
+# What each terminal is called when we tell an author what we expected.
+_TOKEN_NAMES = {
+    "_NL": "the end of the line",
+    "_INDENT": "an indented block",
+    "_DEDENT": "the end of the block",
+    "$END": "the end of the file",
+    "NAME": "a name",
+    "STRING": 'a quoted "text"',
+    "NUMBER": "a number",
+    "CRIT_ID": "a criterion id such as I1 or E2.1",
+    "COMP_OP": "a comparison (>=, <=, >, <, =, !=)",
+    "TITER": "a titer such as 1:80",
+    "DATE": "a date such as 2025-06-26",
+    "COLON": "':'",
+    "COMMA": "','",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "OPTIONAL": "'?'",
+    "UNIT_OP": "'/'",
+    "PERCENT": "'%'",
+    "CIRCUMFLEX": "'^'",
+}
+
+_TIME_UNITS = {
+    "day": "days", "days": "days", "week": "weeks", "weeks": "weeks",
+    "month": "months", "months": "months", "year": "years", "years": "years",
+}
+
+
+def _describe(terminal: str) -> str:
+    if terminal in _TOKEN_NAMES:
+        return _TOKEN_NAMES[terminal]
+    if terminal.startswith("__ANON") or not terminal.isupper():
+        return terminal
+    return f"'{terminal.lower()}'"
+
+
+def _expected_hint(expected: set[str]) -> str | None:
+    names = sorted({_describe(t) for t in expected if not t.startswith("__")})
+    if not names:
+        return None
+    if len(names) > 6:
+        names = names[:6] + ["…"]
+    return "expected " + (names[0] if len(names) == 1 else "one of: " + ", ".join(names))
+
+
+def _token_text(token: Token) -> str:
+    if token.type == "_NL":
+        return "end of line"
+    if token.type == "_INDENT":
+        return "indented block"
+    if token.type == "_DEDENT":
+        return "end of block"
+    if token.type == "$END":
+        return "end of file"
+    return repr(str(token.value))[1:-1].join("''")
+
+
+def parse(source: str, file: str) -> ast.Module:
+    """Parse one file. Raises `CritError` with positioned diagnostics on any syntax error."""
+    diagnostics = Collector()
+    text = source if source.endswith("\n") else source + "\n"
+    try:
+        tree = parser().parse(text)
+    except IndentationError_ as err:
+        span = ast.Span(file, err.line, err.column, err.line, err.column + 1)
+        diagnostics.error("E001", span, err.message, err.hint)
+        raise CritError(diagnostics.items) from None
+    except UnexpectedInput as err:
+        diagnostics.items.append(_syntax_diagnostic(err, file, text))
+        raise CritError(diagnostics.items) from None
+    module = _Builder(file, text, diagnostics).module(tree)
+    diagnostics.raise_if_errors()
+    return module
+
+
+def _syntax_diagnostic(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
+    line = max(getattr(err, "line", 1) or 1, 1)
+    column = max(getattr(err, "column", 1) or 1, 1)
+    if isinstance(err, UnexpectedCharacters):
+        char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
+        shown = repr(char)
+        hint = _char_hint(char) or _expected_hint(set(err.allowed or ()))
+        span = ast.Span(file, line, column, line, column + 1)
+        return Diagnostic(
+            code="E002", severity="error", span=span,
+            message=f"unexpected character {shown}", hint=hint,
+        )
+    if isinstance(err, UnexpectedToken):
+        token = err.token
+        if token.type in ("_DEDENT", "$END") or token.line is None:
+            line, column = _end_position(text, err)
+        else:
+            line, column = token.line, token.column or 1
+        width = len(str(token.value)) if token.type not in ("_NL", "_INDENT", "_DEDENT") else 1
+        width = max(1, min(width, 80))
+        if token.type == "_INDENT":
+            message = "unexpected indentation"
+            hint = "this line is indented deeper than the line above allows; " + (
+                _expected_hint(set(err.expected)) or "remove the extra indentation"
+            )
+        else:
+            message = f"unexpected {_token_text(token)}"
+            hint = _expected_hint(set(err.expected))
+        span = ast.Span(file, line, column, line, column + width)
+        return Diagnostic(code="E003", severity="error", span=span, message=message, hint=hint)
+    assert isinstance(err, UnexpectedEOF)
+    line, column = _end_position(text, err)
+    span = ast.Span(file, line, column, line, column + 1)
+    return Diagnostic(
+        code="E003", severity="error", span=span, message="unexpected end of file",
+        hint=_expected_hint(set(err.expected)),
+    )
+
+
+def _end_position(text: str, err: UnexpectedInput) -> tuple[int, int]:
+    """Point at the last non-blank line: a missing block ends there, not past the end."""
+    lines = text.splitlines()
+    for number in range(len(lines), 0, -1):
+        if lines[number - 1].strip():
+            return number, len(lines[number - 1]) + 1
+    return 1, 1
+
+
+def _char_hint(char: str) -> str | None:
+    if char == "'":
+        return 'text is written in double quotes: "like this"'
+    if char == "\t":
+        return "use spaces for indentation"
+    if char in "≥≤":
+        return None
+    if char == "-":
+        return "ranges are written 'between 10 and 35'"
+    return None
+
+
+def _unquote(token: Token) -> str:
+    body = str(token)[1:-1]
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\" and i + 1 < len(body):
+            nxt = body[i + 1]
+            out.append({"n": "\n", "t": "\t", '"': '"', "\\": "\\"}[nxt])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+class _Builder:
+    """Turns Lark's tree into `crit.ast` nodes; the only code that knows the tree's shape."""
+
+    def __init__(self, file: str, text: str, diagnostics: Collector) -> None:
+        self.file = file
+        self.text = text
+        self.diagnostics = diagnostics
+
+    # ---- positions ----
+    def span(self, node: Tree[Token] | Token) -> ast.Span:
+        if isinstance(node, Token):
+            line = node.line or 1
+            column = node.column or 1
+            return ast.Span(
+                self.file, line, column, node.end_line or line, node.end_column or column + 1
+            )
+        meta = node.meta
+        if getattr(meta, "empty", True):
+            return ast.Span(self.file, 1, 1, 1, 2)
+        return ast.Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def source_of(self, node: Tree[Token]) -> str:
+        return self.text[node.meta.start_pos : node.meta.end_pos]
+
+    # ---- module ----
+    def module(self, tree: Tree[Token]) -> ast.Module:
+        header = None
+        imports: list[ast.Import] = []
+        enums: list[ast.EnumDecl] = []
+        records: list[ast.RecordDecl] = []
+        patients: list[ast.PatientDecl] = []
+        defines: list[ast.Define] = []
+        inclusion: list[ast.Criterion] = []
+        exclusion: list[ast.Criterion] = []
+        for child in tree.children:
+            if not isinstance(child, Tree):
+                continue
+            kind = child.data
+            if kind == "header":
+                header = self.header(child)
+            elif kind == "import_stmt":
+                imports.append(ast.Import(_unquote(child.children[0]), self.span(child)))  # type: ignore[arg-type]
+            elif kind == "enum_decl":
+                enums.append(self.enum(child))
+            elif kind == "record_decl":
+                name, label, *fields = child.children
+                records.append(
+                    ast.RecordDecl(
+                        str(name), self.opt_text(label), self.fields(fields), self.span(child)
+                    )
+                )
+            elif kind == "patient_decl":
+                patients.append(ast.PatientDecl(self.fields(child.children), self.span(child)))
+            elif kind in ("define", "define_block"):
+                defines.append(self.define(child))
+            elif kind in ("inclusion", "exclusion"):
+                crits = [self.criterion(c) for c in child.children if isinstance(c, Tree)]
+                (inclusion if kind == "inclusion" else exclusion).extend(crits)
+        return ast.Module(
+            self.file, header, tuple(imports), tuple(enums), tuple(records), tuple(patients),
+            tuple(defines), tuple(inclusion), tuple(exclusion),
+        )
+
+    def opt_text(self, token: object) -> str | None:
+        return _unquote(token) if isinstance(token, Token) else None
+
+    def header(self, tree: Tree[Token]) -> ast.Header:
+        name, title, *items = tree.children
+        version = None
+        notes = []
+        for item in items:
+            if isinstance(item, Tree):
+                text = _unquote(item.children[0])  # type: ignore[arg-type]
+                if item.data == "version":
+                    version = text
+                else:
+                    notes.append(text)
+        return ast.Header(str(name), _unquote(title), version, tuple(notes), self.span(tree))  # type: ignore[arg-type]
+
+    def enum(self, tree: Tree[Token]) -> ast.EnumDecl:
+        name, label, *members = tree.children
+        built = []
+        for member in members:
+            assert isinstance(member, Tree)
+            mname, mlabel = member.children
+            built.append(ast.EnumMember(str(mname), self.opt_text(mlabel), self.span(member)))
+        return ast.EnumDecl(str(name), self.opt_text(label), tuple(built), self.span(tree))
+
+    def fields(self, nodes: list[object]) -> tuple[ast.FieldDecl, ...]:
+        out = []
+        for node in nodes:
+            if not isinstance(node, Tree):
+                continue
+            name, type_tree, optional, label = node.children
+            assert isinstance(type_tree, Tree)
+            out.append(
+                ast.FieldDecl(
+                    str(name), self.type_expr(type_tree), optional is not None,
+                    self.opt_text(label), self.span(node),
+                )
+            )
+        return tuple(out)
+
+    def type_expr(self, tree: Tree[Token]) -> ast.TypeExpr:
+        span = self.span(tree)
+        kind = tree.data
+        if kind in ("quantity_type", "lab_type"):
+            unit_tree, also = tree.children
+            assert isinstance(unit_tree, Tree)
+            units: tuple[ast.Unit, ...] = ()
+            if isinstance(also, Tree):
+                units = tuple(self.unit(u) for u in also.children if isinstance(u, Tree))
+            return ast.TypeExpr(kind.removesuffix("_type"), None, self.unit(unit_tree), units, span)
+        (name,) = tree.children
+        if kind == "named_type":
+            return ast.TypeExpr(str(name), None, None, (), span)
+        return ast.TypeExpr(kind.removesuffix("_type"), str(name), None, (), span)
+
+    def unit(self, tree: Tree[Token]) -> ast.Unit:
+        text = "".join(self.source_of(tree).split())
+        return ast.Unit(text, self.span(tree))
+
+    # ---- definitions and criteria ----
+    def define(self, tree: Tree[Token]) -> ast.Define:
+        name, label, *rest = tree.children
+        if tree.data == "define":
+            expr_tree = rest[0]
+            expr = self.expr(expr_tree)  # type: ignore[arg-type]
+            body: tuple[ast.Line | ast.When | ast.Note, ...] = (ast.Line(expr, expr.span),)
+        else:
+            body = tuple(self.body_line(b) for b in rest if isinstance(b, Tree))
+        return ast.Define(str(name), self.opt_text(label), body, self.span(tree))
+
+    def criterion(self, tree: Tree[Token]) -> ast.Criterion:
+        ident, title, combine, applies, *items = tree.children
+        assert isinstance(ident, Token)
+        mode, count = "all", 0
+        if isinstance(combine, Tree):
+            if combine.data == "combine_any":
+                mode = "any"
+            elif combine.data == "combine_at_least":
+                mode = "at_least"
+                count = self.whole(combine.children[0])  # type: ignore[arg-type]
+        built: list[ast.Line | ast.When | ast.Note | ast.Criterion] = []
+        for item in items:
+            if not isinstance(item, Tree):
+                continue
+            if item.data == "criterion":
+                built.append(self.criterion(item))
+            else:
+                built.append(self.body_line(item))
+        condition = self.expr(applies.children[0]) if isinstance(applies, Tree) else None  # type: ignore[arg-type]
+        return ast.Criterion(
+            str(ident), _unquote(title), mode, count, condition, tuple(built), self.span(tree),  # type: ignore[arg-type]
+            self.span(ident),
+        )
+
+    def body_line(self, tree: Tree[Token]) -> ast.Line | ast.When | ast.Note:
+        span = self.span(tree)
+        if tree.data == "note":
+            return ast.Note(_unquote(tree.children[0]), span)  # type: ignore[arg-type]
+        if tree.data == "line":
+            expr = self.expr(tree.children[0])  # type: ignore[arg-type]
+            return ast.Line(expr, expr.span)
+        condition = self.expr(tree.children[0])  # type: ignore[arg-type]
+        if tree.data == "when_line":
+            body_expr = self.expr(tree.children[1])  # type: ignore[arg-type]
+            return ast.When(condition, (ast.Line(body_expr, body_expr.span),), span)
+        body: list[ast.Line | ast.When] = []
+        for child in tree.children[1:]:
+            if not isinstance(child, Tree):
+                continue
+            line = self.body_line(child)
+            if isinstance(line, ast.Note):
+                self.diagnostics.error(
+                    "E004", line.span, "a note cannot stand inside a 'when' block",
+                    "move the note to the criterion, above or below the 'when' block",
+                )
+                continue
+            body.append(line)
+        return ast.When(condition, tuple(body), span)
+
+    def whole(self, token: Token) -> int:
+        text = str(token)
+        if not text.isdigit():
+            self.diagnostics.error(
+                "E005", self.span(token), f"expected a whole number, found {text}",
+                f"write {text.split('.')[0]} or another whole number",
+            )
+            return 0
+        return int(text)
+
+    # ---- expressions ----
+    def expr(self, node: Tree[Token] | Token) -> ast.Expr:
+        if isinstance(node, Token):  # a bare value inlined by `?value`
+            raise AssertionError(f"unexpected token {node.type}")
+        span = self.span(node)
+        kind = node.data
+        c = node.children
+        if kind == "or_expr":
+            return ast.Or(tuple(self.expr(x) for x in c), span)  # type: ignore[arg-type]
+        if kind == "and_expr":
+            return ast.And(tuple(self.expr(x) for x in c), span)  # type: ignore[arg-type]
+        if kind == "not_":
+            return ast.Not(self.expr(c[0]), span)  # type: ignore[arg-type]
+        if kind == "compare":
+            op = _OPS[str(c[1])]
+            return ast.Compare(op, self.expr(c[0]), self.expr(c[2]), span)  # type: ignore[arg-type]
+        if kind == "between":
+            return ast.Between(self.expr(c[0]), self.expr(c[1]), self.expr(c[2]), span)  # type: ignore[arg-type]
+        if kind in _MEMBERSHIP:
+            value = self.expr(c[0])  # type: ignore[arg-type]
+            rest = c[1]
+            if isinstance(rest, Tree):
+                members = tuple(ast.Ref(str(t), self.span(t)) for t in rest.children if isinstance(t, Token))
+            else:
+                assert isinstance(rest, Token)
+                members = (ast.Ref(str(rest), self.span(rest)),)
+            return ast.Membership(_MEMBERSHIP[kind], value, members, span)
+        if kind in ("within", "at_least_from"):
+            value, dur, direction, anchor = c
+            assert isinstance(dur, Tree) and isinstance(direction, Tree)
+            return ast.Window(
+                "within" if kind == "within" else "at_least",
+                self.expr(value),  # type: ignore[arg-type]
+                self.duration(dur),
+                direction.data,
+                self.expr(anchor),  # type: ignore[arg-type]
+                span,
+            )
+        if kind == "at_least_of":
+            count = self.whole(c[0])  # type: ignore[arg-type]
+            operands = self.expr_list(c[1])  # type: ignore[arg-type]
+            return ast.AtLeast(count, operands, "at_least", span)
+        if kind in ("any_of", "all_of"):
+            operands = self.expr_list(c[0])  # type: ignore[arg-type]
+            count = 1 if kind == "any_of" else len(operands)
+            return ast.AtLeast(count, operands, kind.removesuffix("_of"), span)
+        if kind == "ref":
+            return ast.Ref(str(c[0]), span)
+        if kind == "number":
+            return self.number(c[0])  # type: ignore[arg-type]
+        if kind == "quantity":
+            unit_tree = c[1]
+            assert isinstance(unit_tree, Tree)
+            return ast.QuantityLit(self.number(c[0]), self.unit(unit_tree), span)  # type: ignore[arg-type]
+        if kind == "uln":
+            return ast.UlnLit(self.number(c[0]), span)  # type: ignore[arg-type]
+        if kind == "titer":
+            text = str(c[0])
+            first, dilution = text.split(":")
+            if first != "1" or int(dilution) == 0:
+                self.diagnostics.error(
+                    "E006", span, f"a titer is written 1:N, found {text}",
+                    "write the dilution as 1:80, 1:160, …",
+                )
+            return ast.TiterLit(int(dilution), text, span)
+        if kind == "date":
+            return ast.DateLit(str(c[0]), span)
+        if kind == "text":
+            return ast.TextLit(_unquote(c[0]), span)  # type: ignore[arg-type]
+        if kind in ("true", "false"):
+            return ast.BoolLit(kind == "true", span)
+        if kind in ("count", "exists", "every"):
+            name, condition = c
+            assert isinstance(name, Token)
+            cond = self.expr(condition) if isinstance(condition, Tree) else None
+            return ast.Quantifier(
+                {"count": "count", "exists": "any", "every": "all"}[kind],
+                ast.Ref(str(name), self.span(name)), cond, span,
+            )
+        raise AssertionError(f"unknown expression node {kind}")
+
+    def expr_list(self, tree: Tree[Token]) -> tuple[ast.Expr, ...]:
+        return tuple(self.expr(x) for x in tree.children if isinstance(x, Tree))
+
+    def number(self, token: Token) -> ast.Number:
+        return ast.Number(str(token), Decimal(str(token)), self.span(token))
+
+    def duration(self, tree: Tree[Token]) -> ast.Duration:
+        amount_token, unit_token = tree.children
+        assert isinstance(amount_token, Token) and isinstance(unit_token, Token)
+        unit = _TIME_UNITS.get(str(unit_token))
+        if unit is None:
+            self.diagnostics.error(
+                "E007", self.span(unit_token), f"unknown time unit '{unit_token}'",
+                "windows are counted in days, weeks, months or years",
+            )
+            unit = "days"
+        return ast.Duration(self.whole(amount_token), unit, self.span(tree))
+
+
+_OPS = {">=": ">=", "≥": ">=", "<=": "<=", "≤": "<=", ">": ">", "<": "<", "=": "=",
+        "!=": "!=", "≠": "!="}
+
+_MEMBERSHIP = {
+    "is_member": "is", "is_not_member": "is_not", "is_any_of": "is_any",
+    "has_member": "has", "has_any_of": "has_any", "has_all_of": "has_all",
+}

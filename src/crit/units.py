@@ -1,0 +1,148 @@
+"""Units of measure: parsed, checked for dimension and converted exactly, at compile time.
+
+pint supplies the dimensions and the conversion factors (as Fractions, never binary floats);
+the clinical notation it does not read (`10^9/L`, `mL/min/1.73m2`, `%`) is handled here.
+Generated evaluators never import this module: they receive the factors as exact decimals.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from decimal import Decimal, localcontext
+from fractions import Fraction
+from typing import Any
+
+
+class UnitError(Exception):
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A unit as the protocol writes it, with its meaning: `scale` × pint `expression`."""
+
+    text: str
+    scale: Fraction
+    expression: str
+    dimension: str
+
+
+_FACTOR = re.compile(r"^(?P<number>[0-9]+(?:\.[0-9]+)?)?(?:\^(?P<power>[0-9]+))?(?P<name>[A-Za-zµμ%][A-Za-z0-9µμ]*)?$")
+
+# Spellings common in clinical reports that pint does not know, and the units it lacks.
+_ALIASES = {"%": "percent", "µL": "uL", "μL": "uL", "mcL": "uL", "mcg": "ug", "µg": "ug",
+            "μg": "ug", "µmol": "umol", "μmol": "umol"}
+_EXTRA_DEFINITIONS = (
+    "international_unit = [international_unit] = IU",
+    "copies = [copies]",
+)
+
+
+@functools.cache
+def _registry() -> Any:
+    import pint  # deferred: only protocols with units pay for it
+
+    registry = pint.UnitRegistry(non_int_type=Fraction)
+    for definition in _EXTRA_DEFINITIONS:
+        registry.define(definition)
+    return registry
+
+
+@functools.cache
+def parse_unit(text: str) -> Unit:
+    """Read `g/L`, `10^9/L`, `mL/min/1.73m2`, `%` … Raises `UnitError` for anything else."""
+    parts = re.split(r"([/*·])", text)
+    scale = Fraction(1)
+    pieces: list[str] = []
+    op = "*"
+    for index, part in enumerate(parts):
+        if index % 2 == 1:
+            op = "/" if part == "/" else "*"
+            continue
+        match = _FACTOR.match(part)
+        if not part or match is None:
+            raise UnitError(f"cannot read the unit '{text}'", _UNIT_HINT)
+        number, power, name = match.group("number"), match.group("power"), match.group("name")
+        factor = Fraction(1)
+        if number is not None:
+            factor = Fraction(number) ** int(power) if power else Fraction(number)
+        elif power:
+            raise UnitError(f"cannot read the unit '{text}'", _UNIT_HINT)
+        scale = scale * factor if op == "*" else scale / factor
+        if name:
+            pieces.append(op + "(" + _pint_name(name) + ")")
+    expression = "".join(pieces).lstrip("*") or "dimensionless"
+    if expression.startswith("/"):
+        expression = "1" + expression
+    registry = _registry()
+    try:
+        quantity = registry.Quantity(Fraction(1), expression)
+    except Exception as err:  # pint raises several kinds; all mean "not a unit"
+        raise UnitError(f"unknown unit '{text}'", _UNIT_HINT) from err
+    return Unit(text, scale, expression, _dimension(quantity))
+
+
+def _pint_name(name: str) -> str:
+    name = _ALIASES.get(name, name)
+    match = re.match(r"^([A-Za-z]+)([0-9])$", name)
+    if match and match.group(1) not in ("IU",):  # m2 is m**2
+        return f"{match.group(1)}**{match.group(2)}"
+    return name
+
+
+def _dimension(quantity: Any) -> str:
+    """A stable, readable name for a dimension: `mass/length^3`."""
+    dimensionality = dict(quantity.dimensionality)
+    if not dimensionality:
+        return "dimensionless"
+
+    def term(name: str, power: Any) -> str:
+        bare = name.strip("[]").replace("_", " ")
+        return bare if power == 1 else f"{bare}^{power}"
+
+    up = [term(k, v) for k, v in sorted(dimensionality.items()) if v > 0]
+    down = [term(k, -v) for k, v in sorted(dimensionality.items()) if v < 0]
+    text = "·".join(up) or "1"
+    if down:
+        text += "/" + "/".join(down)
+    return text
+
+
+_UNIT_HINT = "write units as in the protocol, e.g. g/L, g/dL, 10^9/L, U/L, mL/min/1.73m2, %, cm"
+
+
+def factor(source: Unit, target: Unit) -> Fraction:
+    """The exact number to multiply a value in `source` by to express it in `target`."""
+    if source.dimension != target.dimension:
+        raise UnitError(
+            f"'{source.text}' measures {source.dimension}, not {target.dimension} like '{target.text}'",
+            f"use a unit of {target.dimension}, such as '{target.text}'",
+        )
+    registry = _registry()
+    magnitude = registry.Quantity(Fraction(1), source.expression).to(target.expression).magnitude
+    return Fraction(magnitude) * source.scale / target.scale
+
+
+def exact_decimal(value: Fraction) -> Decimal:
+    """A Fraction as a Decimal, exactly when it terminates, else to 28 significant digits."""
+    with localcontext() as context:
+        context.prec = 28
+        result = Decimal(value.numerator) / Decimal(value.denominator)
+    if Fraction(result) != value:
+        with localcontext() as context:
+            context.prec = 60
+            result = Decimal(value.numerator) / Decimal(value.denominator)
+    return Decimal(decimal_text(result))
+
+
+def decimal_text(value: Decimal) -> str:
+    """Plain notation, never scientific: `60`, `0.25`, `20000`."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
