@@ -1,0 +1,237 @@
+"""The `crit` command. Only this module reads and writes files for the user, and no Python
+traceback reaches the user: errors are diagnostics, and anything unexpected is one line.
+
+Exit codes: 0 success; 1 the protocol has errors, or `build --check` found generated files
+stale; 2 bad usage; 3 a patient record could not be read; 4 an internal error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import click
+
+from crit import __version__, ir
+from crit.diagnostics import CritError, render_all
+from crit.driver import Loaded, load
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_RECORD, EXIT_INTERNAL = 0, 1, 2, 3, 4
+
+
+class Failure(Exception):
+    """A failure already explained to the user; carries the exit code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _compile(path: Path) -> tuple[ir.Protocol, Loaded]:
+    loaded = Loaded()
+    try:
+        return load(path, loaded), loaded
+    except CritError as err:
+        click.echo(render_all(err.diagnostics, loaded.sources), err=True)
+        count = len(err.diagnostics)
+        click.echo(f"\n{count} error{'s' if count != 1 else ''} in {path}", err=True)
+        raise Failure(EXIT_ERRORS) from None
+
+
+def outputs(protocol: ir.Protocol, loaded: Loaded) -> dict[str, str]:
+    """The artefacts of one protocol, by file name: the evaluator and the rendering."""
+    from crit.emit.markdown import emit_markdown
+    from crit.emit.python import emit_python
+
+    stem = Path(protocol.source).stem
+    source_text = loaded.sources.get(protocol.source, "")
+    return {f"{stem}.py": emit_python(protocol, source_text), f"{stem}.md": emit_markdown(protocol)}
+
+
+def _protocol_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.crit") if p.is_file())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="crit")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for internal errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """crit: compile clinical-trial eligibility criteria into evaluators and readable text."""
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def check(files: Sequence[Path]) -> None:
+    """Parse and type-check protocol FILES; print every error with its place and a hint."""
+    failed = False
+    for path in files:
+        try:
+            protocol, _ = _compile(path)
+        except Failure:
+            failed = True
+            continue
+        count = len(protocol.criteria())
+        click.echo(f"{path}: ok ({protocol.id}, {count} criteria, {len(protocol.fields)} fields)")
+    if failed:
+        raise Failure(EXIT_ERRORS)
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("generated"),
+              show_default=True, help="Directory for the generated files.")
+@click.option("--check", "check_only", is_flag=True,
+              help="Write nothing; exit 1 if any generated file is missing or stale.")
+@click.option("--protocols", "protocol_dir", type=click.Path(path_type=Path), default=Path("protocols"),
+              show_default=True, help="Where to find protocols when no FILE is given.")
+def build(file: Path | None, out_dir: Path, check_only: bool, protocol_dir: Path) -> None:
+    """Compile FILE (or every protocols/*.crit) to OUTPUT/NAME.py and OUTPUT/NAME.md."""
+    files = [file] if file is not None else _protocol_files(protocol_dir)
+    if not files:
+        click.echo(f"crit: no .crit files in {protocol_dir}/", err=True)
+        raise Failure(EXIT_USAGE)
+    stale: list[Path] = []
+    failed = False
+    for path in files:
+        try:
+            protocol, loaded = _compile(path)
+        except Failure:
+            failed = True
+            continue
+        for name, text in outputs(protocol, loaded).items():
+            target = out_dir / name
+            current = target.read_text(encoding="utf-8") if target.is_file() else None
+            if current == text:
+                continue
+            if check_only:
+                stale.append(target)
+                continue
+            out_dir.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8", newline="\n")
+            click.echo(f"wrote {target}")
+    if failed:
+        raise Failure(EXIT_ERRORS)
+    if stale:
+        for target in stale:
+            click.echo(f"stale: {target}", err=True)
+        click.echo("generated files are out of date; run `crit build`", err=True)
+        raise Failure(EXIT_ERRORS)
+    if check_only:
+        click.echo(f"generated files are up to date ({len(files)} protocol{'s' if len(files) != 1 else ''})")
+
+
+def import_evaluator(path: Path, name: str) -> ModuleType:
+    """Import a generated module from its file (never exec'd into our globals)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _read_records(path: Path) -> list[Any]:
+    try:
+        text = path.read_text(encoding="utf-8") if str(path) != "-" else sys.stdin.read()
+    except (OSError, UnicodeDecodeError) as err:
+        click.echo(f"crit: cannot read {path}: {err}", err=True)
+        raise Failure(EXIT_RECORD) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        click.echo(f"crit: {path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}", err=True)
+        raise Failure(EXIT_RECORD) from None
+    return data if isinstance(data, list) else [data]
+
+
+@cli.command(name="eval")
+@click.argument("protocol_file", type=click.Path(path_type=Path))
+@click.argument("record_file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def eval_(protocol_file: Path, record_file: Path, as_json: bool) -> None:
+    """Screen the patient record(s) in RECORD_FILE (a JSON object or a list of them)."""
+    protocol, loaded = _compile(protocol_file)
+    records = _read_records(record_file)
+    with tempfile.TemporaryDirectory(prefix="crit-") as tmp:
+        stem = Path(protocol.source).stem
+        module_path = Path(tmp) / f"{stem}.py"
+        module_path.write_text(outputs(protocol, loaded)[f"{stem}.py"], encoding="utf-8")
+        module = import_evaluator(module_path, f"_crit_eval_{stem}")
+    results: list[dict[str, Any]] = []
+    bad = False
+    for index, record in enumerate(records):
+        label = record.get("id", index + 1) if isinstance(record, dict) else index + 1
+        problems = module.validate(record)
+        if problems:
+            bad = True
+            results.append({"id": label, "error": [str(p) for p in problems]})
+            continue
+        screening = module.evaluate(record)
+        results.append({"id": label, **screening.to_dict()})
+    if as_json:
+        payload: Any = results[0] if len(results) == 1 else results
+        click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+    else:
+        click.echo("\n\n".join(_table(r) for r in results))
+    if bad:
+        raise Failure(EXIT_RECORD)
+
+
+def _table(result: dict[str, Any]) -> str:
+    """A result for a coordinator: the decision, then one row per criterion."""
+    if "error" in result:
+        lines = [f"record {result['id']}: cannot be read"]
+        lines += [f"  {problem}" for problem in result["error"]]
+        return "\n".join(lines)
+    decision = str(result["decision"]).upper()
+    lines = [f"record {result['id']}: {decision}"]
+    if result["missing"]:
+        lines.append("  missing: " + ", ".join(result["missing"]))
+    if result["pending_judgments"]:
+        lines.append("  pending judgments: " + ", ".join(result["pending_judgments"]))
+    width = max(len(c["id"]) for c in result["criteria"])
+    for c in result["criteria"]:
+        depth = c["id"].count(".")
+        ident = ("  " * depth + c["id"]).ljust(width + 2 * 3)
+        lines.append(f"  {ident}  {c['outcome']:<14}  {c['reason']}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: runs the CLI and turns every failure into an exit code, never a traceback."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        code = cli.main(args=args, prog_name="crit", standalone_mode=False)
+    except Failure as failure:
+        return failure.code
+    except click.exceptions.Abort:
+        click.echo("crit: interrupted", err=True)
+        return 130
+    except click.ClickException as err:
+        err.show()
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        click.echo("crit: interrupted", err=True)
+        return 130
+    except Exception as err:  # the promise: no traceback for users, one line and a way on
+        if debug:
+            traceback.print_exc()
+        click.echo(f"crit: internal error: {type(err).__name__}: {err}", err=True)
+        click.echo("hint: rerun with --debug for the traceback, and report it", err=True)
+        return EXIT_INTERNAL
+    return code if isinstance(code, int) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Backends: each turns the checked protocol (`crit.ir`) into one artefact."""

@@ -1,0 +1,159 @@
+"""The Markdown backend: the protocol as clinicians review it, and as `git diff` compares it.
+
+Every string is prepared (worded by `crit.english`, then escaped) here; the template only lays
+blocks out. Output depends on the IR alone, so rendering the same protocol twice gives the same
+bytes, and an amendment changes only the blocks it touches.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import jinja2
+
+from crit import ir
+from crit.english import describe, describe_type
+
+_READING_GUIDE = (
+    "A patient is eligible when every inclusion criterion that applies is met and no exclusion "
+    "criterion that applies is met. Within a criterion, every line and sub-criterion must hold "
+    "unless the criterion says otherwise."
+)
+_FIELD_COLUMNS = ("Field", "Label", "Type", "Optional")
+_MEMBER_COLUMNS = ("Member", "Label")
+
+# Everything that ends a line somewhere: Markdown renderers, editors or `str.splitlines`.
+_LINE_BREAKS = re.compile(r"[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]+")
+# Characters that start inline markup, tables, headings or HTML wherever they stand.
+_SPECIAL = re.compile(r"[\\`*_\[\]#|~]|<(?=[A-Za-z/!?])|&(?=#?[A-Za-z0-9]+;)")
+# Text that would open a block (list, quote, setext underline, ordered list) at a line start.
+_BLOCK_START = re.compile(r"^(?:[-+=>]|[0-9]{1,9}(?=[.)]))")
+
+
+@dataclass(frozen=True, slots=True)
+class Bullet:
+    depth: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A criterion or a definition: one heading, then its conditions and notes."""
+
+    heading: str
+    applies: str | None
+    rule: str | None
+    bullets: tuple[Bullet, ...]
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    heading: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+def emit_markdown(protocol: ir.Protocol) -> str:
+    """The protocol's Markdown rendering: criteria, definitions and the field glossary."""
+    template = _environment().get_template("protocol.md.j2")
+    return template.render(
+        title=f"# {text(protocol.id)} — {text(protocol.title)}",
+        version=text(protocol.version) if protocol.version is not None else None,
+        notes=[text(note) for note in protocol.notes],
+        source=code(protocol.source),
+        source_hash=code(protocol.source_hash),
+        guide=_READING_GUIDE,
+        inclusion=[block for c in protocol.inclusion for block in _criterion_blocks(c, 3)],
+        exclusion=[block for c in protocol.exclusion for block in _criterion_blocks(c, 3)],
+        definitions=[_definition_block(d) for d in protocol.definitions],
+        tables=_glossary(protocol),
+    )
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("crit", "templates"),
+        autoescape=False,  # Markdown, not HTML: `text` does the escaping that matters here
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def text(value: str) -> str:
+    """User text (a title, note or label) on one line, unable to open a block or markup."""
+    value = _LINE_BREAKS.sub(" ", value).strip()
+    value = _SPECIAL.sub(lambda m: "&amp;" if m[0] == "&" else "\\" + m[0], value)
+    return _BLOCK_START.sub(lambda m: "\\" + m[0] if not m[0].isdigit() else m[0] + "\\", value)
+
+
+def code(value: str) -> str:
+    """A code span that holds `value` verbatim, whatever backticks it contains."""
+    value = _LINE_BREAKS.sub(" ", value)
+    fence = "`" * (max((len(run) for run in re.findall("`+", value)), default=0) + 1)
+    pad = " " if value.startswith("`") or value.endswith("`") else ""
+    return f"{fence}{pad}{value}{pad}{fence}"
+
+
+def _criterion_blocks(criterion: ir.Criterion, level: int) -> list[Block]:
+    """The criterion's block, then its sub-criteria's, one heading level down (at most h6)."""
+    heading = f"{'#' * min(level, 6)} {text(criterion.id)} {text(criterion.title)}"
+    rule = {"any": "Any one of the following:",
+            "at_least": f"At least {criterion.at_least} of the following:"}.get(criterion.combine)
+    applies = text(describe(criterion.applies)) if criterion.applies is not None else None
+    lines = tuple(i for i in criterion.items if isinstance(i, ir.Line | ir.When))
+    block = Block(heading, applies, rule, _bullets(lines, 0), tuple(map(text, criterion.notes())))
+    return [block] + [b for child in criterion.children() for b in _criterion_blocks(child, level + 1)]
+
+
+def _definition_block(definition: ir.Definition) -> Block:
+    name = code(definition.name)
+    heading = f"### {text(definition.label)} ({name})" if definition.label else f"### {name}"
+    notes = tuple(map(text, definition.notes()))
+    return Block(heading, None, None, _bullets(definition.lines(), 0), notes)
+
+
+def _bullets(lines: tuple[ir.Line | ir.When, ...], depth: int) -> tuple[Bullet, ...]:
+    """Lines as bullets; a `when` with one line stays on one bullet, a longer one nests."""
+    out: list[Bullet] = []
+    for line in lines:
+        if isinstance(line, ir.Line):
+            out.append(Bullet(depth, text(describe(line.expr))))
+            continue
+        condition = text(describe(line.condition))
+        if len(line.body) == 1 and isinstance(line.body[0], ir.Line):
+            out.append(Bullet(depth, f"When {condition}: {text(describe(line.body[0].expr))}"))
+        else:
+            out.append(Bullet(depth, f"When {condition}:"))
+            out.extend(_bullets(line.body, depth + 1))
+    return tuple(out)
+
+
+def _glossary(protocol: ir.Protocol) -> list[Table]:
+    """Patient fields, then records, then enums, each in declaration order."""
+    tables = [Table("### Patient", _FIELD_COLUMNS, _field_rows(protocol.fields))]
+    tables += [Table(f"### Record {_titled(r.name, r.label)}", _FIELD_COLUMNS, _field_rows(r.fields))
+               for r in protocol.records]
+    tables += [Table(f"### Enum {_titled(e.name, e.label)}", _MEMBER_COLUMNS,
+                     tuple((code(name), _cell(label)) for name, label in e.members))
+               for e in protocol.enums]
+    return tables
+
+
+def _field_rows(fields: tuple[ir.Field, ...]) -> tuple[tuple[str, ...], ...]:
+    return tuple(
+        (code(f.name), _cell(f.label), text(describe_type(f.type)),
+         "optional (null means none)" if f.optional else "required")
+        for f in fields
+    )
+
+
+def _titled(name: str, label: str | None) -> str:
+    return f"{code(name)} — {text(label)}" if label else code(name)
+
+
+def _cell(value: str | None) -> str:
+    return text(value) if value else "—"

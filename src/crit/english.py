@@ -1,0 +1,180 @@
+"""Plain clinical English for the checked IR.
+
+The Markdown rendering and the evaluator's reasons both word conditions through this module,
+so a criterion reads the same wherever a clinician meets it. Everything here is a pure function
+of the IR: no Markdown, no escaping (the backends escape for their own formats).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import assert_never
+
+from crit import ir
+
+_SYMBOLS = {">=": "≥", "<=": "≤", ">": ">", "<": "<", "=": "=", "!=": "≠"}
+_OPPOSITE = {">=": "<", "<=": ">", ">": "<=", "<": ">=", "=": "!=", "!=": "="}
+
+# Member kind: (wording, negated wording, conjunction for the last member).
+_MEMBER = {
+    "is": ("is", "is not", "or"),
+    "is_not": ("is not", "is", "or"),
+    "is_any": ("is one of", "is none of", "or"),
+    "has": ("includes", "does not include", "or"),
+    "has_any": ("includes any of", "includes none of", "or"),
+    "has_all": ("includes all of", "does not include all of", "and"),
+}
+_WINDOW = {"within": "within", "at_least": "at least"}
+_QUANTIFIER = {"any": ("any", "no"), "all": ("every", "not every")}
+
+_BASE_TYPES = {
+    "bool": "yes or no",
+    "integer": "whole number",
+    "decimal": "number",
+    "text": "text",
+    "date": "date",
+    "titer": "titer (1:N)",
+    "judgment": "judgment (recorded by the investigator)",
+}
+
+# A quantity whose unit starts with a number (`20 10^9/L`) needs its multiplication sign back.
+_SCALED_QUANTITY = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?) (?:[x×] )?(?P<unit>[0-9].*)")
+
+
+def operator_symbol(op: str) -> str:
+    """The sign a clinician reads for an IR operator: `>=` is `≥`."""
+    return _SYMBOLS[op]
+
+
+def field_label(field: ir.Field) -> str:
+    """A field as shown to people: its label when it has one, else its name."""
+    return field.label or field.name
+
+
+def describe_value(value: ir.Value) -> str:
+    """A field by its label, a literal as its author wrote it (`60 g/L`, `1:80`)."""
+    if isinstance(value, ir.FieldRef):
+        return field_label(value.field)
+    match = _SCALED_QUANTITY.fullmatch(value.display) if value.kind == "number" else None
+    if match is not None:
+        return f"{match['number']} × {match['unit']}"
+    return value.display
+
+
+def describe(expr: ir.Expr) -> str:
+    """An expression in plain clinical English: `Hemoglobin ≥ 60 g/L`."""
+    return _render(expr, negated=False)
+
+
+def describe_type(t: ir.Type) -> str:
+    """A field's type for the glossary: `quantity in g/L (also g/dL)`."""
+    also = f" (also {', '.join(unit.text for unit, _ in t.also)})" if t.also else ""
+    if t.kind == "quantity" and t.unit is not None:
+        return f"quantity in {t.unit.text}{also}"
+    if t.kind == "lab" and t.unit is not None:
+        return f"lab value in {t.unit.text}{also} with its own ULN"
+    if t.kind == "enum" and t.enum is not None:
+        return f"one of {t.enum.name}"
+    if t.kind == "set" and t.enum is not None:
+        return f"set of {t.enum.name}"
+    if t.kind == "list" and t.record is not None:
+        return f"list of {t.record}"
+    if t.kind in _BASE_TYPES:
+        return _BASE_TYPES[t.kind]
+    raise ValueError(f"no English for the type kind '{t.kind}'")
+
+
+def _render(expr: ir.Expr, negated: bool) -> str:
+    """`expr`, or its negation; atoms are negated in words, compound forms as `not (…)`."""
+    match expr:
+        case ir.Compare(op="=" | "!=" as op, left=ir.FieldRef() as flag,
+                        right=ir.Const(kind="bool", value=value)):
+            # `consent_signed = true` reads as the flag itself, `= false` as its negation.
+            holds = value == (op == "=")
+            return _render(flag, negated=negated == holds)
+        case ir.Compare(op=op, left=left, right=right):
+            op = _OPPOSITE[op] if negated else op
+            return f"{describe_value(left)} {_SYMBOLS[op]} {describe_value(right)}"
+        case ir.UlnCompare(op=op, lab=lab, multiple=multiple):
+            op = _OPPOSITE[op] if negated else op
+            return f"{describe_value(lab)} {_SYMBOLS[op]} {format(multiple, 'f')} × ULN"
+        case ir.Between(value=value, low=low, high=high):
+            word = "not between" if negated else "between"
+            bounds = f"{describe_value(low)} and {describe_value(high)}"
+            return f"{describe_value(value)} {word} {bounds} (inclusive)"
+        case ir.Member(kind=kind, value=value, members=members):
+            wording, negation, conjunction = _MEMBER[kind]
+            enum = value.field.type.enum
+            labels = [enum.label_of(m) if enum is not None else m for m in members]
+            listed = _join(labels, conjunction)
+            return f"{describe_value(value)} {negation if negated else wording} {listed}"
+        case ir.Window(kind=kind, value=value, amount=amount, unit=unit, direction=direction, anchor=anchor):
+            word = ("not " if negated else "") + _WINDOW[kind]
+            span = f"{_duration(amount, unit)} {direction}"
+            return f"{describe_value(value)} {word} {span} {describe_value(anchor)}"
+        case ir.Truth(value=value):
+            return "always" if value != negated else "never"
+        case ir.DefinitionRef(name=name, label=label):
+            return _negate(label or name, negated)
+        case ir.FieldRef(field=field):
+            text = field_label(field)
+            if field.type.kind == "judgment":
+                text = f"investigator's judgment: {text}"
+            return _negate(text, negated)
+        case ir.Not(operand=operand):
+            return _render(operand, not negated)
+        case ir.And(operands=operands):
+            return _negate(" and ".join(_part(o) for o in operands), negated)
+        case ir.Or(operands=operands):
+            return _negate(" or ".join(_part(o) for o in operands), negated)
+        case ir.AtLeast(count=count, operands=operands, kind=kind):
+            head = {"any": "any of", "all": "all of"}.get(kind, f"at least {count} of")
+            return _negate(f"{head}: " + "; ".join(_part(o) for o in operands), negated)
+        case ir.Quantified(kind=kind, items=items, record=record, condition=condition):
+            word = _QUANTIFIER[kind][1 if negated else 0]
+            return f"{word} {record.name} in {describe_value(items)}{_where(condition)}"
+        case ir.CountCompare(op=op, items=items, record=record, condition=condition, number=number):
+            op = _OPPOSITE[op] if negated else op
+            counted = f"{record.name} entries in {describe_value(items)}{_where(condition)}"
+            return f"the number of {counted} is {_SYMBOLS[op]} {number}"
+        case _:
+            assert_never(expr)
+
+
+def _negate(text: str, negated: bool) -> str:
+    return f"not ({text})" if negated else text
+
+
+def _where(condition: ir.Expr | None) -> str:
+    return "" if condition is None else f" with {_part(condition)}"
+
+
+def _part(expr: ir.Expr) -> str:
+    """An operand inside a longer sentence, in parentheses when its own words could run on."""
+    text = describe(expr)
+    return f"({text})" if _runs_on(expr, negated=False) else text
+
+
+def _runs_on(expr: ir.Expr, negated: bool) -> bool:
+    """Whether the rendering of `expr` contains a list or connective that would blur its end."""
+    if isinstance(expr, ir.Not):
+        return _runs_on(expr.operand, not negated)
+    if isinstance(expr, (ir.And, ir.Or, ir.AtLeast)):
+        return not negated  # negated, they are already wrapped in `not (…)`
+    if isinstance(expr, (ir.Quantified, ir.CountCompare)):
+        return expr.condition is not None
+    if isinstance(expr, ir.Member):
+        return len(expr.members) > 1
+    return False
+
+
+def _join(words: Sequence[str], conjunction: str) -> str:
+    """`A`, `A or B`, `A, B or C`."""
+    if len(words) <= 1:
+        return "".join(words)
+    return f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
+
+
+def _duration(amount: int, unit: str) -> str:
+    return f"{amount} {unit.removesuffix('s') if amount == 1 else unit}"
