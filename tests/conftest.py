@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from crit import ir
 from crit.check import check
+from crit.emit.python import emit_python
 from crit.syntax import parse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,3 +45,38 @@ def golden(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
         )
 
     return compare
+
+
+_counter = 0
+
+
+def import_module(path: Path) -> ModuleType:
+    """Import a generated evaluator from its file, as users do (never exec'd)."""
+    global _counter
+    _counter += 1
+    name = f"_crit_test_{path.stem}_{_counter}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def evaluator(tmp_path: Path) -> Callable[[str], ModuleType]:
+    """Compile protocol text to a module file under tmp_path and import it."""
+
+    def build(source: str) -> ModuleType:
+        protocol = compile_text(source)
+        path = tmp_path / f"proto_{len(list(tmp_path.iterdir()))}.py"
+        path.write_text(emit_python(protocol, source), encoding="utf-8")
+        return import_module(path)
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def jy231() -> ModuleType:
+    """The committed evaluator for JY231, imported from generated/."""
+    return import_module(ROOT / "generated" / "jy231.py")

@@ -92,7 +92,7 @@ class _Checker:
                     continue
                 self.definitions[define.name] = define
         scope = _Scope(self.fields, self.definitions)
-        for name, define in self.definitions.items():
+        for define in self.definitions.values():
             self.check_definition(define, scope)
         order = self.definition_order()
         inclusion = tuple(self.criterion(c, "inclusion", None, scope) for c in module.inclusion)
@@ -234,7 +234,7 @@ class _Checker:
             if state.get(name) == 2:
                 return
             if state.get(name) == 1:
-                cycle = path[path.index(name):] + [name]
+                cycle = [*path[path.index(name):], name]
                 define = self.definitions[name]
                 self.error("E303", define.span,
                            "definitions refer to each other in a cycle: " + " → ".join(cycle),
@@ -242,7 +242,7 @@ class _Checker:
                 return
             state[name] = 1
             for dep in self.def_deps.get(name, []):
-                visit(dep, path + [name])
+                visit(dep, [*path, name])
             state[name] = 2
             order.append(name)
 
@@ -415,7 +415,8 @@ class _Checker:
         kind = t.kind
         if kind in ("integer", "decimal"):
             if isinstance(e, ast.Number):
-                value: Decimal | int = int(e.value) if e.value == e.value.to_integral_value() and kind == "integer" and "." not in e.text else e.value
+                whole = kind == "integer" and e.value == e.value.to_integral_value()
+                value: Decimal | int = int(e.value) if whole else e.value
                 return ir.Const("number", value, e.text, e.span)
             if isinstance(e, ast.QuantityLit):
                 self.error("E204", e.unit.span, f"{field_name} is {_a(kind)} and has no unit",
@@ -648,4 +649,4 @@ def iter_exprs(expr: ir.Expr) -> Iterable[ir.Expr]:
         yield from iter_exprs(expr.condition)
 
 
-__all__ = ["check", "iter_exprs", "decimal_text"]
+__all__ = ["check", "decimal_text", "iter_exprs"]

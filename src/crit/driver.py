@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from crit import ast, ir
 from crit.check import check
@@ -70,7 +71,7 @@ def load(path: Path, loaded: Loaded | None = None) -> ir.Protocol:
 
 
 def _imports(path: Path, module: ast.Module, out: list[ast.Module], loaded: Loaded,
-             digest: "hashlib._Hash", seen: set[Path]) -> None:
+             digest: Any, seen: set[Path]) -> None:
     for imp in module.imports:
         target = (path.parent / imp.path)
         resolved = target.resolve()

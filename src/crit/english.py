@@ -67,6 +67,11 @@ def describe(expr: ir.Expr) -> str:
     return _render(expr, negated=False)
 
 
+def count_heading(expr: ir.AtLeast) -> str:
+    """How many parts must hold, as the author put it: `at least 3 of`, `any of`, `all of`."""
+    return {"any": "any of", "all": "all of"}.get(expr.kind, f"at least {expr.count} of")
+
+
 def describe_type(t: ir.Type) -> str:
     """A field's type for the glossary: `quantity in g/L (also g/dL)`."""
     also = f" (also {', '.join(unit.text for unit, _ in t.also)})" if t.also else ""
@@ -128,9 +133,8 @@ def _render(expr: ir.Expr, negated: bool) -> str:
             return _negate(" and ".join(_part(o) for o in operands), negated)
         case ir.Or(operands=operands):
             return _negate(" or ".join(_part(o) for o in operands), negated)
-        case ir.AtLeast(count=count, operands=operands, kind=kind):
-            head = {"any": "any of", "all": "all of"}.get(kind, f"at least {count} of")
-            return _negate(f"{head}: " + "; ".join(_part(o) for o in operands), negated)
+        case ir.AtLeast(operands=operands):
+            return _negate(f"{count_heading(expr)}: " + "; ".join(_part(o) for o in operands), negated)
         case ir.Quantified(kind=kind, items=items, record=record, condition=condition):
             word = _QUANTIFIER[kind][1 if negated else 0]
             return f"{word} {record.name} in {describe_value(items)}{_where(condition)}"

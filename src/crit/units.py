@@ -32,7 +32,9 @@ class Unit:
     dimension: str
 
 
-_FACTOR = re.compile(r"^(?P<number>[0-9]+(?:\.[0-9]+)?)?(?:\^(?P<power>[0-9]+))?(?P<name>[A-Za-zµμ%][A-Za-z0-9µμ]*)?$")
+_FACTOR = re.compile(
+    r"^(?P<number>[0-9]+(?:\.[0-9]+)?)?(?:\^(?P<power>[0-9]+))?(?P<name>[A-Za-zµμ%][A-Za-z0-9µμ]*)?$"
+)
 
 # Spellings common in clinical reports that pint does not know, and the units it lacks.
 _ALIASES = {"%": "percent", "µL": "uL", "μL": "uL", "mcL": "uL", "mcg": "ug", "µg": "ug",
@@ -47,7 +49,7 @@ _EXTRA_DEFINITIONS = (
 def _registry() -> Any:
     import pint  # deferred: only protocols with units pay for it
 
-    registry = pint.UnitRegistry(non_int_type=Fraction)
+    registry: Any = pint.UnitRegistry(non_int_type=Fraction)
     for definition in _EXTRA_DEFINITIONS:
         registry.define(definition)
     return registry

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import jinja2
 
 from crit import ir
-from crit.english import describe, describe_type
+from crit.english import count_heading, describe, describe_type
 
 _READING_GUIDE = (
     "A patient is eligible when every inclusion criterion that applies is met and no exclusion "
@@ -49,6 +49,12 @@ class Block:
 
 
 @dataclass(frozen=True, slots=True)
+class Section:
+    heading: str
+    blocks: tuple[Block, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Table:
     heading: str
     columns: tuple[str, ...]
@@ -65,9 +71,11 @@ def emit_markdown(protocol: ir.Protocol) -> str:
         source=code(protocol.source),
         source_hash=code(protocol.source_hash),
         guide=_READING_GUIDE,
-        inclusion=[block for c in protocol.inclusion for block in _criterion_blocks(c, 3)],
-        exclusion=[block for c in protocol.exclusion for block in _criterion_blocks(c, 3)],
-        definitions=[_definition_block(d) for d in protocol.definitions],
+        sections=[
+            Section("Inclusion criteria", _criteria_blocks(protocol.inclusion)),
+            Section("Exclusion criteria", _criteria_blocks(protocol.exclusion)),
+            Section("Definitions", tuple(_definition_block(d) for d in protocol.definitions)),
+        ],
         tables=_glossary(protocol),
     )
 
@@ -98,6 +106,10 @@ def code(value: str) -> str:
     return f"{fence}{pad}{value}{pad}{fence}"
 
 
+def _criteria_blocks(criteria: tuple[ir.Criterion, ...]) -> tuple[Block, ...]:
+    return tuple(block for criterion in criteria for block in _criterion_blocks(criterion, 3))
+
+
 def _criterion_blocks(criterion: ir.Criterion, level: int) -> list[Block]:
     """The criterion's block, then its sub-criteria's, one heading level down (at most h6)."""
     heading = f"{'#' * min(level, 6)} {text(criterion.id)} {text(criterion.title)}"
@@ -117,19 +129,27 @@ def _definition_block(definition: ir.Definition) -> Block:
 
 
 def _bullets(lines: tuple[ir.Line | ir.When, ...], depth: int) -> tuple[Bullet, ...]:
-    """Lines as bullets; a `when` with one line stays on one bullet, a longer one nests."""
+    """Lines as bullets; a `when` around one line stays on its bullet, a longer one nests."""
     out: list[Bullet] = []
     for line in lines:
         if isinstance(line, ir.Line):
-            out.append(Bullet(depth, text(describe(line.expr))))
-            continue
-        condition = text(describe(line.condition))
-        if len(line.body) == 1 and isinstance(line.body[0], ir.Line):
-            out.append(Bullet(depth, f"When {condition}: {text(describe(line.body[0].expr))}"))
+            out += _expr_bullets(line.expr, depth, "")
+        elif len(line.body) == 1 and isinstance(line.body[0], ir.Line):
+            out += _expr_bullets(line.body[0].expr, depth, f"When {describe(line.condition)}: ")
         else:
-            out.append(Bullet(depth, f"When {condition}:"))
-            out.extend(_bullets(line.body, depth + 1))
+            out.append(Bullet(depth, text(f"When {describe(line.condition)}:")))
+            out += _bullets(line.body, depth + 1)
     return tuple(out)
+
+
+def _expr_bullets(expr: ir.Expr, depth: int, lead: str) -> list[Bullet]:
+    """One bullet, except lists of alternatives (`at least N of`, three or more `or`s), whose
+    parts read better one per sub-bullet."""
+    if isinstance(expr, ir.AtLeast) or (isinstance(expr, ir.Or) and len(expr.operands) > 2):
+        heading = count_heading(expr) if isinstance(expr, ir.AtLeast) else "any of"
+        parts = [Bullet(depth + 1, text(describe(operand))) for operand in expr.operands]
+        return [Bullet(depth, text(f"{lead}{heading}:")), *parts]
+    return [Bullet(depth, text(lead + describe(expr)))]
 
 
 def _glossary(protocol: ir.Protocol) -> list[Table]:

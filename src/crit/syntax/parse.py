@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 
 from lark import Token, Tree
@@ -58,7 +59,7 @@ def _expected_hint(expected: set[str]) -> str | None:
     if not names:
         return None
     if len(names) > 6:
-        names = names[:6] + ["…"]
+        names = [*names[:6], "…"]
     return "expected " + (names[0] if len(names) == 1 else "one of: " + ", ".join(names))
 
 
@@ -96,7 +97,8 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, text: str) -> Diagnostic
     line = max(getattr(err, "line", 1) or 1, 1)
     column = max(getattr(err, "column", 1) or 1, 1)
     if isinstance(err, UnexpectedCharacters):
-        char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
+        pos = err.pos_in_stream or 0
+        char = text[pos] if pos < len(text) else ""
         shown = repr(char)
         hint = _char_hint(char) or _expected_hint(set(err.allowed or ()))
         span = ast.Span(file, line, column, line, column + 1)
@@ -152,7 +154,8 @@ def _char_hint(char: str) -> str | None:
     return None
 
 
-def _unquote(token: Token) -> str:
+def _unquote(token: object) -> str:
+    assert isinstance(token, Token)
     body = str(token)[1:-1]
     out: list[str] = []
     i = 0
@@ -209,7 +212,7 @@ class _Builder:
             if kind == "header":
                 header = self.header(child)
             elif kind == "import_stmt":
-                imports.append(ast.Import(_unquote(child.children[0]), self.span(child)))  # type: ignore[arg-type]
+                imports.append(ast.Import(_unquote(child.children[0]), self.span(child)))
             elif kind == "enum_decl":
                 enums.append(self.enum(child))
             elif kind == "record_decl":
@@ -240,12 +243,12 @@ class _Builder:
         notes = []
         for item in items:
             if isinstance(item, Tree):
-                text = _unquote(item.children[0])  # type: ignore[arg-type]
+                text = _unquote(item.children[0])
                 if item.data == "version":
                     version = text
                 else:
                     notes.append(text)
-        return ast.Header(str(name), _unquote(title), version, tuple(notes), self.span(tree))  # type: ignore[arg-type]
+        return ast.Header(str(name), _unquote(title), version, tuple(notes), self.span(tree))
 
     def enum(self, tree: Tree[Token]) -> ast.EnumDecl:
         name, label, *members = tree.children
@@ -256,7 +259,7 @@ class _Builder:
             built.append(ast.EnumMember(str(mname), self.opt_text(mlabel), self.span(member)))
         return ast.EnumDecl(str(name), self.opt_text(label), tuple(built), self.span(tree))
 
-    def fields(self, nodes: list[object]) -> tuple[ast.FieldDecl, ...]:
+    def fields(self, nodes: Sequence[object]) -> tuple[ast.FieldDecl, ...]:
         out = []
         for node in nodes:
             if not isinstance(node, Tree):
@@ -295,7 +298,7 @@ class _Builder:
         name, label, *rest = tree.children
         if tree.data == "define":
             expr_tree = rest[0]
-            expr = self.expr(expr_tree)  # type: ignore[arg-type]
+            expr = self.expr(expr_tree)
             body: tuple[ast.Line | ast.When | ast.Note, ...] = (ast.Line(expr, expr.span),)
         else:
             body = tuple(self.body_line(b) for b in rest if isinstance(b, Tree))
@@ -310,7 +313,7 @@ class _Builder:
                 mode = "any"
             elif combine.data == "combine_at_least":
                 mode = "at_least"
-                count = self.whole(combine.children[0])  # type: ignore[arg-type]
+                count = self.whole(combine.children[0])
         built: list[ast.Line | ast.When | ast.Note | ast.Criterion] = []
         for item in items:
             if not isinstance(item, Tree):
@@ -319,22 +322,22 @@ class _Builder:
                 built.append(self.criterion(item))
             else:
                 built.append(self.body_line(item))
-        condition = self.expr(applies.children[0]) if isinstance(applies, Tree) else None  # type: ignore[arg-type]
+        condition = self.expr(applies.children[0]) if isinstance(applies, Tree) else None
         return ast.Criterion(
-            str(ident), _unquote(title), mode, count, condition, tuple(built), self.span(tree),  # type: ignore[arg-type]
+            str(ident), _unquote(title), mode, count, condition, tuple(built), self.span(tree),
             self.span(ident),
         )
 
     def body_line(self, tree: Tree[Token]) -> ast.Line | ast.When | ast.Note:
         span = self.span(tree)
         if tree.data == "note":
-            return ast.Note(_unquote(tree.children[0]), span)  # type: ignore[arg-type]
+            return ast.Note(_unquote(tree.children[0]), span)
         if tree.data == "line":
-            expr = self.expr(tree.children[0])  # type: ignore[arg-type]
+            expr = self.expr(tree.children[0])
             return ast.Line(expr, expr.span)
-        condition = self.expr(tree.children[0])  # type: ignore[arg-type]
+        condition = self.expr(tree.children[0])
         if tree.data == "when_line":
-            body_expr = self.expr(tree.children[1])  # type: ignore[arg-type]
+            body_expr = self.expr(tree.children[1])
             return ast.When(condition, (ast.Line(body_expr, body_expr.span),), span)
         body: list[ast.Line | ast.When] = []
         for child in tree.children[1:]:
@@ -350,7 +353,8 @@ class _Builder:
             body.append(line)
         return ast.When(condition, tuple(body), span)
 
-    def whole(self, token: Token) -> int:
+    def whole(self, token: object) -> int:
+        assert isinstance(token, Token)
         text = str(token)
         if not text.isdigit():
             self.diagnostics.error(
@@ -361,25 +365,24 @@ class _Builder:
         return int(text)
 
     # ---- expressions ----
-    def expr(self, node: Tree[Token] | Token) -> ast.Expr:
-        if isinstance(node, Token):  # a bare value inlined by `?value`
-            raise AssertionError(f"unexpected token {node.type}")
+    def expr(self, node: object) -> ast.Expr:
+        assert isinstance(node, Tree), node
         span = self.span(node)
         kind = node.data
         c = node.children
         if kind == "or_expr":
-            return ast.Or(tuple(self.expr(x) for x in c), span)  # type: ignore[arg-type]
+            return ast.Or(tuple(self.expr(x) for x in c), span)
         if kind == "and_expr":
-            return ast.And(tuple(self.expr(x) for x in c), span)  # type: ignore[arg-type]
+            return ast.And(tuple(self.expr(x) for x in c), span)
         if kind == "not_":
-            return ast.Not(self.expr(c[0]), span)  # type: ignore[arg-type]
+            return ast.Not(self.expr(c[0]), span)
         if kind == "compare":
             op = _OPS[str(c[1])]
-            return ast.Compare(op, self.expr(c[0]), self.expr(c[2]), span)  # type: ignore[arg-type]
+            return ast.Compare(op, self.expr(c[0]), self.expr(c[2]), span)
         if kind == "between":
-            return ast.Between(self.expr(c[0]), self.expr(c[1]), self.expr(c[2]), span)  # type: ignore[arg-type]
+            return ast.Between(self.expr(c[0]), self.expr(c[1]), self.expr(c[2]), span)
         if kind in _MEMBERSHIP:
-            value = self.expr(c[0])  # type: ignore[arg-type]
+            value = self.expr(c[0])
             rest = c[1]
             if isinstance(rest, Tree):
                 members = tuple(ast.Ref(str(t), self.span(t)) for t in rest.children if isinstance(t, Token))
@@ -388,34 +391,34 @@ class _Builder:
                 members = (ast.Ref(str(rest), self.span(rest)),)
             return ast.Membership(_MEMBERSHIP[kind], value, members, span)
         if kind in ("within", "at_least_from"):
-            value, dur, direction, anchor = c
+            subject, dur, direction, anchor = c
             assert isinstance(dur, Tree) and isinstance(direction, Tree)
             return ast.Window(
                 "within" if kind == "within" else "at_least",
-                self.expr(value),  # type: ignore[arg-type]
+                self.expr(subject),
                 self.duration(dur),
                 direction.data,
-                self.expr(anchor),  # type: ignore[arg-type]
+                self.expr(anchor),
                 span,
             )
         if kind == "at_least_of":
-            count = self.whole(c[0])  # type: ignore[arg-type]
-            operands = self.expr_list(c[1])  # type: ignore[arg-type]
+            count = self.whole(c[0])
+            operands = self.expr_list(c[1])
             return ast.AtLeast(count, operands, "at_least", span)
         if kind in ("any_of", "all_of"):
-            operands = self.expr_list(c[0])  # type: ignore[arg-type]
+            operands = self.expr_list(c[0])
             count = 1 if kind == "any_of" else len(operands)
             return ast.AtLeast(count, operands, kind.removesuffix("_of"), span)
         if kind == "ref":
             return ast.Ref(str(c[0]), span)
         if kind == "number":
-            return self.number(c[0])  # type: ignore[arg-type]
+            return self.number(c[0])
         if kind == "quantity":
             unit_tree = c[1]
             assert isinstance(unit_tree, Tree)
-            return ast.QuantityLit(self.number(c[0]), self.unit(unit_tree), span)  # type: ignore[arg-type]
+            return ast.QuantityLit(self.number(c[0]), self.unit(unit_tree), span)
         if kind == "uln":
-            return ast.UlnLit(self.number(c[0]), span)  # type: ignore[arg-type]
+            return ast.UlnLit(self.number(c[0]), span)
         if kind == "titer":
             text = str(c[0])
             first, dilution = text.split(":")
@@ -428,7 +431,7 @@ class _Builder:
         if kind == "date":
             return ast.DateLit(str(c[0]), span)
         if kind == "text":
-            return ast.TextLit(_unquote(c[0]), span)  # type: ignore[arg-type]
+            return ast.TextLit(_unquote(c[0]), span)
         if kind in ("true", "false"):
             return ast.BoolLit(kind == "true", span)
         if kind in ("count", "exists", "every"):
@@ -441,10 +444,12 @@ class _Builder:
             )
         raise AssertionError(f"unknown expression node {kind}")
 
-    def expr_list(self, tree: Tree[Token]) -> tuple[ast.Expr, ...]:
+    def expr_list(self, tree: object) -> tuple[ast.Expr, ...]:
+        assert isinstance(tree, Tree)
         return tuple(self.expr(x) for x in tree.children if isinstance(x, Tree))
 
-    def number(self, token: Token) -> ast.Number:
+    def number(self, token: object) -> ast.Number:
+        assert isinstance(token, Token)
         return ast.Number(str(token), Decimal(str(token)), self.span(token))
 
     def duration(self, tree: Tree[Token]) -> ast.Duration:
