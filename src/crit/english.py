@@ -137,10 +137,11 @@ def _render(expr: ir.Expr, negated: bool) -> str:
             return _negate(f"{count_heading(expr)}: " + "; ".join(_part(o) for o in operands), negated)
         case ir.Quantified(kind=kind, items=items, record=record, condition=condition):
             word = _QUANTIFIER[kind][1 if negated else 0]
-            return f"{word} {record.name} in {describe_value(items)}{_where(condition)}"
+            # The condition ends the sentence (which is itself bracketed wherever it is embedded).
+            return f"{word} {record.name} in {describe_value(items)}{_where(condition, kind == 'any', True)}"
         case ir.CountCompare(op=op, items=items, record=record, condition=condition, number=number):
             op = _OPPOSITE[op] if negated else op
-            counted = f"{record.name} entries in {describe_value(items)}{_where(condition)}"
+            counted = f"{record.name} entries in {describe_value(items)}{_where(condition, True, False)}"
             return f"the number of {counted} is {_SYMBOLS[op]} {number}"
         case _:
             assert_never(expr)
@@ -150,8 +151,16 @@ def _negate(text: str, negated: bool) -> str:
     return f"not ({text})" if negated else text
 
 
-def _where(condition: ir.Expr | None) -> str:
-    return "" if condition is None else f" with {_part(condition)}"
+def _where(condition: ir.Expr | None, picks: bool, last: bool) -> str:
+    """The filter on a list's items, bracketed unless nothing follows it. When items are picked
+    out (some of them, or how many), `where not C` reads better as `other than those with C`;
+    for `every` that would change the meaning."""
+    if condition is None:
+        return ""
+    words = "with"
+    if picks and isinstance(condition, ir.Not):
+        words, condition = "other than those with", condition.operand
+    return f" {words} {describe(condition) if last else _part(condition)}"
 
 
 def _part(expr: ir.Expr) -> str:

@@ -26,7 +26,10 @@ _MEMBER_COLUMNS = ("Member", "Label")
 # Everything that ends a line somewhere: Markdown renderers, editors or `str.splitlines`.
 _LINE_BREAKS = re.compile(r"[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]+")
 # Characters that start inline markup, tables, headings or HTML wherever they stand.
-_SPECIAL = re.compile(r"[\\`*_\[\]#|~]|<(?=[A-Za-z/!?])|&(?=#?[A-Za-z0-9]+;)")
+_SPECIAL = re.compile(
+    r"[\\`*\[\]#|~]|<(?=[A-Za-z/!?])|&(?=#?[A-Za-z0-9]+;)"
+    r"|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])"  # `_` inside a word never starts emphasis
+)
 # Text that would open a block (list, quote, setext underline, ordered list) at a line start.
 _BLOCK_START = re.compile(r"^(?:[-+=>]|[0-9]{1,9}(?=[.)]))")
 

@@ -403,7 +403,6 @@ def emit_python(protocol: ir.Protocol, source_text: str = "") -> str:
     template = _environment().get_template("evaluator.py.j2")
     return template.render(
         protocol=protocol,
-        title=inert(protocol.title),
         source=inert(protocol.source),
         runtime=runtime_block(),
         enums=[(e.name, tuple(e.member_names())) for e in protocol.enums],
