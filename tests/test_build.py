@@ -11,7 +11,6 @@ from pathlib import Path
 from types import ModuleType
 
 from conftest import ROOT, compile_text, import_module
-
 from crit.emit.python import emit_python, runtime_block
 from crit.syntax.grammar import parser
 

@@ -331,6 +331,10 @@ class _Checker:
             items, record = self.list_ref(e.list_name, scope)
             if items is None or record is None:
                 return ir.Truth(False, e.span)
+            if e.condition is None and e.kind == "all":
+                self.error("E207", e.span, f"all({e.list_name.name}) needs a condition",
+                           f"say what every item must satisfy: all({e.list_name.name} where …)")
+                return ir.Truth(False, e.span)
             cond = self.condition(e.condition, self.item_scope(scope, record)) if e.condition else None
             return ir.Quantified(e.kind, items, record, cond, e.span)
         kind = _literal_kind(e)
@@ -436,7 +440,8 @@ class _Checker:
                                f"use a unit of {t.unit.dimension}, such as {t.unit.text}")
                     return None
                 converted = exact_decimal(Fraction(e.number.value) * ratio)
-                return ir.Const("number", converted, f"{e.number.text} {e.unit.text}", e.span)
+                times = "× " if e.unit.text[:1].isdigit() else ""  # 20 × 10^9/L
+                return ir.Const("number", converted, f"{e.number.text} {times}{e.unit.text}", e.span)
             if isinstance(e, ast.Number):
                 self.error("E204", e.span, f"{field_name} is a quantity in {t.unit.text}; this number has no unit",
                            f"write {e.text} {t.unit.text}")
@@ -463,7 +468,7 @@ class _Checker:
                        "write a date as YYYY-MM-DD, or use a window: within 4 weeks before screening")
             return None
         if kind == "text" and isinstance(e, ast.TextLit):
-            return ir.Const("text", e.value, repr(e.value), e.span)
+            return ir.Const("text", e.value, '"' + e.value + '"', e.span)
         if kind in ("bool", "judgment") and isinstance(e, ast.BoolLit):
             return ir.Const("bool", e.value, "true" if e.value else "false", e.span)
         if isinstance(e, ast.UlnLit):

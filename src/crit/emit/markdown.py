@@ -31,34 +31,34 @@ _SPECIAL = re.compile(
     r"|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])"  # `_` inside a word never starts emphasis
 )
 # Text that would open a block (list, quote, setext underline, ordered list) at a line start.
-_BLOCK_START = re.compile(r"^(?:[-+=>]|[0-9]{1,9}(?=[.)]))")
+_BLOCK_START = re.compile(r"^(?:[-+=>]|[0-9]{1,9}(?=[.)](?:\s|$)))")
 
 
 @dataclass(frozen=True, slots=True)
-class Bullet:
+class _Bullet:
     depth: int
     text: str
 
 
 @dataclass(frozen=True, slots=True)
-class Block:
+class _Block:
     """A criterion or a definition: one heading, then its conditions and notes."""
 
     heading: str
     applies: str | None
     rule: str | None
-    bullets: tuple[Bullet, ...]
+    bullets: tuple[_Bullet, ...]
     notes: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class Section:
+class _Section:
     heading: str
-    blocks: tuple[Block, ...]
+    blocks: tuple[_Block, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class Table:
+class _Table:
     heading: str
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
@@ -68,16 +68,16 @@ def emit_markdown(protocol: ir.Protocol) -> str:
     """The protocol's Markdown rendering: criteria, definitions and the field glossary."""
     template = _environment().get_template("protocol.md.j2")
     return template.render(
-        title=f"# {text(protocol.id)} — {text(protocol.title)}",
-        version=text(protocol.version) if protocol.version is not None else None,
-        notes=[text(note) for note in protocol.notes],
-        source=code(protocol.source),
-        source_hash=code(protocol.source_hash),
+        title=f"# {inline(protocol.id)} — {inline(protocol.title)}",
+        version=inline(protocol.version) if protocol.version is not None else None,
+        notes=[inline(note) for note in protocol.notes],
+        source=code_span(protocol.source),
+        source_hash=code_span(protocol.source_hash),
         guide=_READING_GUIDE,
         sections=[
-            Section("Inclusion criteria", _criteria_blocks(protocol.inclusion)),
-            Section("Exclusion criteria", _criteria_blocks(protocol.exclusion)),
-            Section("Definitions", tuple(_definition_block(d) for d in protocol.definitions)),
+            _Section("Inclusion criteria", _criteria_blocks(protocol.inclusion)),
+            _Section("Exclusion criteria", _criteria_blocks(protocol.exclusion)),
+            _Section("Definitions", tuple(_definition_block(d) for d in protocol.definitions)),
         ],
         tables=_glossary(protocol),
     )
@@ -86,7 +86,7 @@ def emit_markdown(protocol: ir.Protocol) -> str:
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("crit", "templates"),
-        autoescape=False,  # Markdown, not HTML: `text` does the escaping that matters here
+        autoescape=False,  # Markdown, not HTML: `inline` does the escaping that matters here
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -94,14 +94,14 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def text(value: str) -> str:
+def inline(value: str) -> str:
     """User text (a title, note or label) on one line, unable to open a block or markup."""
     value = _LINE_BREAKS.sub(" ", value).strip()
     value = _SPECIAL.sub(lambda m: "&amp;" if m[0] == "&" else "\\" + m[0], value)
     return _BLOCK_START.sub(lambda m: "\\" + m[0] if not m[0].isdigit() else m[0] + "\\", value)
 
 
-def code(value: str) -> str:
+def code_span(value: str) -> str:
     """A code span that holds `value` verbatim, whatever backticks it contains."""
     value = _LINE_BREAKS.sub(" ", value)
     fence = "`" * (max((len(run) for run in re.findall("`+", value)), default=0) + 1)
@@ -109,74 +109,74 @@ def code(value: str) -> str:
     return f"{fence}{pad}{value}{pad}{fence}"
 
 
-def _criteria_blocks(criteria: tuple[ir.Criterion, ...]) -> tuple[Block, ...]:
+def _criteria_blocks(criteria: tuple[ir.Criterion, ...]) -> tuple[_Block, ...]:
     return tuple(block for criterion in criteria for block in _criterion_blocks(criterion, 3))
 
 
-def _criterion_blocks(criterion: ir.Criterion, level: int) -> list[Block]:
+def _criterion_blocks(criterion: ir.Criterion, level: int) -> list[_Block]:
     """The criterion's block, then its sub-criteria's, one heading level down (at most h6)."""
-    heading = f"{'#' * min(level, 6)} {text(criterion.id)} {text(criterion.title)}"
+    heading = f"{'#' * min(level, 6)} {inline(criterion.id)} {inline(criterion.title)}"
     rule = {"any": "Any one of the following:",
             "at_least": f"At least {criterion.at_least} of the following:"}.get(criterion.combine)
-    applies = text(describe(criterion.applies)) if criterion.applies is not None else None
+    applies = inline(describe(criterion.applies)) if criterion.applies is not None else None
     lines = tuple(i for i in criterion.items if isinstance(i, ir.Line | ir.When))
-    block = Block(heading, applies, rule, _bullets(lines, 0), tuple(map(text, criterion.notes())))
+    block = _Block(heading, applies, rule, _bullets(lines, 0), tuple(map(inline, criterion.notes())))
     return [block] + [b for child in criterion.children() for b in _criterion_blocks(child, level + 1)]
 
 
-def _definition_block(definition: ir.Definition) -> Block:
-    name = code(definition.name)
-    heading = f"### {text(definition.label)} ({name})" if definition.label else f"### {name}"
-    notes = tuple(map(text, definition.notes()))
-    return Block(heading, None, None, _bullets(definition.lines(), 0), notes)
+def _definition_block(definition: ir.Definition) -> _Block:
+    name = code_span(definition.name)
+    heading = f"### {inline(definition.label)} ({name})" if definition.label else f"### {name}"
+    notes = tuple(map(inline, definition.notes()))
+    return _Block(heading, None, None, _bullets(definition.lines(), 0), notes)
 
 
-def _bullets(lines: tuple[ir.Line | ir.When, ...], depth: int) -> tuple[Bullet, ...]:
+def _bullets(lines: tuple[ir.Line | ir.When, ...], depth: int) -> tuple[_Bullet, ...]:
     """Lines as bullets; a `when` around one line stays on its bullet, a longer one nests."""
-    out: list[Bullet] = []
+    out: list[_Bullet] = []
     for line in lines:
         if isinstance(line, ir.Line):
             out += _expr_bullets(line.expr, depth, "")
         elif len(line.body) == 1 and isinstance(line.body[0], ir.Line):
             out += _expr_bullets(line.body[0].expr, depth, f"When {describe(line.condition)}: ")
         else:
-            out.append(Bullet(depth, text(f"When {describe(line.condition)}:")))
+            out.append(_Bullet(depth, inline(f"When {describe(line.condition)}:")))
             out += _bullets(line.body, depth + 1)
     return tuple(out)
 
 
-def _expr_bullets(expr: ir.Expr, depth: int, lead: str) -> list[Bullet]:
+def _expr_bullets(expr: ir.Expr, depth: int, lead: str) -> list[_Bullet]:
     """One bullet, except lists of alternatives (`at least N of`, three or more `or`s), whose
     parts read better one per sub-bullet."""
     if isinstance(expr, ir.AtLeast) or (isinstance(expr, ir.Or) and len(expr.operands) > 2):
         heading = count_heading(expr) if isinstance(expr, ir.AtLeast) else "any of"
-        parts = [Bullet(depth + 1, text(describe(operand))) for operand in expr.operands]
-        return [Bullet(depth, text(f"{lead}{heading}:")), *parts]
-    return [Bullet(depth, text(lead + describe(expr)))]
+        parts = [_Bullet(depth + 1, inline(describe(operand))) for operand in expr.operands]
+        return [_Bullet(depth, inline(f"{lead}{heading}:")), *parts]
+    return [_Bullet(depth, inline(lead + describe(expr)))]
 
 
-def _glossary(protocol: ir.Protocol) -> list[Table]:
+def _glossary(protocol: ir.Protocol) -> list[_Table]:
     """Patient fields, then records, then enums, each in declaration order."""
-    tables = [Table("### Patient", _FIELD_COLUMNS, _field_rows(protocol.fields))]
-    tables += [Table(f"### Record {_titled(r.name, r.label)}", _FIELD_COLUMNS, _field_rows(r.fields))
+    tables = [_Table("### Patient", _FIELD_COLUMNS, _field_rows(protocol.fields))]
+    tables += [_Table(f"### Record {_titled(r.name, r.label)}", _FIELD_COLUMNS, _field_rows(r.fields))
                for r in protocol.records]
-    tables += [Table(f"### Enum {_titled(e.name, e.label)}", _MEMBER_COLUMNS,
-                     tuple((code(name), _cell(label)) for name, label in e.members))
+    tables += [_Table(f"### Enum {_titled(e.name, e.label)}", _MEMBER_COLUMNS,
+                     tuple((code_span(name), _cell(label)) for name, label in e.members))
                for e in protocol.enums]
     return tables
 
 
 def _field_rows(fields: tuple[ir.Field, ...]) -> tuple[tuple[str, ...], ...]:
     return tuple(
-        (code(f.name), _cell(f.label), text(describe_type(f.type)),
+        (code_span(f.name), _cell(f.label), inline(describe_type(f.type)),
          "optional (null means none)" if f.optional else "required")
         for f in fields
     )
 
 
 def _titled(name: str, label: str | None) -> str:
-    return f"{code(name)} — {text(label)}" if label else code(name)
+    return f"{code_span(name)} — {inline(label)}" if label else code_span(name)
 
 
 def _cell(value: str | None) -> str:
-    return text(value) if value else "—"
+    return inline(value) if value else "—"
