@@ -53,6 +53,7 @@ class _Checker:
         self.checked_defs: dict[str, ir.Definition] = {}
         self.current_def: str | None = None
         self.criterion_ids: dict[str, ast.Span] = {}
+        self.rejected: set[str] = set()  # declared but in error: uses are not reported again
 
     def error(self, code: str, span: ast.Span, message: str, hint: str | None = None) -> None:
         self.diagnostics.error(code, span, message, hint)
@@ -72,6 +73,7 @@ class _Checker:
             if record.name in self.records or record.name in self.enums:
                 self.error("E102", record.span, f"'{record.name}' is declared twice",
                            "rename one of the two declarations")
+                self.rejected.add(record.name)
                 continue
             self.records[record.name] = ir.Record(
                 record.name, record.label, self.declare_fields(record.fields, in_record=True),
@@ -145,6 +147,7 @@ class _Checker:
                 continue
             type_ = self.resolve_type(decl.type, in_record)
             if type_ is None:
+                self.rejected.add(decl.name)
                 continue
             if type_.kind == "judgment" and decl.optional:
                 self.error("E103", decl.type.span, "a judgment cannot be optional",
@@ -181,6 +184,8 @@ class _Checker:
             if in_record:
                 self.error("E103", t.span, "a record cannot hold a list",
                            "declare the list as a patient field")
+                return None
+            if t.name in self.rejected and t.name not in self.records:
                 return None
             if t.name not in self.records:
                 self.error("E103", t.span, f"unknown record '{t.name}'",
@@ -220,7 +225,7 @@ class _Checker:
             else:
                 body.append(ir.Line(self.condition(item.expr, scope), item.span))
         self.current_def = None
-        if not any(isinstance(b, ir.Line) for b in body):
+        if not any(isinstance(b, (ast.Line, ast.When)) for b in define.body):
             self.error("E208", define.span, f"definition '{define.name}' has no condition",
                        "give it at least one line that is true or false")
         self.checked_defs[define.name] = ir.Definition(define.name, define.label, tuple(body), define.span)
@@ -354,6 +359,8 @@ class _Checker:
             return ir.FieldRef(scope.fields[ref.name], "patient", ref.span)
         if ref.name in scope.definitions:
             return scope.definitions[ref.name]
+        if ref.name in self.rejected:
+            return None  # its declaration was already reported
         hint = did_you_mean(ref.name, scope.names())
         if hint is None:
             hint = "declare it as a patient field, or define it with 'define'"
@@ -476,7 +483,7 @@ class _Checker:
                        "declare the field as 'lab UNIT' so it carries its upper limit of normal")
             return None
         self.error("E202", e.span, f"cannot compare {field_name} ({t.describe()}) with {_a(_literal_kind(e))}",
-                   _compare_hint(t))
+                   _compare_hint(t, field_name))
         return None
 
     def compare(self, e: ast.Compare, scope: _Scope) -> ir.Expr:
@@ -494,7 +501,7 @@ class _Checker:
         t = field.field.type
         name = field.field.name
         if t.kind in ("enum", "set", "list") or (t.kind in ("bool", "judgment", "text") and op not in ("=", "!=")):
-            self.error("E202", e.span, f"'{op}' does not apply to {name} ({t.describe()})", _compare_hint(t))
+            self.error("E202", e.span, f"'{op}' does not apply to {name} ({t.describe()})", _compare_hint(t, name))
             return ir.Truth(False, e.span)
         if t.kind == "lab" and isinstance(right, ast.UlnLit):
             return ir.UlnCompare(op, field, right.number.value, e.span)
@@ -525,7 +532,7 @@ class _Checker:
         t = field.field.type
         if t.kind not in (*_NUMERIC, "titer", "date"):
             self.error("E202", e.span, f"'between' does not apply to {field.field.name} ({t.describe()})",
-                       _compare_hint(t))
+                       _compare_hint(t, field.field.name))
             return ir.Truth(False, e.span)
         low = self.operand(e.low, t, scope, field.field.name)
         high = self.operand(e.high, t, scope, field.field.name)
@@ -549,7 +556,7 @@ class _Checker:
             elif t.kind == "enum" and wants == "set":
                 hint = f"{field.field.name} holds one value: write '{field.field.name} is …'"
             else:
-                hint = _compare_hint(t)
+                hint = _compare_hint(t, field.field.name)
             self.error("E202", e.span, f"'{word}' does not apply to {field.field.name} ({t.describe()})", hint)
             return ir.Truth(False, e.span)
         assert t.enum is not None
@@ -616,10 +623,14 @@ def _condition_hint(name: str, t: ir.Type) -> str:
         return f"quantify over it: any({name} where …) or count({name} where …) >= 1"
     if t.kind == "date":
         return f"use a window: {name} within 4 weeks before screening"
-    return _compare_hint(t).replace("X", name)
+    return _compare_hint(t, name)
 
 
-def _compare_hint(t: ir.Type) -> str:
+def _compare_hint(t: ir.Type, name: str = "X") -> str:
+    return _compare_hint_for(t).replace("X", name)
+
+
+def _compare_hint_for(t: ir.Type) -> str:
     kind = t.kind
     if kind == "enum" and t.enum is not None:
         return f"test an enum with 'is': X is {t.enum.member_names()[0]}"

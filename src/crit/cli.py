@@ -158,15 +158,23 @@ def _read_records(path: Path) -> list[Any]:
 @click.argument("protocol_file", type=click.Path(path_type=Path))
 @click.argument("record_file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def eval_(protocol_file: Path, record_file: Path, as_json: bool) -> None:
-    """Screen the patient record(s) in RECORD_FILE (a JSON object or a list of them)."""
+@click.option("--interpret", is_flag=True,
+              help="Evaluate with the reference interpreter instead of the generated module.")
+def eval_(protocol_file: Path, record_file: Path, as_json: bool, interpret: bool) -> None:
+    """Screen the patient record(s) in RECORD_FILE (a JSON object or a list of them; - for stdin)."""
     protocol, loaded = _compile(protocol_file)
     records = _read_records(record_file)
-    with tempfile.TemporaryDirectory(prefix="crit-") as tmp:
-        stem = Path(protocol.source).stem
-        module_path = Path(tmp) / f"{stem}.py"
-        module_path.write_text(outputs(protocol, loaded)[f"{stem}.py"], encoding="utf-8")
-        module = import_evaluator(module_path, f"_crit_eval_{stem}")
+    module: Any
+    if interpret:
+        from crit.interpret import Interpreter
+
+        module = Interpreter(protocol)
+    else:
+        with tempfile.TemporaryDirectory(prefix="crit-") as tmp:
+            stem = Path(protocol.source).stem
+            module_path = Path(tmp) / f"{stem}.py"
+            module_path.write_text(outputs(protocol, loaded)[f"{stem}.py"], encoding="utf-8")
+            module = import_evaluator(module_path, f"_crit_eval_{stem}")
     results: list[dict[str, Any]] = []
     bad = False
     for index, record in enumerate(records):

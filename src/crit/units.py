@@ -78,6 +78,8 @@ def parse_unit(text: str) -> Unit:
         scale = scale * factor if op == "*" else scale / factor
         if name:
             pieces.append(op + "(" + _pint_name(name) + ")")
+    if scale == 0:
+        raise UnitError(f"the unit '{text}' is scaled by 0", _UNIT_HINT)
     expression = "".join(pieces).lstrip("*") or "dimensionless"
     if expression.startswith("/"):
         expression = "1" + expression
@@ -86,6 +88,9 @@ def parse_unit(text: str) -> Unit:
         quantity = registry.Quantity(Fraction(1), expression)
     except Exception as err:  # pint raises several kinds; all mean "not a unit"
         raise UnitError(f"unknown unit '{text}'", _UNIT_HINT) from err
+    if not quantity._is_multiplicative:
+        raise UnitError(f"'{text}' is measured from an offset zero, which crit cannot convert exactly",
+                        "use a unit with an absolute zero, e.g. K, or compare in the field's own unit")
     return Unit(text, scale, expression, _dimension(quantity))
 
 

@@ -1,0 +1,103 @@
+"""Laws of the semantics, checked with the reference interpreter on random protocols.
+
+Soundness: a decision reached while facts are missing holds for every completion of them, so a
+patient with a missing fact is eligible only when that fact cannot matter.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import compile_text
+from crit.interpret import Interpreter
+from strategies import Schema, protocols, records, values
+
+_SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
+                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@st.composite
+def completion(draw: st.DrawFn, schema: Schema, record: dict[str, Any]) -> dict[str, Any]:
+    """The record with every missing fact filled in (fields, and fields of list items)."""
+    full = copy.deepcopy(record)
+    full.setdefault("screening", "2025-03-31")
+    for name, (kind, _) in schema.fields.items():
+        if name not in full:
+            full[name] = draw(values(kind))
+        if kind == "list" and isinstance(full[name], list):
+            for item in full[name]:
+                item.setdefault("ok", draw(st.booleans()))
+                item.setdefault("n", draw(st.integers(0, 4)))
+                item.setdefault("day", "2025-03-20")
+    return full
+
+
+@_SETTINGS
+@given(protocols(), st.data())
+def test_decisions_with_missing_facts_hold_for_every_completion(case: tuple[str, Schema],
+                                                                 data: st.DataObject) -> None:
+    source, schema = case
+    interpreter = Interpreter(compile_text(source))
+    for _ in range(8):
+        record = data.draw(records(schema))
+        result = interpreter.evaluate(record)
+        if result.decision.value == "needs review":
+            assert result.missing or result.pending_judgments
+            continue
+        for _ in range(4):
+            full = data.draw(completion(schema, record))
+            assert interpreter.evaluate(full).decision == result.decision, (record, full)
+
+
+@_SETTINGS
+@given(protocols(), st.data())
+def test_missing_facts_are_exactly_the_absent_ones(case: tuple[str, Schema], data: st.DataObject) -> None:
+    """Every fact a needs-review decision asks for is absent from the record."""
+    source, schema = case
+    interpreter = Interpreter(compile_text(source))
+    record = data.draw(records(schema))
+    result = interpreter.evaluate(record)
+    for path in result.missing + result.pending_judgments:
+        top = path.split("[")[0].split(".")[0]
+        if "[" in path:
+            index = int(path.split("[")[1].split("]")[0])
+            assert path.rsplit(".", 1)[1] not in record[top][index]
+        else:
+            assert top not in record or record[top] is None
+
+
+BETWEEN = '''protocol B "between"
+
+patient
+  n: integer
+  lo: integer
+  hi: integer
+
+inclusion
+  I1 "between"
+    n between lo and hi
+  I2 "two comparisons"
+    n >= lo and n <= hi
+'''
+
+
+@given(st.one_of(st.none(), st.integers(-3, 3)), st.one_of(st.none(), st.integers(-3, 3)),
+       st.one_of(st.none(), st.integers(-3, 3)))
+def test_between_equals_its_two_comparisons(n: int | None, lo: int | None, hi: int | None) -> None:
+    interpreter = _between()
+    record = {k: v for k, v in (("n", n), ("lo", lo), ("hi", hi)) if v is not None}
+    result = interpreter.evaluate(record)
+    assert result.outcome("I1") == result.outcome("I2")
+
+
+_INTERPRETERS: dict[str, Interpreter] = {}
+
+
+def _between() -> Interpreter:
+    if "between" not in _INTERPRETERS:
+        _INTERPRETERS["between"] = Interpreter(compile_text(BETWEEN))
+    return _INTERPRETERS["between"]
