@@ -35,7 +35,6 @@ _CASCADE = (
 )
 
 KNOWN_BUGS: dict[str, str] = {
-    "E000-column-after-accents": "the column counts bytes, not characters (driver.read_source)",
     "E001-bad-dedent": (
         "the hint never offers the column of the block just left, and 'or deeper' is what the "
         "author did (syntax/grammar.py: Indenter.process)"

@@ -45,8 +45,10 @@ def read_source(path: Path, shown: str, loaded: Loaded, span: ast.Span | None = 
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
         line = data[: err.start].count(b"\n") + 1
-        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        column = len(data[line_start : err.start].decode("utf-8", "replace")) + 1
+        loaded.sources[shown] = data.decode("utf-8", "replace")  # so the line can be quoted
         raise CritError([Diagnostic(
             code="E000", severity="error", span=ast.Span(shown, line, column, line, column + 1),
             message=f"{shown} is not valid UTF-8 (byte {err.object[err.start]:#04x})",
