@@ -1,0 +1,163 @@
+"""Every failure path of every subcommand: its message and its exit code, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from crit import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "patient-sle.json"
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the protocols in a scratch directory, as the working directory."""
+    shutil.copytree(ROOT / "protocols", tmp_path / "protocols", ignore=shutil.ignore_patterns("amendments", "tests"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_check_ok(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    code, out, _ = run(capsys, "check", "protocols/jy231.crit")
+    assert code == 0
+    assert out.startswith("protocols/jy231.crit: ok (JY231, ")
+
+
+def test_check_missing_file(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    code, _, err = run(capsys, "check", "nope.crit")
+    assert code == cli.EXIT_ERRORS
+    assert "nope.crit:1:1: error[E101]: cannot read nope.crit" in err
+
+
+def test_check_reports_a_typo_with_a_hint(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    path = project / "protocols" / "jy231.crit"
+    path.write_text(path.read_text(encoding="utf-8").replace("hemoglobin >= 60", "hemoglobn >= 60"),
+                    encoding="utf-8")
+    code, _, err = run(capsys, "check", "protocols/jy231.crit")
+    assert code == cli.EXIT_ERRORS
+    assert "error[E201]: unknown field 'hemoglobn'" in err
+    assert "= hint: did you mean 'hemoglobin'?" in err
+    assert err.rstrip().endswith("1 error in protocols/jy231.crit")
+
+
+def test_build_then_check_is_clean_then_stale(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    code, out, _ = run(capsys, "build")
+    assert code == 0 and "wrote generated/jy231.py" in out and "wrote generated/jy231.md" in out
+    code, out, _ = run(capsys, "build", "--check")
+    assert code == 0 and "up to date" in out
+    (project / "generated" / "jy231.md").write_text("edited by hand\n", encoding="utf-8")
+    code, _, err = run(capsys, "build", "--check")
+    assert code == cli.EXIT_ERRORS
+    assert "stale: generated/jy231.md" in err and "run `crit build`" in err
+    (project / "generated" / "jy231.py").unlink()
+    code, _, err = run(capsys, "build", "--check")
+    assert "stale: generated/jy231.py" in err
+
+
+def test_build_one_file_to_a_directory(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    code, _, _ = run(capsys, "build", "protocols/jy231.crit", "-o", "out")
+    assert code == 0
+    assert sorted(p.name for p in (project / "out").iterdir()) == ["jy231.md", "jy231.py"]
+
+
+def test_build_with_nothing_to_build(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "build")
+    assert code == cli.EXIT_USAGE
+    assert "crit: no .crit files in protocols/" in err
+
+
+def test_build_with_errors_writes_nothing(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    (project / "protocols" / "broken.crit").write_text('protocol B "b"\n\npatient\n  a: bol\n', encoding="utf-8")
+    code, _, err = run(capsys, "build")
+    assert code == cli.EXIT_ERRORS
+    assert "unknown type 'bol'" in err
+    assert not (project / "generated" / "broken.py").exists()
+
+
+def test_eval_table_and_json(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    code, out, _ = run(capsys, "eval", "protocols/jy231.crit", str(SAMPLE))
+    assert code == 0
+    assert out.startswith("record P-001: ELIGIBLE\n")
+    assert "  I5.1" in out and "hemoglobin 108 g/L ≥ 60 g/L" in out
+    code, out, _ = run(capsys, "eval", "--json", "protocols/jy231.crit", str(SAMPLE))
+    generated = json.loads(out)
+    code, out, _ = run(capsys, "eval", "--json", "--interpret", "protocols/jy231.crit", str(SAMPLE))
+    assert json.loads(out) == generated and generated["decision"] == "eligible"
+
+
+def test_eval_a_record_with_a_missing_value(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    record = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    del record["alt"]
+    (project / "r.json").write_text(json.dumps(record), encoding="utf-8")
+    code, out, _ = run(capsys, "eval", "protocols/jy231.crit", "r.json")
+    assert code == 0
+    assert "record P-001: NEEDS REVIEW\n  missing: alt\n" in out
+
+
+def test_eval_invalid_json(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    (project / "r.json").write_text('{"age": 40,\n  "sex": }', encoding="utf-8")
+    code, _, err = run(capsys, "eval", "protocols/jy231.crit", "r.json")
+    assert code == cli.EXIT_RECORD
+    assert "crit: r.json:2:10: not valid JSON: Expecting value" in err
+
+
+def test_eval_missing_record_file(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    code, _, err = run(capsys, "eval", "protocols/jy231.crit", "absent.json")
+    assert code == cli.EXIT_RECORD
+    assert "crit: cannot read absent.json" in err
+
+
+def test_eval_bad_record_names_each_field(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    (project / "r.json").write_text(json.dumps([{"id": "A", "age": "forty", "hemogobin": 1}, {"id": "B"}]),
+                                    encoding="utf-8")
+    code, out, _ = run(capsys, "eval", "protocols/jy231.crit", "r.json")
+    assert code == cli.EXIT_RECORD
+    assert ("record A: cannot be read\n  hemogobin: unknown field; did you mean 'hemoglobin'?\n"
+            "  age: expected a whole number, got text\n") in out
+    assert "record B: NEEDS REVIEW" in out
+
+
+def test_eval_of_a_broken_protocol(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    code, _, err = run(capsys, "eval", "missing.crit", str(SAMPLE))
+    assert code == cli.EXIT_ERRORS and "error[E101]" in err
+
+
+@pytest.mark.parametrize("args", [["frobnicate"], ["check"], ["build", "--nope"], ["eval", "only-one"]])
+def test_usage_errors(capsys: pytest.CaptureFixture[str], args: list[str]) -> None:
+    code, _, err = run(capsys, *args)
+    assert code == cli.EXIT_USAGE
+    assert err.startswith(("Error:", "Usage:"))
+
+
+def test_internal_error_is_one_line_with_a_hint(capsys: pytest.CaptureFixture[str], project: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*_: object) -> None:
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(cli, "load", boom)
+    code, _, err = run(capsys, "check", "protocols/jy231.crit")
+    assert code == cli.EXIT_INTERNAL
+    assert err == ("crit: internal error: RuntimeError: something broke\n"
+                   "hint: rerun with --debug for the traceback, and report it\n")
+    code = cli.main(["--debug", "check", "protocols/jy231.crit"])
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "--help")[0] == 0
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and "crit, version" in out
