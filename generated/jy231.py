@@ -4,6 +4,8 @@
 
 evaluate(record) -> Screening: the decision (eligible / ineligible / needs review), every
 criterion's outcome with its reason, and the missing facts that would settle the case.
+assess(record) -> Assessment: the same without the reasons: decision, outcomes, missing facts.
+decide(record) -> Decision: the decision alone, stopping at the first criterion that settles it.
 validate(record) -> list[Problem]: what in the record cannot be read, by field path.
 Standard library only; missing data never makes a patient eligible.
 """
@@ -198,14 +200,12 @@ def negate(fact: Fact) -> Fact:
 
 
 def when(condition: Fact, body: Fact) -> Fact:
-    """`when C: X`: not applicable if C is false; X if C is true; unknown unless X is met."""
+    """`when C: X`: not applicable if C is false; X if C is true; else unknown (unless X is
+    not applicable either way). X met with C unknown is still unknown: "met or not applicable"
+    decides nothing, since an exclusion that is met excludes and one not applicable does not."""
     if condition.value is False:
         return Fact(None, f"not applicable: {condition.reason}", (), False)
-    if condition.value is True:
-        return body
-    if not body.applicable:
-        return body
-    if body.value is True:
+    if condition.value is True or not body.applicable:
         return body
     return Fact(None, _join((condition, body)), _union((condition, body)))
 
@@ -319,17 +319,22 @@ def compare_uln(lab: Lab | Absent | None, op: str, multiple: Decimal, path: str,
 
 def between(value: Any, low: Any, high: Any, path: str, low_path: str, high_path: str,
             unit: str, range_text: str, titer: bool = False) -> Fact:
-    """Inclusive at both ends: `low ≤ value ≤ high`."""
-    missing = _missing((value, path), (low, low_path), (high, high_path))
-    if missing:
-        return _unknown(missing)
+    """Inclusive at both ends, and exactly `low ≤ value and value ≤ high` in Kleene logic:
+    a value above a known upper bound is out of range even when the lower bound is missing."""
     if isinstance(value, Lab):
         value = value.value
+    if value is None:
+        return _unknown(_missing((value, path), (low, low_path), (high, high_path)))
     shown = f"1:{value}" if titer and value is not NONE else show(value, unit)
     if value is NONE or low is NONE or high is NONE:
         return Fact(False, f"{path} {shown}")
-    held = bool(low <= value <= high)
-    return Fact(held, f"{path} {shown} is {'within' if held else 'outside'} {range_text}")
+    above = None if low is None else bool(low <= value)
+    below = None if high is None else bool(value <= high)
+    if above is False or below is False:
+        return Fact(False, f"{path} {shown} is outside {range_text}")
+    if above is None or below is None:
+        return _unknown(_missing((low, low_path), (high, high_path)))
+    return Fact(True, f"{path} {shown} is within {range_text}")
 
 
 def member(value: str | Absent | None, kind: str, members: frozenset[str], path: str,
@@ -383,6 +388,24 @@ def _safe_shift(day: datetime.date, amount: int, unit: str) -> datetime.date:
         return datetime.date.max if amount > 0 else datetime.date.min
 
 
+_EDGES: dict[tuple[datetime.date, int, str], datetime.date] = {}
+
+
+def window_holds(value: datetime.date, kind: str, amount: int, unit: str, direction: str,
+                 anchor: datetime.date) -> bool:
+    """Whether `value` lies in the window (`within` or `at_least`, inclusive) `amount` `unit`
+    before or after `anchor`. The edges are remembered: cohorts share their anchor dates."""
+    key = (anchor, -amount if direction == "before" else amount, unit)
+    edge = _EDGES.get(key)
+    if edge is None:
+        edge = _safe_shift(anchor, key[1], unit)
+        if len(_EDGES) < 65536:
+            _EDGES[key] = edge
+    if direction == "before":
+        return edge <= value <= anchor if kind == "within" else value <= edge
+    return anchor <= value <= edge if kind == "within" else value >= edge
+
+
 def window(value: datetime.date | Absent | None, kind: str, amount: int, unit: str,
            direction: str, anchor: datetime.date | Absent | None, path: str, anchor_path: str,
            text: str) -> Fact:
@@ -393,12 +416,7 @@ def window(value: datetime.date | Absent | None, kind: str, amount: int, unit: s
     if value is NONE or anchor is NONE:
         return Fact(False, f"{path if value is NONE else anchor_path}: none recorded")
     assert isinstance(value, datetime.date) and isinstance(anchor, datetime.date)
-    if direction == "before":
-        edge = _safe_shift(anchor, -amount, unit)
-        held = edge <= value <= anchor if kind == "within" else value <= edge
-    else:
-        edge = _safe_shift(anchor, amount, unit)
-        held = anchor <= value <= edge if kind == "within" else value >= edge
+    held = window_holds(value, kind, amount, unit, direction, anchor)
     return Fact(held, f"{path} {value.isoformat()} is {'' if held else 'not '}{text} "
                       f"{anchor_path or 'the date'} {anchor.isoformat()}")
 
@@ -438,12 +456,19 @@ def count(op: str, number: int, items: Sequence[T] | Absent | None, path: str,
     low = sum(1 for f in facts if f.value is True)
     unknown = [f for f in facts if f.value is None]
     high = low + len(unknown)
-    outcomes = {_holds(n, op, number) for n in range(low, high + 1)}
+    verdict = count_verdict(op, number, low, high)
     counted = f"{low}" if low == high else f"{low} to {high}"
     reason = f"{counted} of {len(facts)} {path} match, needs {_SHOWN[op]} {number}"
-    if len(outcomes) == 1:
-        return Fact(outcomes.pop(), reason)
+    if verdict is not None:
+        return Fact(verdict, reason)
     return Fact(None, f"{reason}: {_join(unknown)}", _union(unknown))
+
+
+def count_verdict(op: str, number: int, low: int, high: int) -> bool | None:
+    """`count op number` for a count known to lie in [low, high]: None unless every count in
+    the range gives the same answer."""
+    outcomes = {_holds(n, op, number) for n in range(low, high + 1)}
+    return outcomes.pop() if len(outcomes) == 1 else None
 
 
 # ---- reading records -----------------------------------------------------------------
@@ -652,6 +677,123 @@ def check_keys(record: object, path: str, known: Sequence[str], problems: list[P
     return True
 
 
+# Fast readers: the common, valid case inline; anything else goes to the reader above, which
+# reports the problem. Each returns exactly what the reader it falls back to would.
+
+_BIG = 10 ** 15  # _LIMIT as an int
+_BIG_FLOAT = 1e15
+_MEMO_LIMIT = 65536
+_DATE_MEMO: dict[str, datetime.date] = {}
+_TITER_MEMO: dict[str, int] = {}
+
+
+def read_decimal_fast(raw: object, path: str, problems: list[Problem]) -> Decimal | None:
+    kind = type(raw)
+    if kind is int:
+        assert isinstance(raw, int)
+        if -_BIG < raw < _BIG:
+            return Decimal(raw)
+    elif kind is float:
+        assert isinstance(raw, float)
+        if -_BIG_FLOAT < raw < _BIG_FLOAT:  # false for nan and infinities
+            return Decimal(repr(raw))
+    return read_decimal(raw, path, problems)
+
+
+def read_quantity_fast(raw: object, path: str, problems: list[Problem], unit: str,
+                       factors: Mapping[str, Decimal]) -> Decimal | None:
+    if type(raw) is dict:
+        value = _measured_fast(raw, unit, factors, False)
+        if value is not None:
+            return value[0]
+        return read_quantity(raw, path, problems, unit, factors)
+    return read_decimal_fast(raw, path, problems)
+
+
+def read_lab_fast(raw: object, path: str, problems: list[Problem], unit: str,
+                  factors: Mapping[str, Decimal]) -> Lab | None:
+    if type(raw) is dict:
+        value = _measured_fast(raw, unit, factors, True)
+        if value is not None and value[1] > 0:
+            return Lab(value[0], value[1])
+    return read_lab(raw, path, problems, unit, factors)
+
+
+def _measured_fast(raw: dict[Any, Any], unit: str, factors: Mapping[str, Decimal],
+                   lab: bool) -> tuple[Decimal, Decimal] | None:
+    """`{"value": n[, "uln": n][, "unit": u]}` with nothing amiss, converted; else None."""
+    size = 2 if lab else 1
+    given = raw.get("unit", unit)
+    if "unit" in raw:
+        size += 1
+    if len(raw) != size:
+        return None
+    factor = None
+    if given != unit:
+        factor = factors.get(given) if type(given) is str else None
+        if factor is None:
+            return None
+    value = _number_fast(raw.get("value"))
+    if value is None:
+        return None
+    uln = value
+    if lab:
+        found = _number_fast(raw.get("uln"))
+        if found is None:
+            return None
+        uln = found
+    if factor is not None:
+        return value * factor, uln * factor
+    return value, uln
+
+
+def _number_fast(raw: object) -> Decimal | None:
+    kind = type(raw)
+    if kind is int:
+        assert isinstance(raw, int)
+        return Decimal(raw) if -_BIG < raw < _BIG else None
+    if kind is float:
+        assert isinstance(raw, float)
+        return Decimal(repr(raw)) if -_BIG_FLOAT < raw < _BIG_FLOAT else None
+    return None
+
+
+def read_date_fast(raw: object, path: str, problems: list[Problem]) -> datetime.date | None:
+    if type(raw) is str:
+        assert isinstance(raw, str)
+        day = _DATE_MEMO.get(raw)
+        if day is None:
+            day = read_date(raw, path, problems)
+            if day is not None and len(_DATE_MEMO) < _MEMO_LIMIT:
+                _DATE_MEMO[raw] = day
+        return day
+    return read_date(raw, path, problems)
+
+
+def read_titer_fast(raw: object, path: str, problems: list[Problem]) -> int | None:
+    if type(raw) is str:
+        assert isinstance(raw, str)
+        dilution = _TITER_MEMO.get(raw)
+        if dilution is None:
+            dilution = read_titer(raw, path, problems)
+            if dilution is not None and len(_TITER_MEMO) < _MEMO_LIMIT:
+                _TITER_MEMO[raw] = dilution
+        return dilution
+    return read_titer(raw, path, problems)
+
+
+def read_set_fast(raw: object, path: str, problems: list[Problem], members: Sequence[str],
+                  member_set: frozenset[str]) -> frozenset[str] | None:
+    if type(raw) is list:
+        assert isinstance(raw, list)
+        for item in raw:
+            if type(item) is not str or item not in member_set:
+                break
+        else:
+            return frozenset(raw)
+    return read_set(raw, path, problems, members)
+
+
 def _shown(raw: object) -> str:
     text = repr(raw)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -692,6 +834,232 @@ def screen(criteria: Sequence[CriterionInfo], facts: Mapping[str, Fact],
         pending = tuple(p for p in paths if _field_of(p) in judgments)
         return Screening(Decision.NEEDS_REVIEW, tuple(results), missing, pending)
     return Screening(Decision.ELIGIBLE, tuple(results), (), ())
+
+
+# ---- the fast path: outcomes without reasons ------------------------------------------
+#
+# decide() and assess() work out the same three-valued outcomes as the facts above, without
+# writing reasons. A condition's value is True, False, or, when unknown, the tuple of the
+# paths whose absence leaves it unknown: sorted, without repeats, the `missing` of the Fact
+# the functions above would give. A criterion or `when` line may also be NA, not applicable.
+
+
+class NotApplicable(enum.Enum):
+    NA = "not applicable"
+
+
+NA = NotApplicable.NA
+
+Tri = bool | tuple[str, ...]
+TriNA = bool | tuple[str, ...] | NotApplicable
+
+
+class Unset(enum.Enum):
+    """A definition the fast path has not needed yet."""
+
+    UNSET = "unset"
+
+
+UNSET = Unset.UNSET
+
+
+def union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    """The paths missing from two unknowns, as `_union` gives them."""
+    if a == b or not b:
+        return a
+    if not a:
+        return b
+    return tuple(sorted({*a, *b}))
+
+
+def all3(values: Iterable[TriNA]) -> TriNA:
+    """`all_of` on values."""
+    applicable = False
+    unknown: tuple[str, ...] | None = None
+    for value in values:
+        if value is False:
+            return False
+        if value is NA:
+            continue
+        applicable = True
+        if value is not True:
+            unknown = value if unknown is None else union(unknown, value)
+    if not applicable:
+        return NA
+    return True if unknown is None else unknown
+
+
+def any3(values: Iterable[TriNA]) -> TriNA:
+    """`any_of` on values."""
+    applicable = False
+    unknown: tuple[str, ...] | None = None
+    for value in values:
+        if value is True:
+            return True
+        if value is NA:
+            continue
+        applicable = True
+        if value is not False:
+            unknown = value if unknown is None else union(unknown, value)
+    if not applicable:
+        return NA
+    return False if unknown is None else unknown
+
+
+def at_least3(count: int, values: Iterable[TriNA]) -> TriNA:
+    """`at_least` on values."""
+    applicable = False
+    true = unknowns = 0
+    unknown: tuple[str, ...] = ()
+    for value in values:
+        if value is NA:
+            continue
+        applicable = True
+        if value is True:
+            true += 1
+        elif value is not False:
+            unknowns += 1
+            unknown = union(unknown, value)
+    if not applicable:
+        return NA
+    if true >= count:
+        return True
+    if true + unknowns < count:
+        return False
+    return unknown
+
+
+def count3(count: int, values: Iterable[Tri]) -> Tri:
+    """`at least N of (…)` on conditions, which always apply."""
+    result = at_least3(count, values)
+    assert result is not NA
+    return result
+
+
+def when3(condition: TriNA, body: TriNA) -> TriNA:
+    """`when` on values."""
+    if condition is False:
+        return NA
+    if condition is True or body is NA:
+        return body
+    missing = () if condition is NA else condition
+    return missing if body is True or body is False else union(missing, body)
+
+
+def between3(value: Any, low: Any, high: Any, path: str, low_path: str, high_path: str) -> Tri:
+    """`between` on values."""
+    if isinstance(value, Lab):
+        value = value.value
+    if value is None:
+        return _missing((value, path), (low, low_path), (high, high_path))
+    if value is NONE or low is NONE or high is NONE:
+        return False
+    above = None if low is None else bool(low <= value)
+    below = None if high is None else bool(value <= high)
+    if above is False or below is False:
+        return False
+    if above is None or below is None:
+        return _missing((low, low_path), (high, high_path))
+    return True
+
+
+def window3(value: datetime.date | Absent | None, kind: str, amount: int, unit: str,
+            direction: str, anchor: datetime.date | Absent | None, path: str,
+            anchor_path: str) -> Tri:
+    """`window` on values."""
+    if value is None or anchor is None:
+        missing = _missing((value, path), (anchor, anchor_path))
+        if missing:
+            return missing
+    if value is NONE or anchor is NONE:
+        return False
+    assert isinstance(value, datetime.date) and isinstance(anchor, datetime.date)
+    return window_holds(value, kind, amount, unit, direction, anchor)
+
+
+class Assessment(NamedTuple):
+    """What evaluate() finds, without the reasons: the decision, every criterion's outcome
+    (in the order of CRITERIA), and the missing facts and pending judgments."""
+
+    decision: Decision
+    outcomes: tuple[Outcome, ...]
+    missing: tuple[str, ...]
+    pending_judgments: tuple[str, ...]
+
+
+def assessment(outcomes: tuple[Outcome, ...], refused: bool, unknown: tuple[str, ...] | None,
+               judgments: frozenset[str]) -> Assessment:
+    """The decision as `screen` makes it, from the top-level values: `refused` if an inclusion
+    is not met or an exclusion is met; `unknown`, the missing paths, if any is unknown."""
+    if refused:
+        return Assessment(Decision.INELIGIBLE, outcomes, (), ())
+    if unknown is not None:
+        missing = tuple(p for p in unknown if _field_of(p) not in judgments)
+        pending = tuple(p for p in unknown if _field_of(p) in judgments)
+        return Assessment(Decision.NEEDS_REVIEW, outcomes, missing, pending)
+    return Assessment(Decision.ELIGIBLE, outcomes, (), ())
+
+
+class DeferredScreening(Screening):
+    """A Screening whose per-criterion results (reasons and missing facts) are worked out when
+    first read. The decision, outcomes, missing facts and pending judgments are known at once,
+    so screening many patients does not pay for reasons nobody reads. It equals, pickles and
+    prints as the Screening that `explain()` returns."""
+
+    __slots__ = ("_assessment", "_explain", "_explained", "_ids")
+    _assessment: Assessment
+    _explain: Callable[[], Screening]
+    _explained: Screening | None
+    _ids: tuple[str, ...]
+
+    def __init__(self, assessed: Assessment, ids: tuple[str, ...],
+                 explain: Callable[[], Screening]) -> None:
+        object.__setattr__(self, "decision", assessed.decision)
+        object.__setattr__(self, "missing", assessed.missing)
+        object.__setattr__(self, "pending_judgments", assessed.pending_judgments)
+        object.__setattr__(self, "_assessment", assessed)
+        object.__setattr__(self, "_ids", ids)
+        object.__setattr__(self, "_explain", explain)
+        object.__setattr__(self, "_explained", None)
+
+    @property
+    def criteria(self) -> tuple[CriterionResult, ...]:
+        return self.explain().criteria
+
+    @property
+    def assessment(self) -> Assessment:
+        return self._assessment
+
+    def explain(self) -> Screening:
+        explained = self._explained
+        if explained is None:
+            explained = self._explain()
+            object.__setattr__(self, "_explained", explained)
+        return explained
+
+    def outcome(self, criterion_id: str) -> Outcome:
+        try:
+            return self._assessment.outcomes[self._ids.index(criterion_id)]
+        except ValueError:
+            raise KeyError(criterion_id) from None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Screening):
+            return NotImplemented
+        return self.explain() == (other.explain() if isinstance(other, DeferredScreening) else other)
+
+    def __hash__(self) -> int:
+        return hash(self.explain())
+
+    def __repr__(self) -> str:
+        return repr(self.explain())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_plain, (self.explain(),))
+
+
+def _plain(screening: Screening) -> Screening:
+    return screening
 
 
 def _field_of(path: str) -> str:
@@ -883,6 +1251,7 @@ _ENUM_Sex: tuple[str, ...] = (
     'female',
     'male',
 )
+_MEMBERS_Sex: frozenset[str] = frozenset(_ENUM_Sex)
 
 _ENUM_Disease: tuple[str, ...] = (
     'SLE',
@@ -892,6 +1261,7 @@ _ENUM_Disease: tuple[str, ...] = (
     'AAV',
     'other',
 )
+_MEMBERS_Disease: frozenset[str] = frozenset(_ENUM_Disease)
 
 _ENUM_MyositisAntibody: tuple[str, ...] = (
     'Jo1',
@@ -910,6 +1280,7 @@ _ENUM_MyositisAntibody: tuple[str, ...] = (
     'SRP',
     'HMGCR',
 )
+_MEMBERS_MyositisAntibody: frozenset[str] = frozenset(_ENUM_MyositisAntibody)
 
 _ENUM_AncaAntibody: tuple[str, ...] = (
     'cANCA',
@@ -917,11 +1288,13 @@ _ENUM_AncaAntibody: tuple[str, ...] = (
     'PR3',
     'MPO',
 )
+_MEMBERS_AncaAntibody: frozenset[str] = frozenset(_ENUM_AncaAntibody)
 
 _ENUM_TestResult: tuple[str, ...] = (
     'negative',
     'positive',
 )
+_MEMBERS_TestResult: frozenset[str] = frozenset(_ENUM_TestResult)
 
 _ENUM_OrganSystem: tuple[str, ...] = (
     'cardiac',
@@ -930,6 +1303,7 @@ _ENUM_OrganSystem: tuple[str, ...] = (
     'hematologic',
     'endocrine',
 )
+_MEMBERS_OrganSystem: frozenset[str] = frozenset(_ENUM_OrganSystem)
 
 _ENUM_MalignancyKind: tuple[str, ...] = (
     'cervical_cis',
@@ -939,6 +1313,15 @@ _ENUM_MalignancyKind: tuple[str, ...] = (
     'ductal_cis',
     'other',
 )
+_MEMBERS_MalignancyKind: frozenset[str] = frozenset(_ENUM_MalignancyKind)
+
+_UNITS_1: dict[str, Decimal] = {'mm': Decimal('0.1')}
+
+_UNITS_2: dict[str, Decimal] = {}
+
+_UNITS_3: dict[str, Decimal] = {'g/dL': Decimal('10')}
+
+_UNITS_4: dict[str, Decimal] = {'10^3/uL': Decimal('1')}
 
 
 @dataclass(frozen=True, slots=True)
@@ -959,22 +1342,19 @@ _Treatment_KEYS: tuple[str, ...] = (
 )
 
 
+_Treatment_ALLOWED: frozenset[str] = frozenset(_Treatment_KEYS)
+
+
 def _read_Treatment(raw: object, at: str, pr: list[Problem]) -> TreatmentRecord | None:
-    if not check_keys(raw, at, _Treatment_KEYS, pr):
+    fast = isinstance(raw, dict) and raw.keys() <= _Treatment_ALLOWED
+    if not fast and not check_keys(raw, at, _Treatment_KEYS, pr):
         return None
     assert isinstance(raw, dict)
     return TreatmentRecord(
-        agent=get(raw, 'agent', at + '.agent', pr, read_text, False),
-        immunosuppressive=get(
-            raw,
-            'immunosuppressive',
-            at + '.immunosuppressive',
-            pr,
-            read_bool,
-            False,
-        ),
-        start=get(raw, 'start', at + '.start', pr, read_date, False),
-        end=get(raw, 'end', at + '.end', pr, read_date, False),
+        agent=None if (v := raw.get('agent')) is None else v if type(v) is str else read_text(v, at + '.agent', pr),
+        immunosuppressive=None if (v := raw.get('immunosuppressive')) is None else v if v is True or v is False else read_bool(v, at + '.immunosuppressive', pr),
+        start=None if (v := raw.get('start')) is None else read_date_fast(v, at + '.start', pr),
+        end=None if (v := raw.get('end')) is None else read_date_fast(v, at + '.end', pr),
     )
 
 
@@ -994,28 +1374,18 @@ _Malignancy_KEYS: tuple[str, ...] = (
 )
 
 
+_Malignancy_ALLOWED: frozenset[str] = frozenset(_Malignancy_KEYS)
+
+
 def _read_Malignancy(raw: object, at: str, pr: list[Problem]) -> MalignancyRecord | None:
-    if not check_keys(raw, at, _Malignancy_KEYS, pr):
+    fast = isinstance(raw, dict) and raw.keys() <= _Malignancy_ALLOWED
+    if not fast and not check_keys(raw, at, _Malignancy_KEYS, pr):
         return None
     assert isinstance(raw, dict)
     return MalignancyRecord(
-        kind=get(
-            raw,
-            'kind',
-            at + '.kind',
-            pr,
-            lambda raw, at, pr: read_enum(raw, at, pr, _ENUM_MalignancyKind),
-            False,
-        ),
-        adequately_treated=get(
-            raw,
-            'adequately_treated',
-            at + '.adequately_treated',
-            pr,
-            read_bool,
-            False,
-        ),
-        radical_surgery=get(raw, 'radical_surgery', at + '.radical_surgery', pr, read_bool, True),
+        kind=None if (v := raw.get('kind')) is None else v if type(v) is str and v in _MEMBERS_MalignancyKind else read_enum(v, at + '.kind', pr, _ENUM_MalignancyKind),
+        adequately_treated=None if (v := raw.get('adequately_treated')) is None else v if v is True or v is False else read_bool(v, at + '.adequately_treated', pr),
+        radical_surgery=(NONE if 'radical_surgery' in raw else None) if (v := raw.get('radical_surgery')) is None else v if v is True or v is False else read_bool(v, at + '.radical_surgery', pr),
     )
 
 
@@ -1157,340 +1527,79 @@ _PATIENT_KEYS: tuple[str, ...] = (
 )
 
 
+_PATIENT_ALLOWED: frozenset[str] = frozenset((*_PATIENT_KEYS, "id"))
+
+
 def _read(record: object, pr: list[Problem]) -> Patient:
-    raw = record if check_keys(record, "", _PATIENT_KEYS, pr) else {}
+    """The record as a Patient; what cannot be read is None, and a Problem in `pr`."""
+    fast = isinstance(record, dict) and record.keys() <= _PATIENT_ALLOWED
+    raw = record if fast or check_keys(record, "", _PATIENT_KEYS, pr) else {}
     assert isinstance(raw, dict)
     return Patient(
-        screening=get(raw, 'screening', 'screening', pr, read_date, False),
-        age=get(raw, 'age', 'age', pr, read_integer, False),
-        sex=get(raw, 'sex', 'sex', pr, lambda raw, at, pr: read_enum(raw, at, pr, _ENUM_Sex), False),
-        consent_signed=get(raw, 'consent_signed', 'consent_signed', pr, read_bool, False),
-        diagnosis=get(
-            raw,
-            'diagnosis',
-            'diagnosis',
-            pr,
-            lambda raw, at, pr: read_enum(raw, at, pr, _ENUM_Disease),
-            False,
-        ),
-        diagnosis_date=get(raw, 'diagnosis_date', 'diagnosis_date', pr, read_date, False),
-        classification_met=get(
-            raw,
-            'classification_met',
-            'classification_met',
-            pr,
-            read_bool,
-            False,
-        ),
-        ana=get(raw, 'ana', 'ana', pr, read_titer, False),
-        anti_dsdna=get(
-            raw,
-            'anti_dsdna',
-            'anti_dsdna',
-            pr,
-            lambda raw, at, pr: read_enum(raw, at, pr, _ENUM_TestResult),
-            False,
-        ),
-        anti_ssa=get(
-            raw,
-            'anti_ssa',
-            'anti_ssa',
-            pr,
-            lambda raw, at, pr: read_enum(raw, at, pr, _ENUM_TestResult),
-            False,
-        ),
-        anti_scl70=get(
-            raw,
-            'anti_scl70',
-            'anti_scl70',
-            pr,
-            lambda raw, at, pr: read_enum(raw, at, pr, _ENUM_TestResult),
-            False,
-        ),
-        myositis_antibodies=get(
-            raw,
-            'myositis_antibodies',
-            'myositis_antibodies',
-            pr,
-            lambda raw, at, pr: read_set(raw, at, pr, _ENUM_MyositisAntibody),
-            False,
-        ),
-        anca=get(
-            raw,
-            'anca',
-            'anca',
-            pr,
-            lambda raw, at, pr: read_set(raw, at, pr, _ENUM_AncaAntibody),
-            False,
-        ),
-        treatments=get(
-            raw,
-            'treatments',
-            'treatments',
-            pr,
-            lambda raw, at, pr: read_list(raw, at, pr, _read_Treatment),
-            False,
-        ),
-        intolerant_to_standard_therapy=get(
-            raw,
-            'intolerant_to_standard_therapy',
-            'intolerant_to_standard_therapy',
-            pr,
-            read_bool,
-            False,
-        ),
-        relative_contraindication=get(
-            raw,
-            'relative_contraindication',
-            'relative_contraindication',
-            pr,
-            read_bool,
-            False,
-        ),
-        sledai=get(raw, 'sledai', 'sledai', pr, read_integer, False),
-        essdai=get(raw, 'essdai', 'essdai', pr, read_integer, False),
-        mrss=get(raw, 'mrss', 'mrss', pr, read_integer, False),
-        ild=get(raw, 'ild', 'ild', pr, read_bool, False),
-        bvas=get(raw, 'bvas', 'bvas', pr, read_integer, False),
-        rash_vas=get(
-            raw,
-            'rash_vas',
-            'rash_vas',
-            pr,
-            lambda raw, at, pr: read_quantity(raw, at, pr, 'cm', {'mm': Decimal('0.1')}),
-            False,
-        ),
-        active_muscle_inflammation=get(
-            raw,
-            'active_muscle_inflammation',
-            'active_muscle_inflammation',
-            pr,
-            read_bool,
-            False,
-        ),
-        mmt8=get(raw, 'mmt8', 'mmt8', pr, read_integer, False),
-        patient_global_vas=get(
-            raw,
-            'patient_global_vas',
-            'patient_global_vas',
-            pr,
-            lambda raw, at, pr: read_quantity(raw, at, pr, 'cm', {'mm': Decimal('0.1')}),
-            False,
-        ),
-        physician_global_vas=get(
-            raw,
-            'physician_global_vas',
-            'physician_global_vas',
-            pr,
-            lambda raw, at, pr: read_quantity(raw, at, pr, 'cm', {'mm': Decimal('0.1')}),
-            False,
-        ),
-        haq_di=get(raw, 'haq_di', 'haq_di', pr, read_decimal, False),
-        extramuscular_vas=get(
-            raw,
-            'extramuscular_vas',
-            'extramuscular_vas',
-            pr,
-            lambda raw, at, pr: read_quantity(raw, at, pr, 'cm', {'mm': Decimal('0.1')}),
-            False,
-        ),
-        ck=get(raw, 'ck', 'ck', pr, lambda raw, at, pr: read_lab(raw, at, pr, 'U/L', {}), False),
-        aldolase=get(
-            raw,
-            'aldolase',
-            'aldolase',
-            pr,
-            lambda raw, at, pr: read_lab(raw, at, pr, 'U/L', {}),
-            False,
-        ),
-        ldh=get(raw, 'ldh', 'ldh', pr, lambda raw, at, pr: read_lab(raw, at, pr, 'U/L', {}), False),
-        ecog=get(raw, 'ecog', 'ecog', pr, read_integer, False),
-        hemoglobin=get(
-            raw,
-            'hemoglobin',
-            'hemoglobin',
-            pr,
-            lambda raw, at, pr: read_quantity(raw, at, pr, 'g/L', {'g/dL': Decimal('10')}),
-            False,
-        ),
-        platelets=get(
-            raw,
-            'platelets',
-            'platelets',
-            pr,
-            lambda raw, at, pr: read_quantity(raw, at, pr, '10^9/L', {'10^3/uL': Decimal('1')}),
-            False,
-        ),
-        lvef=get(
-            raw,
-            'lvef',
-            'lvef',
-            pr,
-            lambda raw, at, pr: read_quantity(raw, at, pr, '%', {}),
-            False,
-        ),
-        ecg_normal=get(raw, 'ecg_normal', 'ecg_normal', pr, read_bool, False),
-        egfr=get(
-            raw,
-            'egfr',
-            'egfr',
-            pr,
-            lambda raw, at, pr: read_quantity(raw, at, pr, 'mL/min/1.73m2', {}),
-            False,
-        ),
-        ast=get(raw, 'ast', 'ast', pr, lambda raw, at, pr: read_lab(raw, at, pr, 'U/L', {}), False),
-        alt=get(raw, 'alt', 'alt', pr, lambda raw, at, pr: read_lab(raw, at, pr, 'U/L', {}), False),
-        bilirubin=get(
-            raw,
-            'bilirubin',
-            'bilirubin',
-            pr,
-            lambda raw, at, pr: read_lab(raw, at, pr, 'umol/L', {}),
-            False,
-        ),
-        collection_feasible=get(
-            raw,
-            'collection_feasible',
-            'collection_feasible',
-            pr,
-            read_bool,
-            False,
-        ),
-        collection_contraindicated=get(
-            raw,
-            'collection_contraindicated',
-            'collection_contraindicated',
-            pr,
-            read_bool,
-            False,
-        ),
-        childbearing_potential=get(
-            raw,
-            'childbearing_potential',
-            'childbearing_potential',
-            pr,
-            read_bool,
-            False,
-        ),
-        urine_pregnancy_test=get(
-            raw,
-            'urine_pregnancy_test',
-            'urine_pregnancy_test',
-            pr,
-            lambda raw, at, pr: read_enum(raw, at, pr, _ENUM_TestResult),
-            False,
-        ),
-        contraception_agreed=get(
-            raw,
-            'contraception_agreed',
-            'contraception_agreed',
-            pr,
-            read_bool,
-            False,
-        ),
-        prior_car_t=get(raw, 'prior_car_t', 'prior_car_t', pr, read_bool, False),
-        severe_disorders=get(
-            raw,
-            'severe_disorders',
-            'severe_disorders',
-            pr,
-            lambda raw, at, pr: read_set(raw, at, pr, _ENUM_OrganSystem),
-            False,
-        ),
-        disorder_outweighs=get(
-            raw,
-            'disorder_outweighs',
-            'disorder_outweighs',
-            pr,
-            read_bool,
-            False,
-        ),
-        last_systemic_infection=get(
-            raw,
-            'last_systemic_infection',
-            'last_systemic_infection',
-            pr,
-            read_date,
-            True,
-        ),
-        hbsag=get(
-            raw,
-            'hbsag',
-            'hbsag',
-            pr,
-            lambda raw, at, pr: read_enum(raw, at, pr, _ENUM_TestResult),
-            False,
-        ),
-        hbcab=get(
-            raw,
-            'hbcab',
-            'hbcab',
-            pr,
-            lambda raw, at, pr: read_enum(raw, at, pr, _ENUM_TestResult),
-            False,
-        ),
-        hbv_dna=get(
-            raw,
-            'hbv_dna',
-            'hbv_dna',
-            pr,
-            lambda raw, at, pr: read_lab(raw, at, pr, 'IU/mL', {}),
-            False,
-        ),
-        hcv_antibody=get(
-            raw,
-            'hcv_antibody',
-            'hcv_antibody',
-            pr,
-            lambda raw, at, pr: read_enum(raw, at, pr, _ENUM_TestResult),
-            False,
-        ),
-        hcv_rna=get(
-            raw,
-            'hcv_rna',
-            'hcv_rna',
-            pr,
-            lambda raw, at, pr: read_lab(raw, at, pr, 'IU/mL', {}),
-            False,
-        ),
-        hiv_antibody=get(
-            raw,
-            'hiv_antibody',
-            'hiv_antibody',
-            pr,
-            lambda raw, at, pr: read_enum(raw, at, pr, _ENUM_TestResult),
-            False,
-        ),
-        syphilis=get(
-            raw,
-            'syphilis',
-            'syphilis',
-            pr,
-            lambda raw, at, pr: read_enum(raw, at, pr, _ENUM_TestResult),
-            False,
-        ),
-        cmv_dna=get(
-            raw,
-            'cmv_dna',
-            'cmv_dna',
-            pr,
-            lambda raw, at, pr: read_enum(raw, at, pr, _ENUM_TestResult),
-            False,
-        ),
-        last_live_vaccine=get(raw, 'last_live_vaccine', 'last_live_vaccine', pr, read_date, True),
-        pregnant=get(raw, 'pregnant', 'pregnant', pr, read_bool, False),
-        breastfeeding=get(raw, 'breastfeeding', 'breastfeeding', pr, read_bool, False),
-        pregnancy_planned=get(raw, 'pregnancy_planned', 'pregnancy_planned', pr, read_bool, False),
-        malignancies=get(
-            raw,
-            'malignancies',
-            'malignancies',
-            pr,
-            lambda raw, at, pr: read_list(raw, at, pr, _read_Malignancy),
-            False,
-        ),
-        last_other_study=get(raw, 'last_other_study', 'last_other_study', pr, read_date, True),
-        unsuitable=get(raw, 'unsuitable', 'unsuitable', pr, read_bool, False),
+        screening=None if (v := raw.get('screening')) is None else read_date_fast(v, 'screening', pr),
+        age=None if (v := raw.get('age')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'age', pr),
+        sex=None if (v := raw.get('sex')) is None else v if type(v) is str and v in _MEMBERS_Sex else read_enum(v, 'sex', pr, _ENUM_Sex),
+        consent_signed=None if (v := raw.get('consent_signed')) is None else v if v is True or v is False else read_bool(v, 'consent_signed', pr),
+        diagnosis=None if (v := raw.get('diagnosis')) is None else v if type(v) is str and v in _MEMBERS_Disease else read_enum(v, 'diagnosis', pr, _ENUM_Disease),
+        diagnosis_date=None if (v := raw.get('diagnosis_date')) is None else read_date_fast(v, 'diagnosis_date', pr),
+        classification_met=None if (v := raw.get('classification_met')) is None else v if v is True or v is False else read_bool(v, 'classification_met', pr),
+        ana=None if (v := raw.get('ana')) is None else read_titer_fast(v, 'ana', pr),
+        anti_dsdna=None if (v := raw.get('anti_dsdna')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'anti_dsdna', pr, _ENUM_TestResult),
+        anti_ssa=None if (v := raw.get('anti_ssa')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'anti_ssa', pr, _ENUM_TestResult),
+        anti_scl70=None if (v := raw.get('anti_scl70')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'anti_scl70', pr, _ENUM_TestResult),
+        myositis_antibodies=None if (v := raw.get('myositis_antibodies')) is None else read_set_fast(v, 'myositis_antibodies', pr, _ENUM_MyositisAntibody, _MEMBERS_MyositisAntibody),
+        anca=None if (v := raw.get('anca')) is None else read_set_fast(v, 'anca', pr, _ENUM_AncaAntibody, _MEMBERS_AncaAntibody),
+        treatments=None if (v := raw.get('treatments')) is None else read_list(v, 'treatments', pr, _read_Treatment),
+        intolerant_to_standard_therapy=None if (v := raw.get('intolerant_to_standard_therapy')) is None else v if v is True or v is False else read_bool(v, 'intolerant_to_standard_therapy', pr),
+        relative_contraindication=None if (v := raw.get('relative_contraindication')) is None else v if v is True or v is False else read_bool(v, 'relative_contraindication', pr),
+        sledai=None if (v := raw.get('sledai')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'sledai', pr),
+        essdai=None if (v := raw.get('essdai')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'essdai', pr),
+        mrss=None if (v := raw.get('mrss')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'mrss', pr),
+        ild=None if (v := raw.get('ild')) is None else v if v is True or v is False else read_bool(v, 'ild', pr),
+        bvas=None if (v := raw.get('bvas')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'bvas', pr),
+        rash_vas=None if (v := raw.get('rash_vas')) is None else read_quantity_fast(v, 'rash_vas', pr, 'cm', _UNITS_1),
+        active_muscle_inflammation=None if (v := raw.get('active_muscle_inflammation')) is None else v if v is True or v is False else read_bool(v, 'active_muscle_inflammation', pr),
+        mmt8=None if (v := raw.get('mmt8')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'mmt8', pr),
+        patient_global_vas=None if (v := raw.get('patient_global_vas')) is None else read_quantity_fast(v, 'patient_global_vas', pr, 'cm', _UNITS_1),
+        physician_global_vas=None if (v := raw.get('physician_global_vas')) is None else read_quantity_fast(v, 'physician_global_vas', pr, 'cm', _UNITS_1),
+        haq_di=None if (v := raw.get('haq_di')) is None else read_decimal_fast(v, 'haq_di', pr),
+        extramuscular_vas=None if (v := raw.get('extramuscular_vas')) is None else read_quantity_fast(v, 'extramuscular_vas', pr, 'cm', _UNITS_1),
+        ck=None if (v := raw.get('ck')) is None else read_lab_fast(v, 'ck', pr, 'U/L', _UNITS_2),
+        aldolase=None if (v := raw.get('aldolase')) is None else read_lab_fast(v, 'aldolase', pr, 'U/L', _UNITS_2),
+        ldh=None if (v := raw.get('ldh')) is None else read_lab_fast(v, 'ldh', pr, 'U/L', _UNITS_2),
+        ecog=None if (v := raw.get('ecog')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'ecog', pr),
+        hemoglobin=None if (v := raw.get('hemoglobin')) is None else read_quantity_fast(v, 'hemoglobin', pr, 'g/L', _UNITS_3),
+        platelets=None if (v := raw.get('platelets')) is None else read_quantity_fast(v, 'platelets', pr, '10^9/L', _UNITS_4),
+        lvef=None if (v := raw.get('lvef')) is None else read_quantity_fast(v, 'lvef', pr, '%', _UNITS_2),
+        ecg_normal=None if (v := raw.get('ecg_normal')) is None else v if v is True or v is False else read_bool(v, 'ecg_normal', pr),
+        egfr=None if (v := raw.get('egfr')) is None else read_quantity_fast(v, 'egfr', pr, 'mL/min/1.73m2', _UNITS_2),
+        ast=None if (v := raw.get('ast')) is None else read_lab_fast(v, 'ast', pr, 'U/L', _UNITS_2),
+        alt=None if (v := raw.get('alt')) is None else read_lab_fast(v, 'alt', pr, 'U/L', _UNITS_2),
+        bilirubin=None if (v := raw.get('bilirubin')) is None else read_lab_fast(v, 'bilirubin', pr, 'umol/L', _UNITS_2),
+        collection_feasible=None if (v := raw.get('collection_feasible')) is None else v if v is True or v is False else read_bool(v, 'collection_feasible', pr),
+        collection_contraindicated=None if (v := raw.get('collection_contraindicated')) is None else v if v is True or v is False else read_bool(v, 'collection_contraindicated', pr),
+        childbearing_potential=None if (v := raw.get('childbearing_potential')) is None else v if v is True or v is False else read_bool(v, 'childbearing_potential', pr),
+        urine_pregnancy_test=None if (v := raw.get('urine_pregnancy_test')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'urine_pregnancy_test', pr, _ENUM_TestResult),
+        contraception_agreed=None if (v := raw.get('contraception_agreed')) is None else v if v is True or v is False else read_bool(v, 'contraception_agreed', pr),
+        prior_car_t=None if (v := raw.get('prior_car_t')) is None else v if v is True or v is False else read_bool(v, 'prior_car_t', pr),
+        severe_disorders=None if (v := raw.get('severe_disorders')) is None else read_set_fast(v, 'severe_disorders', pr, _ENUM_OrganSystem, _MEMBERS_OrganSystem),
+        disorder_outweighs=None if (v := raw.get('disorder_outweighs')) is None else v if v is True or v is False else read_bool(v, 'disorder_outweighs', pr),
+        last_systemic_infection=(NONE if 'last_systemic_infection' in raw else None) if (v := raw.get('last_systemic_infection')) is None else read_date_fast(v, 'last_systemic_infection', pr),
+        hbsag=None if (v := raw.get('hbsag')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'hbsag', pr, _ENUM_TestResult),
+        hbcab=None if (v := raw.get('hbcab')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'hbcab', pr, _ENUM_TestResult),
+        hbv_dna=None if (v := raw.get('hbv_dna')) is None else read_lab_fast(v, 'hbv_dna', pr, 'IU/mL', _UNITS_2),
+        hcv_antibody=None if (v := raw.get('hcv_antibody')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'hcv_antibody', pr, _ENUM_TestResult),
+        hcv_rna=None if (v := raw.get('hcv_rna')) is None else read_lab_fast(v, 'hcv_rna', pr, 'IU/mL', _UNITS_2),
+        hiv_antibody=None if (v := raw.get('hiv_antibody')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'hiv_antibody', pr, _ENUM_TestResult),
+        syphilis=None if (v := raw.get('syphilis')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'syphilis', pr, _ENUM_TestResult),
+        cmv_dna=None if (v := raw.get('cmv_dna')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'cmv_dna', pr, _ENUM_TestResult),
+        last_live_vaccine=(NONE if 'last_live_vaccine' in raw else None) if (v := raw.get('last_live_vaccine')) is None else read_date_fast(v, 'last_live_vaccine', pr),
+        pregnant=None if (v := raw.get('pregnant')) is None else v if v is True or v is False else read_bool(v, 'pregnant', pr),
+        breastfeeding=None if (v := raw.get('breastfeeding')) is None else v if v is True or v is False else read_bool(v, 'breastfeeding', pr),
+        pregnancy_planned=None if (v := raw.get('pregnancy_planned')) is None else v if v is True or v is False else read_bool(v, 'pregnancy_planned', pr),
+        malignancies=None if (v := raw.get('malignancies')) is None else read_list(v, 'malignancies', pr, _read_Malignancy),
+        last_other_study=(NONE if 'last_other_study' in raw else None) if (v := raw.get('last_other_study')) is None else read_date_fast(v, 'last_other_study', pr),
+        unsuitable=None if (v := raw.get('unsuitable')) is None else v if v is True or v is False else read_bool(v, 'unsuitable', pr),
     )
 
 
@@ -2228,6 +2337,1944 @@ def _crit_E9(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
     return fact
 
 
+# ---- the fast path: outcomes without reasons (see the runtime) -------------------------
+
+_K1 = Decimal('2')
+_K2 = Decimal('0.25')
+_K3 = Decimal('1.3')
+_K4 = Decimal('1')
+_K5 = frozenset({'EJ', 'HMGCR', 'Jo1', 'KS', 'MDA5', 'Mi2', 'NXP2', 'OJ', 'PL12', 'PL7', 'SAE', 'SRP', 'TIF1g', 'YRS', 'Zo'})
+_K6 = frozenset({'MPO', 'PR3', 'cANCA', 'pANCA'})
+_K7 = Decimal('3')
+_K8 = Decimal('60')
+_K9 = Decimal('20')
+_K10 = Decimal('55')
+_K11 = Decimal('30')
+_K12 = frozenset({'cardiac', 'endocrine', 'hematologic', 'hepatic', 'pulmonary'})
+_K13 = frozenset({'basal_cell_skin', 'cervical_cis', 'squamous_cell_skin'})
+_K14 = frozenset({'ductal_cis', 'localized_prostate'})
+_MET = Outcome.MET
+_NOT_MET = Outcome.NOT_MET
+_UNKNOWN = Outcome.UNKNOWN
+_NOT_APPLICABLE = Outcome.NOT_APPLICABLE
+_IDS: tuple[str, ...] = tuple(info.id for info in CRITERIA)
+
+
+class _Memo:
+    """The definitions the fast path has worked out for one patient."""
+
+    __slots__ = ("ana_above_1_80", "csm_extramuscular", "csm_haq", "csm_muscle_enzyme", "csm_patient_vas", "csm_physician_vas", "hepatitis_b_replicating", "hepatitis_c_replicating", "refractory")
+
+    def __init__(self) -> None:
+        self.ana_above_1_80: Tri | Unset = UNSET
+        self.csm_extramuscular: Tri | Unset = UNSET
+        self.csm_haq: Tri | Unset = UNSET
+        self.csm_muscle_enzyme: Tri | Unset = UNSET
+        self.csm_patient_vas: Tri | Unset = UNSET
+        self.csm_physician_vas: Tri | Unset = UNSET
+        self.hepatitis_b_replicating: Tri | Unset = UNSET
+        self.hepatitis_c_replicating: Tri | Unset = UNSET
+        self.refractory: Tri | Unset = UNSET
+
+
+def _loop_1(items: list[TreatmentRecord] | Absent | None, p: Patient, m: _Memo) -> Tri:
+    # line 12: count(treatments where immunosuppressive and end at least 6 months after start) >= 2 or intolerant_to_standard_therapy or relative_contraindication
+    if items is None:
+        return ('treatments',)
+    seq = () if items is NONE else items
+    unknown: tuple[str, ...] | None = None
+    low = high = 0
+    for i, it in enumerate(seq):
+        v: Tri = (
+            False if (t4 := (
+                (f'treatments[{i}].immunosuppressive',) if (t1 := it.immunosuppressive) is None
+                else t1 is True
+            )) is False
+            else t4 if (t5 := (
+                _missing((it.end, f'treatments[{i}].end'), (it.start, f'treatments[{i}].start')) if (t2 := it.end) is None or (t3 := it.start) is None
+                else False if t2 is NONE or t3 is NONE
+                else window_holds(t2, 'at_least', 6, 'months', 'after', t3)
+            )) is True
+            else t5 if t5 is False or t4 is True
+            else union(t4, t5)
+        )
+        if v is True:
+            low += 1
+        elif v is not False:
+            high += 1
+            unknown = v if unknown is None else union(unknown, v)
+    verdict = count_verdict('>=', 2, low, low + high)
+    if verdict is None:
+        assert unknown is not None
+        return unknown
+    return verdict
+
+
+def _loop_2(items: list[MalignancyRecord] | Absent | None, p: Patient, m: _Memo) -> Tri:
+    # line 151: any(malignancies where not (
+    if items is None:
+        return ('malignancies',)
+    seq = () if items is NONE else items
+    unknown: tuple[str, ...] | None = None
+    for i, it in enumerate(seq):
+        v: Tri = (
+            not t1 if (t1 := (
+                True if (t10 := (
+                    False if (t4 := (
+                        (f'malignancies[{i}].kind',) if (t2 := it.kind) is None
+                        else False if t2 is NONE
+                        else t2 in _K13
+                    )) is False
+                    else t4 if (t5 := (
+                        (f'malignancies[{i}].adequately_treated',) if (t3 := it.adequately_treated) is None
+                        else t3 is True
+                    )) is True
+                    else t5 if t5 is False or t4 is True
+                    else union(t4, t5)
+                )) is True
+                else t10 if (t11 := (
+                    False if (t8 := (
+                        (f'malignancies[{i}].kind',) if (t6 := it.kind) is None
+                        else False if t6 is NONE
+                        else t6 in _K14
+                    )) is False
+                    else t8 if (t9 := (
+                        (f'malignancies[{i}].radical_surgery',) if (t7 := it.radical_surgery) is None
+                        else t7 is True
+                    )) is True
+                    else t9 if t9 is False or t8 is True
+                    else union(t8, t9)
+                )) is False
+                else t11 if t11 is True or t10 is False
+                else union(t10, t11)
+            )) is True or t1 is False
+            else t1
+        )
+        if v is True:
+            return True
+        if v is not False:
+            unknown = v if unknown is None else union(unknown, v)
+    return False if unknown is None else unknown
+
+
+def _fast_ana_above_1_80(p: Patient, m: _Memo) -> Tri:
+    # line 9: define ana_above_1_80 "ANA above 1:80": ana > 1:80
+    v = m.ana_above_1_80
+    if v is UNSET:
+        v = m.ana_above_1_80 = (
+            ('ana',) if (t1 := p.ana) is None
+            else False if t1 is NONE
+            else t1 > 80
+        )
+    return v
+
+
+def _fast_refractory(p: Patient, m: _Memo) -> Tri:
+    # line 11: define refractory "Refractory to, intolerant of or contraindicated for standard therapy"
+    v = m.refractory
+    if v is UNSET:
+        v = m.refractory = (
+            True if (t5 := _loop_1(p.treatments, p, m)) is True
+            else t5 if (t6 := (
+                True if (t3 := (
+                    ('intolerant_to_standard_therapy',) if (t1 := p.intolerant_to_standard_therapy) is None
+                    else t1 is True
+                )) is True
+                else t3 if (t4 := (
+                    ('relative_contraindication',) if (t2 := p.relative_contraindication) is None
+                    else t2 is True
+                )) is False
+                else t4 if t4 is True or t3 is False
+                else union(t3, t4)
+            )) is False
+            else t6 if t6 is True or t5 is False
+            else union(t5, t6)
+        )
+    return v
+
+
+def _fast_csm_patient_vas(p: Patient, m: _Memo) -> Tri:
+    # line 15: define csm_patient_vas "(a) Patient global activity VAS ≥ 2.0 cm": patient_global_vas >= 2.0 cm
+    v = m.csm_patient_vas
+    if v is UNSET:
+        v = m.csm_patient_vas = (
+            ('patient_global_vas',) if (t1 := p.patient_global_vas) is None
+            else False if t1 is NONE
+            else t1 >= _K1
+        )
+    return v
+
+
+def _fast_csm_physician_vas(p: Patient, m: _Memo) -> Tri:
+    # line 16: define csm_physician_vas "(b) Physician global activity VAS ≥ 2.0 cm": physician_global_vas >= 2.0 cm
+    v = m.csm_physician_vas
+    if v is UNSET:
+        v = m.csm_physician_vas = (
+            ('physician_global_vas',) if (t1 := p.physician_global_vas) is None
+            else False if t1 is NONE
+            else t1 >= _K1
+        )
+    return v
+
+
+def _fast_csm_haq(p: Patient, m: _Memo) -> Tri:
+    # line 17: define csm_haq "(c) HAQ disability index ≥ 0.25": haq_di >= 0.25
+    v = m.csm_haq
+    if v is UNSET:
+        v = m.csm_haq = (
+            ('haq_di',) if (t1 := p.haq_di) is None
+            else False if t1 is NONE
+            else t1 >= _K2
+        )
+    return v
+
+
+def _fast_csm_muscle_enzyme(p: Patient, m: _Memo) -> Tri:
+    # line 18: define csm_muscle_enzyme "(d) At least one muscle enzyme (CK, aldolase, LDH, ALT, AST) ≥ 1.3 × ULN"
+    v = m.csm_muscle_enzyme
+    if v is UNSET:
+        v = m.csm_muscle_enzyme = (
+            True if (t12 := (
+                ('ck',) if (t1 := p.ck) is None
+                else False if t1 is NONE
+                else t1.value >= _K3 * t1.uln
+            )) is True
+            else t12 if (t13 := (
+                True if (t10 := (
+                    ('aldolase',) if (t2 := p.aldolase) is None
+                    else False if t2 is NONE
+                    else t2.value >= _K3 * t2.uln
+                )) is True
+                else t10 if (t11 := (
+                    True if (t8 := (
+                        ('ldh',) if (t3 := p.ldh) is None
+                        else False if t3 is NONE
+                        else t3.value >= _K3 * t3.uln
+                    )) is True
+                    else t8 if (t9 := (
+                        True if (t6 := (
+                            ('alt',) if (t4 := p.alt) is None
+                            else False if t4 is NONE
+                            else t4.value >= _K3 * t4.uln
+                        )) is True
+                        else t6 if (t7 := (
+                            ('ast',) if (t5 := p.ast) is None
+                            else False if t5 is NONE
+                            else t5.value >= _K3 * t5.uln
+                        )) is False
+                        else t7 if t7 is True or t6 is False
+                        else union(t6, t7)
+                    )) is False
+                    else t9 if t9 is True or t8 is False
+                    else union(t8, t9)
+                )) is False
+                else t11 if t11 is True or t10 is False
+                else union(t10, t11)
+            )) is False
+            else t13 if t13 is True or t12 is False
+            else union(t12, t13)
+        )
+    return v
+
+
+def _fast_csm_extramuscular(p: Patient, m: _Memo) -> Tri:
+    # line 20: define csm_extramuscular "(e) Extramuscular disease activity VAS ≥ 1.0 cm"
+    v = m.csm_extramuscular
+    if v is UNSET:
+        v = m.csm_extramuscular = (
+            ('extramuscular_vas',) if (t1 := p.extramuscular_vas) is None
+            else False if t1 is NONE
+            else t1 >= _K4
+        )
+    return v
+
+
+def _fast_hepatitis_b_replicating(p: Patient, m: _Memo) -> Tri:
+    # line 24: define hepatitis_b_replicating "HBsAg or HBcAb positive with HBV DNA above the reference range"
+    v = m.hepatitis_b_replicating
+    if v is UNSET:
+        v = m.hepatitis_b_replicating = (
+            False if (t6 := (
+                True if (t3 := (
+                    ('hbsag',) if (t1 := p.hbsag) is None
+                    else False if t1 is NONE
+                    else t1 == 'positive'
+                )) is True
+                else t3 if (t4 := (
+                    ('hbcab',) if (t2 := p.hbcab) is None
+                    else False if t2 is NONE
+                    else t2 == 'positive'
+                )) is False
+                else t4 if t4 is True or t3 is False
+                else union(t3, t4)
+            )) is False
+            else t6 if (t7 := (
+                ('hbv_dna',) if (t5 := p.hbv_dna) is None
+                else False if t5 is NONE
+                else t5.value > _K4 * t5.uln
+            )) is True
+            else t7 if t7 is False or t6 is True
+            else union(t6, t7)
+        )
+    return v
+
+
+def _fast_hepatitis_c_replicating(p: Patient, m: _Memo) -> Tri:
+    # line 28: define hepatitis_c_replicating "HCV antibody positive with HCV RNA above the reference range"
+    v = m.hepatitis_c_replicating
+    if v is UNSET:
+        v = m.hepatitis_c_replicating = (
+            False if (t3 := (
+                ('hcv_antibody',) if (t1 := p.hcv_antibody) is None
+                else False if t1 is NONE
+                else t1 == 'positive'
+            )) is False
+            else t3 if (t4 := (
+                ('hcv_rna',) if (t2 := p.hcv_rna) is None
+                else False if t2 is NONE
+                else t2.value > _K4 * t2.uln
+            )) is True
+            else t4 if t4 is False or t3 is True
+            else union(t3, t4)
+        )
+    return v
+
+
+def _assess_I1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 35: I1 "Age 18–75 years, male or female, signed informed consent"
+    # line 36: age between 18 and 75
+    # line 37: consent_signed
+    v: TriNA = (
+        False if (t3 := (
+            ('age',) if (t1 := p.age) is None
+            else False if t1 is NONE
+            else 18 <= t1 <= 75
+        )) is False
+        else t3 if (t4 := (('consent_signed',) if (t2 := p.consent_signed) is None else t2 is True)) is True
+        else t4 if t4 is False or t3 is True
+        else union(t3, t4)
+    )
+    o[0] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 40: I2 "Diagnosis of one of the following diseases" requires any
+    v: TriNA = any3((
+        # I2.1 Systemic lupus erythematosus (SLE)
+        _assess_I2_1(p, m, g, o),
+        # I2.2 Sjögren's syndrome (SS)
+        _assess_I2_2(p, m, g, o),
+        # I2.3 Systemic sclerosis (SSc)
+        _assess_I2_3(p, m, g, o),
+        # I2.4 Dermatomyositis (DM)
+        _assess_I2_4(p, m, g, o),
+        # I2.5 ANCA-associated vasculitis (ANCA-AAV)
+        _assess_I2_5(p, m, g, o),
+    ))
+    o[1] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I2_1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 41: I2.1 "Systemic lupus erythematosus (SLE)"
+    # line 42: diagnosis is SLE
+    # line 43: classification_met
+    # line 44: ana_above_1_80 or anti_dsdna is positive
+    v: TriNA = (
+        False if (t8 := (
+            ('diagnosis',) if (t1 := p.diagnosis) is None
+            else False if t1 is NONE
+            else t1 == 'SLE'
+        )) is False
+        else t8 if (t9 := (
+            False if (t6 := (
+                ('classification_met',) if (t2 := p.classification_met) is None
+                else t2 is True
+            )) is False
+            else t6 if (t7 := (
+                True if (t4 := _fast_ana_above_1_80(p, m)) is True
+                else t4 if (t5 := (
+                    ('anti_dsdna',) if (t3 := p.anti_dsdna) is None
+                    else False if t3 is NONE
+                    else t3 == 'positive'
+                )) is False
+                else t5 if t5 is True or t4 is False
+                else union(t4, t5)
+            )) is True
+            else t7 if t7 is False or t6 is True
+            else union(t6, t7)
+        )) is True
+        else t9 if t9 is False or t8 is True
+        else union(t8, t9)
+    )
+    o[2] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I2_2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 46: I2.2 "Sjögren's syndrome (SS)"
+    # line 47: diagnosis is SS
+    # line 48: classification_met
+    # line 49: anti_ssa is positive
+    v: TriNA = (
+        False if (t6 := (
+            ('diagnosis',) if (t1 := p.diagnosis) is None
+            else False if t1 is NONE
+            else t1 == 'SS'
+        )) is False
+        else t6 if (t7 := (
+            False if (t4 := (
+                ('classification_met',) if (t2 := p.classification_met) is None
+                else t2 is True
+            )) is False
+            else t4 if (t5 := (
+                ('anti_ssa',) if (t3 := p.anti_ssa) is None
+                else False if t3 is NONE
+                else t3 == 'positive'
+            )) is True
+            else t5 if t5 is False or t4 is True
+            else union(t4, t5)
+        )) is True
+        else t7 if t7 is False or t6 is True
+        else union(t6, t7)
+    )
+    o[3] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I2_3(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 51: I2.3 "Systemic sclerosis (SSc)"
+    # line 52: diagnosis is SSc
+    # line 53: classification_met
+    # line 54: ana_above_1_80 or anti_scl70 is positive
+    v: TriNA = (
+        False if (t8 := (
+            ('diagnosis',) if (t1 := p.diagnosis) is None
+            else False if t1 is NONE
+            else t1 == 'SSc'
+        )) is False
+        else t8 if (t9 := (
+            False if (t6 := (
+                ('classification_met',) if (t2 := p.classification_met) is None
+                else t2 is True
+            )) is False
+            else t6 if (t7 := (
+                True if (t4 := _fast_ana_above_1_80(p, m)) is True
+                else t4 if (t5 := (
+                    ('anti_scl70',) if (t3 := p.anti_scl70) is None
+                    else False if t3 is NONE
+                    else t3 == 'positive'
+                )) is False
+                else t5 if t5 is True or t4 is False
+                else union(t4, t5)
+            )) is True
+            else t7 if t7 is False or t6 is True
+            else union(t6, t7)
+        )) is True
+        else t9 if t9 is False or t8 is True
+        else union(t8, t9)
+    )
+    o[4] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I2_4(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 56: I2.4 "Dermatomyositis (DM)"
+    # line 57: diagnosis is DM
+    # line 58: classification_met
+    # line 59: myositis_antibodies has any of (Jo1, Zo, EJ, PL7, KS, OJ, PL12, YRS, NXP2, TIF1g, Mi2, SAE, MDA5, SRP, HMGCR)
+    v: TriNA = (
+        False if (t6 := (
+            ('diagnosis',) if (t1 := p.diagnosis) is None
+            else False if t1 is NONE
+            else t1 == 'DM'
+        )) is False
+        else t6 if (t7 := (
+            False if (t4 := (
+                ('classification_met',) if (t2 := p.classification_met) is None
+                else t2 is True
+            )) is False
+            else t4 if (t5 := (
+                ('myositis_antibodies',) if (t3 := p.myositis_antibodies) is None
+                else False if t3 is NONE
+                else not t3.isdisjoint(_K5)
+            )) is True
+            else t5 if t5 is False or t4 is True
+            else union(t4, t5)
+        )) is True
+        else t7 if t7 is False or t6 is True
+        else union(t6, t7)
+    )
+    o[5] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I2_5(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 61: I2.5 "ANCA-associated vasculitis (ANCA-AAV)"
+    # line 62: diagnosis is AAV
+    # line 63: classification_met
+    # line 64: anca has any of (cANCA, pANCA, PR3, MPO)
+    v: TriNA = (
+        False if (t6 := (
+            ('diagnosis',) if (t1 := p.diagnosis) is None
+            else False if t1 is NONE
+            else t1 == 'AAV'
+        )) is False
+        else t6 if (t7 := (
+            False if (t4 := (
+                ('classification_met',) if (t2 := p.classification_met) is None
+                else t2 is True
+            )) is False
+            else t4 if (t5 := (
+                ('anca',) if (t3 := p.anca) is None
+                else False if t3 is NONE
+                else not t3.isdisjoint(_K6)
+            )) is True
+            else t5 if t5 is False or t4 is True
+            else union(t4, t5)
+        )) is True
+        else t7 if t7 is False or t6 is True
+        else union(t6, t7)
+    )
+    o[6] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I3(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 67: I3 "Refractory disease whose activity meets the criterion for its diagnosis"
+    v: TriNA = all3((
+        # line 68: refractory
+        _fast_refractory(p, m),
+        # I3.1 For SLE patients, SLEDAI ≥ 8 points
+        _assess_I3_1(p, m, g, o),
+        # I3.2 For SS patients, ESSDAI ≥ 14 points
+        _assess_I3_2(p, m, g, o),
+        # I3.3 For SSc patients, mRSS 10–35 (inclusive) with interstitial lung disease
+        _assess_I3_3(p, m, g, o),
+        # I3.4 For DM patients, 1 year after diagnosis, and conditions ①–③
+        _assess_I3_4(p, m, g, o),
+        # I3.5 For ANCA-AAV patients, BVAS ≥ 15 and ANCA antibody positive
+        _assess_I3_5(p, m, g, o),
+    ))
+    o[7] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I3_1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 70: I3.1 "For SLE patients, SLEDAI ≥ 8 points" when diagnosis is SLE
+    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'SLE')
+    if g is False:
+        return NA
+    # line 71: sledai >= 8
+    v: TriNA = (('sledai',) if (t2 := p.sledai) is None else False if t2 is NONE else t2 >= 8)
+    v = when3(g, v)
+    o[8] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I3_2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 72: I3.2 "For SS patients, ESSDAI ≥ 14 points" when diagnosis is SS
+    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'SS')
+    if g is False:
+        return NA
+    # line 73: essdai >= 14
+    v: TriNA = (('essdai',) if (t2 := p.essdai) is None else False if t2 is NONE else t2 >= 14)
+    v = when3(g, v)
+    o[9] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I3_3(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 74: I3.3 "For SSc patients, mRSS 10–35 (inclusive) with interstitial lung disease" when diagnosis is SSc
+    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'SSc')
+    if g is False:
+        return NA
+    # line 75: mrss between 10 and 35
+    # line 76: ild
+    v: TriNA = (
+        False if (t4 := (
+            ('mrss',) if (t2 := p.mrss) is None
+            else False if t2 is NONE
+            else 10 <= t2 <= 35
+        )) is False
+        else t4 if (t5 := (('ild',) if (t3 := p.ild) is None else t3 is True)) is True
+        else t5 if t5 is False or t4 is True
+        else union(t4, t5)
+    )
+    v = when3(g, v)
+    o[10] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I3_4(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 77: I3.4 "For DM patients, 1 year after diagnosis, and conditions ①–③" when diagnosis is DM
+    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'DM')
+    if g is False:
+        return NA
+    v: TriNA = all3((
+        # line 78: screening at least 1 year after diagnosis_date
+        (
+            _missing((p.screening, 'screening'), (p.diagnosis_date, 'diagnosis_date')) if (t2 := p.screening) is None or (t3 := p.diagnosis_date) is None
+            else False if t2 is NONE or t3 is NONE
+            else window_holds(t2, 'at_least', 1, 'years', 'after', t3)
+        ),
+        # I3.4.1 ① Rash VAS ≥ 3 cm (MDAAT) and at least 3 core set measure abnormalities
+        _assess_I3_4_1(p, m, g, o),
+        # I3.4.2 ② Muscle biopsy pathology or muscle MRI suggestive of active inflammation
+        _assess_I3_4_2(p, m, g, o),
+        # I3.4.3 ③ MMT-8 < 125/150 and at least 2 additional core set measures (a)–(e)
+        _assess_I3_4_3(p, m, g, o),
+    ))
+    v = when3(g, v)
+    o[11] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I3_4_1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 80: I3.4.1 "① Rash VAS ≥ 3 cm (MDAAT) and at least 3 core set measure abnormalities"
+    # line 81: rash_vas >= 3 cm
+    # line 82: at least 3 of (csm_patient_vas, csm_physician_vas, csm_haq, csm_muscle_enzyme, csm_extramuscular)
+    v: TriNA = (
+        False if (t2 := (
+            ('rash_vas',) if (t1 := p.rash_vas) is None
+            else False if t1 is NONE
+            else t1 >= _K7
+        )) is False
+        else t2 if (t3 := count3(
+            3,
+            (
+                _fast_csm_patient_vas(p, m),
+                _fast_csm_physician_vas(p, m),
+                _fast_csm_haq(p, m),
+                _fast_csm_muscle_enzyme(p, m),
+                _fast_csm_extramuscular(p, m),
+            ),
+        )) is True
+        else t3 if t3 is False or t2 is True
+        else union(t2, t3)
+    )
+    v = when3(g, v)
+    o[12] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I3_4_2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 84: I3.4.2 "② Muscle biopsy pathology or muscle MRI suggestive of active inflammation"
+    # line 85: active_muscle_inflammation
+    v: TriNA = (
+        ('active_muscle_inflammation',) if (t1 := p.active_muscle_inflammation) is None
+        else t1 is True
+    )
+    v = when3(g, v)
+    o[13] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I3_4_3(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 86: I3.4.3 "③ MMT-8 < 125/150 and at least 2 additional core set measures (a)–(e)"
+    # line 87: mmt8 < 125
+    # line 88: at least 2 of (csm_patient_vas, csm_physician_vas, csm_haq, csm_muscle_enzyme, csm_extramuscular)
+    v: TriNA = (
+        False if (t2 := (('mmt8',) if (t1 := p.mmt8) is None else False if t1 is NONE else t1 < 125)) is False
+        else t2 if (t3 := count3(
+            2,
+            (
+                _fast_csm_patient_vas(p, m),
+                _fast_csm_physician_vas(p, m),
+                _fast_csm_haq(p, m),
+                _fast_csm_muscle_enzyme(p, m),
+                _fast_csm_extramuscular(p, m),
+            ),
+        )) is True
+        else t3 if t3 is False or t2 is True
+        else union(t2, t3)
+    )
+    v = when3(g, v)
+    o[14] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I3_5(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 89: I3.5 "For ANCA-AAV patients, BVAS ≥ 15 and ANCA antibody positive" when diagnosis is AAV
+    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'AAV')
+    if g is False:
+        return NA
+    # line 90: bvas >= 15
+    # line 91: anca has any of (cANCA, pANCA, PR3, MPO)
+    v: TriNA = (
+        False if (t4 := (('bvas',) if (t2 := p.bvas) is None else False if t2 is NONE else t2 >= 15)) is False
+        else t4 if (t5 := (
+            ('anca',) if (t3 := p.anca) is None
+            else False if t3 is NONE
+            else not t3.isdisjoint(_K6)
+        )) is True
+        else t5 if t5 is False or t4 is True
+        else union(t4, t5)
+    )
+    v = when3(g, v)
+    o[15] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I4(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 93: I4 "ECOG performance status 0 to 1"
+    # line 94: ecog between 0 and 1
+    v: TriNA = (('ecog',) if (t1 := p.ecog) is None else False if t1 is NONE else 0 <= t1 <= 1)
+    o[16] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I5(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 97: I5 "Critical organ function"
+    v: TriNA = all3((
+        # I5.1 Blood: hemoglobin ≥ 60 g/L, platelet count ≥ 20 × 10⁹/L
+        _assess_I5_1(p, m, g, o),
+        # I5.2 Cardiac function: LVEF ≥ 55%, ECG without obvious abnormalities
+        _assess_I5_2(p, m, g, o),
+        # I5.3 Renal function: eGFR ≥ 30 mL/min/1.73 m²
+        _assess_I5_3(p, m, g, o),
+        # I5.4 Liver function: AST and ALT ≤ 3.0 × ULN, total bilirubin ≤ 2.0 × ULN
+        _assess_I5_4(p, m, g, o),
+        # I5.5 Meets the criteria for apheresis or venous blood collection, with no other contraindication to cell collection
+        _assess_I5_5(p, m, g, o),
+        # I5.6 Subjects of childbearing age: negative urine pregnancy test and agreement to effective contraception until 1 year after infusion
+        _assess_I5_6(p, m, g, o),
+        # I5.7 The patient or guardian agrees to participate and signs the informed consent form
+        _assess_I5_7(p, m, g, o),
+    ))
+    o[17] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I5_1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 98: I5.1 "Blood: hemoglobin ≥ 60 g/L, platelet count ≥ 20 × 10⁹/L"
+    # line 99: hemoglobin >= 60 g/L
+    # line 100: platelets >= 20 x 10^9/L
+    v: TriNA = (
+        False if (t3 := (
+            ('hemoglobin',) if (t1 := p.hemoglobin) is None
+            else False if t1 is NONE
+            else t1 >= _K8
+        )) is False
+        else t3 if (t4 := (
+            ('platelets',) if (t2 := p.platelets) is None
+            else False if t2 is NONE
+            else t2 >= _K9
+        )) is True
+        else t4 if t4 is False or t3 is True
+        else union(t3, t4)
+    )
+    o[18] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I5_2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 101: I5.2 "Cardiac function: LVEF ≥ 55%, ECG without obvious abnormalities"
+    # line 102: lvef >= 55 %
+    # line 103: ecg_normal
+    v: TriNA = (
+        False if (t3 := (
+            ('lvef',) if (t1 := p.lvef) is None
+            else False if t1 is NONE
+            else t1 >= _K10
+        )) is False
+        else t3 if (t4 := (('ecg_normal',) if (t2 := p.ecg_normal) is None else t2 is True)) is True
+        else t4 if t4 is False or t3 is True
+        else union(t3, t4)
+    )
+    o[19] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I5_3(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 104: I5.3 "Renal function: eGFR ≥ 30 mL/min/1.73 m²"
+    # line 105: egfr >= 30 mL/min/1.73m2
+    v: TriNA = (('egfr',) if (t1 := p.egfr) is None else False if t1 is NONE else t1 >= _K11)
+    o[20] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I5_4(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 106: I5.4 "Liver function: AST and ALT ≤ 3.0 × ULN, total bilirubin ≤ 2.0 × ULN"
+    # line 107: ast <= 3.0 x ULN
+    # line 108: alt <= 3.0 x ULN
+    # line 109: bilirubin <= 2.0 x ULN
+    v: TriNA = (
+        False if (t6 := (
+            ('ast',) if (t1 := p.ast) is None
+            else False if t1 is NONE
+            else t1.value <= _K7 * t1.uln
+        )) is False
+        else t6 if (t7 := (
+            False if (t4 := (
+                ('alt',) if (t2 := p.alt) is None
+                else False if t2 is NONE
+                else t2.value <= _K7 * t2.uln
+            )) is False
+            else t4 if (t5 := (
+                ('bilirubin',) if (t3 := p.bilirubin) is None
+                else False if t3 is NONE
+                else t3.value <= _K1 * t3.uln
+            )) is True
+            else t5 if t5 is False or t4 is True
+            else union(t4, t5)
+        )) is True
+        else t7 if t7 is False or t6 is True
+        else union(t6, t7)
+    )
+    o[21] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I5_5(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 110: I5.5 "Meets the criteria for apheresis or venous blood collection, with no other contraindication to cell collection"
+    # line 111: collection_feasible
+    # line 112: not collection_contraindicated
+    v: TriNA = (
+        False if (t4 := (
+            ('collection_feasible',) if (t1 := p.collection_feasible) is None
+            else t1 is True
+        )) is False
+        else t4 if (t5 := (
+            not t2 if (t2 := (
+                ('collection_contraindicated',) if (t3 := p.collection_contraindicated) is None
+                else t3 is True
+            )) is True or t2 is False
+            else t2
+        )) is True
+        else t5 if t5 is False or t4 is True
+        else union(t4, t5)
+    )
+    o[22] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I5_6(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 114: I5.6 "Subjects of childbearing age: negative urine pregnancy test and agreement to effective contraception until 1 year after infusion" when childbearing_potential
+    g = (('childbearing_potential',) if (t1 := p.childbearing_potential) is None else t1 is True)
+    if g is False:
+        return NA
+    # line 115: urine_pregnancy_test is negative
+    # line 116: contraception_agreed
+    v: TriNA = (
+        False if (t4 := (
+            ('urine_pregnancy_test',) if (t2 := p.urine_pregnancy_test) is None
+            else False if t2 is NONE
+            else t2 == 'negative'
+        )) is False
+        else t4 if (t5 := (
+            ('contraception_agreed',) if (t3 := p.contraception_agreed) is None
+            else t3 is True
+        )) is True
+        else t5 if t5 is False or t4 is True
+        else union(t4, t5)
+    )
+    v = when3(g, v)
+    o[23] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I5_7(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 117: I5.7 "The patient or guardian agrees to participate and signs the informed consent form"
+    # line 118: consent_signed
+    v: TriNA = (('consent_signed',) if (t1 := p.consent_signed) is None else t1 is True)
+    o[24] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_E1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 124: E1 "Prior CAR-T cell therapy"
+    # line 125: prior_car_t
+    v: TriNA = (('prior_car_t',) if (t1 := p.prior_car_t) is None else t1 is True)
+    o[25] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_E2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 127: E2 "Severe cardiac, hepatic, pulmonary, hematologic or endocrine disorder that, in the investigator's judgment, outweighs the benefit of participation"
+    # line 128: severe_disorders has any of (cardiac, hepatic, pulmonary, hematologic, endocrine)
+    # line 129: disorder_outweighs
+    v: TriNA = (
+        False if (t3 := (
+            ('severe_disorders',) if (t1 := p.severe_disorders) is None
+            else False if t1 is NONE
+            else not t1.isdisjoint(_K12)
+        )) is False
+        else t3 if (t4 := (
+            ('disorder_outweighs',) if (t2 := p.disorder_outweighs) is None
+            else t2 is True
+        )) is True
+        else t4 if t4 is False or t3 is True
+        else union(t3, t4)
+    )
+    o[26] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_E3(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 132: E3 "Active or uncontrolled infection requiring systemic therapy within 1 week before screening"
+    # line 133: last_systemic_infection within 1 week before screening
+    v: TriNA = (
+        _missing((p.last_systemic_infection, 'last_systemic_infection'), (p.screening, 'screening')) if (t1 := p.last_systemic_infection) is None or (t2 := p.screening) is None
+        else False if t1 is NONE or t2 is NONE
+        else window_holds(t1, 'within', 1, 'weeks', 'before', t2)
+    )
+    o[27] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_E4(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 135: E4 "Hepatitis B or C with viral load above the reference range, HIV, syphilis or CMV" requires any
+    # line 136: hepatitis_b_replicating
+    # line 137: hepatitis_c_replicating
+    # line 138: hiv_antibody is positive
+    # line 139: syphilis is positive
+    # line 140: cmv_dna is positive
+    v: TriNA = (
+        True if (t10 := _fast_hepatitis_b_replicating(p, m)) is True
+        else t10 if (t11 := (
+            True if (t8 := _fast_hepatitis_c_replicating(p, m)) is True
+            else t8 if (t9 := (
+                True if (t6 := (
+                    ('hiv_antibody',) if (t1 := p.hiv_antibody) is None
+                    else False if t1 is NONE
+                    else t1 == 'positive'
+                )) is True
+                else t6 if (t7 := (
+                    True if (t4 := (
+                        ('syphilis',) if (t2 := p.syphilis) is None
+                        else False if t2 is NONE
+                        else t2 == 'positive'
+                    )) is True
+                    else t4 if (t5 := (
+                        ('cmv_dna',) if (t3 := p.cmv_dna) is None
+                        else False if t3 is NONE
+                        else t3 == 'positive'
+                    )) is False
+                    else t5 if t5 is True or t4 is False
+                    else union(t4, t5)
+                )) is False
+                else t7 if t7 is True or t6 is False
+                else union(t6, t7)
+            )) is False
+            else t9 if t9 is True or t8 is False
+            else union(t8, t9)
+        )) is False
+        else t11 if t11 is True or t10 is False
+        else union(t10, t11)
+    )
+    o[28] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_E5(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 142: E5 "Live vaccine within 4 weeks before screening"
+    # line 143: last_live_vaccine within 4 weeks before screening
+    v: TriNA = (
+        _missing((p.last_live_vaccine, 'last_live_vaccine'), (p.screening, 'screening')) if (t1 := p.last_live_vaccine) is None or (t2 := p.screening) is None
+        else False if t1 is NONE or t2 is NONE
+        else window_holds(t1, 'within', 4, 'weeks', 'before', t2)
+    )
+    o[29] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_E6(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 145: E6 "Pregnant or breastfeeding, or planning pregnancy within 2 years of infusion" requires any
+    v: TriNA = any3((
+        # line 146: when sex is female: pregnant or breastfeeding
+        when3(
+            (('sex',) if (t5 := p.sex) is None else False if t5 is NONE else t5 == 'female'),
+            all3(
+                (
+                    (
+                        True if (t3 := (('pregnant',) if (t1 := p.pregnant) is None else t1 is True)) is True
+                        else t3 if (t4 := (
+                            ('breastfeeding',) if (t2 := p.breastfeeding) is None
+                            else t2 is True
+                        )) is False
+                        else t4 if t4 is True or t3 is False
+                        else union(t3, t4)
+                    ),
+                ),
+            ),
+        ),
+        # line 147: pregnancy_planned
+        (('pregnancy_planned',) if (t6 := p.pregnancy_planned) is None else t6 is True),
+    ))
+    o[30] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_E7(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 150: E7 "Malignant disease before screening, except the excepted malignancies"
+    # line 151: any(malignancies where not (
+    v: TriNA = _loop_2(p.malignancies, p, m)
+    o[31] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_E8(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 157: E8 "Participation in another clinical study within 3 months before screening"
+    # line 158: last_other_study within 3 months before screening
+    v: TriNA = (
+        _missing((p.last_other_study, 'last_other_study'), (p.screening, 'screening')) if (t1 := p.last_other_study) is None or (t2 := p.screening) is None
+        else False if t1 is NONE or t2 is NONE
+        else window_holds(t1, 'within', 3, 'months', 'before', t2)
+    )
+    o[32] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_E9(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 160: E9 "Other conditions that make the patient unsuitable, in the investigator's judgment"
+    # line 161: unsuitable
+    v: TriNA = (('unsuitable',) if (t1 := p.unsuitable) is None else t1 is True)
+    o[33] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess(p: Patient) -> Assessment:
+    m = _Memo()
+    o = [_NOT_APPLICABLE] * 34
+    refused = False
+    unknown: tuple[str, ...] | None = None
+    v: TriNA = _assess_I1(p, m, True, o)
+    if v is False:
+        refused = True
+    elif v is not True and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    v = _assess_I2(p, m, True, o)
+    if v is False:
+        refused = True
+    elif v is not True and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    v = _assess_I3(p, m, True, o)
+    if v is False:
+        refused = True
+    elif v is not True and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    v = _assess_I4(p, m, True, o)
+    if v is False:
+        refused = True
+    elif v is not True and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    v = _assess_I5(p, m, True, o)
+    if v is False:
+        refused = True
+    elif v is not True and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    v = _assess_E1(p, m, True, o)
+    if v is True:
+        refused = True
+    elif v is not False and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    v = _assess_E2(p, m, True, o)
+    if v is True:
+        refused = True
+    elif v is not False and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    v = _assess_E3(p, m, True, o)
+    if v is True:
+        refused = True
+    elif v is not False and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    v = _assess_E4(p, m, True, o)
+    if v is True:
+        refused = True
+    elif v is not False and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    v = _assess_E5(p, m, True, o)
+    if v is True:
+        refused = True
+    elif v is not False and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    v = _assess_E6(p, m, True, o)
+    if v is True:
+        refused = True
+    elif v is not False and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    v = _assess_E7(p, m, True, o)
+    if v is True:
+        refused = True
+    elif v is not False and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    v = _assess_E8(p, m, True, o)
+    if v is True:
+        refused = True
+    elif v is not False and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    v = _assess_E9(p, m, True, o)
+    if v is True:
+        refused = True
+    elif v is not False and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    return assessment(tuple(o), refused, unknown, JUDGMENTS)
+
+
+def _decide_I1(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 35: I1 "Age 18–75 years, male or female, signed informed consent"
+    # line 36: age between 18 and 75
+    # line 37: consent_signed
+    v: TriNA = (
+        False if (t3 := (
+            ('age',) if (t1 := p.age) is None
+            else False if t1 is NONE
+            else 18 <= t1 <= 75
+        )) is False
+        else t3 if (t4 := (('consent_signed',) if (t2 := p.consent_signed) is None else t2 is True)) is True
+        else t4 if t4 is False or t3 is True
+        else union(t3, t4)
+    )
+    return v
+
+
+def _decide_I2(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 40: I2 "Diagnosis of one of the following diseases" requires any
+    unknown: tuple[str, ...] | None = None
+    applicable = False
+    # I2.1 Systemic lupus erythematosus (SLE)
+    v: TriNA = _decide_I2_1(p, m, g)
+    if v is True:
+        return True
+    if v is not NA:
+        applicable = True
+        if v is not False:
+            unknown = v
+    # I2.2 Sjögren's syndrome (SS)
+    v = _decide_I2_2(p, m, g)
+    if v is True:
+        return True
+    if v is not NA:
+        applicable = True
+        if v is not False:
+            unknown = v
+    # I2.3 Systemic sclerosis (SSc)
+    v = _decide_I2_3(p, m, g)
+    if v is True:
+        return True
+    if v is not NA:
+        applicable = True
+        if v is not False:
+            unknown = v
+    # I2.4 Dermatomyositis (DM)
+    v = _decide_I2_4(p, m, g)
+    if v is True:
+        return True
+    if v is not NA:
+        applicable = True
+        if v is not False:
+            unknown = v
+    # I2.5 ANCA-associated vasculitis (ANCA-AAV)
+    v = _decide_I2_5(p, m, g)
+    if v is True:
+        return True
+    if v is not NA:
+        applicable = True
+        if v is not False:
+            unknown = v
+    v = NA if not applicable else False if unknown is None else unknown
+    return v
+
+
+def _decide_I2_1(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 41: I2.1 "Systemic lupus erythematosus (SLE)"
+    # line 42: diagnosis is SLE
+    # line 43: classification_met
+    # line 44: ana_above_1_80 or anti_dsdna is positive
+    v: TriNA = (
+        False if (t8 := (
+            ('diagnosis',) if (t1 := p.diagnosis) is None
+            else False if t1 is NONE
+            else t1 == 'SLE'
+        )) is False
+        else t8 if (t9 := (
+            False if (t6 := (
+                ('classification_met',) if (t2 := p.classification_met) is None
+                else t2 is True
+            )) is False
+            else t6 if (t7 := (
+                True if (t4 := _fast_ana_above_1_80(p, m)) is True
+                else t4 if (t5 := (
+                    ('anti_dsdna',) if (t3 := p.anti_dsdna) is None
+                    else False if t3 is NONE
+                    else t3 == 'positive'
+                )) is False
+                else t5 if t5 is True or t4 is False
+                else union(t4, t5)
+            )) is True
+            else t7 if t7 is False or t6 is True
+            else union(t6, t7)
+        )) is True
+        else t9 if t9 is False or t8 is True
+        else union(t8, t9)
+    )
+    return v
+
+
+def _decide_I2_2(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 46: I2.2 "Sjögren's syndrome (SS)"
+    # line 47: diagnosis is SS
+    # line 48: classification_met
+    # line 49: anti_ssa is positive
+    v: TriNA = (
+        False if (t6 := (
+            ('diagnosis',) if (t1 := p.diagnosis) is None
+            else False if t1 is NONE
+            else t1 == 'SS'
+        )) is False
+        else t6 if (t7 := (
+            False if (t4 := (
+                ('classification_met',) if (t2 := p.classification_met) is None
+                else t2 is True
+            )) is False
+            else t4 if (t5 := (
+                ('anti_ssa',) if (t3 := p.anti_ssa) is None
+                else False if t3 is NONE
+                else t3 == 'positive'
+            )) is True
+            else t5 if t5 is False or t4 is True
+            else union(t4, t5)
+        )) is True
+        else t7 if t7 is False or t6 is True
+        else union(t6, t7)
+    )
+    return v
+
+
+def _decide_I2_3(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 51: I2.3 "Systemic sclerosis (SSc)"
+    # line 52: diagnosis is SSc
+    # line 53: classification_met
+    # line 54: ana_above_1_80 or anti_scl70 is positive
+    v: TriNA = (
+        False if (t8 := (
+            ('diagnosis',) if (t1 := p.diagnosis) is None
+            else False if t1 is NONE
+            else t1 == 'SSc'
+        )) is False
+        else t8 if (t9 := (
+            False if (t6 := (
+                ('classification_met',) if (t2 := p.classification_met) is None
+                else t2 is True
+            )) is False
+            else t6 if (t7 := (
+                True if (t4 := _fast_ana_above_1_80(p, m)) is True
+                else t4 if (t5 := (
+                    ('anti_scl70',) if (t3 := p.anti_scl70) is None
+                    else False if t3 is NONE
+                    else t3 == 'positive'
+                )) is False
+                else t5 if t5 is True or t4 is False
+                else union(t4, t5)
+            )) is True
+            else t7 if t7 is False or t6 is True
+            else union(t6, t7)
+        )) is True
+        else t9 if t9 is False or t8 is True
+        else union(t8, t9)
+    )
+    return v
+
+
+def _decide_I2_4(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 56: I2.4 "Dermatomyositis (DM)"
+    # line 57: diagnosis is DM
+    # line 58: classification_met
+    # line 59: myositis_antibodies has any of (Jo1, Zo, EJ, PL7, KS, OJ, PL12, YRS, NXP2, TIF1g, Mi2, SAE, MDA5, SRP, HMGCR)
+    v: TriNA = (
+        False if (t6 := (
+            ('diagnosis',) if (t1 := p.diagnosis) is None
+            else False if t1 is NONE
+            else t1 == 'DM'
+        )) is False
+        else t6 if (t7 := (
+            False if (t4 := (
+                ('classification_met',) if (t2 := p.classification_met) is None
+                else t2 is True
+            )) is False
+            else t4 if (t5 := (
+                ('myositis_antibodies',) if (t3 := p.myositis_antibodies) is None
+                else False if t3 is NONE
+                else not t3.isdisjoint(_K5)
+            )) is True
+            else t5 if t5 is False or t4 is True
+            else union(t4, t5)
+        )) is True
+        else t7 if t7 is False or t6 is True
+        else union(t6, t7)
+    )
+    return v
+
+
+def _decide_I2_5(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 61: I2.5 "ANCA-associated vasculitis (ANCA-AAV)"
+    # line 62: diagnosis is AAV
+    # line 63: classification_met
+    # line 64: anca has any of (cANCA, pANCA, PR3, MPO)
+    v: TriNA = (
+        False if (t6 := (
+            ('diagnosis',) if (t1 := p.diagnosis) is None
+            else False if t1 is NONE
+            else t1 == 'AAV'
+        )) is False
+        else t6 if (t7 := (
+            False if (t4 := (
+                ('classification_met',) if (t2 := p.classification_met) is None
+                else t2 is True
+            )) is False
+            else t4 if (t5 := (
+                ('anca',) if (t3 := p.anca) is None
+                else False if t3 is NONE
+                else not t3.isdisjoint(_K6)
+            )) is True
+            else t5 if t5 is False or t4 is True
+            else union(t4, t5)
+        )) is True
+        else t7 if t7 is False or t6 is True
+        else union(t6, t7)
+    )
+    return v
+
+
+def _decide_I3(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 67: I3 "Refractory disease whose activity meets the criterion for its diagnosis"
+    unknown: tuple[str, ...] | None = None
+    # line 68: refractory
+    v: TriNA = _fast_refractory(p, m)
+    if v is False:
+        return False
+    if v is not True and v is not NA:
+        unknown = v
+    # I3.1 For SLE patients, SLEDAI ≥ 8 points
+    v = _decide_I3_1(p, m, g)
+    if v is False:
+        return False
+    if v is not True and v is not NA:
+        unknown = v
+    # I3.2 For SS patients, ESSDAI ≥ 14 points
+    v = _decide_I3_2(p, m, g)
+    if v is False:
+        return False
+    if v is not True and v is not NA:
+        unknown = v
+    # I3.3 For SSc patients, mRSS 10–35 (inclusive) with interstitial lung disease
+    v = _decide_I3_3(p, m, g)
+    if v is False:
+        return False
+    if v is not True and v is not NA:
+        unknown = v
+    # I3.4 For DM patients, 1 year after diagnosis, and conditions ①–③
+    v = _decide_I3_4(p, m, g)
+    if v is False:
+        return False
+    if v is not True and v is not NA:
+        unknown = v
+    # I3.5 For ANCA-AAV patients, BVAS ≥ 15 and ANCA antibody positive
+    v = _decide_I3_5(p, m, g)
+    if v is False:
+        return False
+    if v is not True and v is not NA:
+        unknown = v
+    v = True if unknown is None else unknown
+    return v
+
+
+def _decide_I3_1(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 70: I3.1 "For SLE patients, SLEDAI ≥ 8 points" when diagnosis is SLE
+    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'SLE')
+    if g is False:
+        return NA
+    # line 71: sledai >= 8
+    v: TriNA = (('sledai',) if (t2 := p.sledai) is None else False if t2 is NONE else t2 >= 8)
+    v = when3(g, v)
+    return v
+
+
+def _decide_I3_2(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 72: I3.2 "For SS patients, ESSDAI ≥ 14 points" when diagnosis is SS
+    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'SS')
+    if g is False:
+        return NA
+    # line 73: essdai >= 14
+    v: TriNA = (('essdai',) if (t2 := p.essdai) is None else False if t2 is NONE else t2 >= 14)
+    v = when3(g, v)
+    return v
+
+
+def _decide_I3_3(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 74: I3.3 "For SSc patients, mRSS 10–35 (inclusive) with interstitial lung disease" when diagnosis is SSc
+    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'SSc')
+    if g is False:
+        return NA
+    # line 75: mrss between 10 and 35
+    # line 76: ild
+    v: TriNA = (
+        False if (t4 := (
+            ('mrss',) if (t2 := p.mrss) is None
+            else False if t2 is NONE
+            else 10 <= t2 <= 35
+        )) is False
+        else t4 if (t5 := (('ild',) if (t3 := p.ild) is None else t3 is True)) is True
+        else t5 if t5 is False or t4 is True
+        else union(t4, t5)
+    )
+    v = when3(g, v)
+    return v
+
+
+def _decide_I3_4(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 77: I3.4 "For DM patients, 1 year after diagnosis, and conditions ①–③" when diagnosis is DM
+    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'DM')
+    if g is False:
+        return NA
+    unknown: tuple[str, ...] | None = None
+    # line 78: screening at least 1 year after diagnosis_date
+    v: TriNA = (
+        _missing((p.screening, 'screening'), (p.diagnosis_date, 'diagnosis_date')) if (t2 := p.screening) is None or (t3 := p.diagnosis_date) is None
+        else False if t2 is NONE or t3 is NONE
+        else window_holds(t2, 'at_least', 1, 'years', 'after', t3)
+    )
+    if v is False:
+        return False if g is True else g
+    if v is not True and v is not NA:
+        unknown = v
+    # I3.4.1 ① Rash VAS ≥ 3 cm (MDAAT) and at least 3 core set measure abnormalities
+    v = _decide_I3_4_1(p, m, g)
+    if v is False:
+        return False if g is True else g
+    if v is not True and v is not NA:
+        unknown = v
+    # I3.4.2 ② Muscle biopsy pathology or muscle MRI suggestive of active inflammation
+    v = _decide_I3_4_2(p, m, g)
+    if v is False:
+        return False if g is True else g
+    if v is not True and v is not NA:
+        unknown = v
+    # I3.4.3 ③ MMT-8 < 125/150 and at least 2 additional core set measures (a)–(e)
+    v = _decide_I3_4_3(p, m, g)
+    if v is False:
+        return False if g is True else g
+    if v is not True and v is not NA:
+        unknown = v
+    v = True if unknown is None else unknown
+    v = when3(g, v)
+    return v
+
+
+def _decide_I3_4_1(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 80: I3.4.1 "① Rash VAS ≥ 3 cm (MDAAT) and at least 3 core set measure abnormalities"
+    # line 81: rash_vas >= 3 cm
+    # line 82: at least 3 of (csm_patient_vas, csm_physician_vas, csm_haq, csm_muscle_enzyme, csm_extramuscular)
+    v: TriNA = (
+        False if (t2 := (
+            ('rash_vas',) if (t1 := p.rash_vas) is None
+            else False if t1 is NONE
+            else t1 >= _K7
+        )) is False
+        else t2 if (t3 := count3(
+            3,
+            (
+                _fast_csm_patient_vas(p, m),
+                _fast_csm_physician_vas(p, m),
+                _fast_csm_haq(p, m),
+                _fast_csm_muscle_enzyme(p, m),
+                _fast_csm_extramuscular(p, m),
+            ),
+        )) is True
+        else t3 if t3 is False or t2 is True
+        else union(t2, t3)
+    )
+    v = when3(g, v)
+    return v
+
+
+def _decide_I3_4_2(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 84: I3.4.2 "② Muscle biopsy pathology or muscle MRI suggestive of active inflammation"
+    # line 85: active_muscle_inflammation
+    v: TriNA = (
+        ('active_muscle_inflammation',) if (t1 := p.active_muscle_inflammation) is None
+        else t1 is True
+    )
+    v = when3(g, v)
+    return v
+
+
+def _decide_I3_4_3(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 86: I3.4.3 "③ MMT-8 < 125/150 and at least 2 additional core set measures (a)–(e)"
+    # line 87: mmt8 < 125
+    # line 88: at least 2 of (csm_patient_vas, csm_physician_vas, csm_haq, csm_muscle_enzyme, csm_extramuscular)
+    v: TriNA = (
+        False if (t2 := (('mmt8',) if (t1 := p.mmt8) is None else False if t1 is NONE else t1 < 125)) is False
+        else t2 if (t3 := count3(
+            2,
+            (
+                _fast_csm_patient_vas(p, m),
+                _fast_csm_physician_vas(p, m),
+                _fast_csm_haq(p, m),
+                _fast_csm_muscle_enzyme(p, m),
+                _fast_csm_extramuscular(p, m),
+            ),
+        )) is True
+        else t3 if t3 is False or t2 is True
+        else union(t2, t3)
+    )
+    v = when3(g, v)
+    return v
+
+
+def _decide_I3_5(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 89: I3.5 "For ANCA-AAV patients, BVAS ≥ 15 and ANCA antibody positive" when diagnosis is AAV
+    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'AAV')
+    if g is False:
+        return NA
+    # line 90: bvas >= 15
+    # line 91: anca has any of (cANCA, pANCA, PR3, MPO)
+    v: TriNA = (
+        False if (t4 := (('bvas',) if (t2 := p.bvas) is None else False if t2 is NONE else t2 >= 15)) is False
+        else t4 if (t5 := (
+            ('anca',) if (t3 := p.anca) is None
+            else False if t3 is NONE
+            else not t3.isdisjoint(_K6)
+        )) is True
+        else t5 if t5 is False or t4 is True
+        else union(t4, t5)
+    )
+    v = when3(g, v)
+    return v
+
+
+def _decide_I4(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 93: I4 "ECOG performance status 0 to 1"
+    # line 94: ecog between 0 and 1
+    v: TriNA = (('ecog',) if (t1 := p.ecog) is None else False if t1 is NONE else 0 <= t1 <= 1)
+    return v
+
+
+def _decide_I5(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 97: I5 "Critical organ function"
+    unknown: tuple[str, ...] | None = None
+    applicable = False
+    # I5.1 Blood: hemoglobin ≥ 60 g/L, platelet count ≥ 20 × 10⁹/L
+    v: TriNA = _decide_I5_1(p, m, g)
+    if v is False:
+        return False
+    if v is not NA:
+        applicable = True
+        if v is not True:
+            unknown = v
+    # I5.2 Cardiac function: LVEF ≥ 55%, ECG without obvious abnormalities
+    v = _decide_I5_2(p, m, g)
+    if v is False:
+        return False
+    if v is not NA:
+        applicable = True
+        if v is not True:
+            unknown = v
+    # I5.3 Renal function: eGFR ≥ 30 mL/min/1.73 m²
+    v = _decide_I5_3(p, m, g)
+    if v is False:
+        return False
+    if v is not NA:
+        applicable = True
+        if v is not True:
+            unknown = v
+    # I5.4 Liver function: AST and ALT ≤ 3.0 × ULN, total bilirubin ≤ 2.0 × ULN
+    v = _decide_I5_4(p, m, g)
+    if v is False:
+        return False
+    if v is not NA:
+        applicable = True
+        if v is not True:
+            unknown = v
+    # I5.5 Meets the criteria for apheresis or venous blood collection, with no other contraindication to cell collection
+    v = _decide_I5_5(p, m, g)
+    if v is False:
+        return False
+    if v is not NA:
+        applicable = True
+        if v is not True:
+            unknown = v
+    # I5.6 Subjects of childbearing age: negative urine pregnancy test and agreement to effective contraception until 1 year after infusion
+    v = _decide_I5_6(p, m, g)
+    if v is False:
+        return False
+    if v is not NA:
+        applicable = True
+        if v is not True:
+            unknown = v
+    # I5.7 The patient or guardian agrees to participate and signs the informed consent form
+    v = _decide_I5_7(p, m, g)
+    if v is False:
+        return False
+    if v is not NA:
+        applicable = True
+        if v is not True:
+            unknown = v
+    v = NA if not applicable else True if unknown is None else unknown
+    return v
+
+
+def _decide_I5_1(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 98: I5.1 "Blood: hemoglobin ≥ 60 g/L, platelet count ≥ 20 × 10⁹/L"
+    # line 99: hemoglobin >= 60 g/L
+    # line 100: platelets >= 20 x 10^9/L
+    v: TriNA = (
+        False if (t3 := (
+            ('hemoglobin',) if (t1 := p.hemoglobin) is None
+            else False if t1 is NONE
+            else t1 >= _K8
+        )) is False
+        else t3 if (t4 := (
+            ('platelets',) if (t2 := p.platelets) is None
+            else False if t2 is NONE
+            else t2 >= _K9
+        )) is True
+        else t4 if t4 is False or t3 is True
+        else union(t3, t4)
+    )
+    return v
+
+
+def _decide_I5_2(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 101: I5.2 "Cardiac function: LVEF ≥ 55%, ECG without obvious abnormalities"
+    # line 102: lvef >= 55 %
+    # line 103: ecg_normal
+    v: TriNA = (
+        False if (t3 := (
+            ('lvef',) if (t1 := p.lvef) is None
+            else False if t1 is NONE
+            else t1 >= _K10
+        )) is False
+        else t3 if (t4 := (('ecg_normal',) if (t2 := p.ecg_normal) is None else t2 is True)) is True
+        else t4 if t4 is False or t3 is True
+        else union(t3, t4)
+    )
+    return v
+
+
+def _decide_I5_3(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 104: I5.3 "Renal function: eGFR ≥ 30 mL/min/1.73 m²"
+    # line 105: egfr >= 30 mL/min/1.73m2
+    v: TriNA = (('egfr',) if (t1 := p.egfr) is None else False if t1 is NONE else t1 >= _K11)
+    return v
+
+
+def _decide_I5_4(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 106: I5.4 "Liver function: AST and ALT ≤ 3.0 × ULN, total bilirubin ≤ 2.0 × ULN"
+    # line 107: ast <= 3.0 x ULN
+    # line 108: alt <= 3.0 x ULN
+    # line 109: bilirubin <= 2.0 x ULN
+    v: TriNA = (
+        False if (t6 := (
+            ('ast',) if (t1 := p.ast) is None
+            else False if t1 is NONE
+            else t1.value <= _K7 * t1.uln
+        )) is False
+        else t6 if (t7 := (
+            False if (t4 := (
+                ('alt',) if (t2 := p.alt) is None
+                else False if t2 is NONE
+                else t2.value <= _K7 * t2.uln
+            )) is False
+            else t4 if (t5 := (
+                ('bilirubin',) if (t3 := p.bilirubin) is None
+                else False if t3 is NONE
+                else t3.value <= _K1 * t3.uln
+            )) is True
+            else t5 if t5 is False or t4 is True
+            else union(t4, t5)
+        )) is True
+        else t7 if t7 is False or t6 is True
+        else union(t6, t7)
+    )
+    return v
+
+
+def _decide_I5_5(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 110: I5.5 "Meets the criteria for apheresis or venous blood collection, with no other contraindication to cell collection"
+    # line 111: collection_feasible
+    # line 112: not collection_contraindicated
+    v: TriNA = (
+        False if (t4 := (
+            ('collection_feasible',) if (t1 := p.collection_feasible) is None
+            else t1 is True
+        )) is False
+        else t4 if (t5 := (
+            not t2 if (t2 := (
+                ('collection_contraindicated',) if (t3 := p.collection_contraindicated) is None
+                else t3 is True
+            )) is True or t2 is False
+            else t2
+        )) is True
+        else t5 if t5 is False or t4 is True
+        else union(t4, t5)
+    )
+    return v
+
+
+def _decide_I5_6(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 114: I5.6 "Subjects of childbearing age: negative urine pregnancy test and agreement to effective contraception until 1 year after infusion" when childbearing_potential
+    g = (('childbearing_potential',) if (t1 := p.childbearing_potential) is None else t1 is True)
+    if g is False:
+        return NA
+    # line 115: urine_pregnancy_test is negative
+    # line 116: contraception_agreed
+    v: TriNA = (
+        False if (t4 := (
+            ('urine_pregnancy_test',) if (t2 := p.urine_pregnancy_test) is None
+            else False if t2 is NONE
+            else t2 == 'negative'
+        )) is False
+        else t4 if (t5 := (
+            ('contraception_agreed',) if (t3 := p.contraception_agreed) is None
+            else t3 is True
+        )) is True
+        else t5 if t5 is False or t4 is True
+        else union(t4, t5)
+    )
+    v = when3(g, v)
+    return v
+
+
+def _decide_I5_7(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 117: I5.7 "The patient or guardian agrees to participate and signs the informed consent form"
+    # line 118: consent_signed
+    v: TriNA = (('consent_signed',) if (t1 := p.consent_signed) is None else t1 is True)
+    return v
+
+
+def _decide_E1(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 124: E1 "Prior CAR-T cell therapy"
+    # line 125: prior_car_t
+    v: TriNA = (('prior_car_t',) if (t1 := p.prior_car_t) is None else t1 is True)
+    return v
+
+
+def _decide_E2(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 127: E2 "Severe cardiac, hepatic, pulmonary, hematologic or endocrine disorder that, in the investigator's judgment, outweighs the benefit of participation"
+    # line 128: severe_disorders has any of (cardiac, hepatic, pulmonary, hematologic, endocrine)
+    # line 129: disorder_outweighs
+    v: TriNA = (
+        False if (t3 := (
+            ('severe_disorders',) if (t1 := p.severe_disorders) is None
+            else False if t1 is NONE
+            else not t1.isdisjoint(_K12)
+        )) is False
+        else t3 if (t4 := (
+            ('disorder_outweighs',) if (t2 := p.disorder_outweighs) is None
+            else t2 is True
+        )) is True
+        else t4 if t4 is False or t3 is True
+        else union(t3, t4)
+    )
+    return v
+
+
+def _decide_E3(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 132: E3 "Active or uncontrolled infection requiring systemic therapy within 1 week before screening"
+    # line 133: last_systemic_infection within 1 week before screening
+    v: TriNA = (
+        _missing((p.last_systemic_infection, 'last_systemic_infection'), (p.screening, 'screening')) if (t1 := p.last_systemic_infection) is None or (t2 := p.screening) is None
+        else False if t1 is NONE or t2 is NONE
+        else window_holds(t1, 'within', 1, 'weeks', 'before', t2)
+    )
+    return v
+
+
+def _decide_E4(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 135: E4 "Hepatitis B or C with viral load above the reference range, HIV, syphilis or CMV" requires any
+    # line 136: hepatitis_b_replicating
+    # line 137: hepatitis_c_replicating
+    # line 138: hiv_antibody is positive
+    # line 139: syphilis is positive
+    # line 140: cmv_dna is positive
+    v: TriNA = (
+        True if (t10 := _fast_hepatitis_b_replicating(p, m)) is True
+        else t10 if (t11 := (
+            True if (t8 := _fast_hepatitis_c_replicating(p, m)) is True
+            else t8 if (t9 := (
+                True if (t6 := (
+                    ('hiv_antibody',) if (t1 := p.hiv_antibody) is None
+                    else False if t1 is NONE
+                    else t1 == 'positive'
+                )) is True
+                else t6 if (t7 := (
+                    True if (t4 := (
+                        ('syphilis',) if (t2 := p.syphilis) is None
+                        else False if t2 is NONE
+                        else t2 == 'positive'
+                    )) is True
+                    else t4 if (t5 := (
+                        ('cmv_dna',) if (t3 := p.cmv_dna) is None
+                        else False if t3 is NONE
+                        else t3 == 'positive'
+                    )) is False
+                    else t5 if t5 is True or t4 is False
+                    else union(t4, t5)
+                )) is False
+                else t7 if t7 is True or t6 is False
+                else union(t6, t7)
+            )) is False
+            else t9 if t9 is True or t8 is False
+            else union(t8, t9)
+        )) is False
+        else t11 if t11 is True or t10 is False
+        else union(t10, t11)
+    )
+    return v
+
+
+def _decide_E5(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 142: E5 "Live vaccine within 4 weeks before screening"
+    # line 143: last_live_vaccine within 4 weeks before screening
+    v: TriNA = (
+        _missing((p.last_live_vaccine, 'last_live_vaccine'), (p.screening, 'screening')) if (t1 := p.last_live_vaccine) is None or (t2 := p.screening) is None
+        else False if t1 is NONE or t2 is NONE
+        else window_holds(t1, 'within', 4, 'weeks', 'before', t2)
+    )
+    return v
+
+
+def _decide_E6(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 145: E6 "Pregnant or breastfeeding, or planning pregnancy within 2 years of infusion" requires any
+    unknown: tuple[str, ...] | None = None
+    # line 146: when sex is female: pregnant or breastfeeding
+    v: TriNA = when3(
+        (('sex',) if (t5 := p.sex) is None else False if t5 is NONE else t5 == 'female'),
+        all3(
+            (
+                (
+                    True if (t3 := (('pregnant',) if (t1 := p.pregnant) is None else t1 is True)) is True
+                    else t3 if (t4 := (
+                        ('breastfeeding',) if (t2 := p.breastfeeding) is None
+                        else t2 is True
+                    )) is False
+                    else t4 if t4 is True or t3 is False
+                    else union(t3, t4)
+                ),
+            ),
+        ),
+    )
+    if v is True:
+        return True
+    if v is not False and v is not NA:
+        unknown = v
+    # line 147: pregnancy_planned
+    v = (('pregnancy_planned',) if (t6 := p.pregnancy_planned) is None else t6 is True)
+    if v is True:
+        return True
+    if v is not False:
+        unknown = v
+    v = False if unknown is None else unknown
+    return v
+
+
+def _decide_E7(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 150: E7 "Malignant disease before screening, except the excepted malignancies"
+    # line 151: any(malignancies where not (
+    v: TriNA = _loop_2(p.malignancies, p, m)
+    return v
+
+
+def _decide_E8(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 157: E8 "Participation in another clinical study within 3 months before screening"
+    # line 158: last_other_study within 3 months before screening
+    v: TriNA = (
+        _missing((p.last_other_study, 'last_other_study'), (p.screening, 'screening')) if (t1 := p.last_other_study) is None or (t2 := p.screening) is None
+        else False if t1 is NONE or t2 is NONE
+        else window_holds(t1, 'within', 3, 'months', 'before', t2)
+    )
+    return v
+
+
+def _decide_E9(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 160: E9 "Other conditions that make the patient unsuitable, in the investigator's judgment"
+    # line 161: unsuitable
+    v: TriNA = (('unsuitable',) if (t1 := p.unsuitable) is None else t1 is True)
+    return v
+
+
+def _decide(p: Patient) -> Decision:
+    m = _Memo()
+    unknown = False
+    v = _decide_I1(p, m, True)
+    if v is False:
+        return Decision.INELIGIBLE
+    if v is not True and v is not NA:
+        unknown = True
+    v = _decide_I2(p, m, True)
+    if v is False:
+        return Decision.INELIGIBLE
+    if v is not True and v is not NA:
+        unknown = True
+    v = _decide_I3(p, m, True)
+    if v is False:
+        return Decision.INELIGIBLE
+    if v is not True and v is not NA:
+        unknown = True
+    v = _decide_I4(p, m, True)
+    if v is False:
+        return Decision.INELIGIBLE
+    if v is not True and v is not NA:
+        unknown = True
+    v = _decide_I5(p, m, True)
+    if v is False:
+        return Decision.INELIGIBLE
+    if v is not True and v is not NA:
+        unknown = True
+    v = _decide_E1(p, m, True)
+    if v is True:
+        return Decision.INELIGIBLE
+    if v is not False and v is not NA:
+        unknown = True
+    v = _decide_E2(p, m, True)
+    if v is True:
+        return Decision.INELIGIBLE
+    if v is not False and v is not NA:
+        unknown = True
+    v = _decide_E3(p, m, True)
+    if v is True:
+        return Decision.INELIGIBLE
+    if v is not False and v is not NA:
+        unknown = True
+    v = _decide_E4(p, m, True)
+    if v is True:
+        return Decision.INELIGIBLE
+    if v is not False and v is not NA:
+        unknown = True
+    v = _decide_E5(p, m, True)
+    if v is True:
+        return Decision.INELIGIBLE
+    if v is not False and v is not NA:
+        unknown = True
+    v = _decide_E6(p, m, True)
+    if v is True:
+        return Decision.INELIGIBLE
+    if v is not False and v is not NA:
+        unknown = True
+    v = _decide_E7(p, m, True)
+    if v is True:
+        return Decision.INELIGIBLE
+    if v is not False and v is not NA:
+        unknown = True
+    v = _decide_E8(p, m, True)
+    if v is True:
+        return Decision.INELIGIBLE
+    if v is not False and v is not NA:
+        unknown = True
+    v = _decide_E9(p, m, True)
+    if v is True:
+        return Decision.INELIGIBLE
+    if v is not False and v is not NA:
+        unknown = True
+    return Decision.NEEDS_REVIEW if unknown else Decision.ELIGIBLE
+
+
+# ---- the API ---------------------------------------------------------------------------
+
+
 def validate(record: object) -> list[Problem]:
     """Every problem that stops `record` from being read, each with its field path."""
     problems: list[Problem] = []
@@ -2235,12 +4282,15 @@ def validate(record: object) -> list[Problem]:
     return problems
 
 
-def evaluate(record: object) -> Screening:
-    """Screen one patient record (a JSON object). Raises InvalidRecord if it cannot be read."""
+def _checked(record: object) -> Patient:
     problems: list[Problem] = []
     p = _read(record, problems)
     if problems:
         raise InvalidRecord(problems)
+    return p
+
+
+def _explain(p: Patient) -> Screening:
     d = _derive(p)
     out: dict[str, Fact] = {}
     _crit_I1(p, d, ALWAYS, out)
@@ -2258,3 +4308,22 @@ def evaluate(record: object) -> Screening:
     _crit_E8(p, d, ALWAYS, out)
     _crit_E9(p, d, ALWAYS, out)
     return screen(CRITERIA, out, JUDGMENTS)
+
+
+def evaluate(record: object) -> Screening:
+    """Screen one patient record (a JSON object). Raises InvalidRecord if it cannot be read.
+    The reasons are worked out when first read (see DeferredScreening)."""
+    p = _checked(record)
+    return DeferredScreening(_assess(p), _IDS, lambda: _explain(p))
+
+
+def assess(record: object) -> Assessment:
+    """The decision, every criterion's outcome (in CRITERIA order) and the missing facts,
+    without reasons. Raises InvalidRecord if the record cannot be read."""
+    return _assess(_checked(record))
+
+
+def decide(record: object) -> Decision:
+    """The decision alone, as evaluate() would give it, stopping as soon as it is settled.
+    Raises InvalidRecord if the record cannot be read."""
+    return _decide(_checked(record))

@@ -111,7 +111,7 @@ def test_at_least(module: ModuleType, p: bool | None, q: bool | None, n: int | N
 @pytest.mark.parametrize(
     ("p", "q", "expected"),
     [(T, T, "met"), (T, F, "not met"), (T, U, "unknown"), (F, T, "not applicable"),
-     (F, U, "not applicable"), (U, T, "met"), (U, F, "unknown"), (U, U, "unknown")],
+     (F, U, "not applicable"), (U, T, "unknown"), (U, F, "unknown"), (U, U, "unknown")],
 )
 def test_when(module: ModuleType, p: bool | None, q: bool | None, expected: str) -> None:
     assert outcome(module, "I5", bools(p, q)) == expected

@@ -70,17 +70,31 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-def check(files: Sequence[Path]) -> None:
-    """Parse and type-check protocol FILES; print every error with its place and a hint."""
+@click.option("--strict", is_flag=True, help="Treat lint warnings (W…) as errors.")
+def check(files: Sequence[Path], strict: bool) -> None:
+    """Parse, type-check and lint protocol FILES; print every error and warning with its place
+    and a hint."""
+    from crit.lint import as_errors, lint
+
     failed = False
     for path in files:
         try:
-            protocol, _ = _compile(path)
+            protocol, loaded = _compile(path)
         except Failure:
             failed = True
             continue
+        warnings = lint(protocol)
+        if strict and warnings:
+            errors = as_errors(warnings)
+            click.echo(render_all(errors, loaded.sources), err=True)
+            click.echo(f"\n{len(errors)} error{'s' if len(errors) != 1 else ''} in {path}", err=True)
+            failed = True
+            continue
+        if warnings:
+            click.echo(render_all(warnings, loaded.sources) + "\n", err=True)
         count = len(protocol.criteria())
-        click.echo(f"{path}: ok ({protocol.id}, {count} criteria, {len(protocol.fields)} fields)")
+        noted = f", {len(warnings)} warning{'s' if len(warnings) != 1 else ''}" if warnings else ""
+        click.echo(f"{path}: ok ({protocol.id}, {count} criteria, {len(protocol.fields)} fields{noted})")
     if failed:
         raise Failure(EXIT_ERRORS)
 
@@ -213,6 +227,20 @@ def _table(result: dict[str, Any]) -> str:
         ident = ("  " * depth + c["id"]).ljust(width + 2 * 3)
         lines.append(f"  {ident}  {c['outcome']:<14}  {c['reason']}")
     return "\n".join(lines)
+
+
+def _register() -> None:
+    """The authoring, reviewing and screening tools, each in its own module."""
+    from crit.diff import diff_command
+    from crit.fmt import fmt_command
+    from crit.protocol_tests import test_command
+    from crit.screen import screen_command
+
+    for command in (fmt_command, diff_command, test_command, screen_command):
+        cli.add_command(command)
+
+
+_register()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

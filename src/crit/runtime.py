@@ -195,14 +195,12 @@ def negate(fact: Fact) -> Fact:
 
 
 def when(condition: Fact, body: Fact) -> Fact:
-    """`when C: X`: not applicable if C is false; X if C is true; unknown unless X is met."""
+    """`when C: X`: not applicable if C is false; X if C is true; else unknown (unless X is
+    not applicable either way). X met with C unknown is still unknown: "met or not applicable"
+    decides nothing, since an exclusion that is met excludes and one not applicable does not."""
     if condition.value is False:
         return Fact(None, f"not applicable: {condition.reason}", (), False)
-    if condition.value is True:
-        return body
-    if not body.applicable:
-        return body
-    if body.value is True:
+    if condition.value is True or not body.applicable:
         return body
     return Fact(None, _join((condition, body)), _union((condition, body)))
 
@@ -316,17 +314,22 @@ def compare_uln(lab: Lab | Absent | None, op: str, multiple: Decimal, path: str,
 
 def between(value: Any, low: Any, high: Any, path: str, low_path: str, high_path: str,
             unit: str, range_text: str, titer: bool = False) -> Fact:
-    """Inclusive at both ends: `low ≤ value ≤ high`."""
-    missing = _missing((value, path), (low, low_path), (high, high_path))
-    if missing:
-        return _unknown(missing)
+    """Inclusive at both ends, and exactly `low ≤ value and value ≤ high` in Kleene logic:
+    a value above a known upper bound is out of range even when the lower bound is missing."""
     if isinstance(value, Lab):
         value = value.value
+    if value is None:
+        return _unknown(_missing((value, path), (low, low_path), (high, high_path)))
     shown = f"1:{value}" if titer and value is not NONE else show(value, unit)
     if value is NONE or low is NONE or high is NONE:
         return Fact(False, f"{path} {shown}")
-    held = bool(low <= value <= high)
-    return Fact(held, f"{path} {shown} is {'within' if held else 'outside'} {range_text}")
+    above = None if low is None else bool(low <= value)
+    below = None if high is None else bool(value <= high)
+    if above is False or below is False:
+        return Fact(False, f"{path} {shown} is outside {range_text}")
+    if above is None or below is None:
+        return _unknown(_missing((low, low_path), (high, high_path)))
+    return Fact(True, f"{path} {shown} is within {range_text}")
 
 
 def member(value: str | Absent | None, kind: str, members: frozenset[str], path: str,
@@ -380,6 +383,24 @@ def _safe_shift(day: datetime.date, amount: int, unit: str) -> datetime.date:
         return datetime.date.max if amount > 0 else datetime.date.min
 
 
+_EDGES: dict[tuple[datetime.date, int, str], datetime.date] = {}
+
+
+def window_holds(value: datetime.date, kind: str, amount: int, unit: str, direction: str,
+                 anchor: datetime.date) -> bool:
+    """Whether `value` lies in the window (`within` or `at_least`, inclusive) `amount` `unit`
+    before or after `anchor`. The edges are remembered: cohorts share their anchor dates."""
+    key = (anchor, -amount if direction == "before" else amount, unit)
+    edge = _EDGES.get(key)
+    if edge is None:
+        edge = _safe_shift(anchor, key[1], unit)
+        if len(_EDGES) < 65536:
+            _EDGES[key] = edge
+    if direction == "before":
+        return edge <= value <= anchor if kind == "within" else value <= edge
+    return anchor <= value <= edge if kind == "within" else value >= edge
+
+
 def window(value: datetime.date | Absent | None, kind: str, amount: int, unit: str,
            direction: str, anchor: datetime.date | Absent | None, path: str, anchor_path: str,
            text: str) -> Fact:
@@ -390,12 +411,7 @@ def window(value: datetime.date | Absent | None, kind: str, amount: int, unit: s
     if value is NONE or anchor is NONE:
         return Fact(False, f"{path if value is NONE else anchor_path}: none recorded")
     assert isinstance(value, datetime.date) and isinstance(anchor, datetime.date)
-    if direction == "before":
-        edge = _safe_shift(anchor, -amount, unit)
-        held = edge <= value <= anchor if kind == "within" else value <= edge
-    else:
-        edge = _safe_shift(anchor, amount, unit)
-        held = anchor <= value <= edge if kind == "within" else value >= edge
+    held = window_holds(value, kind, amount, unit, direction, anchor)
     return Fact(held, f"{path} {value.isoformat()} is {'' if held else 'not '}{text} "
                       f"{anchor_path or 'the date'} {anchor.isoformat()}")
 
@@ -435,12 +451,19 @@ def count(op: str, number: int, items: Sequence[T] | Absent | None, path: str,
     low = sum(1 for f in facts if f.value is True)
     unknown = [f for f in facts if f.value is None]
     high = low + len(unknown)
-    outcomes = {_holds(n, op, number) for n in range(low, high + 1)}
+    verdict = count_verdict(op, number, low, high)
     counted = f"{low}" if low == high else f"{low} to {high}"
     reason = f"{counted} of {len(facts)} {path} match, needs {_SHOWN[op]} {number}"
-    if len(outcomes) == 1:
-        return Fact(outcomes.pop(), reason)
+    if verdict is not None:
+        return Fact(verdict, reason)
     return Fact(None, f"{reason}: {_join(unknown)}", _union(unknown))
+
+
+def count_verdict(op: str, number: int, low: int, high: int) -> bool | None:
+    """`count op number` for a count known to lie in [low, high]: None unless every count in
+    the range gives the same answer."""
+    outcomes = {_holds(n, op, number) for n in range(low, high + 1)}
+    return outcomes.pop() if len(outcomes) == 1 else None
 
 
 # ---- reading records -----------------------------------------------------------------
@@ -649,6 +672,123 @@ def check_keys(record: object, path: str, known: Sequence[str], problems: list[P
     return True
 
 
+# Fast readers: the common, valid case inline; anything else goes to the reader above, which
+# reports the problem. Each returns exactly what the reader it falls back to would.
+
+_BIG = 10 ** 15  # _LIMIT as an int
+_BIG_FLOAT = 1e15
+_MEMO_LIMIT = 65536
+_DATE_MEMO: dict[str, datetime.date] = {}
+_TITER_MEMO: dict[str, int] = {}
+
+
+def read_decimal_fast(raw: object, path: str, problems: list[Problem]) -> Decimal | None:
+    kind = type(raw)
+    if kind is int:
+        assert isinstance(raw, int)
+        if -_BIG < raw < _BIG:
+            return Decimal(raw)
+    elif kind is float:
+        assert isinstance(raw, float)
+        if -_BIG_FLOAT < raw < _BIG_FLOAT:  # false for nan and infinities
+            return Decimal(repr(raw))
+    return read_decimal(raw, path, problems)
+
+
+def read_quantity_fast(raw: object, path: str, problems: list[Problem], unit: str,
+                       factors: Mapping[str, Decimal]) -> Decimal | None:
+    if type(raw) is dict:
+        value = _measured_fast(raw, unit, factors, False)
+        if value is not None:
+            return value[0]
+        return read_quantity(raw, path, problems, unit, factors)
+    return read_decimal_fast(raw, path, problems)
+
+
+def read_lab_fast(raw: object, path: str, problems: list[Problem], unit: str,
+                  factors: Mapping[str, Decimal]) -> Lab | None:
+    if type(raw) is dict:
+        value = _measured_fast(raw, unit, factors, True)
+        if value is not None and value[1] > 0:
+            return Lab(value[0], value[1])
+    return read_lab(raw, path, problems, unit, factors)
+
+
+def _measured_fast(raw: dict[Any, Any], unit: str, factors: Mapping[str, Decimal],
+                   lab: bool) -> tuple[Decimal, Decimal] | None:
+    """`{"value": n[, "uln": n][, "unit": u]}` with nothing amiss, converted; else None."""
+    size = 2 if lab else 1
+    given = raw.get("unit", unit)
+    if "unit" in raw:
+        size += 1
+    if len(raw) != size:
+        return None
+    factor = None
+    if given != unit:
+        factor = factors.get(given) if type(given) is str else None
+        if factor is None:
+            return None
+    value = _number_fast(raw.get("value"))
+    if value is None:
+        return None
+    uln = value
+    if lab:
+        found = _number_fast(raw.get("uln"))
+        if found is None:
+            return None
+        uln = found
+    if factor is not None:
+        return value * factor, uln * factor
+    return value, uln
+
+
+def _number_fast(raw: object) -> Decimal | None:
+    kind = type(raw)
+    if kind is int:
+        assert isinstance(raw, int)
+        return Decimal(raw) if -_BIG < raw < _BIG else None
+    if kind is float:
+        assert isinstance(raw, float)
+        return Decimal(repr(raw)) if -_BIG_FLOAT < raw < _BIG_FLOAT else None
+    return None
+
+
+def read_date_fast(raw: object, path: str, problems: list[Problem]) -> datetime.date | None:
+    if type(raw) is str:
+        assert isinstance(raw, str)
+        day = _DATE_MEMO.get(raw)
+        if day is None:
+            day = read_date(raw, path, problems)
+            if day is not None and len(_DATE_MEMO) < _MEMO_LIMIT:
+                _DATE_MEMO[raw] = day
+        return day
+    return read_date(raw, path, problems)
+
+
+def read_titer_fast(raw: object, path: str, problems: list[Problem]) -> int | None:
+    if type(raw) is str:
+        assert isinstance(raw, str)
+        dilution = _TITER_MEMO.get(raw)
+        if dilution is None:
+            dilution = read_titer(raw, path, problems)
+            if dilution is not None and len(_TITER_MEMO) < _MEMO_LIMIT:
+                _TITER_MEMO[raw] = dilution
+        return dilution
+    return read_titer(raw, path, problems)
+
+
+def read_set_fast(raw: object, path: str, problems: list[Problem], members: Sequence[str],
+                  member_set: frozenset[str]) -> frozenset[str] | None:
+    if type(raw) is list:
+        assert isinstance(raw, list)
+        for item in raw:
+            if type(item) is not str or item not in member_set:
+                break
+        else:
+            return frozenset(raw)
+    return read_set(raw, path, problems, members)
+
+
 def _shown(raw: object) -> str:
     text = repr(raw)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -689,6 +829,232 @@ def screen(criteria: Sequence[CriterionInfo], facts: Mapping[str, Fact],
         pending = tuple(p for p in paths if _field_of(p) in judgments)
         return Screening(Decision.NEEDS_REVIEW, tuple(results), missing, pending)
     return Screening(Decision.ELIGIBLE, tuple(results), (), ())
+
+
+# ---- the fast path: outcomes without reasons ------------------------------------------
+#
+# decide() and assess() work out the same three-valued outcomes as the facts above, without
+# writing reasons. A condition's value is True, False, or, when unknown, the tuple of the
+# paths whose absence leaves it unknown: sorted, without repeats, the `missing` of the Fact
+# the functions above would give. A criterion or `when` line may also be NA, not applicable.
+
+
+class NotApplicable(enum.Enum):
+    NA = "not applicable"
+
+
+NA = NotApplicable.NA
+
+Tri = bool | tuple[str, ...]
+TriNA = bool | tuple[str, ...] | NotApplicable
+
+
+class Unset(enum.Enum):
+    """A definition the fast path has not needed yet."""
+
+    UNSET = "unset"
+
+
+UNSET = Unset.UNSET
+
+
+def union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    """The paths missing from two unknowns, as `_union` gives them."""
+    if a == b or not b:
+        return a
+    if not a:
+        return b
+    return tuple(sorted({*a, *b}))
+
+
+def all3(values: Iterable[TriNA]) -> TriNA:
+    """`all_of` on values."""
+    applicable = False
+    unknown: tuple[str, ...] | None = None
+    for value in values:
+        if value is False:
+            return False
+        if value is NA:
+            continue
+        applicable = True
+        if value is not True:
+            unknown = value if unknown is None else union(unknown, value)
+    if not applicable:
+        return NA
+    return True if unknown is None else unknown
+
+
+def any3(values: Iterable[TriNA]) -> TriNA:
+    """`any_of` on values."""
+    applicable = False
+    unknown: tuple[str, ...] | None = None
+    for value in values:
+        if value is True:
+            return True
+        if value is NA:
+            continue
+        applicable = True
+        if value is not False:
+            unknown = value if unknown is None else union(unknown, value)
+    if not applicable:
+        return NA
+    return False if unknown is None else unknown
+
+
+def at_least3(count: int, values: Iterable[TriNA]) -> TriNA:
+    """`at_least` on values."""
+    applicable = False
+    true = unknowns = 0
+    unknown: tuple[str, ...] = ()
+    for value in values:
+        if value is NA:
+            continue
+        applicable = True
+        if value is True:
+            true += 1
+        elif value is not False:
+            unknowns += 1
+            unknown = union(unknown, value)
+    if not applicable:
+        return NA
+    if true >= count:
+        return True
+    if true + unknowns < count:
+        return False
+    return unknown
+
+
+def count3(count: int, values: Iterable[Tri]) -> Tri:
+    """`at least N of (…)` on conditions, which always apply."""
+    result = at_least3(count, values)
+    assert result is not NA
+    return result
+
+
+def when3(condition: TriNA, body: TriNA) -> TriNA:
+    """`when` on values."""
+    if condition is False:
+        return NA
+    if condition is True or body is NA:
+        return body
+    missing = () if condition is NA else condition
+    return missing if body is True or body is False else union(missing, body)
+
+
+def between3(value: Any, low: Any, high: Any, path: str, low_path: str, high_path: str) -> Tri:
+    """`between` on values."""
+    if isinstance(value, Lab):
+        value = value.value
+    if value is None:
+        return _missing((value, path), (low, low_path), (high, high_path))
+    if value is NONE or low is NONE or high is NONE:
+        return False
+    above = None if low is None else bool(low <= value)
+    below = None if high is None else bool(value <= high)
+    if above is False or below is False:
+        return False
+    if above is None or below is None:
+        return _missing((low, low_path), (high, high_path))
+    return True
+
+
+def window3(value: datetime.date | Absent | None, kind: str, amount: int, unit: str,
+            direction: str, anchor: datetime.date | Absent | None, path: str,
+            anchor_path: str) -> Tri:
+    """`window` on values."""
+    if value is None or anchor is None:
+        missing = _missing((value, path), (anchor, anchor_path))
+        if missing:
+            return missing
+    if value is NONE or anchor is NONE:
+        return False
+    assert isinstance(value, datetime.date) and isinstance(anchor, datetime.date)
+    return window_holds(value, kind, amount, unit, direction, anchor)
+
+
+class Assessment(NamedTuple):
+    """What evaluate() finds, without the reasons: the decision, every criterion's outcome
+    (in the order of CRITERIA), and the missing facts and pending judgments."""
+
+    decision: Decision
+    outcomes: tuple[Outcome, ...]
+    missing: tuple[str, ...]
+    pending_judgments: tuple[str, ...]
+
+
+def assessment(outcomes: tuple[Outcome, ...], refused: bool, unknown: tuple[str, ...] | None,
+               judgments: frozenset[str]) -> Assessment:
+    """The decision as `screen` makes it, from the top-level values: `refused` if an inclusion
+    is not met or an exclusion is met; `unknown`, the missing paths, if any is unknown."""
+    if refused:
+        return Assessment(Decision.INELIGIBLE, outcomes, (), ())
+    if unknown is not None:
+        missing = tuple(p for p in unknown if _field_of(p) not in judgments)
+        pending = tuple(p for p in unknown if _field_of(p) in judgments)
+        return Assessment(Decision.NEEDS_REVIEW, outcomes, missing, pending)
+    return Assessment(Decision.ELIGIBLE, outcomes, (), ())
+
+
+class DeferredScreening(Screening):
+    """A Screening whose per-criterion results (reasons and missing facts) are worked out when
+    first read. The decision, outcomes, missing facts and pending judgments are known at once,
+    so screening many patients does not pay for reasons nobody reads. It equals, pickles and
+    prints as the Screening that `explain()` returns."""
+
+    __slots__ = ("_assessment", "_explain", "_explained", "_ids")
+    _assessment: Assessment
+    _explain: Callable[[], Screening]
+    _explained: Screening | None
+    _ids: tuple[str, ...]
+
+    def __init__(self, assessed: Assessment, ids: tuple[str, ...],
+                 explain: Callable[[], Screening]) -> None:
+        object.__setattr__(self, "decision", assessed.decision)
+        object.__setattr__(self, "missing", assessed.missing)
+        object.__setattr__(self, "pending_judgments", assessed.pending_judgments)
+        object.__setattr__(self, "_assessment", assessed)
+        object.__setattr__(self, "_ids", ids)
+        object.__setattr__(self, "_explain", explain)
+        object.__setattr__(self, "_explained", None)
+
+    @property
+    def criteria(self) -> tuple[CriterionResult, ...]:
+        return self.explain().criteria
+
+    @property
+    def assessment(self) -> Assessment:
+        return self._assessment
+
+    def explain(self) -> Screening:
+        explained = self._explained
+        if explained is None:
+            explained = self._explain()
+            object.__setattr__(self, "_explained", explained)
+        return explained
+
+    def outcome(self, criterion_id: str) -> Outcome:
+        try:
+            return self._assessment.outcomes[self._ids.index(criterion_id)]
+        except ValueError:
+            raise KeyError(criterion_id) from None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Screening):
+            return NotImplemented
+        return self.explain() == (other.explain() if isinstance(other, DeferredScreening) else other)
+
+    def __hash__(self) -> int:
+        return hash(self.explain())
+
+    def __repr__(self) -> str:
+        return repr(self.explain())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_plain, (self.explain(),))
+
+
+def _plain(screening: Screening) -> Screening:
+    return screening
 
 
 def _field_of(path: str) -> str:

@@ -4,6 +4,8 @@
 
 evaluate(record) -> Screening: the decision (eligible / ineligible / needs review), every
 criterion's outcome with its reason, and the missing facts that would settle the case.
+assess(record) -> Assessment: the same without the reasons: decision, outcomes, missing facts.
+decide(record) -> Decision: the decision alone, stopping at the first criterion that settles it.
 validate(record) -> list[Problem]: what in the record cannot be read, by field path.
 Standard library only; missing data never makes a patient eligible.
 """
@@ -43,6 +45,11 @@ _ENUM_Arm: tuple[str, ...] = (
     'a',
     'b',
 )
+_MEMBERS_Arm: frozenset[str] = frozenset(_ENUM_Arm)
+
+_UNITS_1: dict[str, Decimal] = {'g/dL': Decimal('10')}
+
+_UNITS_2: dict[str, Decimal] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +66,17 @@ _Dose_KEYS: tuple[str, ...] = (
 )
 
 
+_Dose_ALLOWED: frozenset[str] = frozenset(_Dose_KEYS)
+
+
 def _read_Dose(raw: object, at: str, pr: list[Problem]) -> DoseRecord | None:
-    if not check_keys(raw, at, _Dose_KEYS, pr):
+    fast = isinstance(raw, dict) and raw.keys() <= _Dose_ALLOWED
+    if not fast and not check_keys(raw, at, _Dose_KEYS, pr):
         return None
     assert isinstance(raw, dict)
     return DoseRecord(
-        mg=get(raw, 'mg', at + '.mg', pr, read_decimal, False),
-        given=get(raw, 'given', at + '.given', pr, read_date, False),
+        mg=None if (v := raw.get('mg')) is None else read_decimal_fast(v, at + '.mg', pr),
+        given=None if (v := raw.get('given')) is None else read_date_fast(v, at + '.given', pr),
     )
 
 
@@ -97,33 +108,24 @@ _PATIENT_KEYS: tuple[str, ...] = (
 )
 
 
+_PATIENT_ALLOWED: frozenset[str] = frozenset((*_PATIENT_KEYS, "id"))
+
+
 def _read(record: object, pr: list[Problem]) -> Patient:
-    raw = record if check_keys(record, "", _PATIENT_KEYS, pr) else {}
+    """The record as a Patient; what cannot be read is None, and a Problem in `pr`."""
+    fast = isinstance(record, dict) and record.keys() <= _PATIENT_ALLOWED
+    raw = record if fast or check_keys(record, "", _PATIENT_KEYS, pr) else {}
     assert isinstance(raw, dict)
     return Patient(
-        screening=get(raw, 'screening', 'screening', pr, read_date, False),
-        age=get(raw, 'age', 'age', pr, read_integer, False),
-        arm=get(raw, 'arm', 'arm', pr, lambda raw, at, pr: read_enum(raw, at, pr, _ENUM_Arm), False),
-        hb=get(
-            raw,
-            'hb',
-            'hb',
-            pr,
-            lambda raw, at, pr: read_quantity(raw, at, pr, 'g/L', {'g/dL': Decimal('10')}),
-            False,
-        ),
-        alt=get(raw, 'alt', 'alt', pr, lambda raw, at, pr: read_lab(raw, at, pr, 'U/L', {}), False),
-        ana=get(raw, 'ana', 'ana', pr, read_titer, False),
-        vaccine=get(raw, 'vaccine', 'vaccine', pr, read_date, True),
-        doses=get(
-            raw,
-            'doses',
-            'doses',
-            pr,
-            lambda raw, at, pr: read_list(raw, at, pr, _read_Dose),
-            False,
-        ),
-        fit=get(raw, 'fit', 'fit', pr, read_bool, False),
+        screening=None if (v := raw.get('screening')) is None else read_date_fast(v, 'screening', pr),
+        age=None if (v := raw.get('age')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'age', pr),
+        arm=None if (v := raw.get('arm')) is None else v if type(v) is str and v in _MEMBERS_Arm else read_enum(v, 'arm', pr, _ENUM_Arm),
+        hb=None if (v := raw.get('hb')) is None else read_quantity_fast(v, 'hb', pr, 'g/L', _UNITS_1),
+        alt=None if (v := raw.get('alt')) is None else read_lab_fast(v, 'alt', pr, 'U/L', _UNITS_2),
+        ana=None if (v := raw.get('ana')) is None else read_titer_fast(v, 'ana', pr),
+        vaccine=(NONE if 'vaccine' in raw else None) if (v := raw.get('vaccine')) is None else read_date_fast(v, 'vaccine', pr),
+        doses=None if (v := raw.get('doses')) is None else read_list(v, 'doses', pr, _read_Dose),
+        fit=None if (v := raw.get('fit')) is None else v if v is True or v is False else read_bool(v, 'fit', pr),
     )
 
 
@@ -251,6 +253,316 @@ def _crit_E2(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
     return fact
 
 
+# ---- the fast path: outcomes without reasons (see the runtime) -------------------------
+
+_K1 = Decimal('60')
+_K2 = Decimal('10')
+_K3 = Decimal('2.5')
+_MET = Outcome.MET
+_NOT_MET = Outcome.NOT_MET
+_UNKNOWN = Outcome.UNKNOWN
+_NOT_APPLICABLE = Outcome.NOT_APPLICABLE
+_IDS: tuple[str, ...] = tuple(info.id for info in CRITERIA)
+
+
+class _Memo:
+    """The definitions the fast path has worked out for one patient."""
+
+    __slots__ = ("adult",)
+
+    def __init__(self) -> None:
+        self.adult: Tri | Unset = UNSET
+
+
+def _loop_1(items: list[DoseRecord] | Absent | None, p: Patient, m: _Memo) -> Tri:
+    # line 36: count(doses where mg >= 10 and given within 2 weeks before screening) >= 1
+    if items is None:
+        return ('doses',)
+    seq = () if items is NONE else items
+    unknown: tuple[str, ...] | None = None
+    low = high = 0
+    for i, it in enumerate(seq):
+        v: Tri = (
+            False if (t4 := (
+                (f'doses[{i}].mg',) if (t1 := it.mg) is None
+                else False if t1 is NONE
+                else t1 >= _K2
+            )) is False
+            else t4 if (t5 := (
+                _missing((it.given, f'doses[{i}].given'), (p.screening, 'screening')) if (t2 := it.given) is None or (t3 := p.screening) is None
+                else False if t2 is NONE or t3 is NONE
+                else window_holds(t2, 'within', 2, 'weeks', 'before', t3)
+            )) is True
+            else t5 if t5 is False or t4 is True
+            else union(t4, t5)
+        )
+        if v is True:
+            low += 1
+        elif v is not False:
+            high += 1
+            unknown = v if unknown is None else union(unknown, v)
+    verdict = count_verdict('>=', 1, low, low + high)
+    if verdict is None:
+        assert unknown is not None
+        return unknown
+    return verdict
+
+
+def _fast_adult(p: Patient, m: _Memo) -> Tri:
+    # line 23: define adult "An adult": age >= 18
+    v = m.adult
+    if v is UNSET:
+        v = m.adult = (('age',) if (t1 := p.age) is None else False if t1 is NONE else t1 >= 18)
+    return v
+
+
+def _assess_I1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 26: I1 "Adult with hemoglobin of at least 60 g/L"
+    # line 27: adult
+    # line 28: hb >= 6 g/dL
+    v: TriNA = (
+        False if (t2 := _fast_adult(p, m)) is False
+        else t2 if (t3 := (('hb',) if (t1 := p.hb) is None else False if t1 is NONE else t1 >= _K1)) is True
+        else t3 if t3 is False or t2 is True
+        else union(t2, t3)
+    )
+    o[0] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 30: I2 "Either arm, by rule" requires any
+    v: TriNA = any3((
+        # I2.1 Arm A with a raised titer
+        _assess_I2_1(p, m, g, o),
+        # I2.2 Arm B
+        _assess_I2_2(p, m, g, o),
+    ))
+    o[1] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I2_1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 31: I2.1 "Arm A with a raised titer" when arm is a
+    g = (('arm',) if (t1 := p.arm) is None else False if t1 is NONE else t1 == 'a')
+    if g is False:
+        return NA
+    # line 32: ana >= 1:160
+    v: TriNA = (('ana',) if (t2 := p.ana) is None else False if t2 is NONE else t2 >= 160)
+    v = when3(g, v)
+    o[2] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I2_2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 33: I2.2 "Arm B"
+    # line 34: arm is b
+    v: TriNA = (('arm',) if (t1 := p.arm) is None else False if t1 is NONE else t1 == 'b')
+    o[3] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_I3(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 35: I3 "Doses"
+    # line 36: count(doses where mg >= 10 and given within 2 weeks before screening) >= 1
+    # line 37: alt <= 2.5 x ULN
+    v: TriNA = (
+        False if (t2 := _loop_1(p.doses, p, m)) is False
+        else t2 if (t3 := (
+            ('alt',) if (t1 := p.alt) is None
+            else False if t1 is NONE
+            else t1.value <= _K3 * t1.uln
+        )) is True
+        else t3 if t3 is False or t2 is True
+        else union(t2, t3)
+    )
+    o[4] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_E1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 40: E1 "Live vaccine within 4 weeks"
+    # line 41: vaccine within 4 weeks before screening
+    v: TriNA = (
+        _missing((p.vaccine, 'vaccine'), (p.screening, 'screening')) if (t1 := p.vaccine) is None or (t2 := p.screening) is None
+        else False if t1 is NONE or t2 is NONE
+        else window_holds(t1, 'within', 4, 'weeks', 'before', t2)
+    )
+    o[5] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess_E2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+    # line 42: E2 "Not fit"
+    # line 43: not fit
+    v: TriNA = (
+        not t1 if (t1 := (('fit',) if (t2 := p.fit) is None else t2 is True)) is True or t1 is False
+        else t1
+    )
+    o[6] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    return v
+
+
+def _assess(p: Patient) -> Assessment:
+    m = _Memo()
+    o = [_NOT_APPLICABLE] * 7
+    refused = False
+    unknown: tuple[str, ...] | None = None
+    v: TriNA = _assess_I1(p, m, True, o)
+    if v is False:
+        refused = True
+    elif v is not True and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    v = _assess_I2(p, m, True, o)
+    if v is False:
+        refused = True
+    elif v is not True and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    v = _assess_I3(p, m, True, o)
+    if v is False:
+        refused = True
+    elif v is not True and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    v = _assess_E1(p, m, True, o)
+    if v is True:
+        refused = True
+    elif v is not False and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    v = _assess_E2(p, m, True, o)
+    if v is True:
+        refused = True
+    elif v is not False and v is not NA:
+        unknown = v if unknown is None else union(unknown, v)
+    return assessment(tuple(o), refused, unknown, JUDGMENTS)
+
+
+def _decide_I1(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 26: I1 "Adult with hemoglobin of at least 60 g/L"
+    # line 27: adult
+    # line 28: hb >= 6 g/dL
+    v: TriNA = (
+        False if (t2 := _fast_adult(p, m)) is False
+        else t2 if (t3 := (('hb',) if (t1 := p.hb) is None else False if t1 is NONE else t1 >= _K1)) is True
+        else t3 if t3 is False or t2 is True
+        else union(t2, t3)
+    )
+    return v
+
+
+def _decide_I2(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 30: I2 "Either arm, by rule" requires any
+    unknown: tuple[str, ...] | None = None
+    applicable = False
+    # I2.1 Arm A with a raised titer
+    v: TriNA = _decide_I2_1(p, m, g)
+    if v is True:
+        return True
+    if v is not NA:
+        applicable = True
+        if v is not False:
+            unknown = v
+    # I2.2 Arm B
+    v = _decide_I2_2(p, m, g)
+    if v is True:
+        return True
+    if v is not NA:
+        applicable = True
+        if v is not False:
+            unknown = v
+    v = NA if not applicable else False if unknown is None else unknown
+    return v
+
+
+def _decide_I2_1(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 31: I2.1 "Arm A with a raised titer" when arm is a
+    g = (('arm',) if (t1 := p.arm) is None else False if t1 is NONE else t1 == 'a')
+    if g is False:
+        return NA
+    # line 32: ana >= 1:160
+    v: TriNA = (('ana',) if (t2 := p.ana) is None else False if t2 is NONE else t2 >= 160)
+    v = when3(g, v)
+    return v
+
+
+def _decide_I2_2(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 33: I2.2 "Arm B"
+    # line 34: arm is b
+    v: TriNA = (('arm',) if (t1 := p.arm) is None else False if t1 is NONE else t1 == 'b')
+    return v
+
+
+def _decide_I3(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 35: I3 "Doses"
+    # line 36: count(doses where mg >= 10 and given within 2 weeks before screening) >= 1
+    # line 37: alt <= 2.5 x ULN
+    v: TriNA = (
+        False if (t2 := _loop_1(p.doses, p, m)) is False
+        else t2 if (t3 := (
+            ('alt',) if (t1 := p.alt) is None
+            else False if t1 is NONE
+            else t1.value <= _K3 * t1.uln
+        )) is True
+        else t3 if t3 is False or t2 is True
+        else union(t2, t3)
+    )
+    return v
+
+
+def _decide_E1(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 40: E1 "Live vaccine within 4 weeks"
+    # line 41: vaccine within 4 weeks before screening
+    v: TriNA = (
+        _missing((p.vaccine, 'vaccine'), (p.screening, 'screening')) if (t1 := p.vaccine) is None or (t2 := p.screening) is None
+        else False if t1 is NONE or t2 is NONE
+        else window_holds(t1, 'within', 4, 'weeks', 'before', t2)
+    )
+    return v
+
+
+def _decide_E2(p: Patient, m: _Memo, g: Tri) -> TriNA:
+    # line 42: E2 "Not fit"
+    # line 43: not fit
+    v: TriNA = (
+        not t1 if (t1 := (('fit',) if (t2 := p.fit) is None else t2 is True)) is True or t1 is False
+        else t1
+    )
+    return v
+
+
+def _decide(p: Patient) -> Decision:
+    m = _Memo()
+    unknown = False
+    v = _decide_I1(p, m, True)
+    if v is False:
+        return Decision.INELIGIBLE
+    if v is not True and v is not NA:
+        unknown = True
+    v = _decide_I2(p, m, True)
+    if v is False:
+        return Decision.INELIGIBLE
+    if v is not True and v is not NA:
+        unknown = True
+    v = _decide_I3(p, m, True)
+    if v is False:
+        return Decision.INELIGIBLE
+    if v is not True and v is not NA:
+        unknown = True
+    v = _decide_E1(p, m, True)
+    if v is True:
+        return Decision.INELIGIBLE
+    if v is not False and v is not NA:
+        unknown = True
+    v = _decide_E2(p, m, True)
+    if v is True:
+        return Decision.INELIGIBLE
+    if v is not False and v is not NA:
+        unknown = True
+    return Decision.NEEDS_REVIEW if unknown else Decision.ELIGIBLE
+
+
+# ---- the API ---------------------------------------------------------------------------
+
+
 def validate(record: object) -> list[Problem]:
     """Every problem that stops `record` from being read, each with its field path."""
     problems: list[Problem] = []
@@ -258,12 +570,15 @@ def validate(record: object) -> list[Problem]:
     return problems
 
 
-def evaluate(record: object) -> Screening:
-    """Screen one patient record (a JSON object). Raises InvalidRecord if it cannot be read."""
+def _checked(record: object) -> Patient:
     problems: list[Problem] = []
     p = _read(record, problems)
     if problems:
         raise InvalidRecord(problems)
+    return p
+
+
+def _explain(p: Patient) -> Screening:
     d = _derive(p)
     out: dict[str, Fact] = {}
     _crit_I1(p, d, ALWAYS, out)
@@ -272,3 +587,22 @@ def evaluate(record: object) -> Screening:
     _crit_E1(p, d, ALWAYS, out)
     _crit_E2(p, d, ALWAYS, out)
     return screen(CRITERIA, out, JUDGMENTS)
+
+
+def evaluate(record: object) -> Screening:
+    """Screen one patient record (a JSON object). Raises InvalidRecord if it cannot be read.
+    The reasons are worked out when first read (see DeferredScreening)."""
+    p = _checked(record)
+    return DeferredScreening(_assess(p), _IDS, lambda: _explain(p))
+
+
+def assess(record: object) -> Assessment:
+    """The decision, every criterion's outcome (in CRITERIA order) and the missing facts,
+    without reasons. Raises InvalidRecord if the record cannot be read."""
+    return _assess(_checked(record))
+
+
+def decide(record: object) -> Decision:
+    """The decision alone, as evaluate() would give it, stopping as soon as it is settled.
+    Raises InvalidRecord if the record cannot be read."""
+    return _decide(_checked(record))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import keyword
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -286,39 +287,54 @@ _ANNOTATIONS = {
     "quantity": "Decimal", "text": "str", "date": "datetime.date", "titer": "int",
     "lab": "Lab", "enum": "str", "set": "frozenset[str]",
 }
-_READERS = {
-    "bool": "read_bool", "judgment": "read_bool", "integer": "read_integer",
-    "decimal": "read_decimal", "text": "read_text", "date": "read_date", "titer": "read_titer",
-}
 
 
 def _record_class(name: str) -> str:
     return f"{name}Record"
 
 
-def _field_view(field: ir.Field, in_record: bool) -> _FieldView:
+def _field_view(field: ir.Field, in_record: bool, units: dict[str, str]) -> _FieldView:
+    """How `_read` gets a field: the common valid case inline, anything else through the
+    runtime's reader for its type, which reports the problem (`get` semantics: absent is
+    missing, null is none recorded in an optional field, missing otherwise)."""
     t = field.type
+    path = f"at + {'.' + field.name!r}" if in_record else repr(field.name)
     if t.kind == "list":
         assert t.record is not None
         annotation = f"list[{_record_class(t.record)}]"
-        reader = f"lambda raw, at, pr: read_list(raw, at, pr, _read_{t.record})"
+        value = f"read_list(v, {path}, pr, _read_{t.record})"
     elif t.kind in ("quantity", "lab"):
         assert t.unit is not None
         annotation = _ANNOTATIONS[t.kind]
         factors = "{" + ", ".join(f"{u.text!r}: {_decimal(f)}" for u, f in t.also) + "}"
-        reader = f"lambda raw, at, pr: read_{t.kind}(raw, at, pr, {t.unit.text!r}, {factors})"
-    elif t.kind in ("enum", "set"):
+        name = units.setdefault(factors, f"_UNITS_{len(units) + 1}")
+        value = f"read_{t.kind}_fast(v, {path}, pr, {t.unit.text!r}, {name})"
+    elif t.kind == "enum":
         assert t.enum is not None
         annotation = _ANNOTATIONS[t.kind]
-        reader = f"lambda raw, at, pr: read_{t.kind}(raw, at, pr, _ENUM_{t.enum.name})"
+        members = f"_MEMBERS_{t.enum.name}"
+        value = f"v if type(v) is str and v in {members} else read_enum(v, {path}, pr, _ENUM_{t.enum.name})"
+    elif t.kind == "set":
+        assert t.enum is not None
+        annotation = _ANNOTATIONS[t.kind]
+        value = f"read_set_fast(v, {path}, pr, _ENUM_{t.enum.name}, _MEMBERS_{t.enum.name})"
     else:
         annotation = _ANNOTATIONS[t.kind]
-        reader = _READERS[t.kind]
-    attr = py_name(field.name)
-    path = f"at + {'.' + field.name!r}" if in_record else repr(field.name)
-    call = Call("get", ("raw", repr(field.name), path, "pr", reader, repr(field.optional)))
-    return _FieldView(attr, field.name, f"{annotation} | Absent | None",
-                      layout(call, 8, 9 + len(attr)))
+        value = _FAST_READ[t.kind].format(path=path)
+    absent = f"(NONE if {field.name!r} in raw else None)" if field.optional else "None"
+    read = f"{absent} if (v := raw.get({field.name!r})) is None else {value}"
+    return _FieldView(py_name(field.name), field.name, f"{annotation} | Absent | None", read)
+
+
+_FAST_READ = {
+    "bool": "v if v is True or v is False else read_bool(v, {path}, pr)",
+    "judgment": "v if v is True or v is False else read_bool(v, {path}, pr)",
+    "integer": "v if type(v) is int and -_BIG < v < _BIG else read_integer(v, {path}, pr)",
+    "decimal": "read_decimal_fast(v, {path}, pr)",
+    "text": "v if type(v) is str else read_text(v, {path}, pr)",
+    "date": "read_date_fast(v, {path}, pr)",
+    "titer": "read_titer_fast(v, {path}, pr)",
+}
 
 
 def _criterion_views(protocol: ir.Protocol, lines: tuple[str, ...]) -> list[_CriterionView]:
@@ -390,11 +406,14 @@ def emit_python(protocol: ir.Protocol, source_text: str = "") -> str:
             "comment": _comment(definition.span.line, def_ctx),
             "code": layout(code, 4, 4 + len(f"def_{name} = ")),
         })
+    units: dict[str, str] = {}
     records = [
         _RecordView(r.name, _record_class(r.name), f"_read_{r.name}", inert(r.label or r.name),
-                    tuple(_field_view(f, True) for f in r.fields))
+                    tuple(_field_view(f, True, units) for f in r.fields))
         for r in protocol.records
     ]
+    fields = [_field_view(f, False, units) for f in protocol.fields]
+    fast = _Fast(protocol, lines)
     judgments = sorted(f.name for f in protocol.fields if f.type.kind == "judgment")
     metadata = {
         "id": protocol.id, "title": protocol.title, "version": protocol.version,
@@ -407,12 +426,447 @@ def emit_python(protocol: ir.Protocol, source_text: str = "") -> str:
         runtime=runtime_block(),
         enums=[(e.name, tuple(e.member_names())) for e in protocol.enums],
         records=records,
-        fields=[_field_view(f, False) for f in protocol.fields],
+        fields=fields,
+        units=[(name, factors) for factors, name in units.items()],
         definitions=definitions,
         criteria=_criterion_views(protocol, lines),
         top_level=[crit_func(c.id) for c in protocol.inclusion + protocol.exclusion],
+        fast=fast.module(),
         criteria_info=_criteria_info(protocol),
         judgments=judgments,
         metadata=metadata,
         repr=repr,
     )
+
+
+# ---- the fast path: decide() and assess() ------------------------------------------------
+#
+# The same outcomes as the facts above, computed on plain values (True, False, NA, or the
+# tuple of missing paths of an unknown; see the runtime) with the atoms inline and no reasons.
+# Conditions short-circuit; definitions are worked out once, when first needed (`_Memo`).
+# `assess` works out every criterion, `decide` stops at the first criterion that settles the
+# decision. Both are checked against the facts by tests/test_decide.py.
+
+
+@dataclass(frozen=True)
+class _If:
+    """`(v1 if t1 else v2 if t2 else default)`: one branch per line when too long."""
+
+    branches: tuple[tuple[FastCode, FastCode], ...]
+    default: FastCode
+
+
+@dataclass(frozen=True)
+class _Bind:
+    """`(name := value)` followed by `rest`, e.g. ` is None`."""
+
+    name: str
+    value: FastCode
+    rest: str = ""
+
+
+@dataclass(frozen=True)
+class _Join:
+    """Parts written one after the other: `a or b`."""
+
+    parts: tuple[FastCode, ...]
+
+
+@dataclass(frozen=True)
+class _Apply:
+    """`func(args)`, or the tuple `(args)` when `func` is empty: one argument per line when long."""
+
+    func: str
+    args: tuple[FastCode, ...]
+
+
+FastCode = str | _Apply | _If | _Bind | _Join
+
+
+def _flat(code: FastCode) -> str:
+    if isinstance(code, str):
+        return code
+    if isinstance(code, _Apply):
+        args = [_flat(a) for a in code.args]
+        return f"{code.func}({', '.join(args)}{',' if len(args) == 1 and not code.func else ''})"
+    if isinstance(code, _Bind):
+        return f"({code.name} := {_flat(code.value)}){code.rest}"
+    if isinstance(code, _Join):
+        return "".join(_flat(p) for p in code.parts)
+    branches = " else ".join(f"{_flat(v)} if {_flat(t)}" for v, t in code.branches)
+    return f"({branches} else {_flat(code.default)})"
+
+
+def _lay(code: FastCode, indent: int, used: int = 0) -> str:
+    """`code` in a statement indented by `indent` with `used` characters before it: flat when it
+    fits in the line, otherwise broken black-style, one branch or argument per line."""
+    one = _flat(code)
+    if max(indent, used) + len(one) <= _WIDTH or isinstance(code, str):
+        return one
+    inner = indent + 4
+    pad = " " * inner
+    if isinstance(code, _Apply):
+        args = [f"{pad}{_lay(a, inner)}," for a in code.args]
+        return f"{code.func}(\n" + "\n".join(args) + "\n" + " " * indent + ")"
+    if isinstance(code, _Bind):
+        head = f"({code.name} := "
+        return head + _lay(code.value, indent, max(indent, used) + len(head)) + ")" + code.rest
+    if isinstance(code, _Join):
+        out, column = "", max(indent, used)
+        for part in code.parts:
+            text = _lay(part, indent, column)
+            out += text
+            column = len(text.rsplit("\n", 1)[-1]) if "\n" in text else column + len(text)
+        return out
+    lines = []
+    for index, (value, test) in enumerate(code.branches):
+        lead = pad + ("" if index == 0 else "else ")
+        shown = _lay(value, inner, len(lead))
+        lines.append(f"{lead}{shown} if {_lay(test, inner, len(lead) + len(shown) + 4)}")
+    lines.append(f"{pad}else {_lay(code.default, inner, inner + 5)}")
+    return "(\n" + "\n".join(lines) + "\n" + " " * indent + ")"
+
+
+_PY_OPS = {">=": ">=", "<=": "<=", ">": ">", "<": "<", "=": "==", "!=": "!="}
+_FOLD_LIMIT = 8  # operands of `and`/`or` written as nested conditionals
+_RECORD = "_MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN"
+
+
+class _Fast:
+    def __init__(self, protocol: ir.Protocol, lines: tuple[str, ...]) -> None:
+        self.protocol = protocol
+        self.ctx = _Context("", lines)
+        self.constants: dict[str, str] = {}  # code -> module-level name
+        self.loops: dict[ir.Quantified | ir.CountCompare, tuple[str, str]] = {}  # -> (name, source)
+        self.temps = 0
+        self.item_list: str | None = None  # the list whose item `it` is, inside a quantifier
+        self.index = {c.id: i for i, c in enumerate(_in_info_order(protocol))}
+
+    # ---- values ----
+    def constant(self, code: str) -> str:
+        name = self.constants.get(code)
+        if name is None:
+            name = self.constants[code] = f"_K{len(self.constants) + 1}"
+        return name
+
+    def temp(self) -> str:
+        self.temps += 1
+        return f"t{self.temps}"
+
+    def literal(self, c: ir.Const) -> str:
+        code = _const(c)
+        return self.constant(code) if code.startswith(("Decimal(", "datetime.")) else code
+
+    def access(self, v: ir.FieldRef) -> str:
+        return f"{'it' if v.scope == 'item' else 'p'}.{py_name(v.field.name)}"
+
+    def path(self, v: ir.FieldRef) -> str:
+        if v.scope == "item":
+            assert self.item_list is not None
+            return "f" + repr(f"{self.item_list}[{{i}}].{v.field.name}")
+        return repr(v.field.name)
+
+    def guarded(self, values: tuple[ir.Value, ...], body: Callable[[list[str]], FastCode],
+                when_none: str = "False", unwrap: bool = True) -> FastCode:
+        """`body` on the values once none is missing (unknown) or recorded as none."""
+        codes: list[str] = []
+        tests: list[FastCode] = []
+        nones: list[str] = []
+        fields: list[ir.FieldRef] = []
+        for v in values:
+            if isinstance(v, ir.Const):
+                codes.append(self.literal(v))
+                continue
+            t = self.temp()
+            tests += [" or ", _Bind(t, self.access(v), " is None")]
+            nones.append(f"{t} is NONE")
+            fields.append(v)
+            codes.append(f"{t}.value" if unwrap and v.field.type.kind == "lab" else t)
+        if not fields:
+            return body(codes)
+        unknown: FastCode
+        if len(fields) == 1:
+            unknown = f"({self.path(fields[0])},)"
+        else:
+            unknown = _Apply("_missing", tuple(f"({self.access(f)}, {self.path(f)})" for f in fields))
+        return _If(((unknown, _Join(tuple(tests[1:]))), (when_none, " or ".join(nones))), body(codes))
+
+    # ---- conditions: code for a Tri ----
+    def expr(self, e: ir.Expr) -> FastCode:
+        if isinstance(e, ir.Compare):
+            op = _PY_OPS[e.op]
+            if isinstance(e.right, ir.Const) and isinstance(e.right.value, bool) and op in ("==", "!="):
+                op = "is" if op == "==" else "is not"
+            return self.guarded((e.left, e.right), lambda c: f"{c[0]} {op} {c[1]}")
+        if isinstance(e, ir.UlnCompare):
+            multiple = self.constant(_decimal(e.multiple))
+            return self.guarded((e.lab,), lambda c: f"{c[0]}.value {_PY_OPS[e.op]} {multiple} * {c[0]}.uln",
+                                unwrap=False)
+        if isinstance(e, ir.Between):
+            if isinstance(e.low, ir.Const) and isinstance(e.high, ir.Const):
+                low, high = self.literal(e.low), self.literal(e.high)
+                return self.guarded((e.value,), lambda c: f"{low} <= {c[0]} <= {high}")
+            values = [(self.access(v), self.path(v)) if isinstance(v, ir.FieldRef) else (self.literal(v), "''")
+                      for v in (e.value, e.low, e.high)]
+            return _Apply("between3", tuple(code for code, _ in values) + tuple(path for _, path in values))
+        if isinstance(e, ir.Member):
+            return self.member(e)
+        if isinstance(e, ir.Window):
+            args = (repr(e.kind), repr(e.amount), repr(e.unit), repr(e.direction))
+            return self.guarded((e.value, e.anchor), lambda c: _Apply("window_holds", (c[0], *args, c[1])))
+        if isinstance(e, ir.Truth):
+            return repr(e.value)
+        if isinstance(e, ir.DefinitionRef):
+            return f"_fast_{py_name(e.name)}(p, m)"
+        if isinstance(e, ir.FieldRef):
+            t = self.temp()
+            return _If(((f"({self.path(e)},)", _Bind(t, self.access(e), " is None")),), f"{t} is True")
+        if isinstance(e, ir.Not):
+            t = self.temp()
+            return _If(((f"not {t}", _Bind(t, self.expr(e.operand), f" is True or {t} is False")),), t)
+        if isinstance(e, ir.And):
+            return self.fold("and", tuple(self.expr(x) for x in e.operands))
+        if isinstance(e, ir.Or):
+            return self.fold("or", tuple(self.expr(x) for x in e.operands))
+        if isinstance(e, ir.AtLeast):
+            if e.count == 1:
+                return self.fold("or", tuple(self.expr(x) for x in e.operands))
+            if e.count == len(e.operands):
+                return self.fold("and", tuple(self.expr(x) for x in e.operands))
+            return _Apply("count3", (str(e.count), _Apply("", tuple(self.expr(x) for x in e.operands))))
+        if isinstance(e, ir.Quantified | ir.CountCompare):
+            return f"{self.loop(e)}({self.access(e.items)}, p, m)"
+        assert_never(e)
+
+    def member(self, e: ir.Member) -> FastCode:
+        members = sorted(set(e.members))
+        none = repr(e.kind == "is_not")
+        if e.kind.startswith("is"):
+            if len(members) == 1:
+                op = "!=" if e.kind == "is_not" else "=="
+                return self.guarded((e.value,), lambda c: f"{c[0]} {op} {members[0]!r}", when_none=none)
+            found = self.constant("frozenset({" + ", ".join(map(repr, members)) + "})")
+            op = "not in" if e.kind == "is_not" else "in"
+            return self.guarded((e.value,), lambda c: f"{c[0]} {op} {found}", when_none=none)
+        if len(members) == 1:
+            return self.guarded((e.value,), lambda c: f"{members[0]!r} in {c[0]}")
+        found = self.constant("frozenset({" + ", ".join(map(repr, members)) + "})")
+        if e.kind == "has_all":
+            return self.guarded((e.value,), lambda c: f"{c[0]} >= {found}")
+        return self.guarded((e.value,), lambda c: f"not {c[0]}.isdisjoint({found})")
+
+    def fold(self, kind: str, operands: tuple[FastCode, ...]) -> FastCode:
+        """Kleene `and`/`or` of conditions, short-circuiting, as a right fold of pairs:
+        `a and b` is false if a is, else a if b is true, else b if b is false or a is true,
+        else unknown for want of both. Past a few operands the nesting would get too deep for
+        Python's parser: then `count3` (all true, or one true) does it without short-circuiting."""
+        if len(operands) > _FOLD_LIMIT:
+            return _Apply("count3", (str(len(operands) if kind == "and" else 1), _Apply("", operands)))
+        code = operands[-1]
+        settles, neutral = ("False", "True") if kind == "and" else ("True", "False")
+        for first in reversed(operands[:-1]):
+            a, b = self.temp(), self.temp()
+            code = _If(((settles, _Bind(a, first, f" is {settles}")),
+                        (a, _Bind(b, code, f" is {neutral}")),
+                        (b, f"{b} is {settles} or {a} is {neutral}")),
+                       f"union({a}, {b})")
+        return code
+
+    def loop(self, e: ir.Quantified | ir.CountCompare) -> str:
+        """A quantifier over a list becomes a function whose loop visits the items."""
+        if e in self.loops:
+            return self.loops[e][0]
+        name = f"_loop_{len(self.loops) + 1}"
+        saved = self.temps, self.item_list
+        self.temps, self.item_list = 0, e.items.field.name
+        try:
+            condition = None if e.condition is None else _lay(self.expr(e.condition), 8, 17)
+        finally:
+            self.temps, self.item_list = saved
+        items = f"list[{_record_class(e.record.name)}] | Absent | None"
+        out = [f"def {name}(items: {items}, p: Patient, m: _Memo) -> Tri:",
+               f"    # {_comment(e.span.line, self.ctx)}",
+               "    if items is None:",
+               f"        return ({e.items.field.name!r},)",
+               "    seq = () if items is NONE else items"]
+        if condition is None:
+            if isinstance(e, ir.CountCompare):
+                out.append(f"    return bool(count_verdict({e.op!r}, {e.number!r}, len(seq), len(seq)))")
+            else:
+                out.append("    return len(seq) > 0" if e.kind == "any" else "    return True")
+        else:
+            index = "i" if "{i}" in condition else "_"
+            item = "it" if "it." in condition else "_it"
+            out.append("    unknown: tuple[str, ...] | None = None")
+            if isinstance(e, ir.CountCompare):
+                out += ["    low = high = 0",
+                        f"    for {index}, {item} in enumerate(seq):",
+                        f"        v: Tri = {condition}",
+                        "        if v is True:",
+                        "            low += 1",
+                        "        elif v is not False:",
+                        "            high += 1",
+                        "            unknown = v if unknown is None else union(unknown, v)",
+                        f"    verdict = count_verdict({e.op!r}, {e.number!r}, low, low + high)",
+                        "    if verdict is None:",
+                        "        assert unknown is not None",
+                        "        return unknown",
+                        "    return verdict"]
+            else:
+                settles, other = ("True", "False") if e.kind == "any" else ("False", "True")
+                out += [f"    for {index}, {item} in enumerate(seq):",
+                        f"        v: Tri = {condition}",
+                        f"        if v is {settles}:",
+                        f"            return {settles}",
+                        f"        if v is not {other}:",
+                        "            unknown = v if unknown is None else union(unknown, v)",
+                        f"    return {other} if unknown is None else unknown"]
+        self.loops[e] = (name, "\n".join(out))
+        return name
+
+    # ---- definitions and criteria ----
+    def definition(self, d: ir.Definition) -> str:
+        self.temps = 0
+        name = py_name(d.name)
+        lines = d.lines()
+        code = self.fold("and", tuple(self.expr(x.expr) for x in lines))
+        return "\n".join([
+            f"def _fast_{name}(p: Patient, m: _Memo) -> Tri:",
+            f"    # {_comment(d.span.line, self.ctx)}",
+            f"    v = m.{name}",
+            "    if v is UNSET:",
+            f"        v = m.{name} = {_lay(code, 8, 15 + len(name))}",
+            "    return v",
+        ])
+
+    def line(self, item: ir.Line | ir.When) -> FastCode:
+        if isinstance(item, ir.Line):
+            return self.expr(item.expr)
+        body = _Apply("", tuple(self.line(b) for b in item.body))
+        return _Apply("when3", (self.expr(item.condition), _Apply("all3", (body,))))
+
+    def criterion(self, c: ir.Criterion, mode: str, static_gate: bool) -> str:
+        """`_assess_ID` or `_decide_ID`: the criterion's value, given its parent's gate `g`."""
+        self.temps = 0
+        static = static_gate and c.applies is None
+        extra = ", o: list[Outcome]" if mode == "assess" else ""
+        out = [f"def _{mode}_{c.id.replace('.', '_')}(p: Patient, m: _Memo, g: Tri{extra}) -> TriNA:",
+               f"    # {_comment(c.span.line, self.ctx)}"]
+        if c.applies is not None:
+            condition = self.expr(c.applies)
+            gate = condition if static_gate else self.fold("and", ("g", condition))
+            out += [f"    g = {_lay(gate, 4, 8)}", "    if g is False:", "        return NA"]
+        parts: list[tuple[FastCode, str, bool]] = []  # (code, comment, may be NA)
+        for item in c.items:
+            if isinstance(item, ir.Note):
+                continue
+            if isinstance(item, ir.Criterion):
+                args = "p, m, g, o" if mode == "assess" else "p, m, g"
+                parts.append((f"_{mode}_{item.id.replace('.', '_')}({args})", f"{item.id} {inert(item.title)}", True))
+            else:
+                parts.append((self.line(item), _comment(item.span.line, self.ctx), isinstance(item, ir.When)))
+        if c.combine in ("all", "any") and mode == "decide" and any(na for _, _, na in parts):
+            out += self.short_circuit(c, parts, static)
+        else:
+            out += self.combined(c, parts)
+            if not static:
+                out.append("    v = when3(g, v)")
+        if mode == "assess":
+            out.append(f"    o[{self.index[c.id]}] = {_RECORD}")
+        out.append("    return v")
+        return "\n".join(out)
+
+    def combined(self, c: ir.Criterion, parts: list[tuple[FastCode, str, bool]]) -> list[str]:
+        """`v = ` the criterion's parts combined."""
+        comments = [f"    # {comment}" for _, comment, _ in parts]
+        folds = len(parts) == 1 or (len(parts) <= _FOLD_LIMIT and not any(na for _, _, na in parts))
+        if c.combine in ("all", "any") and folds:
+            code = self.fold("and" if c.combine == "all" else "or", tuple(code for code, _, _ in parts))
+            return [*comments, f"    v: TriNA = {_lay(code, 4, 15)}"]
+        func = {"all": "all3", "any": "any3"}.get(c.combine, "at_least3")
+        out = [f"    v: TriNA = {func}({f'{c.at_least}, ' if c.combine == 'at_least' else ''}("]
+        for code, comment, _ in parts:
+            out += [f"        # {comment}", f"        {_lay(code, 8)},"]
+        out.append("    ))")
+        return out
+
+    def short_circuit(self, c: ir.Criterion, parts: list[tuple[FastCode, str, bool]], static: bool) -> list[str]:
+        """`all`/`any` that returns as soon as one part settles it (decide only)."""
+        settles, other = ("False", "True") if c.combine == "all" else ("True", "False")
+        # when(g, settled): settled if the gate holds, else unknown for want of the gate
+        exit_value = settles if static else f"{settles} if g is True else g"
+        track = all(na for _, _, na in parts)  # whether it may turn out not applicable
+        out = ["    unknown: tuple[str, ...] | None = None"]
+        if track:
+            out.append("    applicable = False")
+        first = True
+        for code, comment, na in parts:
+            out += [f"    # {comment}", f"    v{': TriNA' if first else ''} = {_lay(code, 4, 15)}",
+                    f"    if v is {settles}:", f"        return {exit_value}"]
+            if track:
+                out += ["    if v is not NA:", "        applicable = True",
+                        f"        if v is not {other}:", "            unknown = v"]
+            else:  # mypy narrows `v` to what was assigned, except where it is declared
+                out += [f"    if v is not {other}{' and v is not NA' if na or first else ''}:", "        unknown = v"]
+            first = False
+        body = f"{other} if unknown is None else unknown"
+        out.append(f"    v = {f'NA if not applicable else {body}' if track else body}")
+        if not static:
+            out.append("    v = when3(g, v)")
+        return out
+
+    def top(self, mode: str) -> str:
+        tops = self.protocol.inclusion + self.protocol.exclusion
+        if mode == "decide":
+            out = ["def _decide(p: Patient) -> Decision:", "    m = _Memo()", "    unknown = False"]
+            for c in tops:
+                refuses, other = ("False", "True") if c.section == "inclusion" else ("True", "False")
+                out += [f"    v = _decide_{c.id.replace('.', '_')}(p, m, True)",
+                        f"    if v is {refuses}:",
+                        "        return Decision.INELIGIBLE",
+                        f"    if v is not {other} and v is not NA:",
+                        "        unknown = True"]
+            out.append("    return Decision.NEEDS_REVIEW if unknown else Decision.ELIGIBLE")
+            return "\n".join(out)
+        out = ["def _assess(p: Patient) -> Assessment:",
+               "    m = _Memo()",
+               f"    o = [_NOT_APPLICABLE] * {len(self.index)}",
+               "    refused = False",
+               "    unknown: tuple[str, ...] | None = None"]
+        for index, c in enumerate(tops):
+            refuses, other = ("False", "True") if c.section == "inclusion" else ("True", "False")
+            out += [f"    v{': TriNA' if index == 0 else ''} = _assess_{c.id.replace('.', '_')}(p, m, True, o)",
+                    f"    if v is {refuses}:",
+                    "        refused = True",
+                    f"    elif v is not {other} and v is not NA:",
+                    "        unknown = v if unknown is None else union(unknown, v)"]
+        out.append("    return assessment(tuple(o), refused, unknown, JUDGMENTS)")
+        return "\n".join(out)
+
+    def module(self) -> dict[str, object]:
+        """What the template needs: constants, the memo's slots, and every function."""
+        functions = [self.definition(d) for d in self.protocol.definitions]
+        for mode in ("assess", "decide"):
+            def visit(c: ir.Criterion, static: bool, mode: str = mode) -> None:
+                functions.append(self.criterion(c, mode, static))
+                for child in c.children():
+                    visit(child, static and c.applies is None)
+
+            for top in self.protocol.inclusion + self.protocol.exclusion:
+                visit(top, True)
+            functions.append(self.top(mode))
+        slots = tuple(sorted(py_name(d.name) for d in self.protocol.definitions))
+        return {
+            "constants": [(name, code) for code, name in self.constants.items()],
+            "slots": slots,
+            "slots_text": "(" + ", ".join(f'"{s}"' for s in slots) + ("," if len(slots) == 1 else "") + ")",
+            "functions": [source for _, source in self.loops.values()] + functions,
+        }
+
+
+def _in_info_order(protocol: ir.Protocol) -> list[ir.Criterion]:
+    """Criteria in the order of the module's CRITERIA: each followed by its sub-criteria."""
+    out: list[ir.Criterion] = []
+    for top in protocol.inclusion + protocol.exclusion:
+        out.extend(top.walk())
+    return out

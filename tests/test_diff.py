@@ -1,0 +1,321 @@
+"""`crit diff`: criterion-level changes, the direction of each, the shipped JY231 example, and
+the patients whose decision changes; the overall verdict is checked against the interpreter."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import ROOT, compile_text
+from crit.diff import compare, diff_command
+from crit.interpret import Interpreter
+from test_fmt import _ATOMS, _EXAMPLES, well_typed_protocols
+from test_lint import complete_records
+
+Golden = Callable[[str, str], None]
+AMENDMENTS = ROOT / "protocols" / "amendments"
+
+OLD = '''protocol T "Trial"
+  version "1"
+  note "First."
+
+enum Dx "Diagnosis"
+  SLE "Lupus"
+  SSc "Sclerosis"
+  DM
+
+record Course "A course"
+  immunosuppressive: bool
+  start: date
+
+patient
+  screening: date "Screening"
+  age: integer "Age"
+  dx: Dx "Diagnosis"
+  sledai: integer "SLEDAI"
+  hb: quantity g/L also g/dL "Hemoglobin"
+  ast: lab U/L "AST"
+  vaccine: date? "Live vaccine"
+  courses: list of Course "Courses"
+  pregnant: bool "Pregnant"
+  consent: bool "Consent"
+  weight: decimal "Weight"
+
+define refractory "Refractory": count(courses where immunosuppressive) >= 2
+
+inclusion
+  I1 "Adults"
+    age >= 18
+    consent
+  I2 "Active SLE" when dx is SLE
+    sledai >= 8
+  I3 "Blood"
+    hb >= 60 g/L
+    ast <= 3 x ULN
+  I4 "Refractory"
+    refractory
+  I5 "Consent again"
+    consent
+
+exclusion
+  E1 "Vaccine within 4 weeks"
+    vaccine within 4 weeks before screening
+  E2 "Pregnant"
+    pregnant
+  E3 "Heavy"
+    not (weight <= 150)
+'''
+
+# Every kind of change: thresholds both ways and under `not`, a unit that only rewords, a
+# window, a `when` added, criteria moved, retitled, added (also under `requires any`) and
+# removed (one that repeats another), a definition, notes, fields, records and enum members.
+NEW = '''protocol T "Trial"
+  version "2"
+  note "Second."
+
+enum Dx "Diagnosis"
+  SLE "Systemic lupus"
+  SSc "Sclerosis"
+  AAV "Vasculitis"
+
+record Course "A course"
+  immunosuppressive: bool
+  start: date
+  end: date
+
+patient
+  screening: date "Screening"
+  age: integer "Age in years"
+  dx: Dx "Diagnosis"
+  sledai: integer "SLEDAI"
+  hb: quantity g/dL also g/L "Hemoglobin"
+  ast: lab U/L "AST"
+  vaccine: date? "Live vaccine"
+  courses: list of Course "Courses"
+  pregnant: bool "Pregnant"
+  consent: bool "Consent"
+  weight: decimal "Weight"
+  ecog: integer "ECOG"
+
+define refractory "Refractory": count(courses where immunosuppressive) >= 3
+
+inclusion
+  I3 "Blood counts"
+    hb >= 6 g/dL
+    ast <= 2.5 x ULN
+  I1 "Adults"
+    age >= 18
+    consent
+    note "Adults only."
+  I2 "Active SLE" when dx is SLE
+    sledai >= 6
+  I4 "Refractory"
+    refractory
+  I6 "Fit" requires any
+    ecog <= 1
+    I6.1 "Young"
+      age < 30
+
+exclusion
+  E1 "Vaccine within 8 weeks"
+    vaccine within 8 weeks before screening
+  E2 "Pregnant" when dx is SLE
+    pregnant
+  E3 "Heavy"
+    not (weight <= 120)
+'''
+
+PATIENT = {"screening": "2025-06-01", "age": 40, "dx": "SLE", "sledai": 10, "hb": 70,
+           "ast": {"value": 30, "uln": 40}, "vaccine": None,
+           "courses": [{"immunosuppressive": True, "start": "2020-01-01"}] * 3,
+           "pregnant": False, "consent": True, "weight": 80, "ecog": 0}
+
+
+def changes(old: str, new: str) -> dict[str, list[tuple[str, str, str, str]]]:
+    report = compare(compile_text(old, "old.crit"), compile_text(new, "new.crit"))
+    return {item.id: [(c.what, c.old, c.new, c.effect) for c in item.changes]
+            for item in report.criteria + report.definitions}
+
+
+@pytest.fixture
+def pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "old.crit").write_text(OLD, encoding="utf-8")
+    (tmp_path / "new.crit").write_text(NEW, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_a_lower_threshold_in_an_inclusion_loosens_eligibility() -> None:
+    assert changes(OLD, NEW)["I2"] == [("threshold", "SLEDAI ≥ 8", "SLEDAI ≥ 6", "loosened")]
+
+
+def test_directions_follow_the_section_the_negation_and_the_when() -> None:
+    found = changes(OLD, NEW)
+    assert found["I3"][2:] == [("threshold", "Hemoglobin ≥ 60 g/L", "Hemoglobin ≥ 6 g/dL", "no effect"),
+                               ("threshold", "AST ≤ 3 × ULN", "AST ≤ 2.5 × ULN", "tightened")]
+    assert found["E1"][1] == ("window", "Live vaccine within 4 weeks before Screening",
+                              "Live vaccine within 8 weeks before Screening", "tightened")
+    assert found["E2"] == [("applies when", "always", "Diagnosis is Systemic lupus", "loosened")]
+    assert found["E3"] == [("threshold", "Weight ≤ 150", "Weight ≤ 120", "tightened")]
+    assert found["refractory"] == [("count", "the number of Course entries in Courses with immunosuppressive is ≥ 2",
+                                    "the number of Course entries in Courses with immunosuppressive is ≥ 3",
+                                    "tightened")]
+
+
+def test_added_and_removed_criteria_are_weighed_against_the_rest() -> None:
+    found = changes(OLD, NEW)
+    assert found["I6"] == [("criterion added", "", "", "tightened")]
+    assert found["I6.1"] == [("criterion added", "", "", "loosened")]  # one more way to meet I6
+    assert found["I5"] == [("criterion removed", "", "", "no effect")]  # I1 still requires consent
+    assert changes(OLD, OLD.replace('  I5 "Consent again"\n    consent\n', ""))["I5"] == [
+        ("criterion removed", "", "", "no effect")]
+    # I5 repeats I1's consent, so dropping consent from I1 changes nothing, unless I5 goes too
+    assert changes(OLD, OLD.replace("    age >= 18\n    consent\n", "    age >= 18\n"))["I1"] == [
+        ("condition removed", "Consent", "—", "no effect")]
+    alone = OLD.replace('  I5 "Consent again"\n    consent\n', "")
+    assert changes(alone, alone.replace("    age >= 18\n    consent\n", "    age >= 18\n"))["I1"] == [
+        ("condition removed", "Consent", "—", "loosened")]
+    either = alone.replace('"Active SLE" when', '"Active SLE" requires any when')
+    assert changes(alone, either.replace("    sledai >= 8\n", "    sledai >= 8\n    weight > 100\n"))["I2"] == [
+        ("parts required", "all parts", "any one part", "no effect"),  # with its one old part
+        ("condition added", "—", "Weight > 100", "loosened")]
+    assert changes(alone, alone.replace('  I1 "Adults"', '  I1 "Adults" requires any'))["I1"] == [
+        ("parts required", "all parts", "any one part", "loosened")]
+
+
+def test_moves_titles_and_notes() -> None:
+    found = changes(OLD, NEW)
+    assert found["I3"][:2] == [("moved", "after I2", "first", ""), ("retitled", "Blood", "Blood counts", "")]
+    assert found["I1"] == [("note added", "—", "Adults only.", "")]
+    assert "I2" not in [c for c, rows in found.items() if any(r[0] == "moved" for r in rows)]
+
+
+def test_the_rendered_diff(pair: Path, golden: Golden) -> None:
+    result = CliRunner().invoke(diff_command, ["old.crit", "new.crit"])
+    assert result.exit_code == 0, result.output
+    golden("diff-small.md", result.stdout)
+
+
+def test_records_whose_decision_changes(pair: Path) -> None:
+    records = [
+        {"id": "same", **PATIENT},
+        {"id": "sledai-7", **PATIENT, "sledai": 7},
+        {"id": "ecog-2", **PATIENT, "ecog": 2},
+        {"id": "no-ecog", **{k: v for k, v in PATIENT.items() if k != "ecog"}},
+        {"id": "typo", **PATIENT, "agee": 3},
+    ]
+    (pair / "records.json").write_text(json.dumps(records), encoding="utf-8")
+    result = CliRunner().invoke(diff_command, ["old.crit", "new.crit", "--records", "records.json"])
+    assert result.exit_code == 0, result.output
+    section = result.stdout[result.stdout.index("## Patients whose decision changes"):]
+    assert section == '''\
+## Patients whose decision changes
+
+3 of 5 records change decision.
+
+### sledai-7: ineligible → eligible
+
+- I2: not met → met — sledai 7 ≥ 6
+
+### ecog-2: eligible → ineligible
+
+- I6 (new): not met — ecog 2 > 1; I6.1 not met
+
+### no-ecog: eligible → needs review
+
+- I6 (new): unknown — missing: ecog
+
+### Records that cannot be read
+
+| Record | Old version | New version |
+| --- | --- | --- |
+| typo | agee: unknown field; did you mean 'age'? | agee: unknown field; did you mean 'age'? |
+'''
+
+
+def test_no_decision_changes(pair: Path) -> None:
+    patient = {k: v for k, v in PATIENT.items() if k != "ecog"}
+    (pair / "one.json").write_text(json.dumps(patient), encoding="utf-8")
+    result = CliRunner().invoke(diff_command, ["old.crit", "old.crit", "--records", "one.json"])
+    assert result.stdout.endswith("## Patients whose decision changes\n\nNone of the 1 records changes decision.\n")
+    assert "- Criteria: 0 added, 0 removed, 0 changed.\n" in result.stdout
+    assert "unchanged: every patient whose facts are all known gets the same decision" in result.stdout
+
+
+def test_output_file_and_errors(pair: Path) -> None:
+    result = CliRunner().invoke(diff_command, ["old.crit", "new.crit", "-o", "diff.md"])
+    assert result.exit_code == 0 and result.stderr == "wrote diff.md\n"
+    assert (pair / "diff.md").read_text(encoding="utf-8").startswith("# T: what the amendment changes\n")
+    (pair / "bad.crit").write_text('protocol B "b"\n\npatient\n  age: integer\n\ninclusion\n  I1 "x"\n    agee > 1\n',
+                                   encoding="utf-8")
+    result = CliRunner().invoke(diff_command, ["old.crit", "bad.crit"])
+    assert result.exit_code == 1
+    assert "bad.crit:8:5: error[E201]: unknown field 'agee'" in result.stderr
+    (pair / "bad.json").write_text("[{", encoding="utf-8")
+    result = CliRunner().invoke(diff_command, ["old.crit", "new.crit", "--records", "bad.json"])
+    assert result.exit_code == 3
+    assert result.stderr.startswith("crit: bad.json:1:3: not valid JSON")
+
+
+def test_the_shipped_jy231_example(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """protocols/amendments/jy231-amendment-example.diff.md is what crit diff renders today."""
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(diff_command, [
+        "protocols/jy231.crit", "protocols/amendments/jy231-amendment-example.crit",
+        "--records", "protocols/amendments/jy231-amendment-example.records.json"])
+    assert result.exit_code == 0, result.output
+    shipped = AMENDMENTS / "jy231-amendment-example.diff.md"
+    if request.config.getoption("--update-golden"):
+        shipped.write_text(result.stdout, encoding="utf-8", newline="\n")
+    assert result.stdout == shipped.read_text(encoding="utf-8"), "rerun with --update-golden, then review"
+    assert "| threshold | SLEDAI score ≥ 8 | SLEDAI score ≥ 6 | loosened |" in result.stdout
+
+
+# ---- the overall verdict, against the interpreter ------------------------------------------------
+
+_MUTABLE = [atom for atom in _ATOMS if atom not in ("d0", "d1")]
+
+
+@st.composite
+def amendments(draw: st.DrawFn) -> tuple[str, str]:
+    """A random protocol and a version of it with some conditions replaced."""
+    old = draw(well_typed_protocols())
+    head, criteria = old.split("\ninclusion\n", 1)
+    new = criteria
+    for _ in range(draw(st.integers(1, 3))):
+        whole = {atom: re.compile(r"(?<=[ (,:])" + re.escape(atom) + r"(?=$|[,)]| and | or )", re.M)
+                 for atom in _MUTABLE}  # a condition on its own, not part of a longer one
+        present = [atom for atom, pattern in whole.items() if pattern.search(new)]
+        if present:
+            replacement = draw(st.sampled_from(_MUTABLE))
+            new = whole[draw(st.sampled_from(present))].sub(lambda _, r=replacement: r, new, count=1)
+    return old, f"{head}\ninclusion\n{new}"
+
+
+@settings(max_examples=_EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(amendments(), st.lists(complete_records(), min_size=6, max_size=6))
+def test_the_overall_verdict_holds_for_every_record(pair_: tuple[str, str], records: list[dict[str, Any]]) -> None:
+    old, new = (compile_text(text) for text in pair_)
+    verdict = compare(old, new).overall
+    before, after = Interpreter(old), Interpreter(new)
+    for record in records:
+        was, now = before.evaluate(record).decision.value, after.evaluate(record).decision.value
+        gained, lost = was != "eligible" and now == "eligible", was == "eligible" and now != "eligible"
+        if verdict.startswith(("unchanged", "tightened")):
+            assert not gained, (verdict, record)
+        if verdict.startswith(("unchanged", "loosened")):
+            assert not lost, (verdict, record)
+
+
+def test_every_change_in_the_example_pair_is_ordered() -> None:
+    effects = {row[3] for rows in changes(OLD, NEW).values() for row in rows}
+    assert effects == {"", "tightened", "loosened", "no effect"}
