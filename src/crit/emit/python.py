@@ -19,6 +19,7 @@ from typing import assert_never
 import jinja2
 
 from crit import ir
+from crit.reasons import is_titer, members_text, range_text, text_of, unit_of, window_text
 from crit.units import decimal_text
 
 _RUNTIME = Path(__file__).resolve().parents[1] / "runtime.py"
@@ -135,64 +136,39 @@ def _value(v: ir.Value) -> tuple[str, str]:
     return f"p.{attr}", repr(v.field.name)
 
 
-def _unit_of(v: ir.Value) -> str:
-    if isinstance(v, ir.FieldRef) and v.field.type.unit is not None:
-        return v.field.type.unit.text
-    return ""
-
-
-def _is_titer(v: ir.Value) -> bool:
-    return isinstance(v, ir.FieldRef) and v.field.type.kind == "titer"
-
-
-def _text(v: ir.Value) -> str:
-    return v.display if isinstance(v, ir.Const) else v.field.name
-
-
-def _members_text(kind: str, members: tuple[str, ...]) -> str:
-    if len(members) == 1:
-        return members[0]
-    if len(members) > 5:
-        return f"any of the {len(members)} listed"
-    return ("one of " if kind.startswith("is") else "") + ", ".join(members)
-
-
-_WINDOW_TEXT = {"within": "within", "at_least": "at least"}
-
-
 def expr_code(e: ir.Expr, ctx: _Context) -> Code:
     """The Python call that evaluates `e` to a runtime `Fact`."""
     if isinstance(e, ir.Compare):
         left, left_path = _value(e.left)
         right, right_path = _value(e.right)
-        args = [left, repr(e.op), right, left_path, right_path, repr(_unit_of(e.left)),
-                repr(_text(e.right))]
-        if _is_titer(e.left):
+        args = [left, repr(e.op), right, left_path, right_path, repr(unit_of(e.left)),
+                repr(text_of(e.right))]
+        if is_titer(e.left):
             args.append("titer=True")
         return Call("compare", tuple(args))
     if isinstance(e, ir.UlnCompare):
         lab, path = _value(e.lab)
         multiple = str(e.multiple)
         return Call("compare_uln", (lab, repr(e.op), _decimal(e.multiple), path,
-                                    repr(_unit_of(e.lab)), repr(multiple)))
+                                    repr(unit_of(e.lab)), repr(multiple)))
     if isinstance(e, ir.Between):
         value, path = _value(e.value)
         low, low_path = _value(e.low)
         high, high_path = _value(e.high)
-        args = [value, low, high, path, low_path, high_path, repr(_unit_of(e.value)),
-                repr(f"{_text(e.low)}–{_text(e.high)}")]
-        if _is_titer(e.value):
+        args = [value, low, high, path, low_path, high_path, repr(unit_of(e.value)),
+                repr(range_text(e))]
+        if is_titer(e.value):
             args.append("titer=True")
         return Call("between", tuple(args))
     if isinstance(e, ir.Member):
         value, path = _value(e.value)
         members = "frozenset({" + ", ".join(repr(m) for m in sorted(set(e.members))) + "})"
         func = "member" if e.kind.startswith("is") else "has"
-        return Call(func, (value, repr(e.kind), members, path, repr(_members_text(e.kind, e.members))))
+        return Call(func, (value, repr(e.kind), members, path, repr(members_text(e.kind, e.members))))
     if isinstance(e, ir.Window):
         value, path = _value(e.value)
         anchor, anchor_path = _value(e.anchor)
-        text = f"{_WINDOW_TEXT[e.kind]} {e.amount} {e.unit.rstrip('s') if e.amount == 1 else e.unit} {e.direction}"
+        text = window_text(e)
         return Call("window", (value, repr(e.kind), repr(e.amount), repr(e.unit), repr(e.direction),
                                anchor, path, anchor_path, repr(text)))
     if isinstance(e, ir.Truth):
