@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,8 +19,8 @@ from typing import Any
 import click
 
 from crit import __version__, ir
-from crit.diagnostics import CritError, render_all
-from crit.driver import Loaded, load
+from crit.diagnostics import render_all
+from crit.driver import Loaded
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_RECORD, EXIT_INTERNAL = 0, 1, 2, 3, 4
 
@@ -35,13 +34,13 @@ class Failure(Exception):
 
 
 def _compile(path: Path) -> tuple[ir.Protocol, Loaded]:
-    loaded = Loaded()
+    """The checked protocol; on errors they are printed (as every command prints them) and the
+    command fails with exit code 1."""
+    from crit.protocol_tests import load_or_exit
+
     try:
-        return load(path, loaded), loaded
-    except CritError as err:
-        click.echo(render_all(err.diagnostics, loaded.sources), err=True)
-        count = len(err.diagnostics)
-        click.echo(f"\n{count} error{'s' if count != 1 else ''} in {path}", err=True)
+        return load_or_exit(path)
+    except click.exceptions.Exit:
         raise Failure(EXIT_ERRORS) from None
 
 
@@ -184,11 +183,9 @@ def eval_(protocol_file: Path, record_file: Path, as_json: bool, interpret: bool
 
         module = Interpreter(protocol)
     else:
-        with tempfile.TemporaryDirectory(prefix="crit-") as tmp:
-            stem = Path(protocol.source).stem
-            module_path = Path(tmp) / f"{stem}.py"
-            module_path.write_text(outputs(protocol, loaded)[f"{stem}.py"], encoding="utf-8")
-            module = import_evaluator(module_path, f"_crit_eval_{stem}")
+        from crit.protocol_tests import evaluator
+
+        module = evaluator(protocol, loaded)
     results: list[dict[str, Any]] = []
     bad = False
     for index, record in enumerate(records):
