@@ -1,0 +1,121 @@
+"""Reading patient records from JSON text, exactly and defensively.
+
+Numbers are read as decimals from their text (`59.99999999999999999` stays itself; no binary
+float ever rounds it to 60); a key given twice in one object is a problem by path, not a
+silent "last one wins"; nesting deeper than any record needs, and numbers longer than any
+measurement, are problems rather than crashes. `crit eval`, `crit screen` and `crit test` all
+read records through `loads`.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from crit.runtime import Problem
+
+MAX_DEPTH = 64  # objects and lists nested deeper than this are refused
+MAX_NUMBER_DIGITS = 40  # longer numbers are refused before Python parses them
+
+
+class RecordSyntaxError(ValueError):
+    """The text is not a readable JSON document; `problems` say where and why."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+class _Duplicates(dict[str, Any]):
+    """An object in which some key was given more than once (which ones, in `repeated`)."""
+
+    repeated: tuple[str, ...] = ()
+
+
+def _number(text: str) -> int | Decimal:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise _TooLong(text)
+    if "." in text or "e" in text or "E" in text:
+        return Decimal(text)
+    return int(text)
+
+
+class _TooLong(ValueError):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    repeated: list[str] = []
+    for key, value in pairs:
+        if key in out and key not in repeated:
+            repeated.append(key)
+        out[key] = value
+    if not repeated:
+        return out
+    marked = _Duplicates(out)
+    marked.repeated = tuple(repeated)
+    return marked
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number in JSON")
+
+
+def _depth_problem(value: Any, path: str, depth: int, out: list[Problem]) -> None:
+    """Duplicate keys (by path) and excessive depth, in one walk; runs only when needed."""
+    if depth > MAX_DEPTH:
+        out.append(Problem(path or "record", f"nested more than {MAX_DEPTH} levels deep"))
+        return
+    if isinstance(value, dict):
+        if isinstance(value, _Duplicates):
+            for key in value.repeated:
+                out.append(Problem(f"{path}.{key}" if path else key, "given more than once"))
+        for key, item in value.items():
+            _depth_problem(item, f"{path}.{key}" if path else key, depth + 1, out)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _depth_problem(item, f"{path}[{index}]", depth + 1, out)
+
+
+def _deep(text: str) -> bool:
+    """A cheap over-estimate: could the document nest deeper than MAX_DEPTH?"""
+    return text.count("[") + text.count("{") > MAX_DEPTH
+
+
+def loads(text: str, where: str = "") -> Any:
+    """The JSON document in `text` with numbers as `int` or `Decimal`. Raises
+    `RecordSyntaxError` for text that is not JSON, for a key given twice, for nesting deeper
+    than `MAX_DEPTH` and for numbers longer than `MAX_NUMBER_DIGITS` characters; the problems'
+    paths are relative to `where` (a record's path in a list of records, say)."""
+    text = text.removeprefix("\ufeff")
+    flagged: list[bool] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        result = _pairs(items)
+        if isinstance(result, _Duplicates):
+            flagged.append(True)
+        return result
+
+    try:
+        value = json.loads(text, parse_float=_number, parse_int=_number, parse_constant=_constant,
+                           object_pairs_hook=pairs)
+    except _TooLong as err:
+        raise RecordSyntaxError([Problem(where or "record", f"a number of {len(err.text)} characters is "
+                                         f"longer than any measurement ({MAX_NUMBER_DIGITS} at most)")]) from None
+    except RecursionError:
+        raise RecordSyntaxError([Problem(where or "record", f"nested more than {MAX_DEPTH} levels deep")]) from None
+    except json.JSONDecodeError as err:
+        raise RecordSyntaxError([Problem(where or "record",
+                                         f"not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}")]) from None
+    except ValueError as err:
+        raise RecordSyntaxError([Problem(where or "record", f"not valid JSON: {err}")]) from None
+    if flagged or _deep(text):
+        problems: list[Problem] = []
+        _depth_problem(value, where, 0, problems)
+        if problems:
+            raise RecordSyntaxError(problems)
+    return value
