@@ -161,7 +161,7 @@ class _Checker:
             unit = self.unit(t.unit)
             if unit is None:
                 return None
-            also: list[tuple[Unit, Decimal]] = []
+            also: list[tuple[Unit, Decimal | Fraction]] = []
             for other in t.also:
                 other_unit = self.unit(other)
                 if other_unit is None:

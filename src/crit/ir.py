@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 
 from crit.ast import Span
 from crit.units import Unit
@@ -36,7 +37,7 @@ class Type:
 
     kind: str
     unit: Unit | None = None  # quantity and lab: the canonical unit
-    also: tuple[tuple[Unit, Decimal], ...] = ()  # other accepted units, factor to canonical
+    also: tuple[tuple[Unit, Decimal | Fraction], ...] = ()  # other units, exact factor to canonical
     enum: EnumType | None = None  # enum and set
     record: str | None = None  # list: the record's name
 
@@ -89,7 +90,7 @@ class Const:
     """A literal, already in the unit of what it is compared with."""
 
     kind: str  # "number" | "titer" | "date" | "text" | "bool"
-    value: Decimal | int | datetime.date | str | bool
+    value: Decimal | Fraction | int | datetime.date | str | bool  # Fraction: no decimal writes it
     display: str  # as the author meant it: "60 g/L", "1:80", "2025-06-26"
     span: Span
 

@@ -135,16 +135,23 @@ def factor(source: Unit, target: Unit) -> Fraction:
     return Fraction(magnitude) * source.scale / target.scale
 
 
-def exact_decimal(value: Fraction) -> Decimal:
-    """A Fraction as a Decimal, exactly when it terminates, else to 28 significant digits."""
-    with localcontext() as context:
-        context.prec = 28
-        result = Decimal(value.numerator) / Decimal(value.denominator)
-    if Fraction(result) != value:
-        with localcontext() as context:
-            context.prec = 60
-            result = Decimal(value.numerator) / Decimal(value.denominator)
-    return Decimal(decimal_text(result))
+def exact_decimal(value: Fraction) -> Decimal | Fraction:
+    """A Fraction as a Decimal when it terminates in decimal (its denominator has no prime
+    factor but 2 and 5), exactly; otherwise the Fraction itself, so that no conversion is ever
+    rounded (1 kg is 10^8/45359237 lb, which no decimal writes)."""
+    denominator = value.denominator
+    twos = fives = 0
+    while denominator % 2 == 0:
+        denominator //= 2
+        twos += 1
+    while denominator % 5 == 0:
+        denominator //= 5
+        fives += 1
+    if denominator != 1:
+        return value
+    places = max(twos, fives)
+    scaled = value.numerator * (10 ** places) // value.denominator
+    return Decimal(decimal_text(Decimal(scaled).scaleb(-places)))
 
 
 def decimal_text(value: Decimal) -> str:
