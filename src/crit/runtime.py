@@ -16,10 +16,13 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded
+from fractions import Fraction
 from typing import Any, NamedTuple, TypeVar
 
 T = TypeVar("T")
+
+Exact = Decimal | Fraction  # a measured value: a Fraction only where no decimal writes it exactly
 
 
 class Absent(enum.Enum):
@@ -45,12 +48,16 @@ class Decision(enum.StrEnum):
 
 
 class Fact(NamedTuple):
-    """A three-valued truth (None is unknown) with its reason and the facts it lacks."""
+    """A three-valued truth (None is unknown) with its reason and the facts it lacks.
+
+    `applicable` is False for a part that does not apply, and None for an unknown part that
+    may turn out not to apply (a `when` whose condition is unknown): such a part must not be
+    counted as one that applies, or `requires at least` would decide on parts that may vanish."""
 
     value: bool | None
     reason: str
     missing: tuple[str, ...] = ()
-    applicable: bool = True
+    applicable: bool | None = True
 
 
 ALWAYS = Fact(True, "")
@@ -59,8 +66,8 @@ ALWAYS = Fact(True, "")
 class Lab(NamedTuple):
     """A laboratory value with the upper limit of normal of the lab that measured it."""
 
-    value: Decimal
-    uln: Decimal
+    value: Exact
+    uln: Exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +151,14 @@ def _join(facts: Iterable[Fact]) -> str:
     return "; ".join(f.reason for f in facts if f.reason)
 
 
+def _applies(parts: Sequence[Fact]) -> bool | None:
+    """Whether a combination of applicable-or-maybe parts surely applies (None: maybe not)."""
+    return True if any(f.applicable for f in parts) else None
+
+
 def all_of(*facts: Fact) -> Fact:
     """Kleene `and` over the applicable parts; not applicable when none applies."""
-    parts = [f for f in facts if f.applicable]
+    parts = [f for f in facts if f.applicable is not False]
     if not parts:
         return Fact(None, _join(facts), (), False)
     false = [f for f in parts if f.value is False]
@@ -154,13 +166,13 @@ def all_of(*facts: Fact) -> Fact:
         return Fact(False, _join(false))
     unknown = [f for f in parts if f.value is None]
     if unknown:
-        return Fact(None, _join(unknown), _union(unknown))
+        return Fact(None, _join(unknown), _union(unknown), _applies(parts))
     return Fact(True, _join(parts))
 
 
 def any_of(*facts: Fact) -> Fact:
     """Kleene `or` over the applicable parts; not applicable when none applies."""
-    parts = [f for f in facts if f.applicable]
+    parts = [f for f in facts if f.applicable is not False]
     if not parts:
         return Fact(None, _join(facts), (), False)
     true = [f for f in parts if f.value is True]
@@ -168,13 +180,14 @@ def any_of(*facts: Fact) -> Fact:
         return Fact(True, _join(true))
     unknown = [f for f in parts if f.value is None]
     if unknown:
-        return Fact(None, _join(unknown), _union(unknown))
+        return Fact(None, _join(unknown), _union(unknown), _applies(parts))
     return Fact(False, _join(parts))
 
 
 def at_least(count: int, *facts: Fact) -> Fact:
-    """True once `count` parts are true; false once too few can still become true."""
-    parts = [f for f in facts if f.applicable]
+    """True once `count` parts are true; false once too few can still become true, and only
+    if some part surely applies (were every part to turn out not applicable, so would this)."""
+    parts = [f for f in facts if f.applicable is not False]
     if not parts:
         return Fact(None, _join(facts), (), False)
     true = [f for f in parts if f.value is True]
@@ -182,9 +195,10 @@ def at_least(count: int, *facts: Fact) -> Fact:
     summary = f"{len(true)} of {len(parts)} met, needs {count}"
     if len(true) >= count:
         return Fact(True, f"{summary}: {_join(true)}")
-    if len(true) + len(unknown) < count:
+    applies = _applies(parts)
+    if len(true) + len(unknown) < count and applies:
         return Fact(False, summary)
-    return Fact(None, f"{summary}, {len(unknown)} unknown: {_join(unknown)}", _union(unknown))
+    return Fact(None, f"{summary}, {len(unknown)} unknown: {_join(unknown)}", _union(unknown), applies)
 
 
 def negate(fact: Fact) -> Fact:
@@ -200,13 +214,13 @@ def when(condition: Fact, body: Fact) -> Fact:
     decides nothing, since an exclusion that is met excludes and one not applicable does not."""
     if condition.value is False:
         return Fact(None, f"not applicable: {condition.reason}", (), False)
-    if condition.value is True or not body.applicable:
+    if condition.value is True or body.applicable is False:
         return body
-    return Fact(None, _join((condition, body)), _union((condition, body)))
+    return Fact(None, _join((condition, body)), _union((condition, body)), None)
 
 
 def outcome(fact: Fact) -> Outcome:
-    if not fact.applicable:
+    if fact.applicable is False:
         return Outcome.NOT_APPLICABLE
     if fact.value is None:
         return Outcome.UNKNOWN
@@ -238,12 +252,46 @@ def _holds(left: Any, op: str, right: Any) -> bool:
     return bool(left != right)
 
 
+_EXACT = Context(prec=120, traps=[Inexact, Rounded, InvalidOperation])
+
+
+def terminating(value: Fraction) -> Exact:
+    """A Fraction as a Decimal when it terminates in decimal (its denominator has no prime
+    factor but 2 and 5), exactly; otherwise the Fraction itself: 1 kg is 10^8/45359237 lb,
+    which no decimal writes, and rounding it would flip comparisons at the boundary."""
+    denominator = value.denominator
+    twos = fives = 0
+    while denominator % 2 == 0:
+        denominator //= 2
+        twos += 1
+    while denominator % 5 == 0:
+        denominator //= 5
+        fives += 1
+    if denominator != 1:
+        return value
+    places = max(twos, fives)
+    return Decimal(value.numerator * 10 ** places // value.denominator).scaleb(-places)
+
+
+def scale(value: Exact, factor: Exact) -> Exact:
+    """`value × factor`, exactly: never rounded to a context's precision."""
+    if type(value) is Decimal and type(factor) is Decimal:
+        try:
+            return _EXACT.multiply(value, factor)
+        except ArithmeticError:
+            pass
+    return terminating(Fraction(value) * Fraction(factor))
+
+
 def show(value: Any, unit: str = "") -> str:
     """A value as a coordinator reads it: `59 g/L`, `1:160`, `2025-06-26`, `yes`."""
     if value is NONE:
         return "none recorded"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, Fraction):  # a conversion no decimal writes: shown to 9 places
+        near = Decimal(value.numerator) / Decimal(value.denominator)
+        return "≈" + show(near.quantize(Decimal("1e-9")), unit)
     if isinstance(value, Decimal):
         text = format(value, "f")
         if "." in text:
@@ -305,7 +353,7 @@ def compare_uln(lab: Lab | Absent | None, op: str, multiple: Decimal, path: str,
         return _unknown((path,))
     if lab is NONE:
         return Fact(False, f"{path}: none recorded")
-    limit = multiple * lab.uln
+    limit = scale(lab.uln, multiple)
     held = _holds(lab.value, op, limit)
     shown_op = _SHOWN[op] if held else _NEGATED[op]
     return Fact(held, f"{path} {show(lab.value, unit)} {shown_op} {multiple_text} × ULN "
@@ -477,7 +525,7 @@ def _kind(raw: object) -> str:
         return "null"
     if isinstance(raw, bool):
         return "true/false"
-    if isinstance(raw, (int, float)):
+    if isinstance(raw, (int, float, Decimal)):
         return "a number"
     if isinstance(raw, str):
         return "text"
@@ -496,11 +544,13 @@ def read_bool(raw: object, path: str, problems: list[Problem]) -> bool | None:
 
 
 def read_decimal(raw: object, path: str, problems: list[Problem]) -> Decimal | None:
-    """JSON numbers as exact decimals: 5.9 is 5.9, not its nearest binary float."""
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+    """JSON numbers as exact decimals: 5.9 is 5.9, not its nearest binary float. Records read
+    by crit hold Decimals parsed from the JSON text; a float from Python code is read from its
+    shortest repr."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, Decimal)):
         problems.append(Problem(path, f"expected a number, got {_kind(raw)}"))
         return None
-    if isinstance(raw, float) and not math.isfinite(raw):
+    if not (raw.is_finite() if isinstance(raw, Decimal) else math.isfinite(raw)):
         problems.append(Problem(path, "expected a finite number"))
         return None
     try:
@@ -515,7 +565,7 @@ def read_decimal(raw: object, path: str, problems: list[Problem]) -> Decimal | N
 
 
 def read_integer(raw: object, path: str, problems: list[Problem]) -> int | None:
-    if isinstance(raw, float) and math.isfinite(raw) and raw == int(raw):
+    if isinstance(raw, float | Decimal) and _whole(raw):
         raw = int(raw)
     if isinstance(raw, bool) or not isinstance(raw, int):
         problems.append(Problem(path, f"expected a whole number, got {_kind(raw)}"))
@@ -524,6 +574,12 @@ def read_integer(raw: object, path: str, problems: list[Problem]) -> int | None:
         problems.append(Problem(path, f"{raw!r} is out of range"))
         return None
     return raw
+
+
+def _whole(raw: float | Decimal) -> bool:
+    if isinstance(raw, Decimal):
+        return raw.is_finite() and abs(raw) < _LIMIT and raw == raw.to_integral_value()
+    return math.isfinite(raw) and raw == int(raw)
 
 
 def read_text(raw: object, path: str, problems: list[Problem]) -> str | None:
@@ -580,7 +636,7 @@ def read_set(raw: object, path: str, problems: list[Problem],
 
 
 def read_quantity(raw: object, path: str, problems: list[Problem], unit: str,
-                  factors: Mapping[str, Decimal]) -> Decimal | None:
+                  factors: Mapping[str, Exact]) -> Exact | None:
     """A number in `unit`, or `{"value": n, "unit": u}` in an accepted unit, converted exactly."""
     if isinstance(raw, dict):
         return _read_measured(raw, path, problems, unit, factors, ("value",))[0]
@@ -588,7 +644,7 @@ def read_quantity(raw: object, path: str, problems: list[Problem], unit: str,
 
 
 def read_lab(raw: object, path: str, problems: list[Problem], unit: str,
-             factors: Mapping[str, Decimal]) -> Lab | None:
+             factors: Mapping[str, Exact]) -> Lab | None:
     """`{"value": n, "uln": n, "unit": u}`: the value and its laboratory's upper limit."""
     if not isinstance(raw, dict):
         problems.append(Problem(path, f"expected {{\"value\": …, \"uln\": …}}, got {_kind(raw)}"))
@@ -603,27 +659,27 @@ def read_lab(raw: object, path: str, problems: list[Problem], unit: str,
 
 
 def _read_measured(raw: dict[Any, Any], path: str, problems: list[Problem], unit: str,
-                   factors: Mapping[str, Decimal], keys: tuple[str, ...]
-                   ) -> tuple[Decimal | None, Decimal | None]:
+                   factors: Mapping[str, Exact], keys: tuple[str, ...]
+                   ) -> tuple[Exact | None, Exact | None]:
     before = len(problems)
     for key in sorted(set(raw) - {*keys, "unit"}, key=str):
         problems.append(Problem(f"{path}.{key}", "unknown key"))
     given = raw.get("unit", unit)
-    factor = Decimal(1)
+    factor: Exact = Decimal(1)
     if given != unit:
         if not isinstance(given, str) or given not in factors:
             accepted = ", ".join([unit, *factors])
             problems.append(Problem(f"{path}.unit", f"unknown unit {_shown(given)}; use {accepted}"))
         else:
             factor = factors[given]
-    values: list[Decimal | None] = []
+    values: list[Exact | None] = []
     for key in keys:
         if key not in raw:
             problems.append(Problem(f"{path}.{key}", "missing"))
             values.append(None)
             continue
         number = read_decimal(raw[key], f"{path}.{key}", problems)
-        values.append(None if number is None else number * factor)
+        values.append(None if number is None else scale(number, factor))
     if len(problems) > before:
         return None, None
     return values[0], (values[1] if len(values) > 1 else None)
@@ -688,6 +744,10 @@ def read_decimal_fast(raw: object, path: str, problems: list[Problem]) -> Decima
         assert isinstance(raw, int)
         if -_BIG < raw < _BIG:
             return Decimal(raw)
+    elif kind is Decimal:
+        assert isinstance(raw, Decimal)
+        if raw.is_finite() and -_LIMIT < raw < _LIMIT:
+            return raw
     elif kind is float:
         assert isinstance(raw, float)
         if -_BIG_FLOAT < raw < _BIG_FLOAT:  # false for nan and infinities
@@ -696,7 +756,7 @@ def read_decimal_fast(raw: object, path: str, problems: list[Problem]) -> Decima
 
 
 def read_quantity_fast(raw: object, path: str, problems: list[Problem], unit: str,
-                       factors: Mapping[str, Decimal]) -> Decimal | None:
+                       factors: Mapping[str, Exact]) -> Exact | None:
     if type(raw) is dict:
         value = _measured_fast(raw, unit, factors, False)
         if value is not None:
@@ -706,7 +766,7 @@ def read_quantity_fast(raw: object, path: str, problems: list[Problem], unit: st
 
 
 def read_lab_fast(raw: object, path: str, problems: list[Problem], unit: str,
-                  factors: Mapping[str, Decimal]) -> Lab | None:
+                  factors: Mapping[str, Exact]) -> Lab | None:
     if type(raw) is dict:
         value = _measured_fast(raw, unit, factors, True)
         if value is not None and value[1] > 0:
@@ -714,8 +774,8 @@ def read_lab_fast(raw: object, path: str, problems: list[Problem], unit: str,
     return read_lab(raw, path, problems, unit, factors)
 
 
-def _measured_fast(raw: dict[Any, Any], unit: str, factors: Mapping[str, Decimal],
-                   lab: bool) -> tuple[Decimal, Decimal] | None:
+def _measured_fast(raw: dict[Any, Any], unit: str, factors: Mapping[str, Exact],
+                   lab: bool) -> tuple[Exact, Exact] | None:
     """`{"value": n[, "uln": n][, "unit": u]}` with nothing amiss, converted; else None."""
     size = 2 if lab else 1
     given = raw.get("unit", unit)
@@ -738,12 +798,15 @@ def _measured_fast(raw: dict[Any, Any], unit: str, factors: Mapping[str, Decimal
             return None
         uln = found
     if factor is not None:
-        return value * factor, uln * factor
+        return scale(value, factor), scale(uln, factor)
     return value, uln
 
 
 def _number_fast(raw: object) -> Decimal | None:
     kind = type(raw)
+    if kind is Decimal:
+        assert isinstance(raw, Decimal)
+        return raw if raw.is_finite() and -_LIMIT < raw < _LIMIT else None
     if kind is int:
         assert isinstance(raw, int)
         return Decimal(raw) if -_BIG < raw < _BIG else None
@@ -845,6 +908,21 @@ class NotApplicable(enum.Enum):
 
 NA = NotApplicable.NA
 
+
+class Unsure(tuple[str, ...]):
+    """An unknown value (its missing paths) that may also turn out not applicable: a `when`
+    whose condition is unknown. `requires at least` must not count it as a part that applies."""
+
+    __slots__ = ()
+
+
+def settle(unknown: tuple[str, ...], sure: bool) -> tuple[str, ...]:
+    """An unknown combination: surely applicable if `sure`, else perhaps not (Unsure)."""
+    if sure:
+        return unknown if type(unknown) is tuple else tuple(unknown)
+    return unknown if type(unknown) is Unsure else Unsure(unknown)
+
+
 Tri = bool | tuple[str, ...]
 TriNA = bool | tuple[str, ...] | NotApplicable
 
@@ -869,7 +947,7 @@ def union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
 
 def all3(values: Iterable[TriNA]) -> TriNA:
     """`all_of` on values."""
-    applicable = False
+    applicable = sure = False
     unknown: tuple[str, ...] | None = None
     for value in values:
         if value is False:
@@ -877,16 +955,19 @@ def all3(values: Iterable[TriNA]) -> TriNA:
         if value is NA:
             continue
         applicable = True
-        if value is not True:
+        if value is True:
+            sure = True
+        else:
+            sure = sure or type(value) is not Unsure
             unknown = value if unknown is None else union(unknown, value)
     if not applicable:
         return NA
-    return True if unknown is None else unknown
+    return True if unknown is None else settle(unknown, sure)
 
 
 def any3(values: Iterable[TriNA]) -> TriNA:
     """`any_of` on values."""
-    applicable = False
+    applicable = sure = False
     unknown: tuple[str, ...] | None = None
     for value in values:
         if value is True:
@@ -894,16 +975,19 @@ def any3(values: Iterable[TriNA]) -> TriNA:
         if value is NA:
             continue
         applicable = True
-        if value is not False:
+        if value is False:
+            sure = True
+        else:
+            sure = sure or type(value) is not Unsure
             unknown = value if unknown is None else union(unknown, value)
     if not applicable:
         return NA
-    return False if unknown is None else unknown
+    return False if unknown is None else settle(unknown, sure)
 
 
 def at_least3(count: int, values: Iterable[TriNA]) -> TriNA:
     """`at_least` on values."""
-    applicable = False
+    applicable = sure = False
     true = unknowns = 0
     unknown: tuple[str, ...] = ()
     for value in values:
@@ -912,16 +996,20 @@ def at_least3(count: int, values: Iterable[TriNA]) -> TriNA:
         applicable = True
         if value is True:
             true += 1
-        elif value is not False:
+            sure = True
+        elif value is False:
+            sure = True
+        else:
             unknowns += 1
+            sure = sure or type(value) is not Unsure
             unknown = union(unknown, value)
     if not applicable:
         return NA
     if true >= count:
         return True
-    if true + unknowns < count:
+    if true + unknowns < count and sure:
         return False
-    return unknown
+    return settle(unknown, sure)
 
 
 def count3(count: int, values: Iterable[Tri]) -> Tri:
@@ -938,7 +1026,7 @@ def when3(condition: TriNA, body: TriNA) -> TriNA:
     if condition is True or body is NA:
         return body
     missing = () if condition is NA else condition
-    return missing if body is True or body is False else union(missing, body)
+    return Unsure(missing if body is True or body is False else union(missing, body))
 
 
 def between3(value: Any, low: Any, high: Any, path: str, low_path: str, high_path: str) -> Tri:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
+
+from crit.runtime import terminating
 
 
 class UnitError(Exception):
@@ -136,22 +138,10 @@ def factor(source: Unit, target: Unit) -> Fraction:
 
 
 def exact_decimal(value: Fraction) -> Decimal | Fraction:
-    """A Fraction as a Decimal when it terminates in decimal (its denominator has no prime
-    factor but 2 and 5), exactly; otherwise the Fraction itself, so that no conversion is ever
-    rounded (1 kg is 10^8/45359237 lb, which no decimal writes)."""
-    denominator = value.denominator
-    twos = fives = 0
-    while denominator % 2 == 0:
-        denominator //= 2
-        twos += 1
-    while denominator % 5 == 0:
-        denominator //= 5
-        fives += 1
-    if denominator != 1:
-        return value
-    places = max(twos, fives)
-    scaled = value.numerator * (10 ** places) // value.denominator
-    return Decimal(decimal_text(Decimal(scaled).scaleb(-places)))
+    """A literal or factor in canonical units: a Decimal when it terminates (written plainly),
+    else the exact Fraction; the runtime's `terminating` makes the same choice for records."""
+    exact = terminating(value)
+    return Decimal(decimal_text(exact)) if isinstance(exact, Decimal) else exact
 
 
 def decimal_text(value: Decimal) -> str:

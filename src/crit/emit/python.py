@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import assert_never
 
@@ -109,7 +110,9 @@ class _Context:
     source_lines: tuple[str, ...]
 
 
-def _decimal(value: Decimal) -> str:
+def _decimal(value: Decimal | Fraction) -> str:
+    if isinstance(value, Fraction):  # exact: no decimal writes it
+        return f"Fraction({value.numerator}, {value.denominator})"
     return f"Decimal({decimal_text(value)!r})"
 
 
@@ -117,7 +120,7 @@ def _const(c: ir.Const) -> str:
     value = c.value
     if isinstance(value, bool):
         return repr(value)
-    if isinstance(value, Decimal):
+    if isinstance(value, Decimal | Fraction):
         return _decimal(value)
     if isinstance(value, int):
         return repr(value)
@@ -260,7 +263,7 @@ class _CriterionView:
 
 _ANNOTATIONS = {
     "bool": "bool", "judgment": "bool", "integer": "int", "decimal": "Decimal",
-    "quantity": "Decimal", "text": "str", "date": "datetime.date", "titer": "int",
+    "quantity": "Exact", "text": "str", "date": "datetime.date", "titer": "int",
     "lab": "Lab", "enum": "str", "set": "frozenset[str]",
 }
 
@@ -514,6 +517,7 @@ class _Fast:
         self.ctx = _Context("", lines)
         self.constants: dict[str, str] = {}  # code -> module-level name
         self.loops: dict[ir.Quantified | ir.CountCompare, tuple[str, str]] = {}  # -> (name, source)
+        self.loop_count = 0
         self.temps = 0
         self.item_list: str | None = None  # the list whose item `it` is, inside a quantifier
         self.index = {c.id: i for i, c in enumerate(_in_info_order(protocol))}
@@ -531,7 +535,7 @@ class _Fast:
 
     def literal(self, c: ir.Const) -> str:
         code = _const(c)
-        return self.constant(code) if code.startswith(("Decimal(", "datetime.")) else code
+        return self.constant(code) if code.startswith(("Decimal(", "Fraction(", "datetime.")) else code
 
     def access(self, v: ir.FieldRef) -> str:
         return f"{'it' if v.scope == 'item' else 'p'}.{py_name(v.field.name)}"
@@ -576,7 +580,7 @@ class _Fast:
             return self.guarded((e.left, e.right), lambda c: f"{c[0]} {op} {c[1]}")
         if isinstance(e, ir.UlnCompare):
             multiple = self.constant(_decimal(e.multiple))
-            return self.guarded((e.lab,), lambda c: f"{c[0]}.value {_PY_OPS[e.op]} {multiple} * {c[0]}.uln",
+            return self.guarded((e.lab,), lambda c: f"{c[0]}.value {_PY_OPS[e.op]} scale({c[0]}.uln, {multiple})",
                                 unwrap=False)
         if isinstance(e, ir.Between):
             if isinstance(e.low, ir.Const) and isinstance(e.high, ir.Const):
@@ -652,7 +656,10 @@ class _Fast:
         """A quantifier over a list becomes a function whose loop visits the items."""
         if e in self.loops:
             return self.loops[e][0]
-        name = f"_loop_{len(self.loops) + 1}"
+        # Reserve the name before generating the condition: a quantifier nested in it
+        # generates its own loop first and must get a name of its own.
+        self.loop_count += 1
+        name = f"_loop_{self.loop_count}"
         saved = self.temps, self.item_list
         self.temps, self.item_list = 0, e.items.field.name
         try:
@@ -771,22 +778,27 @@ class _Fast:
         settles, other = ("False", "True") if c.combine == "all" else ("True", "False")
         # when(g, settled): settled if the gate holds, else unknown for want of the gate
         exit_value = settles if static else f"{settles} if g is True else g"
-        track = all(na for _, _, na in parts)  # whether it may turn out not applicable
+        # whether it may turn out not applicable, or (sure) surely applies
+        track = all(na for _, _, na in parts)
         out = ["    unknown: tuple[str, ...] | None = None"]
         if track:
-            out.append("    applicable = False")
+            out.append("    applicable = sure = False")
         first = True
         for code, comment, na in parts:
             out += [f"    # {comment}", f"    v{': TriNA' if first else ''} = {_lay(code, 4, 15)}",
                     f"    if v is {settles}:", f"        return {exit_value}"]
             if track:
                 out += ["    if v is not NA:", "        applicable = True",
-                        f"        if v is not {other}:", "            unknown = v"]
+                        f"        if v is not {other}:", "            unknown = v",
+                        "            sure = sure or type(v) is not Unsure",
+                        "        else:", "            sure = True"]
             else:  # mypy narrows `v` to what was assigned, except where it is declared
                 out += [f"    if v is not {other}{' and v is not NA' if na or first else ''}:", "        unknown = v"]
             first = False
-        body = f"{other} if unknown is None else unknown"
-        out.append(f"    v = {f'NA if not applicable else {body}' if track else body}")
+        if track:
+            out.append(f"    v = NA if not applicable else {other} if unknown is None else settle(unknown, sure)")
+        else:
+            out.append(f"    v = {other} if unknown is None else settle(unknown, True)")
         if not static:
             out.append("    v = when3(g, v)")
         return out
