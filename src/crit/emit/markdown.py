@@ -68,6 +68,7 @@ def emit_markdown(protocol: ir.Protocol) -> str:
     """The protocol's Markdown rendering: criteria, definitions and the field glossary."""
     template = _environment().get_template("protocol.md.j2")
     return template.render(
+        generated=comment_text(protocol.source),
         title=f"# {inline(protocol.id)} — {inline(protocol.title)}",
         version=inline(protocol.version) if protocol.version is not None else None,
         notes=[inline(note) for note in protocol.notes],
@@ -99,6 +100,15 @@ def inline(value: str) -> str:
     value = _LINE_BREAKS.sub(" ", value).strip()
     value = _SPECIAL.sub(lambda m: "&amp;" if m[0] == "&" else "\\" + m[0], value)
     return _BLOCK_START.sub(lambda m: "\\" + m[0] if not m[0].isdigit() else m[0] + "\\", value)
+
+
+def comment_text(value: str) -> str:
+    """Text that stays inside an HTML comment on one line: `&`, `<` and `>` as entities, every
+    `--` broken by `&#45;` (so nothing can close or nest the comment), and characters that are not
+    printable (line breaks among them) as numeric references. `html.unescape` gives `value` back."""
+    value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    value = "".join(c if c.isprintable() else f"&#x{ord(c):x};" for c in value)
+    return value.replace("--", "-&#45;")
 
 
 def code_span(value: str) -> str:
