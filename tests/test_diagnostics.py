@@ -21,7 +21,7 @@ import pytest
 from crit import cli, ir
 from crit.ast import Span
 from crit.check import check
-from crit.diagnostics import CritError, Diagnostic, render, render_all
+from crit.diagnostics import CritError, Diagnostic, render, render_all, split_lines
 from crit.driver import Loaded, load
 from crit.syntax import parse
 
@@ -39,7 +39,6 @@ KNOWN_BUGS: dict[str, str] = {
         "the hint never offers the column of the block just left, and 'or deeper' is what the "
         "author did (syntax/grammar.py: Indenter.process)"
     ),
-    "E002-curly-quotes": "typographic quotes get a generic 'expected' hint (syntax/parse.py: _char_hint)",
     "E003-criterion-without-body": (
         "an end of block in the middle of the file is placed on the file's last line "
         "(syntax/parse.py: _syntax_diagnostic uses _end_position for every _DEDENT)"
@@ -133,7 +132,7 @@ def _check_caret(diagnostic: Diagnostic, sources: dict[str, str]) -> None:
         return
     number = str(span.line)
     gutter = " " * len(number) + " |"
-    source_line = source.splitlines()[span.line - 1]
+    source_line = split_lines(source)[span.line - 1]
     assert lines[1] == gutter
     assert lines[2].startswith(f"{number} | ")
     quoted = lines[2][len(number) + 3 :]
@@ -167,7 +166,7 @@ def test_caret_underlines_the_name_the_message_quotes() -> None:
         diagnostics, loaded = compile_case(name)
         (diagnostic,) = diagnostics
         span = diagnostic.span
-        line = loaded.sources[span.file].splitlines()[span.line - 1]
+        line = split_lines(loaded.sources[span.file])[span.line - 1]
         quoted = re.search(r"'([^']+)'", diagnostic.message)
         assert quoted is not None
         assert line[span.column - 1 : span.end_column - 1] == quoted.group(1), name

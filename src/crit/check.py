@@ -12,8 +12,9 @@ from decimal import Decimal
 from fractions import Fraction
 
 from crit import ast, ir
-from crit.diagnostics import Collector
-from crit.names import did_you_mean
+from crit.diagnostics import Collector, plural
+from crit.names import did_you_mean, reserved_reason
+from crit.syntax import keywords
 from crit.units import Unit, UnitError, decimal_text, exact_decimal, factor, parse_unit
 
 _FLIP = {">=": "<=", "<=": ">=", ">": "<", "<": ">", "=": "=", "!=": "!="}
@@ -70,6 +71,8 @@ class _Checker:
                 self.declare_enum(enum)
         record_decls = [r for m in modules for r in m.records]
         for record in record_decls:
+            if not self.usable_name(record.name, record.span, "a record", "record"):
+                continue
             if record.name in self.records or record.name in self.enums:
                 self.error("E102", record.span, f"'{record.name}' is declared twice",
                            "rename one of the two declarations")
@@ -88,6 +91,8 @@ class _Checker:
             self.fields[field.name] = field
         for m in modules:
             for define in m.defines:
+                if not self.usable_name(define.name, define.span, "a definition", "define"):
+                    continue
                 if define.name in self.definitions or define.name in self.fields:
                     self.error("E102", define.span, f"'{define.name}' is declared twice",
                                "a definition needs a name no field or other definition has")
@@ -121,7 +126,22 @@ class _Checker:
         )
 
     # ---- schema ----
+    def usable_name(self, name: str, span: ast.Span, what: str, keyword: str = "") -> bool:
+        """False (with an error) for a name that could be declared but never used.
+        `keyword` is the word the declaration starts with (`enum`, `record`, `define`)."""
+        reason = reserved_reason(name, keywords())
+        if reason is None:
+            return True
+        width = len(keyword) + 1 + len(name) if keyword else len(name)
+        self.error("E105", ast.Span(span.file, span.line, span.column, span.line, span.column + width),
+                   f"{reason}, so it cannot name {what}",
+                   f"a criterion could not refer to it; rename it, e.g. '{name.lower()}_'")
+        self.rejected.add(name)
+        return False
+
     def declare_enum(self, enum: ast.EnumDecl) -> None:
+        if not self.usable_name(enum.name, enum.span, "an enum", "enum"):
+            return
         if enum.name in self.enums:
             self.error("E102", enum.span, f"enum '{enum.name}' is declared twice",
                        "rename one of them, or import the schema only once")
@@ -129,6 +149,8 @@ class _Checker:
         seen: set[str] = set()
         members = []
         for member in enum.members:
+            if not self.usable_name(member.name, member.span, "enum member"):
+                continue
             if member.name in seen:
                 self.error("E102", member.span, f"'{member.name}' appears twice in enum '{enum.name}'",
                            "remove the repeated member")
@@ -141,6 +163,8 @@ class _Checker:
     def declare_fields(self, decls: tuple[ast.FieldDecl, ...], in_record: bool) -> tuple[ir.Field, ...]:
         out: dict[str, ir.Field] = {}
         for decl in decls:
+            if not self.usable_name(decl.name, decl.span, "a field"):
+                continue
             if decl.name in out:
                 self.error("E102", decl.span, f"field '{decl.name}' is declared twice",
                            "each field has one declaration; rename or remove the other")
@@ -289,7 +313,7 @@ class _Checker:
                        "give it a line that is true or false, or sub-criteria")
         if c.combine == "at_least" and not 1 <= c.at_least <= max(len(parts), 1):
             self.error("E209", c.id_span,
-                       f"criterion {c.id} requires at least {c.at_least} of {len(parts)} parts",
+                       f"criterion {c.id} requires at least {c.at_least} of {plural(len(parts), 'part')}",
                        f"use a number from 1 to {len(parts)}")
         return ir.Criterion(c.id, c.title, section, c.combine, c.at_least, applies,
                             tuple(items), c.span)

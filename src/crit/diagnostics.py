@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -25,7 +26,12 @@ class CritError(Exception):
 
     def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
         self.diagnostics = sorted(diagnostics, key=Diagnostic.sort_key)
-        super().__init__(f"{len(self.diagnostics)} error(s)")
+        super().__init__(plural(len(self.diagnostics), "error"))
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """`1 error`, `2 errors`, `1 criterion`, `3 criteria`: never `1 errors`."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
 @dataclass
@@ -47,13 +53,24 @@ class Collector:
             raise CritError(self.items)
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def split_lines(text: str) -> list[str]:
+    """The source's lines as the lexer counts them: broken only at \\n, \\r\\n and \\r.
+
+    `str.splitlines` also breaks at U+2028, U+0085, form feed…, which may sit inside a quoted
+    label; quoting by it would show a later diagnostic against the wrong line."""
+    return _LINE_BREAK.split(text)
+
+
 def render(diagnostic: Diagnostic, sources: Mapping[str, str]) -> str:
     """`file:line:col: error[CODE]: message`, the source line, a caret underline, a hint."""
     span = diagnostic.span
     head = f"{span.file}:{span.line}:{span.column}: {diagnostic.severity}[{diagnostic.code}]: "
     lines = [head + diagnostic.message]
     source = sources.get(span.file)
-    source_lines = source.splitlines() if source is not None else []
+    source_lines = split_lines(source) if source is not None else []
     if 1 <= span.line <= len(source_lines):
         text = _printable(source_lines[span.line - 1])
         number = str(span.line)

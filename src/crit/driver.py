@@ -7,13 +7,15 @@ files, so that imports resolve relative to the file that names them.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from crit import ast, ir
 from crit.check import check
-from crit.diagnostics import CritError, Diagnostic
+from crit.diagnostics import CritError, Diagnostic, split_lines
 from crit.syntax import parse
 
 
@@ -32,22 +34,62 @@ def display_path(path: Path) -> str:
         return path.as_posix()
 
 
-def read_source(path: Path, shown: str, loaded: Loaded, span: ast.Span | None = None) -> str:
+MAX_SOURCE_BYTES = 1 << 20  # 1 MiB: far above any protocol, and never an endless device
+
+
+def project_root(protocol: Path) -> Path:
+    """Where a protocol's imports may come from: the nearest directory above it that holds
+    `pyproject.toml`, else the protocol's own directory. Nothing outside it is ever read."""
+    start = protocol.resolve().parent
+    for directory in (start, *start.parents):
+        if (directory / "pyproject.toml").is_file():
+            return directory
+    return start
+
+
+def _refuse(shown: str, span: ast.Span | None, message: str, hint: str) -> CritError:
+    where = span or ast.Span(shown, 1, 1, 1, 2)
+    return CritError([Diagnostic(code="E101", severity="error", span=where, message=message, hint=hint)])
+
+
+def _read_bounded(path: Path, shown: str, span: ast.Span | None) -> bytes:
+    """At most MAX_SOURCE_BYTES of a regular file: a device, a pipe or a directory is refused
+    before anything is read from it, and a file too large is refused after limit+1 bytes."""
+    hint = "check the path; imports are relative to the importing file"
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as err:
-        where = span or ast.Span(shown, 1, 1, 1, 2)
-        raise CritError([Diagnostic(
-            code="E101", severity="error", span=where,
-            message=f"cannot read {shown}: {err.strerror or err}",
-            hint="check the path; imports are relative to the importing file",
-        )]) from None
+        raise _refuse(shown, span, f"cannot read {shown}: {err.strerror or err}", hint) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _refuse(shown, span, f"cannot read {shown}: it is not a regular file",
+                          "name a .crit file, not a directory, device or pipe")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_SOURCE_BYTES:
+            chunk = os.read(fd, MAX_SOURCE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as err:
+        raise _refuse(shown, span, f"cannot read {shown}: {err.strerror or err}", hint) from None
+    finally:
+        os.close(fd)
+    if size > MAX_SOURCE_BYTES:
+        raise _refuse(shown, span, f"{shown} is larger than {MAX_SOURCE_BYTES // (1 << 20)} MiB",
+                      "a protocol or schema is far smaller; check that this is the right file")
+    return b"".join(chunks)
+
+
+def read_source(path: Path, shown: str, loaded: Loaded, span: ast.Span | None = None) -> str:
+    """The text of a `.crit` file, bounded in size; undecodable bytes are a diagnostic."""
+    data = _read_bounded(path, shown, span)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line_start = data.rfind(b"\n", 0, err.start) + 1
-        line = data[: err.start].count(b"\n") + 1
-        column = len(data[line_start : err.start].decode("utf-8", "replace")) + 1
+        lines = split_lines(data[: err.start].decode("utf-8", "replace"))  # as diagnostics count
+        line, column = len(lines), len(lines[-1]) + 1
         loaded.sources[shown] = data.decode("utf-8", "replace")  # so the line can be quoted
         raise CritError([Diagnostic(
             code="E000", severity="error", span=ast.Span(shown, line, column, line, column + 1),
@@ -68,14 +110,32 @@ def load(path: Path, loaded: Loaded | None = None) -> ir.Protocol:
     imported: list[ast.Module] = []
     digest = hashlib.sha256()
     digest.update(text.encode("utf-8"))
-    _imports(path, module, imported, loaded, digest, {path.resolve()})
+    root = project_root(path)
+    _imports(path, module, imported, loaded, digest, {path.resolve()}, root)
     return check(module, imported, digest.hexdigest())
 
 
+def _import_target(path: Path, imp: ast.Import, root: Path) -> Path:
+    """The file an import names, if crit may read it: a `.crit` file inside the project root.
+    Refusals never read the file, so they cannot quote a foreign file's content."""
+    hint = ("imports stay inside the protocol's project: the nearest directory above it that "
+            "holds pyproject.toml, or else the protocol's own directory")
+    if "\0" in imp.path:
+        raise _refuse(imp.path, imp.span, "an import names no file", hint)
+    target = path.parent / imp.path
+    resolved = target.resolve()
+    if not resolved.is_relative_to(root):
+        raise _refuse(imp.path, imp.span, f"cannot import {imp.path}: it is outside the project", hint)
+    if resolved.suffix != ".crit":
+        raise _refuse(imp.path, imp.span, f"cannot import {imp.path}: only .crit schema files can "
+                      "be imported", "name a .crit file that declares the schema")
+    return target
+
+
 def _imports(path: Path, module: ast.Module, out: list[ast.Module], loaded: Loaded,
-             digest: Any, seen: set[Path]) -> None:
+             digest: Any, seen: set[Path], root: Path) -> None:
     for imp in module.imports:
-        target = (path.parent / imp.path)
+        target = _import_target(path, imp, root)
         resolved = target.resolve()
         if resolved in seen:
             raise CritError([Diagnostic(
@@ -94,5 +154,5 @@ def _imports(path: Path, module: ast.Module, out: list[ast.Module], loaded: Load
                 hint="import files that declare only enums, records, patient fields and definitions",
             )])
         digest.update(b"\0" + imp.path.encode("utf-8") + b"\0" + text.encode("utf-8"))
-        _imports(target, child, out, loaded, digest, seen)
+        _imports(target, child, out, loaded, digest, seen, root)
         out.append(child)

@@ -35,8 +35,17 @@ class Unit:
 
 
 _FACTOR = re.compile(
-    r"^(?P<number>[0-9]+(?:\.[0-9]+)?)?(?:\^(?P<power>[0-9]+))?(?P<name>[A-Za-zµμ%][A-Za-z0-9µμ]*)?$"
+    r"^(?P<number>[0-9]+(?:\.[0-9]+)?)?(?:\^(?P<power>[0-9]+))?"
+    r"(?P<name>[A-Za-zµμ%][A-Za-z0-9µμ]*)?(?:\^(?P<name_power>[0-9]+)|(?P<superscript>[²³]))?$"
 )
+_SUPERSCRIPTS = {"²": 2, "³": 3}
+
+# Bounds that keep every unit's arithmetic small: `10^99999999/L` is refused, not computed.
+MAX_NUMBER_DIGITS = 30  # in a number written inside a unit, such as 1.73 in mL/min/1.73m2
+MAX_SCALE_EXPONENT = 30  # 10^30 in 10^N/L
+MAX_UNIT_POWER = 9  # m^3, s^2
+MAX_UNIT_PARTS = 8  # g, mL, min … joined by / or *
+MAX_SCALE = 10 ** 60  # numerator and denominator of the whole unit's scale
 
 # Spellings common in clinical reports that pint does not know, and the units it lacks.
 _ALIASES = {"%": "percent", "µL": "uL", "μL": "uL", "mcL": "uL", "mcg": "ug", "µg": "ug",
@@ -59,8 +68,11 @@ def _registry() -> Any:
 
 @functools.cache
 def parse_unit(text: str) -> Unit:
-    """Read `g/L`, `10^9/L`, `mL/min/1.73m2`, `%` … Raises `UnitError` for anything else."""
+    """Read `g/L`, `10^9/L`, `mL/min/1.73m2`, `kg/m^2`, `kg/m²`, `%` … Raises `UnitError` for
+    anything else, and for numbers and powers too large for any clinical unit."""
     parts = re.split(r"([/*·])", text)
+    if len(parts) > 2 * MAX_UNIT_PARTS - 1:
+        raise UnitError(f"the unit '{text}' has more than {MAX_UNIT_PARTS} parts", _UNIT_HINT)
     scale = Fraction(1)
     pieces: list[str] = []
     op = "*"
@@ -72,16 +84,38 @@ def parse_unit(text: str) -> Unit:
         if not part or match is None:
             raise UnitError(f"cannot read the unit '{text}'", _UNIT_HINT)
         number, power, name = match.group("number"), match.group("power"), match.group("name")
+        name_power = match.group("name_power") or match.group("superscript")
         factor = Fraction(1)
         if number is not None:
+            if len(number.replace(".", "").lstrip("0")) > MAX_NUMBER_DIGITS:
+                raise UnitError(f"the number {number} in the unit '{text}' is too long",
+                                f"a number in a unit has at most {MAX_NUMBER_DIGITS} digits")
+            if power is not None and (len(power) > 3 or int(power) > MAX_SCALE_EXPONENT):
+                raise UnitError(f"the power ^{power} in the unit '{text}' is too large",
+                                f"a unit's power of ten is at most {MAX_SCALE_EXPONENT}, "
+                                "e.g. 10^9/L or 10^12/L")
             factor = Fraction(number) ** int(power) if power else Fraction(number)
         elif power:
             raise UnitError(f"cannot read the unit '{text}'", _UNIT_HINT)
         scale = scale * factor if op == "*" else scale / factor
         if name:
-            pieces.append(op + "(" + _pint_name(name) + ")")
+            exponent = 1
+            if name_power is not None:
+                exponent = _SUPERSCRIPTS.get(name_power) or int(name_power[:3])
+                if len(name_power) > 3 or not 1 <= exponent <= MAX_UNIT_POWER:
+                    raise UnitError(f"the power {name_power} of {name} in the unit '{text}' is "
+                                    "not one crit reads",
+                                    f"write a power from 1 to {MAX_UNIT_POWER}, e.g. kg/m^2 or kg/m²")
+            pint_name = _pint_name(name)
+            if exponent != 1:
+                pint_name = f"({pint_name})**{exponent}"
+            pieces.append(op + "(" + pint_name + ")")
+        elif name_power is not None:
+            raise UnitError(f"cannot read the unit '{text}'", _UNIT_HINT)
     if scale == 0:
         raise UnitError(f"the unit '{text}' is scaled by 0", _UNIT_HINT)
+    if max(scale.numerator, scale.denominator) > MAX_SCALE:
+        raise UnitError(f"the unit '{text}' is scaled by more than 10^60", _UNIT_HINT)
     expression = "".join(pieces).lstrip("*") or "dimensionless"
     if expression.startswith("/"):
         expression = "1" + expression

@@ -108,3 +108,14 @@ def parser(strict: bool = False) -> Lark:
         maybe_placeholders=True,
         strict=strict,
     )
+
+
+@functools.cache
+def keywords() -> frozenset[str]:
+    """The words of the language (`when`, `and`, `ULN` …): a name spelt like one is refused."""
+    from lark.lexer import PatternStr
+
+    return frozenset(
+        t.pattern.value for t in parser().terminals
+        if isinstance(t.pattern, PatternStr) and t.pattern.value[:1].isalpha()
+    )

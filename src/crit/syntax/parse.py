@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -14,7 +15,8 @@ from lark.exceptions import (
 )
 
 from crit import ast
-from crit.diagnostics import Collector, CritError, Diagnostic
+from crit.diagnostics import Collector, CritError, Diagnostic, split_lines
+from crit.names import lookalike
 from crit.syntax.grammar import IndentationError_, parser
 
 # What each terminal is called when we tell an author what we expected.
@@ -38,7 +40,15 @@ _TOKEN_NAMES = {
     "UNIT_OP": "'/'",
     "PERCENT": "'%'",
     "CIRCUMFLEX": "'^'",
+    "SUPERSCRIPT": "a power such as ² or ³",
 }
+
+# Every backend must be able to evaluate what the checker accepts: Python's parser stops at 200
+# nested parentheses and the generated code opens about two per level, so one line's expression
+# (with the `when` blocks around it) nests at most this deep, and so do sub-criteria.
+MAX_NESTING = 32
+# No criterion needs a longer number; Python refuses to print integers past 4,300 digits.
+MAX_DIGITS = 30
 
 _TIME_UNITS = {
     "day": "days", "days": "days", "week": "weeks", "weeks": "weeks",
@@ -78,7 +88,9 @@ def _token_text(token: Token) -> str:
 def parse(source: str, file: str) -> ast.Module:
     """Parse one file. Raises `CritError` with positioned diagnostics on any syntax error."""
     diagnostics = Collector()
-    text = source if source.endswith("\n") else source + "\n"
+    # The lexer breaks lines at \n only; \r\n and a lone \r become \n, as `split_lines` counts.
+    text = source.replace("\r\n", "\n").replace("\r", "\n")
+    text = text if text.endswith("\n") else text + "\n"
     try:
         tree = parser().parse(text)
     except IndentationError_ as err:
@@ -99,12 +111,17 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, text: str) -> Diagnostic
     if isinstance(err, UnexpectedCharacters):
         pos = err.pos_in_stream or 0
         char = text[pos] if pos < len(text) else ""
-        shown = repr(char)
-        hint = _char_hint(char) or _expected_hint(set(err.allowed or ()))
         span = ast.Span(file, line, column, line, column + 1)
+        if char == '"':
+            special = _open_text(text, pos, file, line, column)
+            if special is not None:
+                return special
+        if ord(char or "a") > 127 and char.isalnum():
+            return _non_ascii_letter(text, pos, span)
+        hint = _char_hint(char) or _expected_hint(set(err.allowed or ()))
         return Diagnostic(
             code="E002", severity="error", span=span,
-            message=f"unexpected character {shown}", hint=hint,
+            message=f"unexpected character {repr(char)}", hint=hint,
         )
     if isinstance(err, UnexpectedToken):
         token = err.token
@@ -133,9 +150,64 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, text: str) -> Diagnostic
     )
 
 
+def _open_text(text: str, pos: int, file: str, line: int, column: int) -> Diagnostic | None:
+    """A quote the lexer could not read: text left open (point at the line's end, where the
+    closing quote is missing) or an unknown escape (point at it); None if neither."""
+    i = pos + 1
+    while i < len(text) and text[i] != "\n":
+        ch = text[i]
+        if ch == '"':
+            return None
+        if ch == "\\":
+            escape = text[i + 1 : i + 2]
+            if escape not in ('"', "\\", "n", "t"):
+                at = column + (i - pos)
+                shown = "\\" + escape if escape not in ("", "\n") else "\\"
+                return Diagnostic(
+                    code="E002", severity="error", span=ast.Span(file, line, at, line, at + len(shown)),
+                    message=f"unknown escape '{shown}' in text",
+                    hint='the escapes are \\" \\\\ \\n \\t; write \\\\ for a backslash',
+                )
+            i += 2
+            continue
+        i += 1
+    end = column + (i - pos)
+    return Diagnostic(
+        code="E002", severity="error", span=ast.Span(file, line, end, line, end + 1),
+        message="this text is not closed",
+        hint=f'add the closing " at the end of the text that starts at column {column}',
+    )
+
+
+def _non_ascii_letter(text: str, pos: int, span: ast.Span) -> Diagnostic:
+    """A letter outside ASCII in a name: name its code point, and the letter it imitates."""
+    start = pos
+    while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
+        start -= 1
+    end = pos
+    while end < len(text) and (text[end].isalnum() or text[end] == "_"):
+        end += 1
+    word = text[start:end]
+    char = text[pos]
+    looks = lookalike(char)
+    described = _code_point(char)
+    if looks is not None:
+        plain = "".join(lookalike(c) or c for c in word)
+        message = f"'{word}' contains {described}, which looks like '{looks}'"
+        hint = f"names are written in plain ASCII letters: retype it as '{plain}'"
+    else:
+        message = f"'{word}' contains {described}"
+        hint = "names are written in ASCII letters, digits and _; put other text in quotes"
+    return Diagnostic(code="E002", severity="error", span=span, message=message, hint=hint)
+
+
+def _code_point(char: str) -> str:
+    return f"U+{ord(char):04X} {unicodedata.name(char, 'UNNAMED CHARACTER')}"
+
+
 def _end_position(text: str, err: UnexpectedInput) -> tuple[int, int]:
     """Point at the last non-blank line: a missing block ends there, not past the end."""
-    lines = text.splitlines()
+    lines = split_lines(text)
     for number in range(len(lines), 0, -1):
         if lines[number - 1].strip():
             return number, len(lines[number - 1]) + 1
@@ -147,6 +219,8 @@ def _char_hint(char: str) -> str | None:
         return 'text is written in double quotes: "like this"'
     if char == "\t":
         return "use spaces for indentation"
+    if char in "“”„‟«»":
+        return 'text is written in straight double quotes: "like this"'
     if char in "≥≤":
         return None
     if char == "-":
@@ -171,6 +245,14 @@ def _unquote(token: object) -> str:
     return "".join(out)
 
 
+class _TooDeep(Exception):
+    """Raised from the node past MAX_NESTING up to the line it is in, which reports it once."""
+
+    def __init__(self, span: ast.Span) -> None:
+        super().__init__("too deep")
+        self.span = span
+
+
 class _Builder:
     """Turns Lark's tree into `crit.ast` nodes; the only code that knows the tree's shape."""
 
@@ -178,6 +260,8 @@ class _Builder:
         self.file = file
         self.text = text
         self.diagnostics = diagnostics
+        self.depth = 0  # levels of expression and `when` around the node being built
+        self.criterion_depth = 0
 
     # ---- positions ----
     def span(self, node: Tree[Token] | Token) -> ast.Span:
@@ -307,6 +391,23 @@ class _Builder:
     def criterion(self, tree: Tree[Token]) -> ast.Criterion:
         ident, title, combine, applies, *items = tree.children
         assert isinstance(ident, Token)
+        if self.criterion_depth >= MAX_NESTING:
+            self.diagnostics.error(
+                "E008", self.span(ident), f"sub-criteria nest more than {MAX_NESTING} levels deep",
+                "no protocol needs this; move the innermost criteria up a level",
+            )
+            placeholder = ast.BoolLit(False, self.span(ident))
+            return ast.Criterion(str(ident), _unquote(title), "all", 0, None,
+                                 (ast.Line(placeholder, placeholder.span),), self.span(tree),
+                                 self.span(ident))
+        self.criterion_depth += 1
+        try:
+            return self._criterion(tree, ident, title, combine, applies, items)
+        finally:
+            self.criterion_depth -= 1
+
+    def _criterion(self, tree: Tree[Token], ident: Token, title: object, combine: object,
+                   applies: object, items: Sequence[object]) -> ast.Criterion:
         mode, count = "all", 0
         if isinstance(combine, Tree):
             if combine.data == "combine_any":
@@ -335,6 +436,20 @@ class _Builder:
         if tree.data == "line":
             expr = self.expr(tree.children[0])
             return ast.Line(expr, expr.span)
+        outermost = self.depth == 0
+        self.depth += 1  # a `when` wraps its condition and its body in one more level
+        try:
+            return self._when(tree, span)
+        except _TooDeep as deep:
+            if not outermost:
+                raise
+            self._report_too_deep(deep.span)
+            placeholder = ast.BoolLit(False, span)
+            return ast.When(placeholder, (ast.Line(placeholder, span),), span)
+        finally:
+            self.depth -= 1
+
+    def _when(self, tree: Tree[Token], span: ast.Span) -> ast.When:
         condition = self.expr(tree.children[0])
         if tree.data == "when_line":
             body_expr = self.expr(tree.children[1])
@@ -356,6 +471,9 @@ class _Builder:
     def whole(self, token: object) -> int:
         assert isinstance(token, Token)
         text = str(token)
+        if len(text) > MAX_DIGITS:
+            self._too_long(token)
+            return 1
         if not text.isdigit():
             self.diagnostics.error(
                 "E005", self.span(token), f"expected a whole number, found {text}",
@@ -366,7 +484,30 @@ class _Builder:
 
     # ---- expressions ----
     def expr(self, node: object) -> ast.Expr:
+        """One expression node; past MAX_NESTING levels the whole line is one diagnostic."""
         assert isinstance(node, Tree), node
+        if self.depth >= MAX_NESTING:
+            raise _TooDeep(self.span(node))
+        outermost = self.depth == 0
+        self.depth += 1
+        try:
+            return self._expr(node)
+        except _TooDeep as deep:
+            if not outermost:
+                raise
+            self._report_too_deep(deep.span)
+            return ast.BoolLit(False, self.span(node))
+        finally:
+            self.depth -= 1
+
+    def _report_too_deep(self, span: ast.Span) -> None:
+        self.diagnostics.error(
+            "E008", span, f"this line nests more than {MAX_NESTING} levels deep",
+            "no backend evaluates deeper nesting; give an inner part a name with 'define' "
+            "and use the name here",
+        )
+
+    def _expr(self, node: Tree[Token]) -> ast.Expr:
         span = self.span(node)
         kind = node.data
         c = node.children
@@ -422,6 +563,9 @@ class _Builder:
         if kind == "titer":
             text = str(c[0])
             first, dilution = text.split(":")
+            if len(text) > MAX_DIGITS:
+                self._too_long(c[0])
+                return ast.TiterLit(1, "1:1", span)
             if first != "1" or int(dilution) == 0:
                 self.diagnostics.error(
                     "E006", span, f"a titer is written 1:N, found {text}",
@@ -450,7 +594,19 @@ class _Builder:
 
     def number(self, token: object) -> ast.Number:
         assert isinstance(token, Token)
+        if len(str(token)) > MAX_DIGITS:
+            self._too_long(token)
+            return ast.Number("0", Decimal(0), self.span(token))
         return ast.Number(str(token), Decimal(str(token)), self.span(token))
+
+    def _too_long(self, token: Token) -> None:
+        span = self.span(token)
+        if not span.end_line == span.line:
+            span = ast.Span(span.file, span.line, span.column, span.line, span.column + 1)
+        self.diagnostics.error(
+            "E009", span, f"this number has {len(str(token))} characters, too long for any criterion",
+            f"numbers in a protocol have at most {MAX_DIGITS} digits; check for a paste error",
+        )
 
     def duration(self, tree: Tree[Token]) -> ast.Duration:
         amount_token, unit_token = tree.children
