@@ -247,3 +247,92 @@ def test_build_check_reads_any_bytes_as_stale(capsys: pytest.CaptureFixture[str]
     (project / "generated" / "jy231.md").write_bytes(b"\xff\xfe not UTF-8")
     code, _, err = run(capsys, "build", "--check")
     assert code == cli.EXIT_ERRORS and "stale: generated/jy231.md" in err
+
+
+# ---- eval reads records exactly and prints them safely (issue 8, items 5, 10, 14, 15) -----------
+
+
+def sample() -> dict[str, object]:
+    record: dict[str, object] = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    return record
+
+
+def test_eval_shows_control_characters_escaped(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    """An id or a field name holding a line break or a terminal escape cannot print as a second
+    record, or recolour the terminal: the table shows it escaped, as Python's repr() would."""
+    records = [{**sample(), "id": "A\nrecord B: ELIGIBLE"},
+               {**sample(), "id": "C", "x\n\x1b[31mrecord D: ELIGIBLE": 1},
+               {**sample(), "id": "E\u2028\u202e"}]
+    (project / "r.json").write_text(json.dumps(records), encoding="utf-8")
+    code, out, _ = run(capsys, "eval", "protocols/jy231.crit", "r.json")
+    assert code == cli.EXIT_RECORD
+    assert [line for line in out.splitlines() if line.startswith("record")] == [
+        "record 'A\\nrecord B: ELIGIBLE': ELIGIBLE", "record C: cannot be read", "record 'E\\u2028\\u202e': ELIGIBLE"]
+    assert "  x\\n\\x1b[31mrecord D: ELIGIBLE: unknown field" in out
+    assert not any(not c.isprintable() for c in out.replace("\n", ""))
+    code, out, _ = run(capsys, "eval", "--json", "protocols/jy231.crit", "r.json")
+    assert [r["id"] for r in json.loads(out)] == ["A\nrecord B: ELIGIBLE", "C", "E\u2028\u202e"]
+
+
+def strict_json(text: str) -> object:
+    def refuse(name: str) -> object:
+        raise AssertionError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_eval_json_is_strict_and_exact(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    """Numbers in the output (ids) are written with the digits they were read with, as JSON
+    numbers: never NaN or Infinity, never rounded through a float."""
+    (project / "r.json").write_text('[{"id": 1e400}, {"id": 0.10000000000000000001}, {"id": 7}]', encoding="utf-8")
+    code, out, _ = run(capsys, "eval", "--json", "protocols/jy231.crit", "r.json")
+    assert code == 0
+    assert [r["id"] for r in strict_json(out)] == [float("1e400"), 0.1, 7]  # type: ignore[union-attr]
+    assert '"id": 1E+400,' in out and '"id": 0.10000000000000000001,' in out and '"id": 7,' in out
+    code, out, _ = run(capsys, "eval", "protocols/jy231.crit", "r.json")
+    assert "record 1E+400: NEEDS REVIEW" in out and "record 0.10000000000000000001: NEEDS REVIEW" in out
+
+
+def test_eval_json_layout_is_unchanged(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    code, out, _ = run(capsys, "eval", "--json", "protocols/jy231.crit", str(SAMPLE))
+    assert code == 0
+    assert out == json.dumps(json.loads(out), indent=2, ensure_ascii=False) + "\n"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"id": NaN}', "crit: r.json: not valid JSON: NaN is not a number in JSON"),
+    ('{"id": -Infinity}', "crit: r.json: not valid JSON: -Infinity is not a number in JSON"),
+    ("[" * 5000 + "]" * 5000, "crit: r.json: nested more than 64 levels deep"),
+    ('{"id": 1, "age": ' + "9" * 5000 + "}",
+     "crit: r.json: a number of 5000 characters is longer than any measurement (40 at most)"),
+    ('[{"id": "A"}, {"id": "B", "age": 10, "age": 30}]', "crit: r.json: [1].age: given more than once"),
+])
+def test_eval_unreadable_records_exit_3(capsys: pytest.CaptureFixture[str], project: Path, text: str,
+                                        message: str) -> None:
+    (project / "r.json").write_text(text, encoding="utf-8")
+    code, out, err = run(capsys, "eval", "protocols/jy231.crit", "r.json")
+    assert (code, out, err) == (cli.EXIT_RECORD, "", message + "\n")
+
+
+def test_eval_accepts_a_byte_order_mark(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    (project / "r.json").write_bytes(b"\xef\xbb\xbf" + SAMPLE.read_bytes())
+    code, out, _ = run(capsys, "eval", "protocols/jy231.crit", "r.json")
+    assert code == 0 and out.startswith("record P-001: ELIGIBLE\n")
+
+
+def test_eval_reads_numbers_exactly(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    """59.99999999999999999 g/L is below 60 g/L, whatever a binary float would make of it."""
+    (project / "r.json").write_text(json.dumps(sample()).replace(
+        '{"value": 10.8, "unit": "g/dL"}', '{"value": 59.99999999999999999, "unit": "g/L"}'), encoding="utf-8")
+    code, out, _ = run(capsys, "eval", "protocols/jy231.crit", "r.json")
+    assert code == 0 and out.startswith("record P-001: INELIGIBLE\n"), out
+
+
+def test_counts_agree_with_their_nouns(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    (project / "one.crit").write_text('protocol ONE "One"\n\npatient\n  a: bool\n\ninclusion\n  I1 "A"\n    a\n',
+                                      encoding="utf-8")
+    code, out, _ = run(capsys, "check", "one.crit")
+    assert (code, out) == (0, "one.crit: ok (ONE, 1 criterion, 1 field)\n")
+    code, out, _ = run(capsys, "build", "one.crit", "-o", "out")
+    code, out, _ = run(capsys, "build", "one.crit", "-o", "out", "--check")
+    assert out == "generated files are up to date (1 protocol)\n"

@@ -13,7 +13,7 @@ from conftest import ROOT, compile_text
 from crit import files, ir
 from crit.driver import load
 from crit.emit.markdown import emit_markdown
-from crit.english import describe, describe_type
+from crit.english import counted, describe, describe_type
 
 Golden = Callable[[str, str], None]
 
@@ -337,3 +337,11 @@ def test_describe_type(field: str, english: str) -> None:
     protocol = compile_text('protocol T "t"\n\ninclusion\n  I1 "x"\n    true\n', schema=SCHEMA)
     (found,) = [f for f in protocol.fields if f.name == field]
     assert describe_type(found.type) == english
+
+
+@pytest.mark.parametrize(("count", "noun", "text"), [
+    (1, "criterion", "1 criterion"), (2, "criterion", "2 criteria"), (0, "criterion", "0 criteria"),
+    (1, "field", "1 field"), (3, "test", "3 tests"), (1200, "record", "1,200 records"),
+])
+def test_counted(count: int, noun: str, text: str) -> None:
+    assert counted(count, noun) == text

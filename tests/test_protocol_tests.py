@@ -194,3 +194,15 @@ def test_the_base_record_may_be_a_file_and_tests_default_to_protocols_tests(tmp_
     result = CliRunner().invoke(protocol_tests.test_command, [])
     assert result.exit_code == 0, result.output
     assert result.stdout == "protocols/tests/p.tests.json: P (protocols/p.crit), 1 test\n1 passed, 0 failed\n"
+
+
+def test_coverage_of_one_criterion_says_criterion(tmp_path: Path) -> None:
+    (tmp_path / "one.crit").write_text('protocol ONE "One"\n\npatient\n  a: bool\n\ninclusion\n  I1 "A"\n    a\n',
+                                       encoding="utf-8")
+    (tmp_path / "one.tests.json").write_text(json.dumps({
+        "protocol": "one.crit", "tests": [{"name": "yes", "record": {"a": True}, "expect": "eligible"}]}),
+        encoding="utf-8")
+    result = CliRunner().invoke(protocol_tests.test_command, ["--coverage", "one.tests.json"])
+    assert result.exit_code == 0, result.output
+    assert "one.tests.json: ONE (one.crit), 1 test\n" in result.stdout
+    assert "\n0 of 1 criterion seen met, not met and unknown\n" in result.stdout

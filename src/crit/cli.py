@@ -13,6 +13,7 @@ import re
 import sys
 import traceback
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,6 +23,7 @@ import click
 from crit import __version__, ir
 from crit.diagnostics import render_all
 from crit.driver import Loaded
+from crit.english import counted
 from crit.files import UnsafeWrite, is_generated, refuse_symlink, write_atomic
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_RECORD, EXIT_INTERNAL = 0, 1, 2, 3, 4
@@ -88,14 +90,14 @@ def check(files: Sequence[Path], strict: bool) -> None:
         if strict and warnings:
             errors = as_errors(warnings)
             click.echo(render_all(errors, loaded.sources), err=True)
-            click.echo(f"\n{len(errors)} error{'s' if len(errors) != 1 else ''} in {path}", err=True)
+            click.echo(f"\n{counted(len(errors), 'error')} in {path}", err=True)
             failed = True
             continue
         if warnings:
             click.echo(render_all(warnings, loaded.sources) + "\n", err=True)
-        count = len(protocol.criteria())
-        noted = f", {len(warnings)} warning{'s' if len(warnings) != 1 else ''}" if warnings else ""
-        click.echo(f"{path}: ok ({protocol.id}, {count} criteria, {len(protocol.fields)} fields{noted})")
+        noted = f", {counted(len(warnings), 'warning')}" if warnings else ""
+        click.echo(f"{path}: ok ({protocol.id}, {counted(len(protocol.criteria()), 'criterion')}, "
+                   f"{counted(len(protocol.fields), 'field')}{noted})")
     if failed:
         raise Failure(EXIT_ERRORS)
 
@@ -142,7 +144,7 @@ def build(file: Path | None, out_dir: Path, check_only: bool, protocol_dir: Path
         click.echo("generated files are out of date; run `crit build`", err=True)
         raise Failure(EXIT_ERRORS)
     if check_only:
-        click.echo(f"generated files are up to date ({len(sources)} protocol{'s' if len(sources) != 1 else ''})")
+        click.echo(f"generated files are up to date ({counted(len(sources), 'protocol')})")
 
 
 def _current(target: Path) -> bytes | None:
@@ -208,15 +210,25 @@ def import_evaluator(path: Path, name: str) -> ModuleType:
 
 
 def _read_records(path: Path) -> list[Any]:
+    """The records in a JSON file (an object, or a list of them), read exactly by
+    `crit.records.loads`; anything unreadable is one line per problem and exit 3."""
+    from crit.records import RecordSyntaxError, loads
+
     try:
         text = path.read_text(encoding="utf-8") if str(path) != "-" else sys.stdin.read()
     except (OSError, UnicodeDecodeError) as err:
-        click.echo(f"crit: cannot read {path}: {err}", err=True)
+        click.echo(f"crit: cannot read {shown(str(path))}: {shown(str(err))}", err=True)
         raise Failure(EXIT_RECORD) from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        click.echo(f"crit: {path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}", err=True)
+        data = loads(text)
+    except RecordSyntaxError as err:
+        syntax = err.__context__
+        if isinstance(syntax, json.JSONDecodeError):  # where the text stops being JSON, as file:line:column
+            place = f"{shown(str(path))}:{syntax.lineno}:{syntax.colno}"
+            click.echo(f"crit: {place}: not valid JSON: {syntax.msg}", err=True)
+        for problem in err.problems if not isinstance(syntax, json.JSONDecodeError) else ():
+            where = "" if problem.path == "record" else f"{shown(problem.path)}: "
+            click.echo(f"crit: {shown(str(path))}: {where}{shown(problem.message)}", err=True)
         raise Failure(EXIT_RECORD) from None
     return data if isinstance(data, list) else [data]
 
@@ -253,30 +265,63 @@ def eval_(protocol_file: Path, record_file: Path, as_json: bool, interpret: bool
         results.append({"id": label, **screening.to_dict()})
     if as_json:
         payload: Any = results[0] if len(results) == 1 else results
-        click.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+        click.echo(json_text(payload))
     else:
         click.echo("\n\n".join(_table(r) for r in results))
     if bad:
         raise Failure(EXIT_RECORD)
 
 
+def json_text(value: Any, indent: str = "") -> str:
+    """Strict JSON (RFC 8259), laid out as `json.dumps(value, indent=2, ensure_ascii=False)`
+    lays it out. A `Decimal` (a number in a record, read exactly) is written as a JSON number
+    with its own digits, never rounded through a float; NaN and infinities are refused."""
+    inner = indent + "  "
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{value} is not a JSON number")
+        return str(value)
+    if isinstance(value, dict) and value:
+        items = (f"{inner}{json.dumps(str(key), ensure_ascii=False)}: {json_text(item, inner)}"
+                 for key, item in value.items())
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+    if isinstance(value, list | tuple) and value:
+        return "[\n" + ",\n".join(inner + json_text(item, inner) for item in value) + f"\n{indent}]"
+    return json.dumps(list(value) if isinstance(value, tuple) else value, ensure_ascii=False, allow_nan=False)
+
+
+def shown(text: str) -> str:
+    """Text from a record, safe on a terminal line: every character that does not print (line
+    breaks, escapes, bidirectional controls) is written as its Python escape, `\\n`, `\\x1b`."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _label(ident: object) -> str:
+    """A record's id in the table: as written when it prints as itself, else repr()-quoted."""
+    if isinstance(ident, str):
+        return ident if ident and ident.isprintable() else repr(ident)
+    if isinstance(ident, int | Decimal) and not isinstance(ident, bool):
+        return str(ident)
+    return shown(json_text(ident).replace("\n", " "))
+
+
 def _table(result: dict[str, Any]) -> str:
     """A result for a coordinator: the decision, then one row per criterion."""
     if "error" in result:
-        lines = [f"record {result['id']}: cannot be read"]
-        lines += [f"  {problem}" for problem in result["error"]]
+        lines = [f"record {_label(result['id'])}: cannot be read"]
+        lines += [f"  {shown(problem)}" for problem in result["error"]]
         return "\n".join(lines)
     decision = str(result["decision"]).upper()
-    lines = [f"record {result['id']}: {decision}"]
+    lines = [f"record {_label(result['id'])}: {decision}"]
     if result["missing"]:
-        lines.append("  missing: " + ", ".join(result["missing"]))
+        lines.append("  missing: " + shown(", ".join(result["missing"])))
     if result["pending_judgments"]:
-        lines.append("  pending judgments: " + ", ".join(result["pending_judgments"]))
-    width = max(len(c["id"]) for c in result["criteria"])
+        lines.append("  pending judgments: " + shown(", ".join(result["pending_judgments"])))
+    width = max((len(c["id"]) for c in result["criteria"]), default=0)
     for c in result["criteria"]:
         depth = c["id"].count(".")
         ident = ("  " * depth + c["id"]).ljust(width + 2 * 3)
-        lines.append(f"  {ident}  {c['outcome']:<14}  {c['reason']}")
+        lines.append(f"  {ident}  {c['outcome']:<14}  {shown(c['reason'])}")
     return "\n".join(lines)
 
 

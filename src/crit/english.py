@@ -72,6 +72,14 @@ def count_heading(expr: ir.AtLeast) -> str:
     return {"any": "any of", "all": "all of"}.get(expr.kind, f"at least {expr.count} of")
 
 
+_PLURALS = {"criterion": "criteria"}
+
+
+def counted(count: int, noun: str) -> str:
+    """`1 criterion`, `2 criteria`, `0 fields`: a count with its noun in the right number."""
+    return f"{count:,} {noun if count == 1 else _PLURALS.get(noun, noun + 's')}"
+
+
 def describe_type(t: ir.Type) -> str:
     """A field's type for the glossary: `quantity in g/L (also g/dL)`."""
     also = f" (also {', '.join(unit.text for unit, _ in t.also)})" if t.also else ""

@@ -40,6 +40,7 @@ import click
 from crit import ir
 from crit.diagnostics import CritError, render_all
 from crit.driver import Loaded, display_path, load
+from crit.english import counted
 from crit.names import did_you_mean
 
 DECISIONS = ("eligible", "ineligible", "needs review")
@@ -62,7 +63,7 @@ def load_or_exit(path: Path) -> tuple[ir.Protocol, Loaded]:
     except CritError as err:
         click.echo(render_all(err.diagnostics, loaded.sources), err=True)
         count = len(err.diagnostics)
-        click.echo(f"\n{count} error{'s' if count != 1 else ''} in {path}", err=True)
+        click.echo(f"\n{counted(count, 'error')} in {path}", err=True)
         raise click.exceptions.Exit(1) from None
 
 
@@ -296,7 +297,7 @@ def _why(result: Any, module: ModuleType) -> list[str]:
 
 
 def _tests(count: int) -> str:
-    return f"{count} test{'s' if count != 1 else ''}"
+    return counted(count, "test")
 
 
 def _listed(items: Sequence[str]) -> str:
@@ -340,7 +341,7 @@ class Coverage:
             lines.append("  ".join(cells).rstrip())
         complete = [i for i in self.ids if all(self.seen[i][o] for o in OUTCOMES[:3])]
         lines.append("")
-        lines.append(f"{len(complete)} of {len(self.ids)} criteria seen met, not met and unknown")
+        lines.append(f"{len(complete)} of {counted(len(self.ids), 'criterion')} seen met, not met and unknown")
         for outcome in OUTCOMES[:3]:
             never = self.never(outcome)
             lines.append(f"never {outcome}: {', '.join(never) if never else 'none'}")
