@@ -206,3 +206,37 @@ def test_coverage_of_one_criterion_says_criterion(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "one.tests.json: ONE (one.crit), 1 test\n" in result.stdout
     assert "\n0 of 1 criterion seen met, not met and unknown\n" in result.stdout
+
+
+def write_raw(tmp_path: Path, text: str, name: str = "p.tests.json") -> Result:
+    (tmp_path / "p.crit").write_text(PROTOCOL, encoding="utf-8")
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    return CliRunner().invoke(protocol_tests.test_command, [name])
+
+
+def test_a_key_given_twice_is_a_mistake_not_the_last_one_winning(tmp_path: Path) -> None:
+    base = json.dumps(BASE)
+    text = ('{"protocol": "p.crit", "base": ' + base + ', "tests": '
+            '[{"name": "x", "set": {"age": 10, "age": 30}, "expect": "eligible"}]}')
+    result = write_raw(tmp_path, text)
+    assert result.exit_code == 3
+    assert result.stderr == "crit: p.tests.json: tests[0].set.age: given more than once\n"
+    (tmp_path / "base.json").write_text('{"age": 40, "age": 41}', encoding="utf-8")
+    result = write_raw(tmp_path, '{"protocol": "p.crit", "base": "base.json", '
+                                 '"tests": [{"name": "x", "expect": "eligible"}]}')
+    assert result.exit_code == 3
+    assert result.stderr == "crit: p.tests.json: base: cannot read the record base.json: age: given more than once\n"
+
+
+def test_test_files_are_read_as_records_are(tmp_path: Path) -> None:
+    document = {"protocol": "p.crit", "base": BASE, "tests": [{"name": "x", "expect": "eligible"}]}
+    result = write_raw(tmp_path, "\ufeff" + json.dumps(document))  # a BOM, as Windows editors save
+    assert result.exit_code == 0, result.output
+    result = write_raw(tmp_path, json.dumps(document).replace('"age": 40', '"age": ' + "4" * 5000))
+    assert result.exit_code == 3
+    assert result.stderr == ("crit: p.tests.json: a number of 5000 characters is longer than any measurement "
+                             "(40 at most)\n")
+    exact = {**document, "tests": [{"name": "17.99999999999999999 is not 18", "set": {"age": "AGE"},
+                                    "problems": ["age: expected a whole number, got a number"]}]}
+    result = write_raw(tmp_path, json.dumps(exact).replace('"AGE"', "17.99999999999999999"))
+    assert result.exit_code == 0, result.output

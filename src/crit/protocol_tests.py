@@ -1,7 +1,7 @@
 """`crit test`: a protocol's own tests, written as patients with the decision they must get.
 
-A test file is JSON, so authors can read and write it without Python, and it is read with the
-standard library alone:
+A test file is JSON, so authors can read and write it without Python; it is read as records are
+(`crit.records.loads`: numbers exact, a key given twice is a mistake named by its path):
 
     {
       "protocol": "../jy231.crit",
@@ -42,6 +42,7 @@ from crit.diagnostics import CritError, render_all
 from crit.driver import Loaded, display_path, load
 from crit.english import counted
 from crit.names import did_you_mean
+from crit.records import RecordSyntaxError, loads
 
 DECISIONS = ("eligible", "ineligible", "needs review")
 OUTCOMES = ("met", "not met", "unknown", "not applicable")
@@ -119,13 +120,11 @@ class TestFile:
 def read_tests(path: Path) -> TestFile:
     """Read and check a test file; raises `TestFileError` naming the offending entry."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = _json(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise TestFileError("", f"cannot be read: {err.strerror or err}") from None
     except UnicodeDecodeError:
         raise TestFileError("", "is not UTF-8") from None
-    except json.JSONDecodeError as err:
-        raise TestFileError(f"line {err.lineno}, column {err.colno}", f"not valid JSON: {err.msg}") from None
     _object(data, "", _FILE_KEYS)
     protocol = data.get("protocol")
     if not isinstance(protocol, str):
@@ -142,6 +141,20 @@ def read_tests(path: Path) -> TestFile:
     return TestFile(path, (path.parent / protocol), cases)
 
 
+def _json(text: str) -> Any:
+    """A test file's JSON, read as records are (`crit.records.loads`): numbers exact, a key given
+    twice an error by its path, a BOM ignored."""
+    try:
+        return loads(text)
+    except RecordSyntaxError as err:
+        syntax = err.__context__
+        if isinstance(syntax, json.JSONDecodeError):
+            where = f"line {syntax.lineno}, column {syntax.colno}"
+            raise TestFileError(where, f"not valid JSON: {syntax.msg}") from None
+        first = err.problems[0]
+        raise TestFileError("" if first.path == "record" else first.path, first.message) from None
+
+
 def _object(value: object, where: str, keys: Sequence[str] | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TestFileError(where, "expected an object")
@@ -156,8 +169,8 @@ def _object(value: object, where: str, keys: Sequence[str] | None) -> dict[str, 
 def _base(value: object, path: Path) -> dict[str, Any]:
     if isinstance(value, str):
         try:
-            value = json.loads((path.parent / value).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            value = loads((path.parent / value).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, RecordSyntaxError) as err:
             raise TestFileError("base", f"cannot read the record {value}: {err}") from None
     return _object(value, "base", None)
 
