@@ -2,9 +2,13 @@
 
 `Tally` counts, in memory that does not grow with the cohort, what the report needs: every
 criterion's outcomes, the CONSORT-style attrition in protocol order, the patients who fail
-only one criterion, and the facts most often missing among the patients who need review.
-Tallies from several processes merge. `markdown()` and `html()` render it; the HTML page is
-one self-contained file (inline CSS and SVG, no scripts, no external assets).
+only one criterion, the facts most often missing among the patients who need review, and the
+records that could not be read; each of these names its first `NAMED` patients (in input
+order), so that a coordinator can act on it. Tallies from several processes merge, in input
+order. `markdown()` and `html()` render it; the HTML page is one self-contained file (inline
+CSS and SVG, no scripts, no external assets). Every value that is not fixed text of the
+report passes through `crit.text` (Markdown or HTML escaping), so that no file name, id or
+message can inject into it.
 """
 
 from __future__ import annotations
@@ -15,8 +19,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from crit import text
+
 ELIGIBLE, INELIGIBLE, NEEDS_REVIEW, ERROR = "eligible", "ineligible", "needs review", "error"
 _PENDING_LIMIT = 20_000  # distinct outcome vectors kept before folding them into the counts
+NAMED = 10  # patients named per row of the report; the result rows name them all
+_LONE_CACHE = 4_096  # outcome vectors remembered with the one criterion that refuses them
 OUTCOMES = ("met", "not met", "unknown", "not applicable")
 _INDEX = re.compile(r"\[[0-9]+\]")
 
@@ -44,31 +52,64 @@ class Tally:
     only: Counter[tuple[int, bool]] = field(default_factory=Counter)  # (the one refusing, others unknown)
     facts: Counter[str] = field(default_factory=Counter)  # missing facts among patients needing review
     alone: Counter[str] = field(default_factory=Counter)  # ... for whom it is the only one
+    near: dict[int, list[str]] = field(default_factory=dict)  # the first patients each top criterion alone refuses
+    collect: dict[str, list[str]] = field(default_factory=dict)  # the first patients missing each fact
+    unreadable: list[tuple[int, str, str]] = field(default_factory=list)  # the first (record, id, reason)
     _pending: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _lone: dict[str, int | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.outcomes:
             self.outcomes = [[0, 0, 0, 0] for _ in self.criteria]
         self.tops = tuple(i for i, c in enumerate(self.criteria) if c.parent is None)
+        self._refusals = tuple((i, self._refusal(i)) for i in self.tops)
 
     @property
     def screened(self) -> int:
         return sum(self.decisions.values())
 
-    def add(self, decision: str, outcomes: str, facts: Sequence[str] = ()) -> None:
+    def add(self, decision: str, outcomes: str, facts: Sequence[str] = (), patient: str | None = None) -> None:
         """One screened record: its decision, its outcomes joined by "|" in the order of the
-        criteria, and (if it needs review) the missing facts and pending judgments."""
+        criteria, (if it needs review) the missing facts and pending judgments, and how the
+        report names the patient (the id, or the record's number)."""
         self._pending[(outcomes, decision)] += 1
         if len(self._pending) > _PENDING_LIMIT:
             self.flush()
         if facts:
-            shown = {_INDEX.sub("[]", f) for f in facts}
+            shown = sorted({_INDEX.sub("[]", f) for f in facts})
             self.facts.update(shown)
             if len(shown) == 1:
                 self.alone.update(shown)
+            if patient is not None:
+                for fact in shown:
+                    named = self.collect.setdefault(fact, [])
+                    if len(named) < NAMED:
+                        named.append(patient)
+        if patient is not None and decision == INELIGIBLE:
+            lone = self._lone_refusal(outcomes)
+            if lone is not None:
+                named = self.near.setdefault(lone, [])
+                if len(named) < NAMED:
+                    named.append(patient)
 
-    def add_error(self) -> None:
+    def _lone_refusal(self, outcomes: str) -> int | None:
+        """The position (among the top-level criteria) of the one criterion that refuses
+        this outcome vector, if exactly one does."""
+        if outcomes in self._lone:
+            return self._lone[outcomes]
+        values = outcomes.split("|")
+        refusing = [k for k, (i, refusal) in enumerate(self._refusals) if values[i] == refusal]
+        lone = refusing[0] if len(refusing) == 1 else None
+        if len(self._lone) >= _LONE_CACHE:
+            self._lone.clear()
+        self._lone[outcomes] = lone
+        return lone
+
+    def add_error(self, record: int = 0, patient: str = "", reason: str = "") -> None:
+        """One record that could not be read: its number, its id (if it could be found) and why."""
         self.errors += 1
+        if len(self.unreadable) < NAMED:
+            self.unreadable.append((record, patient, reason))
 
     def flush(self) -> None:
         """Fold the records added since the last flush into the counts: per distinct outcome
@@ -106,6 +147,13 @@ class Tally:
         self.only.update(other.only)
         self.facts.update(other.facts)
         self.alone.update(other.alone)
+        for lone, named in other.near.items():
+            mine_named = self.near.setdefault(lone, [])
+            mine_named.extend(named[:NAMED - len(mine_named)])
+        for fact, named in other.collect.items():
+            mine_named = self.collect.setdefault(fact, [])
+            mine_named.extend(named[:NAMED - len(mine_named)])
+        self.unreadable.extend(other.unreadable[:NAMED - len(self.unreadable)])
 
     # ---- what the report shows ----
     def attrition(self) -> list[dict[str, Any]]:
@@ -126,14 +174,17 @@ class Tally:
         return rows
 
     def near_misses(self) -> list[dict[str, Any]]:
-        """For each top-level criterion, the patients it alone makes ineligible."""
+        """For each top-level criterion, the patients it alone makes ineligible (the first of
+        them by name, in `ids`; how many others, in `more`)."""
         self.flush()
         out = []
         for k, index in enumerate(self.tops):
             otherwise_eligible = self.only.get((k, False), 0)
             otherwise_review = self.only.get((k, True), 0)
-            out.append({"criterion": self.criteria[index], "only": otherwise_eligible + otherwise_review,
-                        "eligible": otherwise_eligible, "review": otherwise_review})
+            only = otherwise_eligible + otherwise_review
+            ids = self.near.get(k, [])
+            out.append({"criterion": self.criteria[index], "only": only, "eligible": otherwise_eligible,
+                        "review": otherwise_review, "ids": ids, "more": only - len(ids)})
         return out
 
     def to_collect(self, judgments: Iterable[str] = (), limit: int = 20) -> list[dict[str, Any]]:
@@ -141,9 +192,15 @@ class Tally:
         judged = frozenset(judgments)
         rows = []
         for fact, n in sorted(self.facts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]:
+            ids = self.collect.get(fact, [])
             rows.append({"fact": fact, "judgment": re.split(r"[.\[]", fact, maxsplit=1)[0] in judged,
-                         "patients": n, "alone": self.alone.get(fact, 0)})
+                         "patients": n, "alone": self.alone.get(fact, 0), "ids": ids, "more": n - len(ids)})
         return rows
+
+    def could_not_read(self) -> dict[str, Any]:
+        """The first records that could not be read, each with its number, id and reason."""
+        rows = [{"record": n, "id": patient, "reason": reason} for n, patient, reason in self.unreadable]
+        return {"rows": rows, "more": self.errors - len(rows)}
 
 
 # ---- rendering -------------------------------------------------------------------------------
@@ -188,28 +245,25 @@ def _context(tally: Tally, about: About) -> dict[str, Any]:
         "eligible": tally.decisions[ELIGIBLE], "review": tally.decisions[NEEDS_REVIEW],
         "summary": summary, "attrition": tally.attrition(), "criteria": criteria,
         "near_misses": tally.near_misses(), "collect": tally.to_collect(about.judgments),
-        "percent": _percent,
+        "unreadable": tally.could_not_read(), "named": NAMED, "percent": _percent,
     }
 
 
-def _environment(autoescape: bool) -> Any:
+def _environment(html_page: bool) -> Any:
+    """The Jinja environment for a report. In HTML every `{{ … }}` passes through
+    `crit.text.html` (templates cannot forget it); in Markdown every value that is not a
+    number goes through the `md` filter (inline text) or the `code` filter (a code span)."""
     import jinja2  # only the process that writes the report needs it
 
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("crit", "templates"), autoescape=autoescape, keep_trailing_newline=True,
+        loader=jinja2.PackageLoader("crit", "templates"), autoescape=False, keep_trailing_newline=True,
         trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+        finalize=text.html if html_page else None,
     )
-    env.filters["md"] = markdown_text
+    env.filters["md"] = text.markdown
+    env.filters["code"] = text.markdown_code
     env.filters["n"] = lambda n: f"{n:,}"
     return env
-
-
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#])")
-
-
-def markdown_text(text: str) -> str:
-    """Author text as inert Markdown on one line: special characters backslash-escaped."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
 def markdown(tally: Tally, about: About) -> str:
@@ -232,11 +286,11 @@ def _chart(steps: list[dict[str, Any]], screened: int, total: int, errors: int) 
         c = step["criterion"]
         bars.append((f"{c.id} {c.title}", step["remaining"], step["undecided"], step["excluded"]))
     out = []
-    for index, (text, remaining, undecided, excluded) in enumerate(bars):
+    for index, (name, remaining, undecided, excluded) in enumerate(bars):
         y = 10 + index * row
         decided = remaining - undecided
         out.append({
-            "y": y, "text_y": y + 14, "label": text if len(text) <= 38 else text[:37] + "…", "title": text,
+            "y": y, "text_y": y + 14, "label": name if len(name) <= 38 else name[:37] + "…", "title": name,
             "x": label, "decided_w": round(decided * scale, 2),
             "undecided_x": round(label + decided * scale, 2), "undecided_w": round(undecided * scale, 2),
             "excluded_x": round(label + remaining * scale, 2), "excluded_w": round(excluded * scale, 2),

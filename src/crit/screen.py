@@ -1,49 +1,74 @@
 """`crit screen`: screen a cohort file with a protocol, one result row per input record.
 
-The input is streamed: JSON Lines (one patient object per line) or CSV (one patient per row;
-see `Columns` for how columns map to fields, including nested ones). Each record gives exactly
-one output row, in input order, even when it cannot be read (a row with decision "error" and
-the reason), so the output has as many rows as the input has records. `--jobs N` screens
+The input is streamed: JSON Lines (one patient object per line), a JSON document (one patient
+object, or a list of them) or CSV (one patient per line; see `Columns` for how columns map to
+fields, including nested ones). Each record gives exactly one output row, in input order, even
+when it cannot be read (a row with decision "error" and the reason), so the output has as many
+rows as the input has records. A record is bounded: a line (or an item of a JSON list) longer
+than `LINE_LIMIT` is one error row, read past in pieces, and reading goes on with the next; in
+CSV a record is one line, so an unclosed quote spoils only its own line. `--jobs N` screens
 batches in N processes, at most a few batches in flight, and writes them back in order, so
 memory stays constant however large the file. `--report` writes the attrition report.
+
+Outputs are written under temporary names and renamed into place when complete: an
+interrupted screen (Ctrl-C, SIGTERM) removes them and leaves any earlier output untouched.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import importlib.util
 import io
-import json
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
-from typing import IO, TYPE_CHECKING, Any
+from types import FrameType, ModuleType
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from crit import report
+from crit import records as json_records
+from crit import report, text
 
 if TYPE_CHECKING:  # the worker processes never import the compiler
     from crit import ir
 
 BATCH = 500  # records per unit of work
-FORMATS = ("jsonl", "csv")
+LINE_LIMIT = 1 << 20  # bytes in one record: a line of JSON Lines or CSV, or an item of a JSON list
+FORMATS = ("jsonl", "json", "csv")
 COLUMNS = ("record", "id", "decision", "decided_by", "missing", "pending_judgments", "error")
+MAX_LIST_INDEX = 999  # the highest list item a CSV column may name (`treatments[999].start`)
+_BOM = b"\xef\xbb\xbf"
 
 # One input record as the reader finds it: its number (1-based), the line where it starts,
-# its text (a JSON line) or cells (a CSV row), and why it cannot be read, if already known.
+# its text (JSON) or cells (a CSV row), and why it cannot be read, if already known.
 Item = tuple[int, int, bytes | list[str] | None, str | None]
 
 
 class RowError(ValueError):
     """A record that cannot be turned into a patient object; the message says why."""
+
+
+class HeaderError(ValueError):
+    """A CSV header that cannot be used; the message says why, in one line."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that a terminated screen unwinds (removing its
+    temporary files, stopping its workers) as an interrupted one does."""
+
+
+def _limit_text() -> str:
+    return f"{LINE_LIMIT // (1 << 20)} MiB" if LINE_LIMIT >= 1 << 20 else f"{LINE_LIMIT:,} bytes"
 
 
 # ---- CSV columns ------------------------------------------------------------------------------
@@ -69,14 +94,18 @@ class Columns:
 
     - A column named like a field holds its value: `age`, `diagnosis`, `screening`.
     - Nested values take a dotted or indexed name: `hemoglobin.value` and `hemoglobin.unit`,
-      `ast.value` and `ast.uln`, `treatments[0].start`. Items of a list are numbered from 0;
-      an item whose cells are all empty is left out.
+      `ast.value` and `ast.uln`, `treatments[0].start`. Items of a list are numbered from 0 and
+      keep their number: trailing items whose cells are all empty are left out (the unused
+      columns of a wide export), but an empty item before a filled one is kept, every fact of
+      it missing, so that `treatments[7]` is item 7 and nothing is silently dropped.
     - An empty cell leaves the field out (missing); `null` records none (for optional
       fields: `last_live_vaccine` = `null` means never).
-    - Numbers are read as numbers, `true`/`false` (also `yes`/`no`, `y`/`n`, `1`/`0`) as
+    - Numbers are read as exact decimals, `true`/`false` (also `yes`/`no`, `y`/`n`, `1`/`0`) as
       true and false; a set of members is written `a;b` (`[]` for none); a cell that holds a
-      JSON array or object (`[{"agent": …}]`) is read as JSON. A cell that cannot be read as
-      its field's type is passed on as text, and the evaluator reports it with its path.
+      JSON array or object (`[{"agent": …}]`) is read as JSON, by `crit.records.loads` (a
+      number too long, nesting too deep or a key given twice makes an error row). A cell that
+      cannot be read as its field's type is passed on as text, and the evaluator reports it
+      with its path.
     - `id` is the record's id. Unknown columns are passed on, and reported as unknown fields.
     """
 
@@ -86,9 +115,13 @@ class Columns:
         for raw in header:
             name = raw.strip()
             if name in seen:
-                raise click.UsageError(f"the CSV header names the column {name!r} twice")
+                raise HeaderError(f"the CSV header names the column {name!r} twice")
             seen.add(name)
-            self.columns.append(Column(name, _path(name), _kind(_path(name), kinds)))
+            path = _path(name)
+            if any(isinstance(step, int) and step > MAX_LIST_INDEX for step in path):
+                raise HeaderError(f"the CSV column {name!r} names a list item after the "
+                                  f"{MAX_LIST_INDEX + 1:,}th; number items from 0")
+            self.columns.append(Column(name, path, _kind(path, kinds)))
         self.id_index = next((i for i, c in enumerate(self.columns) if c.name == "id"), None)
 
     def id_of(self, cells: Sequence[str]) -> str | None:
@@ -103,7 +136,7 @@ class Columns:
             cell = raw.strip()
             if not cell:
                 continue
-            _put(record, column, _cell(cell, column.kind))
+            _put(record, column, _cell(cell, column))
         built: dict[str, Any] = _lists(record)
         return built
 
@@ -152,18 +185,17 @@ def _kind(path: tuple[str | int, ...], kinds: dict[str, Any]) -> str:
     return str(found)
 
 
-def _cell(cell: str, kind: str) -> Any:
+def _cell(cell: str, column: Column) -> Any:
+    kind = column.kind
     if cell == "null":
         return None
     if kind == "text":
         return cell
-    if cell[0] in "[{":
+    if cell[0] in "[{" or (kind == "number" and _NUMBER.fullmatch(cell)):
         try:
-            return json.loads(cell)
-        except ValueError:
-            return cell
-    if kind == "number" and _NUMBER.fullmatch(cell):
-        return json.loads(cell)
+            return json_records.loads(cell, where=column.name)
+        except json_records.RecordSyntaxError as err:
+            raise RowError(_syntax_message(err, None, "cell")) from None
     if kind == "bool":
         lowered = cell.lower()
         if lowered in _TRUE:
@@ -194,14 +226,15 @@ _WHOLE = object()  # marks a value given whole in one cell
 
 
 def _lists(value: Any) -> Any:
-    """Dicts built from indexed columns become lists, in index order."""
+    """Dicts built from indexed columns become lists in which every item keeps its column's
+    number: an item with no filled cell before the last filled one is an empty object."""
     if not isinstance(value, dict):
         return value
     if value.pop(_WHOLE, None):
         return value
     keys = list(value)
     if keys and all(isinstance(k, int) for k in keys):
-        return [_lists(value[k]) for k in sorted(keys)]
+        return [_lists(value.get(k, {})) for k in range(max(keys) + 1)]
     if any(isinstance(k, int) for k in keys):
         raise RowError("a field is given both as a list and as an object")
     return {k: _lists(v) for k, v in value.items()}
@@ -217,60 +250,288 @@ class _Meter:
         self.done = 0
 
 
-def _lines(stream: IO[bytes], meter: _Meter) -> Iterator[bytes]:
-    first = True
-    for raw in stream:
+def _lines(stream: IO[bytes], meter: _Meter) -> Iterator[tuple[int, bytes | None]]:
+    """Each line with its number, or None for a line longer than LINE_LIMIT: that one is read
+    past in pieces, so no line, however long, is ever held whole. A BOM at the start is dropped."""
+    number = 0
+    while True:
+        raw = stream.readline(LINE_LIMIT + 1)
+        if not raw:
+            return
         meter.done += len(raw)
-        if first:
-            raw = raw.removeprefix(b"\xef\xbb\xbf")
-            first = False
-        yield raw
+        number += 1
+        if number == 1:
+            raw = raw.removeprefix(_BOM)
+        if len(raw) > LINE_LIMIT and not raw.endswith(b"\n"):
+            while True:
+                rest = stream.readline(LINE_LIMIT)
+                meter.done += len(rest)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield number, None
+            continue
+        yield number, raw
+
+
+def _too_long(line: int) -> str:
+    return f"line {line}: longer than {_limit_text()}, more than any patient record; not read"
 
 
 def jsonl_items(stream: IO[bytes], meter: _Meter) -> Iterator[Item]:
     number = 0
-    for line, raw in enumerate(_lines(stream, meter), 1):
-        if not raw or raw.isspace():
+    for line, raw in _lines(stream, meter):
+        if raw is not None and (not raw or raw.isspace()):
             continue  # blank lines are not records
         number += 1
-        yield number, line, raw, None
+        yield number, line, raw, None if raw is not None else _too_long(line)
 
 
 _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
+def _csv_line(raw: bytes) -> list[str]:
+    """The cells of one CSV line; a quoted cell must close on its line."""
+    return next(csv.reader([raw.decode("utf-8", "surrogateescape")], strict=True), [])
+
+
+def _csv_problem(err: csv.Error) -> str:
+    if "unexpected end of data" in str(err):
+        return "a quoted cell is not closed on this line (a record is one line; a cell cannot span lines)"
+    return f"not valid CSV: {err}"
+
+
 def csv_items(stream: IO[bytes], meter: _Meter) -> tuple[list[str], Iterator[Item]]:
-    """The header, and the rows as items. Bytes that are not UTF-8 make an error row."""
-    text = (raw.decode("utf-8", "surrogateescape") for raw in _lines(stream, meter))
-    reader = csv.reader(text)
-    try:
-        header = next(reader, [])
-    except csv.Error as err:
-        raise click.UsageError(f"cannot read the CSV header: {err}") from None
+    """The header, and the rows as items. Each line is one record, read on its own: a line
+    that is not valid CSV (an unclosed quote, say), not UTF-8, too long, or with the wrong
+    number of cells is one error row, and reading goes on with the next line."""
+    lines = _lines(stream, meter)
+    header: list[str] = []
+    for line, raw in lines:
+        if raw is None:
+            raise HeaderError(f"the CSV header (line {line}) is longer than {_limit_text()}")
+        if not raw.strip(b"\r\n"):
+            continue
+        try:
+            header = _csv_line(raw)
+        except csv.Error as err:
+            raise HeaderError(f"cannot read the CSV header: {_csv_problem(err)}") from None
+        break
     if _SURROGATE.search(",".join(header)):
-        raise click.UsageError("the CSV header is not valid UTF-8")
+        raise HeaderError("the CSV header is not valid UTF-8")
 
     def rows() -> Iterator[Item]:
-        number, line = 0, reader.line_num + 1
-        while True:
-            try:
-                cells = next(reader)
-                problem = None
-            except StopIteration:
-                return
-            except csv.Error as err:
-                cells, problem = [], f"line {line}: not valid CSV: {err}"
-            start, line = line, reader.line_num + 1
-            if not cells and problem is None:
+        number = 0
+        for line, raw in lines:
+            if raw is not None and not raw.strip(b"\r\n"):
                 continue  # a blank line
             number += 1
-            if problem is None and _SURROGATE.search("".join(cells)):
-                problem = f"line {start}: not valid UTF-8"
-            if problem is None and len(cells) != len(header):
-                problem = f"line {start}: {len(cells)} cells, but the header has {len(header)} columns"
-            yield number, start, cells, problem
+            if raw is None:
+                yield number, line, None, _too_long(line)
+                continue
+            try:
+                cells = _csv_line(raw)
+            except csv.Error as err:
+                yield number, line, [], f"line {line}: {_csv_problem(err)}"
+                continue
+            problem = None
+            if _SURROGATE.search("".join(cells)):
+                problem = f"line {line}: not valid UTF-8"
+            elif len(cells) != len(header):
+                problem = f"line {line}: {len(cells)} cells, but the header has {len(header)} columns"
+            yield number, line, cells, problem
 
     return header, rows()
+
+
+_OUTSIDE = re.compile(rb'[][{}",]')
+_INSIDE = re.compile(rb'["\\]')
+_SPACE = b" \t\r\n"
+
+
+class _JsonList:
+    """Splits a JSON document that is a list into its items' text, one item at a time, in
+    constant memory: it follows strings and nesting, not values, so each item is parsed (and
+    any problem found) on its own. An item longer than LINE_LIMIT is skipped, not held."""
+
+    def __init__(self, meter: _Meter) -> None:
+        self.meter = meter
+        self.items: list[Item] = []
+        self.number = 0
+        self.line = 1  # line of the current chunk's start
+        self.depth = 0
+        self.in_string = False
+        self.escape = False
+        self.buffer = bytearray()
+        self.skipped = False  # the current item outgrew LINE_LIMIT
+        self.start = 1  # line where the current item's text starts
+        self.commas = 0
+        self.closed = False
+        self.rest = b""
+
+    def _take(self, data: bytes) -> None:
+        if self.skipped:
+            return
+        if len(self.buffer) + len(data) > LINE_LIMIT:
+            self.skipped = True
+            self.buffer.clear()
+            return
+        self.buffer += data
+
+    def _finish(self, at_line: int, last: bool) -> None:
+        """The current item ends (at a comma, or at the list's closing bracket when `last`)."""
+        text = bytes(self.buffer)
+        stripped = text.lstrip(_SPACE)
+        line = self.start + text[:len(text) - len(stripped)].count(b"\n")
+        if self.skipped:
+            self.number += 1
+            self.items.append((self.number, line, None,
+                               f"line {line}: an item longer than {_limit_text()}, more than any patient record; "
+                               "not read"))
+        elif stripped.strip(_SPACE):
+            self.number += 1
+            self.items.append((self.number, line, stripped, None))
+        elif not last or self.commas:
+            self.number += 1
+            self.items.append((self.number, at_line, None,
+                               f"line {at_line}: an empty item (two commas in a row, or a comma before the end)"))
+        self.buffer.clear()
+        self.skipped = False
+        self.start = at_line
+
+    def feed(self, chunk: bytes) -> None:
+        at = 0
+        size = len(chunk)
+        while at < size and not self.closed:
+            if self.escape:
+                self._take(chunk[at:at + 1])
+                at += 1
+                self.escape = False
+                continue
+            if self.in_string:
+                found = _INSIDE.search(chunk, at)
+                if found is None:
+                    self._take(chunk[at:])
+                    break
+                end = found.end()
+                self._take(chunk[at:end])
+                at = end
+                if found.group() == b"\\":
+                    self.escape = True
+                else:
+                    self.in_string = False
+                continue
+            found = _OUTSIDE.search(chunk, at)
+            if found is None:
+                self._take(chunk[at:])
+                break
+            char = found.group()
+            here = self.line + chunk.count(b"\n", 0, found.start())
+            if char == b'"':
+                self.in_string = True
+            elif char in b"[{":
+                self.depth += 1
+            elif self.depth == 0 and char == b",":
+                self._take(chunk[at:found.start()])
+                self.commas += 1
+                self._finish(here, last=False)
+                at = found.end()
+                continue
+            elif self.depth == 0 and char == b"]":
+                self._take(chunk[at:found.start()])
+                self._finish(here, last=True)
+                self.closed = True
+                self.rest = chunk[found.end():]
+                self.line = here
+                return
+            elif char in b"]}":
+                self.depth = max(self.depth - 1, 0)
+            self._take(chunk[at:found.end()])
+            at = found.end()
+        self.line += chunk.count(b"\n")
+
+    def end(self) -> None:
+        """The document ended before its list closed: a truncated file, most likely."""
+        if self.closed:
+            return
+        if self.buffer.strip(_SPACE) or self.skipped:
+            self._finish(self.line, last=True)
+        self.number += 1
+        self.items.append((self.number, self.line, None,
+                           f"line {self.line}: the document ends before its list is closed; the file may be "
+                           "cut short"))
+
+
+def json_items(stream: IO[bytes], meter: _Meter) -> Iterator[Item]:
+    """The records of a JSON document: the patient it holds, or each item of the list it holds."""
+    head = stream.read(64 * 1024)
+    meter.done += len(head)
+    head = head.removeprefix(_BOM)
+    body = head.lstrip(_SPACE)
+    line = 1 + head[:len(head) - len(body)].count(b"\n")
+    while not body:  # a document that starts with a long run of whitespace
+        more = stream.read(64 * 1024)
+        if not more:
+            return  # an empty document holds no records
+        meter.done += len(more)
+        body = more.lstrip(_SPACE)
+        line += more[:len(more) - len(body)].count(b"\n")
+    if not body.startswith(b"["):
+        whole = body + stream.read(LINE_LIMIT + 1 - len(body))
+        meter.done += len(whole) - len(body)
+        if len(whole) > LINE_LIMIT:
+            yield 1, line, None, (f"line {line}: a document longer than {_limit_text()} that is not a list; "
+                                  "give a list of patients, or JSON Lines")
+            return
+        yield 1, line, whole, None
+        return
+    splitter = _JsonList(meter)
+    splitter.line = line
+    splitter.start = line
+    chunk = body[1:]
+    while True:
+        splitter.feed(chunk)
+        yield from splitter.items
+        splitter.items.clear()
+        if splitter.closed:
+            break
+        chunk = stream.read(64 * 1024)
+        meter.done += len(chunk)
+        if not chunk:
+            splitter.end()
+            yield from splitter.items
+            return
+    rest = splitter.rest
+    while not rest.strip(_SPACE):
+        rest = stream.read(64 * 1024)
+        meter.done += len(rest)
+        if not rest:
+            return
+    yield splitter.number + 1, splitter.line, None, f"line {splitter.line}: text after the end of the list"
+
+
+_JSON_AT = re.compile(r"not valid JSON at line (\d+), column (\d+): (.*)", re.S)
+
+
+def _syntax_message(err: json_records.RecordSyntaxError, line: int | None, source: str) -> str:
+    """A reading problem located in the input: for a line of JSON Lines (`source` "jsonl"),
+    the line and column; for an item of a JSON document ("json"), the line; for a CSV cell
+    ("cell"), the character in the cell."""
+    parts = []
+    for problem in err.problems:
+        found = _JSON_AT.fullmatch(problem.message)
+        if found is None:
+            parts.append(str(problem))
+            continue
+        at_line, column, message = int(found.group(1)), found.group(2), found.group(3)
+        if source == "cell":
+            parts.append(f"{problem.path}: not valid JSON at character {column} of the cell: {message}")
+        elif source == "jsonl":
+            return f"line {line}, column {column}: not valid JSON: {message}"
+        else:
+            assert line is not None
+            return f"line {line + at_line - 1}: not valid JSON: {message}"
+    joined = "; ".join(parts)
+    return joined if line is None else f"line {line}: {joined}"
 
 
 # ---- screening a batch (in this process or a worker) -------------------------------------------
@@ -303,6 +564,19 @@ def import_module(path: str, name: str) -> ModuleType:
     return module
 
 
+def result_id(value: Any) -> str | int | None:
+    """The id written to the results: text and whole numbers as they are; any other value
+    (a decimal, true, a list) as its JSON text, so the output is always strict JSON."""
+    if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, Decimal):
+        return str(value)
+    try:
+        return text.json_text(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 class Screener:
     """Screens batches of items into output text, decision counts and a report tally."""
 
@@ -332,7 +606,7 @@ class Screener:
 
     def one(self, item: Item, tally: report.Tally | None, decisions: collections.Counter[str]) -> tuple[Any, ...]:
         number, line, payload, problem = item
-        record_id = self.columns.id_of(payload) if self.columns is not None and isinstance(payload, list) else None
+        record_id: Any = self.columns.id_of(payload) if self.columns is not None and isinstance(payload, list) else None
         if problem is None:
             try:
                 record = self.parse(payload, line)
@@ -343,17 +617,18 @@ class Screener:
                 problem = str(err)
             except self.invalid as err:
                 problem = str(err)
+        shown = result_id(record_id)
         if problem is not None:
             decisions[report.ERROR] += 1
             if tally is not None:
-                tally.add_error()
-            return number, record_id, report.ERROR, (), (), (), problem
+                tally.add_error(number, "" if shown is None else str(shown), problem)
+            return number, shown, report.ERROR, (), (), (), problem
         decision = assessed.decision.value
         decisions[decision] += 1
-        facts = assessed.missing + assessed.pending_judgments
         if tally is not None:
-            tally.add(decision, "|".join(assessed.outcomes), facts)
-        return (number, record_id, decision, self.decided_by(assessed), assessed.missing,
+            tally.add(decision, "|".join(assessed.outcomes), assessed.missing + assessed.pending_judgments,
+                      f"record {number}" if shown is None or shown == "" else str(shown))
+        return (number, shown, decision, self.decided_by(assessed), assessed.missing,
                 assessed.pending_judgments, None)
 
     def parse(self, payload: bytes | list[str] | None, line: int) -> Any:
@@ -365,15 +640,14 @@ class Screener:
                 raise RowError(f"line {line}: {err}") from None
         assert isinstance(payload, bytes)
         try:
-            text = payload.decode("utf-8")
+            decoded = payload.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise RowError(f"line {line}: not valid UTF-8 (byte {payload[err.start]:#04x})") from None
+            at = line + payload.count(b"\n", 0, err.start)
+            raise RowError(f"line {at}: not valid UTF-8 (byte {payload[err.start]:#04x})") from None
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise RowError(f"line {line}, column {err.colno}: not valid JSON: {err.msg}") from None
-        except (ValueError, RecursionError) as err:
-            raise RowError(f"line {line}: not valid JSON: {err}") from None
+            return json_records.loads(decoded)
+        except json_records.RecordSyntaxError as err:
+            raise RowError(_syntax_message(err, line, self.job.input_format)) from None
 
     def decided_by(self, assessed: Any) -> tuple[str, ...]:
         """The top-level criteria that decided an ineligible or needs-review patient, each
@@ -402,16 +676,18 @@ class Screener:
                     self.drill(child, value, outcomes, out)
 
     def text(self, rows: list[tuple[Any, ...]]) -> str:
+        """The rows as CSV (every cell neutralised against formulas) or as strict JSON, one
+        object per line."""
         if self.job.output_format == "csv":
             buffer = io.StringIO()
             writer = csv.writer(buffer, lineterminator="\n")
+            cell = text.csv_cell
             for number, record_id, decision, decided, missing, pending, error in rows:
-                writer.writerow((number, "" if record_id is None else record_id, decision, ";".join(decided),
-                                 ";".join(missing), ";".join(pending), error or ""))
+                writer.writerow((number, cell(record_id), cell(decision), cell(";".join(decided)),
+                                 cell(";".join(missing)), cell(";".join(pending)), cell(error)))
             return buffer.getvalue()
         return "".join(
-            json.dumps(dict(zip(COLUMNS, (n, i, d, list(by), list(m), list(p), e), strict=True)),
-                       ensure_ascii=False) + "\n"
+            text.json_text(dict(zip(COLUMNS, (n, i, d, list(by), list(m), list(p), e), strict=True))) + "\n"
             for n, i, d, by, m, p, e in rows)
 
 
@@ -419,7 +695,9 @@ _WORKER: Screener | None = None
 
 
 def _start_worker(job: Job) -> None:
+    """A worker leaves Ctrl-C to the main process, which stops it: no worker traceback."""
     global _WORKER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER = Screener(job)
 
 
@@ -440,9 +718,10 @@ def _batches(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
 
 
 def screen_batches(job: Job, batches: Iterator[list[Item]], jobs: int
-                   ) -> Iterator[tuple[str, collections.Counter[str], report.Tally | None]]:
+                   ) -> Generator[tuple[str, collections.Counter[str], report.Tally | None], None, None]:
     """The screened batches, in input order. With several jobs, a few batches per process are
-    in flight at a time: the input is read only as fast as results are written."""
+    in flight at a time: the input is read only as fast as results are written. Close the
+    iterator (or exhaust it) to stop the workers."""
     if jobs <= 1:
         screener = Screener(job)
         for batch in batches:
@@ -451,7 +730,12 @@ def screen_batches(job: Job, batches: Iterator[list[Item]], jobs: int
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # no inherited threads or open files
-    with context.Pool(jobs, initializer=_start_worker, initargs=(job,)) as pool:
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers start with Ctrl-C ignored
+    try:
+        pool = context.Pool(jobs, initializer=_start_worker, initargs=(job,))
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    with pool:  # leaving it, however, terminates and joins every worker
         pending: collections.deque[Any] = collections.deque()
         for batch in batches:
             pending.append(pool.apply_async(_work, (batch,)))
@@ -459,6 +743,7 @@ def screen_batches(job: Job, batches: Iterator[list[Item]], jobs: int
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+    pool.join()
 
 
 # ---- progress and summary ----------------------------------------------------------------------
@@ -504,25 +789,70 @@ def _summary(counts: collections.Counter[str], seconds: float, jobs: int) -> str
 # ---- the command -------------------------------------------------------------------------------
 
 
+def _refuse(message: str) -> NoReturn:
+    """A usage error in one line (exit 2), before anything is read or written."""
+    from crit.cli import EXIT_USAGE, Failure  # here: crit.cli imports this module
+
+    click.echo(f"crit: {message}", err=True)
+    raise Failure(EXIT_USAGE)
+
+
 def _format(path: Path, given: str | None, what: str) -> str:
     if given is not None:
         return given
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return "csv"
-    if suffix in (".jsonl", ".ndjson", ".json") or str(path) == "-":
+    if suffix == ".json":
+        return "json"
+    if suffix in (".jsonl", ".ndjson") or str(path) == "-":
         return "jsonl"
-    raise click.UsageError(f"cannot tell the {what} format of {path} from its name; "
-                           f"give --{what}-format jsonl or csv")
+    _refuse(f"cannot tell the {what} format of {path} from its name; give --{what}-format jsonl, json or csv")
+
+
+def _refuse_overwrites(protocol_file: Path, records: Path, output: Path, reports: Sequence[Path]) -> None:
+    """No output may be the protocol, the input or another output: that would overwrite it."""
+    from crit.files import same_file
+
+    read = [("the protocol", protocol_file)] + ([("the input", records)] if str(records) != "-" else [])
+    written = ([("-o", output)] if str(output) != "-" else []) + [("--report", path) for path in reports]
+    for index, (flag, path) in enumerate(written):
+        for what, source in read:
+            if same_file(path, source):
+                _refuse(f"{flag} {path} names {what}; crit will not overwrite it")
+        for earlier_flag, earlier in written[:index]:
+            if same_file(path, earlier):
+                _refuse(f"{flag} {path} names the same file as {earlier_flag} {earlier}; give each its own file")
+
+
+@contextlib.contextmanager
+def _terminable() -> Iterator[None]:
+    """SIGTERM raises `Terminated` in the main thread while the block runs, so that it unwinds
+    like Ctrl-C; a second SIGTERM is ignored until the cleanup is done."""
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (an embedding application): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @click.command("screen")
 @click.argument("protocol_file", type=click.Path(path_type=Path, dir_okay=False))
 @click.argument("records", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
-              help="Where to write one result row per record (.jsonl or .csv; - for stdout).")
-@click.option("--input-format", type=click.Choice(FORMATS), help="jsonl or csv (default: from the file name).")
-@click.option("--output-format", type=click.Choice(FORMATS), help="jsonl or csv (default: from the file name).")
+              help="Where to write one result row per record (.jsonl, .json or .csv; - for stdout).")
+@click.option("--input-format", type=click.Choice(FORMATS),
+              help="jsonl, json (one document) or csv (default: from the file name).")
+@click.option("--output-format", type=click.Choice(FORMATS), help="jsonl, json or csv (default: from the file name).")
 @click.option("--report", "reports", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Also write the attrition report (.md or .html); may be given twice.")
 @click.option("-j", "--jobs", type=click.IntRange(min=0), default=1, show_default=True,
@@ -533,22 +863,27 @@ def _format(path: Path, given: str | None, what: str) -> str:
 def screen_command(protocol_file: Path, records: Path, output: Path, input_format: str | None,
                    output_format: str | None, reports: tuple[Path, ...], jobs: int, progress: bool | None,
                    quiet: bool) -> None:
-    """Screen every patient record in RECORDS (JSON Lines or CSV) against PROTOCOL_FILE.
+    """Screen every patient record in RECORDS (JSON Lines, a JSON document or CSV) against
+    PROTOCOL_FILE.
 
     Writes one row per record to OUTPUT, in input order: its number, id, decision, the
     criteria that decided it and the missing facts; a record that cannot be read gets a row
-    with decision "error" and the reason. Exits 3 if any record could not be read.
+    with decision "error" and the reason. Exits 3 if any record could not be read; an
+    interrupted screen (130 for Ctrl-C, 143 for SIGTERM) leaves no output behind, and any
+    earlier output as it was.
     """
-    from crit.cli import EXIT_ERRORS, EXIT_RECORD, Failure, outputs  # here: crit.cli imports this module
-    from crit.diagnostics import CritError, render_all
-    from crit.driver import Loaded, load
+    from crit.cli import EXIT_ERRORS, EXIT_RECORD, Failure  # here: crit.cli imports this module
 
     in_format = _format(records, input_format, "input")
     out_format = _format(output, output_format, "output")
     for path in reports:
         if path.suffix.lower() not in (".md", ".html", ".htm"):
-            raise click.UsageError(f"--report {path}: give a .md or .html file")
+            _refuse(f"--report {path}: give a .md or .html file")
+    _refuse_overwrites(protocol_file, records, output, reports)
     jobs = jobs or os.cpu_count() or 1
+
+    from crit.diagnostics import CritError, render_all
+    from crit.driver import Loaded, load
 
     loaded = Loaded()
     try:
@@ -563,50 +898,13 @@ def screen_command(protocol_file: Path, records: Path, output: Path, input_forma
     except OSError as err:
         click.echo(f"crit: cannot read {records}: {err.strerror or err}", err=True)
         raise Failure(EXIT_RECORD) from None
-
-    with stream, tempfile.TemporaryDirectory(prefix="crit-screen-") as tmp:
-        stem = Path(protocol.source).stem
-        module_path = Path(tmp) / f"{stem}.py"
-        module_path.write_text(outputs(protocol, loaded)[f"{stem}.py"], encoding="utf-8")
-        # A module is imported once per process and source: `import_module` keeps it by name.
-        meter = _Meter()
-        header: list[str] = []
-        if in_format == "csv":
-            header, items = csv_items(stream, meter)
-        else:
-            items = jsonl_items(stream, meter)
-        combine = tuple(c.combine for top in protocol.inclusion + protocol.exclusion for c in top.walk())
-        name = f"_crit_screen_{stem}_{protocol.source_hash[:16]}"  # the same module for the same source
-        job = Job(str(module_path), name, in_format, out_format, schema_kinds(protocol),
-                  tuple(header), combine, bool(reports))
-        Columns(job.header, job.kinds)  # a bad header is a usage error, before any output
-        size = records.stat().st_size if str(records) != "-" and records.is_file() else None
-        show = not quiet and (progress if progress is not None else sys.stderr.isatty())
-        bar = _Progress(show, size, f"screening {records.name}")
-        counts: collections.Counter[str] = collections.Counter()
-        tally = report.Tally(Screener(job).criteria) if reports else None
-        started = time.perf_counter()
-        try:
-            with _Output(output) as out:
-                if out_format == "csv":
-                    out.write(",".join(COLUMNS) + "\n")
-                for text, decided, part in screen_batches(job, _batches(items, BATCH), jobs):
-                    out.write(text)
-                    counts.update(decided)
-                    if tally is not None and part is not None:
-                        tally.merge(part)
-                    bar.update(meter.done, sum(counts.values()))
-        finally:
-            bar.close()
-        seconds = time.perf_counter() - started
-
-    if tally is not None:
-        about = report.About(protocol.id, protocol.title, protocol.version, protocol.source, protocol.source_hash,
-                             str(records), tuple(sorted(f.name for f in protocol.fields if f.type.kind == "judgment")))
-        for path in reports:
-            html = path.suffix.lower() in (".html", ".htm")
-            text = report.html(tally, about) if html else report.markdown(tally, about)
-            path.write_text(text, encoding="utf-8", newline="\n")
+    try:
+        with _terminable(), stream:
+            counts, seconds = _screen(protocol, loaded, stream, records, in_format, output, out_format, reports,
+                                      jobs, not quiet and (progress if progress is not None else sys.stderr.isatty()))
+    except Terminated:
+        click.echo("crit: terminated", err=True)
+        raise Failure(143) from None
     if not quiet:
         click.echo(_summary(counts, seconds, jobs), err=True)
         written = [str(output)] + [str(p) for p in reports] if str(output) != "-" else [str(p) for p in reports]
@@ -616,38 +914,74 @@ def screen_command(protocol_file: Path, records: Path, output: Path, input_forma
         raise Failure(EXIT_RECORD)
 
 
-class _Output:
-    """The output file, written under a temporary name and renamed when complete (or stdout)."""
+def _screen(protocol: ir.Protocol, loaded: Any, stream: IO[bytes], records: Path, in_format: str, output: Path,
+            out_format: str, reports: Sequence[Path], jobs: int, show: bool
+            ) -> tuple[collections.Counter[str], float]:
+    """Screen the stream into the output and the reports; each is written under a temporary
+    name and renamed into place only when everything is complete."""
+    from crit.emit.python import emit_python
+    from crit.files import AtomicFile, UnsafeWrite
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.temp: Path | None = None
-        self.file: IO[str] | None = None
-
-    def __enter__(self) -> _Output:
-        if str(self.path) == "-":
-            return self
-        directory = self.path.parent
-        handle, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=directory)
-        self.temp = Path(name)
-        self.file = os.fdopen(handle, "w", encoding="utf-8", newline="")
-        return self
-
-    def write(self, text: str) -> None:
-        if self.file is None:
-            sys.stdout.write(text)
-        else:
-            self.file.write(text)
-
-    def __exit__(self, kind: object, error: object, trace: object) -> None:
-        if self.file is None:
+    with contextlib.ExitStack() as stack:
+        try:
+            out: IO[str] = sys.stdout if str(output) == "-" else stack.enter_context(AtomicFile(output, newline=""))
+            pages = [stack.enter_context(AtomicFile(path)) for path in reports]
+        except UnsafeWrite as err:
+            _refuse(f"cannot write there: {err}")
+        except OSError as err:
+            _refuse(f"cannot write there: {err.strerror or err}: {err.filename}")
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="crit-screen-"))
+        stem = Path(protocol.source).stem
+        module_path = Path(tmp) / f"{stem}.py"
+        module_path.write_text(emit_python(protocol, loaded.sources.get(protocol.source, "")), encoding="utf-8")
+        # A module is imported once per process and source: `import_module` keeps it by name.
+        meter = _Meter()
+        header: list[str] = []
+        try:
+            if in_format == "csv":
+                header, items = csv_items(stream, meter)
+            else:
+                items = (json_items if in_format == "json" else jsonl_items)(stream, meter)
+            combine = tuple(c.combine for top in protocol.inclusion + protocol.exclusion for c in top.walk())
+            name = f"_crit_screen_{stem}_{protocol.source_hash[:16]}"  # the same module for the same source
+            job = Job(str(module_path), name, in_format, out_format, schema_kinds(protocol),
+                      tuple(header), combine, bool(reports))
+            Columns(job.header, job.kinds)  # a bad header is a usage error, before any output
+        except HeaderError as err:
+            _refuse(f"{records}: {err}")
+        size = records.stat().st_size if str(records) != "-" and records.is_file() else None
+        bar = _Progress(show, size, f"screening {records.name}")
+        counts: collections.Counter[str] = collections.Counter()
+        tally = report.Tally(Screener(job).criteria) if reports else None
+        started = time.perf_counter()
+        try:
+            with contextlib.closing(screen_batches(job, _batches(items, BATCH), jobs)) as screened:
+                first = True
+                if out_format == "csv":
+                    out.write(",".join(COLUMNS) + "\n")
+                elif out_format == "json":
+                    out.write("[\n")
+                for rows, decided, part in screened:
+                    if out_format == "json" and rows:
+                        rows = ("" if first else ",\n") + rows.rstrip("\n").replace("\n", ",\n")
+                        first = False
+                    out.write(rows)
+                    counts.update(decided)
+                    if tally is not None and part is not None:
+                        tally.merge(part)
+                    bar.update(meter.done, sum(counts.values()))
+                if out_format == "json":
+                    out.write("\n]\n" if not first else "]\n")
+        finally:
+            bar.close()
+        seconds = time.perf_counter() - started
+        if tally is not None:
+            judgments = tuple(sorted(f.name for f in protocol.fields if f.type.kind == "judgment"))
+            about = report.About(protocol.id, protocol.title, protocol.version, protocol.source, protocol.source_hash,
+                                 str(records), judgments)
+            for path, page in zip(reports, pages, strict=True):
+                html_page = path.suffix.lower() in (".html", ".htm")
+                page.write(report.html(tally, about) if html_page else report.markdown(tally, about))
+        if out is sys.stdout:
             sys.stdout.flush()
-            return
-        self.file.close()
-        assert self.temp is not None
-        if error is None:
-            os.replace(self.temp, self.path)
-        else:
-            self.temp.unlink(missing_ok=True)
-
-
+    return counts, seconds

@@ -1,0 +1,86 @@
+"""Text that crit did not write (file names, ids, error messages, author titles) made inert for
+the formats it lands in: Markdown, HTML, CSV and JSON.
+
+Every value that enters a report or a result file passes through one of these functions, so
+that no input can open a link, a script, a table cell or a spreadsheet formula. Control
+characters (newlines included) are shown escaped (`\\n`, `\\x1b`, `\\u2028`), never acted on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+# C0 and C1 controls, DEL, and the other characters that break a line: NEL, LS, PS (and the
+# bidirectional overrides, which can make text read other than it is).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def visible(text: object) -> str:
+    """`text` on one line, its control characters shown as escapes rather than acted on."""
+    return _CONTROL.sub(_escape_control, str(text))
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+# Every ASCII character that Markdown (CommonMark and GitHub's tables, strikethrough, math and
+# autolinks) gives a meaning to, anywhere in a line; backslash-escaping them is always allowed.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~&$:=^])")
+_MD_LINE_START = re.compile(r"^(-|[0-9]+(?=\.))")  # a list item or a rule, at the start of a line
+
+
+def markdown(text: object) -> str:
+    """`text` as inert Markdown inside a line or a table cell: no emphasis, link, image, HTML,
+    code span, heading, list or cell border can come of it."""
+    escaped = _MD_SPECIAL.sub(r"\\\1", visible(text))
+    return _MD_LINE_START.sub(lambda m: "\\-" if m.group() == "-" else m.group() + "\\", escaped)
+
+
+def markdown_code(text: object) -> str:
+    """`text` as a Markdown code span that neither a backtick nor a `|` can close or split."""
+    body = visible(text).replace("|", "\\|")
+    runs = [len(run) for run in re.findall("`+", body)]
+    fence = "`" * (max(runs, default=0) + 1)
+    pad = " " if body.startswith("`") or body.endswith("`") else ""
+    return f"{fence}{pad}{body}{pad}{fence}"
+
+
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}
+_HTML_SPECIAL = re.compile("[&<>\"']")
+
+
+def html(text: object) -> str:
+    """`text` as inert HTML, in an element or an attribute value."""
+    return _HTML_SPECIAL.sub(lambda m: _HTML[m.group()], visible(text))
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> str:
+    """A CSV cell a spreadsheet will not run: text starting with `=`, `+`, `-`, `@`, a tab or
+    a carriage return gets a leading single quote (OWASP's rule for CSV injection)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _plain(value: Any) -> Any:
+    """JSON's own value for a Decimal: an exact string, so no float ever rounds it and no
+    `NaN` or `Infinity` (not JSON) is written."""
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def json_text(value: Any) -> str:
+    """Strict JSON on one line: Decimals as exact strings, a non-finite float is an error."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_plain)
