@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import compile_text, import_module
 from crit import cli
 from crit.diagnostics import CritError, plural
 from crit.driver import MAX_SOURCE_BYTES, Loaded, load, project_root
@@ -18,8 +19,6 @@ from crit.names import PYTHON_RESERVED, did_you_mean, lookalike, py_name
 from crit.syntax import keywords
 from crit.syntax.parse import MAX_NESTING
 from crit.units import factor, parse_unit
-
-from conftest import compile_text, import_module
 
 HEADER = 'protocol D "Deep"\n\nrecord T "Item"\n  v: bool\n\npatient\n  a: bool\n  b: bool\n  t: list of T\n\n'
 
@@ -106,15 +105,20 @@ def test_an_oversized_import_is_refused(tmp_path: Path) -> None:
     schema = b'patient\n  a: bool "A"\n' + b"# padding\n" * (MAX_SOURCE_BYTES // 10 + 1)
     project = _project(tmp_path, schema)
     (message,) = _diagnostics(_protocol(project, "schemas/s.crit"))
-    assert message.startswith("E101") and message.endswith("is larger than 1 MiB")
+    assert message.startswith("E101") and message.endswith("past 256 KiB")
 
 
-def test_a_schema_just_under_the_limit_is_read(tmp_path: Path) -> None:
+def test_a_protocol_and_schema_just_under_the_limit_are_read(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    protocol = _protocol(project, "schemas/s.crit")
     head = b'patient\n  a: bool "A"\n'
-    schema = head + b"#" * (MAX_SOURCE_BYTES - len(head) - 1) + b"\n"
-    assert len(schema) == MAX_SOURCE_BYTES
-    project = _project(tmp_path, schema)
-    assert load(_protocol(project, "schemas/s.crit")).fields[0].name == "a"
+    room = MAX_SOURCE_BYTES - protocol.stat().st_size
+    schema = project / "protocols" / "schemas" / "s.crit"
+    schema.write_bytes(head + b"#" * (room - len(head) - 1) + b"\n")
+    assert load(protocol).fields[0].name == "a"
+    schema.write_bytes(head + b"#" * (room - len(head)) + b"\n")
+    (message,) = _diagnostics(protocol)
+    assert message.startswith("E101") and message.endswith("past 256 KiB")
 
 
 def test_cli_refuses_a_device_and_an_oversized_protocol(
@@ -128,7 +132,7 @@ def test_cli_refuses_a_device_and_an_oversized_protocol(
     big.write_bytes(b"#" * (MAX_SOURCE_BYTES + 1))
     assert cli.main(["check", str(big)]) == cli.EXIT_ERRORS
     err = capsys.readouterr().err
-    assert "is larger than 1 MiB" in err and "Traceback" not in err
+    assert "is larger than 256 KiB" in err and "Traceback" not in err
 
 
 # ---- nesting -------------------------------------------------------------------------------------

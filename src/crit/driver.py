@@ -24,6 +24,7 @@ class Loaded:
     """The files read for one protocol, kept so diagnostics can quote their lines."""
 
     sources: dict[str, str] = field(default_factory=dict)
+    bytes_read: int = 0  # by all files of this protocol together, bounded by MAX_SOURCE_BYTES
 
 
 def display_path(path: Path) -> str:
@@ -34,7 +35,9 @@ def display_path(path: Path) -> str:
         return path.as_posix()
 
 
-MAX_SOURCE_BYTES = 1 << 20  # 1 MiB: far above any protocol, and never an endless device
+# A protocol and everything it imports, together: 256 KiB is 17 times JY231 and its schema,
+# and the parser reads it in about 2 s at worst. An endless device is never read past it.
+MAX_SOURCE_BYTES = 256 << 10
 
 
 def project_root(protocol: Path) -> Path:
@@ -52,8 +55,8 @@ def _refuse(shown: str, span: ast.Span | None, message: str, hint: str) -> CritE
     return CritError([Diagnostic(code="E101", severity="error", span=where, message=message, hint=hint)])
 
 
-def _read_bounded(path: Path, shown: str, span: ast.Span | None) -> bytes:
-    """At most MAX_SOURCE_BYTES of a regular file: a device, a pipe or a directory is refused
+def _read_bounded(path: Path, shown: str, span: ast.Span | None, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file: a device, a pipe or a directory is refused
     before anything is read from it, and a file too large is refused after limit+1 bytes."""
     hint = "check the path; imports are relative to the importing file"
     try:
@@ -66,8 +69,8 @@ def _read_bounded(path: Path, shown: str, span: ast.Span | None) -> bytes:
                           "name a .crit file, not a directory, device or pipe")
         chunks: list[bytes] = []
         size = 0
-        while size <= MAX_SOURCE_BYTES:
-            chunk = os.read(fd, MAX_SOURCE_BYTES + 1 - size)
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
             if not chunk:
                 break
             chunks.append(chunk)
@@ -76,15 +79,19 @@ def _read_bounded(path: Path, shown: str, span: ast.Span | None) -> bytes:
         raise _refuse(shown, span, f"cannot read {shown}: {err.strerror or err}", hint) from None
     finally:
         os.close(fd)
-    if size > MAX_SOURCE_BYTES:
-        raise _refuse(shown, span, f"{shown} is larger than {MAX_SOURCE_BYTES // (1 << 20)} MiB",
-                      "a protocol or schema is far smaller; check that this is the right file")
+    if size > limit:
+        most = f"{MAX_SOURCE_BYTES >> 10} KiB"
+        message = (f"{shown} is larger than {most}" if limit == MAX_SOURCE_BYTES else
+                   f"{shown} takes the protocol and its imports past {most}")
+        raise _refuse(shown, span, message,
+                      "a protocol and its schemas are far smaller; check that this is the right file")
     return b"".join(chunks)
 
 
 def read_source(path: Path, shown: str, loaded: Loaded, span: ast.Span | None = None) -> str:
     """The text of a `.crit` file, bounded in size; undecodable bytes are a diagnostic."""
-    data = _read_bounded(path, shown, span)
+    data = _read_bounded(path, shown, span, MAX_SOURCE_BYTES - loaded.bytes_read)
+    loaded.bytes_read += len(data)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -121,7 +121,7 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, text: str) -> Diagnostic
         hint = _char_hint(char) or _expected_hint(set(err.allowed or ()))
         return Diagnostic(
             code="E002", severity="error", span=span,
-            message=f"unexpected character {repr(char)}", hint=hint,
+            message=f"unexpected character {char!r}", hint=hint,
         )
     if isinstance(err, UnexpectedToken):
         token = err.token
@@ -599,12 +599,10 @@ class _Builder:
             return ast.Number("0", Decimal(0), self.span(token))
         return ast.Number(str(token), Decimal(str(token)), self.span(token))
 
-    def _too_long(self, token: Token) -> None:
-        span = self.span(token)
-        if not span.end_line == span.line:
-            span = ast.Span(span.file, span.line, span.column, span.line, span.column + 1)
+    def _too_long(self, token: object) -> None:
+        assert isinstance(token, Token)
         self.diagnostics.error(
-            "E009", span, f"this number has {len(str(token))} characters, too long for any criterion",
+            "E009", self.span(token), f"this number has {len(str(token))} characters, too long for any criterion",
             f"numbers in a protocol have at most {MAX_DIGITS} digits; check for a paste error",
         )
 
