@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -336,3 +338,14 @@ def test_counts_agree_with_their_nouns(capsys: pytest.CaptureFixture[str], proje
     code, out, _ = run(capsys, "build", "one.crit", "-o", "out")
     code, out, _ = run(capsys, "build", "one.crit", "-o", "out", "--check")
     assert out == "generated files are up to date (1 protocol)\n"
+
+
+def test_python_dash_m_crit_is_the_crit_command(project: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "crit", "check", "protocols/jy231.crit"], cwd=project,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("protocols/jy231.crit: ok (JY231, ")
+    result = subprocess.run([sys.executable, "-m", "crit", "frobnicate"], cwd=project,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == cli.EXIT_USAGE and "Traceback" not in result.stderr
+    assert "Usage: crit " in result.stderr
