@@ -145,7 +145,7 @@ def test_homoglyphs_in_jy231(tmp_path: Path, swaps: list[tuple[int, str]]) -> No
 
 
 @FUZZ
-@given(st.sampled_from(SEPARATORS + ["\r", "\r\n", "\t", "\x00", "\u200b", "\ufeff"]),
+@given(st.sampled_from([*SEPARATORS, "\r", "\r\n", "\t", "\x00", "\u200b", "\ufeff"]),
        st.integers(0, len(JY231) - 1))
 def test_separators_anywhere_in_jy231(tmp_path: Path, sep: str, at: int) -> None:
     compile_bytes(tmp_path, (JY231[:at] + sep + JY231[at:]).encode("utf-8"))
