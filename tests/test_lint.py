@@ -17,7 +17,8 @@ from crit import cli, ir
 from crit.diagnostics import render
 from crit.driver import Loaded, load
 from crit.interpret import Interpreter
-from crit.lint import NOWHERE, Solver, as_errors, conj, criterion_parts, eligible, expand, lint, neg
+from crit.lint import as_errors, lint
+from crit.logic import NOWHERE, Solver, conj, criterion_parts, eligible, expand, neg
 from test_fmt import _EXAMPLES, _SCHEMA, well_typed_protocols
 
 HEAD = '''protocol L "Lint"
@@ -219,7 +220,7 @@ enum Dx
 
 patient
   n: integer
-  x: decimal
+  y: decimal
   d: date?
   s: date
   t: text
@@ -241,9 +242,9 @@ def satisfiable(condition: str) -> bool | None:
 
 @pytest.mark.parametrize(("condition", "expected"), [
     ("n > 2 and n < 3", False),  # whole numbers
-    ("x > 2 and x < 3", True),  # decimals
+    ("y > 2 and y < 3", True),  # decimals
     ("n between 3 and 3 and n != 3", False),
-    ("x >= 3 and x <= 3 and x != 3", False),
+    ("y >= 3 and y <= 3 and y != 3", False),
     ("not (d > 2025-01-01) and not (d <= 2025-01-01)", True),  # an optional date may be none
     ("not (s > 2025-01-01) and not (s <= 2025-01-01)", False),  # a required one may not
     ("d > 2025-01-01 and not (d > 2024-12-31)", False),
@@ -256,7 +257,7 @@ def satisfiable(condition: str) -> bool | None:
     ("hb >= 6 g/dL and hb < 60 g/L", False),  # units converted exactly
     ("d within 4 weeks before s and not (d within 1 month before s)", False),
     ("d within 1 month before s and not (d within 30 days before s)", True),  # February
-    ("at least 2 of (n > 5, n < 3, x > 1)", True),
+    ("at least 2 of (n > 5, n < 3, y > 1)", True),
     ("at least 2 of (n > 5, n < 3, b and not b)", False),
 ])
 def test_the_solver(condition: str, expected: bool) -> None:
@@ -395,7 +396,7 @@ test.crit:16:1: {}[W007]: definition 'adult' is not used by any criterion
     assert cli.main(["check", "test.crit"]) == 0
     out, err = capsys.readouterr()
     assert err == warning.format("warning") + "\n\n"
-    assert out == "test.crit: ok (L, 1 criteria, 6 fields, 1 warning)\n"
+    assert out == "test.crit: ok (L, 1 criterion, 6 fields, 1 warning)\n"
     assert cli.main(["check", "--strict", "test.crit"]) == 1
     out, err = capsys.readouterr()
     assert err == warning.format("error") + "\n\n1 error in test.crit\n"

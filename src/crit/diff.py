@@ -28,7 +28,7 @@ from crit import ir
 from crit.driver import Loaded, display_path
 from crit.emit.markdown import code_span, inline
 from crit.english import describe, describe_type
-from crit.lint import TRUE, Solver, eligible, expand, key, neg
+from crit.logic import TRUE, Solver, eligible, expand, key, neg
 from crit.protocol_tests import evaluator, load_or_exit
 
 TIGHTENED, LOOSENED, SAME, UNCLEAR = "tightened", "loosened", "no effect", "unclear"

@@ -1,0 +1,502 @@
+"""The z3 encoding of checked conditions, and the questions lint and diff ask of it.
+
+A complete patient record becomes a z3 model (a field whose facts are all known; an optional
+field may be *none*, which makes every condition on it false):
+
+- integers, titers, texts and dates are integers (a text is the number of the literal it
+  equals; a date is its proleptic Gregorian ordinal), decimals and quantities exact rationals
+  (in the unit of the field's first declaration), a lab value and its own ULN (> 0) two
+  rationals, enums a member's index, a set one truth value per member, bools and judgments
+  truth values;
+- a date window compares ordinals with the window's edge: days and weeks exactly; a month or
+  year edge is first only bounded (a month is 28 to 31 days), then pinned to the calendar's
+  (the day clamped to the month's end) for every date a model tries (`_solve`), so the
+  answer is exact;
+- a list is described by "types" of item: for the k conditions a query puts on its items,
+  one symbolic item for each of the 2^k combinations of their truth, with how many such items
+  the list holds. Every list has a description, so this is exact; past `MAX_ITEM_CONDITIONS`
+  conditions the quantifiers are left opaque.
+
+What the encoding cannot express (a field whose type differs between two versions, a
+quantifier inside a list item's condition, more item conditions than the limit) is an opaque
+truth value. Opaque parts only ever allow more records than exist, so "no record meets these"
+stays a proof, and "some record meets these" is then no witness: asked for a witness, the
+solver answers None, as it does when z3 gives up or runs out of time. None is never a finding.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import z3
+
+from crit import ir
+from crit.logic.formula import key, neg
+from crit.units import Unit, UnitError, factor
+
+DEFAULT_TIMEOUT_MS = 2000
+"""Each question's budget; past it the answer is None ("could not decide")."""
+
+MAX_ITEM_CONDITIONS = 4
+"""Conditions on one list's items in one question, past which its quantifiers are opaque."""
+
+_FIRST_DAY = datetime.date.min.toordinal()
+_LAST_DAY = datetime.date.max.toordinal()
+_SHORT_MONTHS = (4, 6, 9, 11)
+
+_REFINEMENTS = 50  # models tried before a question with calendar months counts as undecided
+
+Term = Any  # a z3 expression (z3 ships no type information)
+
+
+@dataclass
+class _Var:
+    """A field as every version of the protocol declares it: one variable for all of them."""
+
+    kind: str
+    optional: bool
+    members: list[str] = field(default_factory=list)  # enum and set: every member any version has
+    unit: Unit | None = None  # the unit of the first declaration, in which the variable is held
+    scales: dict[str, Fraction] = field(default_factory=dict)  # another version's unit → factor
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """A symbolic list item: the list's name and the prefix of its variables."""
+
+    list_name: str
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """z3's answer to one question: sat (True), unsat (False) or unknown (None), and whether an
+    opaque part took part (then sat is no witness)."""
+
+    sat: bool | None
+    opaque: bool
+
+
+class Solver:
+    """Decides whether conditions on the patients of some protocols can hold together.
+
+    Given several versions of a protocol (for `crit diff`), a field is the same variable in
+    all of them when its name and kind agree: literals are converted to the unit of its first
+    declaration, and an enum ranges over every member any version declares.
+    """
+
+    def __init__(self, protocols: Sequence[ir.Protocol], *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
+                 rlimit: int = 0) -> None:
+        self.timeout_ms = timeout_ms
+        self.rlimit = rlimit  # z3's deterministic work limit (0: none); tests use it to force a give-up
+        self.vars: dict[str, _Var] = {}
+        self.texts: dict[str, int] = {}
+        self.opaque: dict[object, int] = {}
+        self.cache: dict[object, Outcome] = {}
+        for protocol in protocols:
+            records = {r.name: r for r in protocol.records}
+            for f in protocol.fields:
+                self._declare(f.name, f)
+                record = records.get(f.type.record or "") if f.type.kind == "list" else None
+                for item_field in record.fields if record is not None else ():
+                    self._declare(_item_path(f.name, item_field.name), item_field)
+
+    def _declare(self, path: str, f: ir.Field) -> None:
+        t = f.type
+        members = list(t.enum.member_names()) if t.enum is not None else []
+        var = self.vars.get(path)
+        if var is None:
+            self.vars[path] = _Var(t.kind, f.optional, members, t.unit)
+            return
+        var.optional = var.optional or f.optional
+        var.members += [m for m in members if m not in var.members]
+        if var.kind != t.kind:
+            var.kind = "mixed"  # the versions disagree on the type: its conditions stay opaque
+        elif var.unit is not None and t.unit is not None and var.unit.text != t.unit.text:
+            try:
+                var.scales[t.unit.text] = factor(t.unit, var.unit)
+            except UnitError:
+                var.kind = "mixed"
+
+    # ---- questions ----
+    def check(self, *conditions: ir.Expr) -> Outcome:
+        """z3's answer on whether some complete record meets every condition (already `expand`ed)."""
+        signature = tuple(key(c) for c in conditions)
+        found = self.cache.get(signature)
+        if found is None:
+            query = _Query(self, conditions)
+            solver = z3.Solver()
+            if self.rlimit:
+                solver.set("rlimit", self.rlimit)
+            solver.add(*query.facts, *query.formulas)
+            found = self.cache[signature] = Outcome(_solve(solver, query.shifts, self.timeout_ms), query.opaque)
+        return found
+
+    def satisfiable(self, *conditions: ir.Expr, witness: bool = False) -> bool | None:
+        """Whether some complete record meets every condition: False is a proof that none does;
+        True, with `witness`, means z3 built one (without, only that none was ruled out);
+        None, that crit could not decide."""
+        found = self.check(*conditions)
+        if found.sat and witness and found.opaque:
+            return None
+        return found.sat
+
+    def implies(self, a: ir.Expr, b: ir.Expr) -> bool | None:
+        """Whether every complete record meeting `a` meets `b`: False only with a record that
+        meets `a` and not `b`; None when crit could not decide."""
+        found = self.satisfiable(a, neg(b), witness=True)
+        return None if found is None else not found
+
+
+# ---- the encoding -----------------------------------------------------------------------------
+
+
+class _Query:
+    """One question's formulas, with the facts every variable it uses brings along (ranges,
+    calendar arithmetic, list descriptions)."""
+
+    def __init__(self, solver: Solver, conditions: Sequence[ir.Expr]) -> None:
+        self.solver = solver
+        self.facts: list[Term] = []
+        self.opaque = False
+        self.declared: set[str] = set()
+        self.shifts: list[tuple[Term, Term, int, str]] = []  # (date, its edge, amount, unit)
+        self.item_conditions: dict[str, dict[object, ir.Expr]] = {}
+        self.lists: dict[str, _ListDescription | None] = {}
+        for condition in conditions:
+            for node in _quantifiers(condition):
+                if node.items.scope == "patient" and node.condition is not None:
+                    self.item_conditions.setdefault(node.items.field.name, {})[key(node.condition)] = node.condition
+        self.formulas = [self.expr(c, None) for c in conditions]
+
+    # ---- conditions ----
+    def expr(self, e: ir.Expr, item: _Item | None) -> Term:
+        match e:
+            case ir.Truth(value=value):
+                return z3.BoolVal(value)
+            case ir.Not(operand=operand):
+                return z3.Not(self.expr(operand, item))
+            case ir.And(operands=operands):
+                return z3.And(*(self.expr(o, item) for o in operands))
+            case ir.Or(operands=operands):
+                return z3.Or(*(self.expr(o, item) for o in operands))
+            case ir.AtLeast(count=count, operands=operands):
+                return z3.Sum(*(z3.If(self.expr(o, item), 1, 0) for o in operands)) >= count \
+                    if operands else z3.BoolVal(count <= 0)
+            case ir.FieldRef():
+                var, name = self.field(e, item)
+                if var is None or var.kind not in ("bool", "judgment"):
+                    return self.unknown(e, item)
+                return z3.And(self.present(var, name), z3.Bool(name))
+            case ir.Compare(op=op, left=left, right=right):
+                return self.compare(e, op, left, right, item)
+            case ir.Between(value=value, low=low, high=high):
+                return z3.And(self.compare(e, ">=", value, low, item), self.compare(e, "<=", value, high, item))
+            case ir.UlnCompare(op=op, lab=lab, multiple=multiple):
+                var, name = self.field(lab, item)
+                if var is None or var.kind != "lab":
+                    return self.unknown(e, item)
+                limit = _rational(Fraction(multiple)) * z3.Real(name + "#uln")
+                return z3.And(self.present(var, name), _holds(z3.Real(name), op, limit))
+            case ir.Member():
+                return self.member(e, item)
+            case ir.Window():
+                return self.window(e, item)
+            case ir.Quantified() | ir.CountCompare():
+                return self.quantifier(e, item)
+            case _:  # a definition not written out
+                return self.unknown(e, item)
+
+    def unknown(self, e: ir.Expr, item: _Item | None) -> Term:
+        """A truth value the encoding does not explain: any record may have it either way."""
+        self.opaque = True
+        number = self.solver.opaque.setdefault(key(e), len(self.solver.opaque))
+        return z3.Bool(f"opaque#{number}" + (f"@{item.prefix}" if item is not None else ""))
+
+    # ---- fields ----
+    def field(self, ref: ir.FieldRef, item: _Item | None) -> tuple[_Var | None, str]:
+        """The field's variable information and the name of its variable in this question;
+        None when the encoding cannot reason about it."""
+        if ref.scope == "item":
+            if item is None:
+                return None, ""
+            path, name = _item_path(item.list_name, ref.field.name), f"{item.prefix}.{ref.field.name}"
+        else:
+            path = name = ref.field.name
+        var = self.solver.vars.get(path)
+        if var is None or var.kind == "mixed":
+            return None, ""
+        if name not in self.declared:
+            self.declared.add(name)
+            self.facts += _ranges(var, name)
+        return var, name
+
+    def present(self, var: _Var, name: str) -> Term:
+        """The field is not none (an optional field's "none recorded" makes conditions on it false)."""
+        return z3.Not(z3.Bool(name + "#none")) if var.optional else z3.BoolVal(True)
+
+    def term(self, value: ir.Value, item: _Item | None, compared: ir.FieldRef) -> tuple[Term, Term] | None:
+        """A value as a z3 term (in its variable's unit) and the condition that it is there; a
+        literal is in the unit of the field it is compared with, as this version declares it."""
+        if isinstance(value, ir.FieldRef):
+            var, name = self.field(value, item)
+            if var is None:
+                return None
+            return _variable(var, name), self.present(var, name)
+        constant = value.value
+        if isinstance(constant, bool):
+            return z3.BoolVal(constant), z3.BoolVal(True)
+        if isinstance(constant, datetime.date):
+            return z3.IntVal(constant.toordinal()), z3.BoolVal(True)
+        if isinstance(constant, str):
+            return z3.IntVal(self.solver.texts.setdefault(constant, len(self.solver.texts))), z3.BoolVal(True)
+        number = Fraction(constant)
+        path = compared.field.name if compared.scope == "patient" or item is None \
+            else _item_path(item.list_name, compared.field.name)
+        var = self.solver.vars.get(path)
+        unit = compared.field.type.unit
+        if var is not None and unit is not None:
+            number *= var.scales.get(unit.text, Fraction(1))
+        return _rational(number), z3.BoolVal(True)
+
+    def compare(self, e: ir.Expr, op: str, left: ir.Value, right: ir.Value, item: _Item | None) -> Term:
+        compared = left if isinstance(left, ir.FieldRef) else right
+        assert isinstance(compared, ir.FieldRef)
+        a, b = self.term(left, item, compared), self.term(right, item, compared)
+        if a is None or b is None:
+            return self.unknown(e, item)
+        return z3.And(a[1], b[1], _holds(a[0], op, b[0]))
+
+    def member(self, e: ir.Member, item: _Item | None) -> Term:
+        var, name = self.field(e.value, item)
+        if var is None or var.kind != ("enum" if e.kind.startswith("is") else "set"):
+            return self.unknown(e, item)
+        if var.kind == "set":
+            has = [z3.Bool(f"{name}#has#{m}") for m in e.members]
+            held = z3.And(*has) if e.kind == "has_all" else z3.Or(*has)
+        else:
+            value = z3.Int(name)
+            held = z3.Or(*(value == var.members.index(m) for m in e.members))
+            if e.kind == "is_not":
+                held = z3.Not(held)
+        return z3.And(self.present(var, name), held)
+
+    # ---- dates ----
+    def window(self, e: ir.Window, item: _Item | None) -> Term:
+        reference = e.value if isinstance(e.value, ir.FieldRef) else e.anchor
+        if not isinstance(reference, ir.FieldRef):  # two literal dates: decided by the calendar
+            return z3.BoolVal(_window_holds(e))
+        value, anchor = self.term(e.value, item, reference), self.term(e.anchor, item, reference)
+        if value is None or anchor is None:
+            return self.unknown(e, item)
+        amount = -e.amount if e.direction == "before" else e.amount
+        edge = self.shifted(e.anchor, anchor[0], amount, e.unit, item)
+        day, start = value[0], anchor[0]
+        if e.kind == "within":
+            inside = z3.And(edge <= day, day <= start) if amount < 0 else z3.And(start <= day, day <= edge)
+        else:
+            inside = day <= edge if amount < 0 else day >= edge
+        return z3.And(value[1], anchor[1], inside)
+
+    def shifted(self, anchor: ir.Value, day: Term, amount: int, unit: str, item: _Item | None) -> Term:
+        """The anchor moved by `amount` units, clamped to the calendar as the runtime does."""
+        if isinstance(anchor, ir.Const):
+            assert isinstance(anchor.value, datetime.date)
+            return z3.IntVal(_shift(anchor.value, amount, unit).toordinal())
+        if unit in ("days", "weeks"):
+            moved = day + amount * (7 if unit == "weeks" else 1)
+            return z3.If(moved > _LAST_DAY, _LAST_DAY, z3.If(moved < _FIRST_DAY, _FIRST_DAY, moved))
+        edge = z3.Int(f"{day}#{amount}{unit}")
+        if str(edge) not in self.declared:  # bounds the calendar keeps; `Solver.check` pins the rest
+            self.declared.add(str(edge))
+            low, high = (amount * 365, amount * 366) if unit == "years" else (amount * 28, amount * 31)
+            low, high = min(low, high), max(low, high)
+            overflow = _LAST_DAY if amount > 0 else _FIRST_DAY
+            self.facts.append(z3.Or(z3.And(day + low <= edge, edge <= day + high), edge == overflow))
+            self.shifts.append((day, edge, amount, unit))
+        return edge
+
+    # ---- lists ----
+    def quantifier(self, e: ir.Quantified | ir.CountCompare, item: _Item | None) -> Term:
+        if e.items.scope != "patient" or item is not None:
+            return self.unknown(e, item)  # a list inside a list item
+        description = self.description(e.items)
+        if description is None:
+            return self.unknown(e, item)
+        if isinstance(e, ir.CountCompare):
+            return _holds(description.count(e.condition), e.op, z3.IntVal(e.number))
+        if e.kind == "any":
+            return description.count(e.condition) >= 1
+        if e.condition is None:
+            return z3.BoolVal(True)
+        return description.count(e.condition, holding=False) == 0
+
+    def description(self, items: ir.FieldRef) -> _ListDescription | None:
+        name = items.field.name
+        if name not in self.lists:
+            var = self.solver.vars.get(name)
+            conditions = list(self.item_conditions.get(name, {}).values())
+            if var is None or var.kind != "list" or len(conditions) > MAX_ITEM_CONDITIONS:
+                self.lists[name] = None
+            else:
+                self.lists[name] = _ListDescription(self, name, conditions)
+        return self.lists[name]
+
+
+class _ListDescription:
+    """A list as how many items it holds of each type, a type being which of the question's
+    item conditions an item meets; one symbolic item of each type stands for them all."""
+
+    def __init__(self, query: _Query, name: str, conditions: list[ir.Expr]) -> None:
+        self.keys = [key(c) for c in conditions]
+        self.counts: dict[tuple[bool, ...], Term] = {}
+        for truth in itertools.product((True, False), repeat=len(conditions)):
+            label = "".join("1" if t else "0" for t in truth)
+            count = z3.Int(f"{name}#{label}#count")
+            item = _Item(name, f"{name}#{label}")
+            meets = [query.expr(c, item) if t else z3.Not(query.expr(c, item))
+                     for c, t in zip(conditions, truth, strict=True)]
+            query.facts += [count >= 0, z3.Implies(count > 0, z3.And(*meets))]
+            self.counts[truth] = count
+
+    def count(self, condition: ir.Expr | None, holding: bool = True) -> Term:
+        """How many items meet (or, not `holding`, fail) the condition; all items without one."""
+        if condition is None:
+            chosen = list(self.counts.values())
+        else:
+            index = self.keys.index(key(condition))
+            chosen = [n for truth, n in self.counts.items() if truth[index] == holding]
+        return z3.Sum(*chosen) if chosen else z3.IntVal(0)
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+
+def _solve(solver: Any, shifts: Sequence[tuple[Term, Term, int, str]], timeout_ms: int) -> bool | None:
+    """z3's answer, with calendar months made exact lazily: the edge of a month or year window
+    is only bounded (28 to 31 days a month) until a model puts a date somewhere; then the edge
+    of that date is pinned to the calendar's and z3 asked again, until every edge in the model
+    is the calendar's (a witness) or none can be (a proof, since every pin is a fact). The
+    question's time budget covers every round."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    for _ in range(_REFINEMENTS):
+        left = int((deadline - time.monotonic()) * 1000)
+        if left <= 0:
+            return None
+        solver.set("timeout", left)
+        answer = solver.check()
+        if answer != z3.sat:
+            return False if answer == z3.unsat else None
+        model = solver.model()
+        pins = []
+        for day, edge, amount, unit in shifts:
+            ordinal = model.eval(day, model_completion=True).as_long()
+            true = _shift(datetime.date.fromordinal(ordinal), amount, unit).toordinal()
+            if model.eval(edge, model_completion=True).as_long() != true:
+                pins.append(z3.Implies(day == ordinal, edge == true))
+        if not pins:
+            return True
+        solver.add(*pins)
+    return None
+
+
+def _item_path(list_name: str, field_name: str) -> str:
+    return f"{list_name}[].{field_name}"
+
+
+def _quantifiers(expr: ir.Expr) -> Iterator[ir.Quantified | ir.CountCompare]:
+    """The quantifiers over lists in a condition (not those inside a list item's condition)."""
+    match expr:
+        case ir.Quantified() | ir.CountCompare():
+            yield expr
+        case ir.Not(operand=operand):
+            yield from _quantifiers(operand)
+        case ir.And(operands=operands) | ir.Or(operands=operands) | ir.AtLeast(operands=operands):
+            for operand in operands:
+                yield from _quantifiers(operand)
+        case _:
+            pass
+
+
+def _variable(var: _Var, name: str) -> Term:
+    if var.kind in ("bool", "judgment"):
+        return z3.Bool(name)
+    if var.kind in ("decimal", "quantity", "lab"):
+        return z3.Real(name)
+    return z3.Int(name)  # integer, titer, date, text, enum
+
+
+def _ranges(var: _Var, name: str) -> list[Term]:
+    """The values a record can hold (numbers are unbounded: records cap them far from any threshold)."""
+    if var.kind == "date":
+        day = z3.Int(name)
+        return [day >= _FIRST_DAY, day <= _LAST_DAY]
+    if var.kind == "titer":
+        return [z3.Int(name) >= 1]
+    if var.kind == "enum":
+        index = z3.Int(name)
+        return [index >= 0, index < len(var.members)]
+    if var.kind == "lab":
+        return [z3.Real(name + "#uln") > 0]
+    return []
+
+
+def _rational(value: Fraction) -> Term:
+    if value.denominator == 1:
+        return z3.IntVal(value.numerator)
+    return z3.RealVal(f"{value.numerator}/{value.denominator}")
+
+
+def _holds(a: Term, op: str, b: Term) -> Term:
+    match op:
+        case ">=":
+            return a >= b
+        case "<=":
+            return a <= b
+        case ">":
+            return a > b
+        case "<":
+            return a < b
+        case "=":
+            return a == b
+        case _:
+            return a != b
+
+
+def _shift(day: datetime.date, amount: int, unit: str) -> datetime.date:
+    """The runtime's calendar: days and weeks exactly, months and years clamped to the month's
+    end, and out of range at the ends of the calendar."""
+    try:
+        if unit in ("days", "weeks"):
+            return day + datetime.timedelta(days=amount * (7 if unit == "weeks" else 1))
+        year, month = divmod(day.year * 12 + day.month - 1 + amount * (12 if unit == "years" else 1), 12)
+        last = _days_in_month_of(year, month + 1)
+        return datetime.date(year, month + 1, min(day.day, last))
+    except (OverflowError, ValueError):
+        return datetime.date.max if amount > 0 else datetime.date.min
+
+
+def _days_in_month_of(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in _SHORT_MONTHS else 31
+
+
+def _window_holds(e: ir.Window) -> bool:
+    assert isinstance(e.value, ir.Const) and isinstance(e.anchor, ir.Const)
+    day, anchor = e.value.value, e.anchor.value
+    assert isinstance(day, datetime.date) and isinstance(anchor, datetime.date)
+    amount = -e.amount if e.direction == "before" else e.amount
+    edge = _shift(anchor, amount, e.unit)
+    if amount < 0:
+        return edge <= day <= anchor if e.kind == "within" else day <= edge
+    return anchor <= day <= edge if e.kind == "within" else day >= edge
+
+
+__all__ = ["DEFAULT_TIMEOUT_MS", "MAX_ITEM_CONDITIONS", "Outcome", "Solver"]
