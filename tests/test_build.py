@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 from conftest import ROOT, compile_text, import_module
 from crit.emit.python import emit_python, runtime_block
 from crit.syntax.grammar import parser
@@ -169,3 +171,19 @@ def test_keywords_as_field_names_are_safe(evaluator: Callable[[str], ModuleType]
         'inclusion\n  I1 "k"\n    class\n    match >= 2\n    None\n'
     )
     assert module.evaluate({"class": True, "match": 2, "None": True}).decision.value == "eligible"
+
+
+def test_every_artefact_carries_the_generated_mark(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`crit build` overwrites only files with the mark, so each artefact it writes must carry it
+    where `files.is_generated` looks (the first 512 bytes), or the next build would refuse it."""
+    from crit.cli import outputs
+    from crit.driver import Loaded, load
+    from crit.files import GENERATED_MARK
+
+    monkeypatch.chdir(ROOT)
+    loaded = Loaded()
+    artefacts = outputs(load(Path("protocols/jy231.crit"), loaded), loaded)
+    assert set(artefacts) == {"jy231.py", "jy231.md"}
+    for name, text in artefacts.items():
+        assert GENERATED_MARK.encode() in text.encode("utf-8")[:512], name
+    assert GENERATED_MARK in (ROOT / "generated" / "jy231.md").read_text(encoding="utf-8").split("\n")[0]

@@ -349,3 +349,12 @@ def test_python_dash_m_crit_is_the_crit_command(project: Path) -> None:
                             capture_output=True, text=True, check=False)
     assert result.returncode == cli.EXIT_USAGE and "Traceback" not in result.stderr
     assert "Usage: crit " in result.stderr
+
+
+def test_eval_shows_any_id_on_one_line(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    records = [{**sample(), "id": {"site": "Lyon\n", "n": 1.50}}, {**sample(), "id": None}, {**sample(), "id": ""}]
+    (project / "r.json").write_text(json.dumps(records).replace("1.5", "1.50"), encoding="utf-8")
+    code, out, _ = run(capsys, "eval", "protocols/jy231.crit", "r.json")
+    assert code == 0
+    assert [line for line in out.splitlines() if line.startswith("record")] == [
+        'record {"site": "Lyon\\n", "n": 1.50}: ELIGIBLE', "record null: ELIGIBLE", "record '': ELIGIBLE"]

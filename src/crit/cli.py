@@ -272,21 +272,22 @@ def eval_(protocol_file: Path, record_file: Path, as_json: bool, interpret: bool
         raise Failure(EXIT_RECORD)
 
 
-def json_text(value: Any, indent: str = "") -> str:
+def json_text(value: Any, indent: str | None = "") -> str:
     """Strict JSON (RFC 8259), laid out as `json.dumps(value, indent=2, ensure_ascii=False)`
-    lays it out. A `Decimal` (a number in a record, read exactly) is written as a JSON number
-    with its own digits, never rounded through a float; NaN and infinities are refused."""
-    inner = indent + "  "
+    lays it out (on one line when `indent` is None). A `Decimal` (a number in a record, read
+    exactly) is written as a JSON number with its own digits, never rounded through a float;
+    NaN and infinities are refused."""
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError(f"{value} is not a JSON number")
         return str(value)
+    inner = None if indent is None else indent + "  "
+    start, gap, end = ("", ", ", "") if inner is None else ("\n" + inner, ",\n" + inner, "\n" + str(indent))
     if isinstance(value, dict) and value:
-        items = (f"{inner}{json.dumps(str(key), ensure_ascii=False)}: {json_text(item, inner)}"
-                 for key, item in value.items())
-        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+        items = (f"{json.dumps(str(key), ensure_ascii=False)}: {json_text(item, inner)}" for key, item in value.items())
+        return "{" + start + gap.join(items) + end + "}"
     if isinstance(value, list | tuple) and value:
-        return "[\n" + ",\n".join(inner + json_text(item, inner) for item in value) + f"\n{indent}]"
+        return "[" + start + gap.join(json_text(item, inner) for item in value) + end + "]"
     return json.dumps(list(value) if isinstance(value, tuple) else value, ensure_ascii=False, allow_nan=False)
 
 
@@ -302,7 +303,7 @@ def _label(ident: object) -> str:
         return ident if ident and ident.isprintable() else repr(ident)
     if isinstance(ident, int | Decimal) and not isinstance(ident, bool):
         return str(ident)
-    return shown(json_text(ident).replace("\n", " "))
+    return shown(json_text(ident, indent=None))
 
 
 def _table(result: dict[str, Any]) -> str:
