@@ -137,8 +137,9 @@ def test_rendering_is_byte_stable() -> None:
     assert "\n\n\n" not in first
 
 
-# Escapes (`\\n`, `\\"`) are read by the .crit lexer; \u2028, \u2029 and \r go in raw.
-HOSTILE = 'Evil\\n# Injected\\n| a | b |\\n\\"\\"\\"\u2028> quote\u2029- item\r<!-- x`y *z* #'
+# Escapes (`\\n`, `\\"`) are read by the .crit lexer; \u2028, \u2029, \x85 and \f go in raw (a raw \r
+# would end the line, and so the text, in the .crit file itself).
+HOSTILE = 'Evil\\n# Injected\\n| a | b |\\n\\"\\"\\"\u2028> quote\u2029- item\f<!-- x`y *z* #\x85= not a heading'
 
 
 def test_hostile_text_cannot_break_structure() -> None:
