@@ -148,9 +148,9 @@ def test_hostile_text_lands_as_inert_data(tmp_path: Path) -> None:
         source = (
             f'protocol P{index} "{text}"\n  version "{text}"\n\n'
             f'enum E "{text}"\n  a "{text}"\n\n'
-            f'patient\n  x: bool "{text}"\n  y: E "{text}"\n\n'
-            f'define d "{text}": x\n\n'
-            f'inclusion\n  I1 "{text}"\n    d\n    y is a\n    note "{text}"\n'
+            f'patient\n  flag: bool "{text}"\n  kind: E "{text}"\n\n'
+            f'define d "{text}": flag\n\n'
+            f'inclusion\n  I1 "{text}"\n    d\n    kind is a\n    note "{text}"\n'
         )
         protocol = compile_text(source)
         code = emit_python(protocol, source)
@@ -162,7 +162,7 @@ def test_hostile_text_lands_as_inert_data(tmp_path: Path) -> None:
         module = import_module(path)
         assert module.PROTOCOL["title"] == protocol.title
         assert module.CRITERIA[0].title == protocol.inclusion[0].title
-        assert module.evaluate({"x": True, "y": "a"}).decision.value == "eligible"
+        assert module.evaluate({"flag": True, "kind": "a"}).decision.value == "eligible"
 
 
 def test_keywords_as_field_names_are_safe(evaluator: Callable[[str], ModuleType]) -> None:
