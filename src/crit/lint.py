@@ -214,12 +214,16 @@ class _Linter:
             if self.sat(met):
                 inclusions.append((visit, met))
         found: dict[tuple[str, str], tuple[_Visit, ir.Expr]] = {}
+        not_excluded = {}
         for exclusion in exclusions:
             parts = criterion_parts(exclusion)
-            not_excluded = neg(conj(parts.applies, parts.met))
-            for visit, met in inclusions:
-                if self.sat(met, not_excluded) is False:
-                    found[(visit.criterion.id, exclusion.id)] = (visit, not_excluded)
+            not_excluded[exclusion.id] = neg(conj(parts.applies, parts.met))
+        for visit, met in inclusions:
+            if self.sat(met, *not_excluded.values()):
+                continue  # some patient meets it and passes every exclusion: no pair to look at
+            for ident, passed in not_excluded.items():
+                if self.sat(met, passed) is False:
+                    found[(visit.criterion.id, ident)] = (visit, passed)
         by_id = {c.id: c for c in self.protocol.exclusion}
         for (ident, exclusion_id), (visit, not_excluded) in found.items():
             if any((other, exclusion_id) in found for other in _descendants(visit.criterion)):

@@ -37,7 +37,7 @@ from typing import Any
 import z3
 
 from crit import ir
-from crit.logic.formula import key, neg
+from crit.logic.formula import expand, key, neg
 from crit.units import Unit, UnitError, factor
 
 DEFAULT_TIMEOUT_MS = 2000
@@ -50,7 +50,7 @@ _FIRST_DAY = datetime.date.min.toordinal()
 _LAST_DAY = datetime.date.max.toordinal()
 _SHORT_MONTHS = (4, 6, 9, 11)
 
-_REFINEMENTS = 50  # models tried before a question with calendar months counts as undecided
+_REFINEMENTS = 12  # models tried before a "sat" with calendar months counts as unconfirmed
 
 Term = Any  # a z3 expression (z3 ships no type information)
 
@@ -99,6 +99,16 @@ class Solver:
         self.texts: dict[str, int] = {}
         self.opaque: dict[object, int] = {}
         self.cache: dict[object, Outcome] = {}
+        self.facts: dict[str, list[Term]] = {}  # a variable's name → what every record has of it
+        self.shifts: dict[str, tuple[Term, Term, int, str]] = {}  # an edge's name → (date, edge, amount, unit)
+        self.terms: dict[tuple[int, str], tuple[ir.Expr, Term, frozenset[str], bool]] = {}
+        self.asserted: set[str] = set()  # the variables whose facts z3 holds
+        self.indicators: dict[object, tuple[Term, frozenset[str], bool]] = {}  # a condition's switch
+        self.item_conditions: dict[str, dict[object, ir.Expr]] = {}
+        self.lists: dict[str, _ListDescription | None] = {}
+        self.z3 = z3.Solver()  # one for every question: each condition is switched on by a literal
+        if rlimit:
+            self.z3.set("rlimit", rlimit)
         for protocol in protocols:
             records = {r.name: r for r in protocol.records}
             for f in protocol.fields:
@@ -106,6 +116,21 @@ class Solver:
                 record = records.get(f.type.record or "") if f.type.kind == "list" else None
                 for item_field in record.fields if record is not None else ():
                     self._declare(_item_path(f.name, item_field.name), item_field)
+        for protocol in protocols:
+            definitions = {d.name: d for d in protocol.definitions}
+            for c in protocol.criteria():
+                for expr in _criterion_exprs(c):
+                    self._collect(expand(expr, definitions))
+
+    def _collect(self, condition: ir.Expr) -> bool:
+        """Note the conditions on list items; True if one is new (a list description to redo)."""
+        new = False
+        for node in _quantifiers(condition):
+            if node.items.scope == "patient" and node.condition is not None:
+                known = self.item_conditions.setdefault(node.items.field.name, {})
+                new = new or key(node.condition) not in known
+                known.setdefault(key(node.condition), node.condition)
+        return new
 
     def _declare(self, path: str, f: ir.Field) -> None:
         t = f.type
@@ -125,24 +150,43 @@ class Solver:
                 var.kind = "mixed"
 
     # ---- questions ----
-    def check(self, *conditions: ir.Expr) -> Outcome:
-        """z3's answer on whether some complete record meets every condition (already `expand`ed)."""
-        signature = tuple(key(c) for c in conditions)
+    def check(self, *conditions: ir.Expr, witness: bool = False) -> Outcome:
+        """z3's answer on whether some complete record meets every condition (already `expand`ed);
+        with `witness`, a "sat" is worked on until its model keeps the calendar."""
+        keys = [key(c) for c in conditions]
+        signature = (witness, *keys)
         found = self.cache.get(signature)
         if found is None:
-            query = _Query(self, conditions)
-            solver = z3.Solver()
-            if self.rlimit:
-                solver.set("rlimit", self.rlimit)
-            solver.add(*query.facts, *query.formulas)
-            found = self.cache[signature] = Outcome(_solve(solver, query.shifts, self.timeout_ms), query.opaque)
+            if any(self._collect(c) for c in conditions):  # descriptions of lists start afresh
+                self.lists.clear()
+                self.terms.clear()
+                self.indicators.clear()
+            switches = [self._switch(k, c) for k, c in zip(keys, conditions, strict=True)]
+            names = sorted(set().union(*(names for _, names, _ in switches)))
+            fresh = [n for n in names if n not in self.asserted]
+            self.asserted.update(fresh)
+            self.z3.add(*(f for n in fresh for f in self.facts.get(n, ())))
+            shifts = [self.shifts[n] for n in names if n in self.shifts]
+            sat, confirmed = _solve(self.z3, [s for s, _, _ in switches], shifts, self.timeout_ms, refine=witness)
+            found = self.cache[signature] = Outcome(sat, any(o for _, _, o in switches) or not confirmed)
+        return found
+
+    def _switch(self, signature: object, condition: ir.Expr) -> tuple[Term, frozenset[str], bool]:
+        """The literal that switches the condition on, the variables it uses, and whether it is opaque."""
+        found = self.indicators.get(signature)
+        if found is None:
+            encoder = _Encoder(self)
+            term = encoder.expr(condition, None)
+            switch = z3.Bool(f"condition#{len(self.cache)}#{len(self.indicators)}")
+            self.z3.add(z3.Implies(switch, term))
+            found = self.indicators[signature] = (switch, frozenset(encoder.names), encoder.opaque)
         return found
 
     def satisfiable(self, *conditions: ir.Expr, witness: bool = False) -> bool | None:
         """Whether some complete record meets every condition: False is a proof that none does;
         True, with `witness`, means z3 built one (without, only that none was ruled out);
         None, that crit could not decide."""
-        found = self.check(*conditions)
+        found = self.check(*conditions, witness=witness)
         if found.sat and witness and found.opaque:
             return None
         return found.sat
@@ -157,26 +201,32 @@ class Solver:
 # ---- the encoding -----------------------------------------------------------------------------
 
 
-class _Query:
-    """One question's formulas, with the facts every variable it uses brings along (ranges,
-    calendar arithmetic, list descriptions)."""
+class _Encoder:
+    """Encodes conditions for the solver, noting the variables each term uses (their facts go
+    to z3 with the first question that needs them) and whether an opaque part took part."""
 
-    def __init__(self, solver: Solver, conditions: Sequence[ir.Expr]) -> None:
+    def __init__(self, solver: Solver) -> None:
         self.solver = solver
-        self.facts: list[Term] = []
+        self.names: set[str] = set()
         self.opaque = False
-        self.declared: set[str] = set()
-        self.shifts: list[tuple[Term, Term, int, str]] = []  # (date, its edge, amount, unit)
-        self.item_conditions: dict[str, dict[object, ir.Expr]] = {}
-        self.lists: dict[str, _ListDescription | None] = {}
-        for condition in conditions:
-            for node in _quantifiers(condition):
-                if node.items.scope == "patient" and node.condition is not None:
-                    self.item_conditions.setdefault(node.items.field.name, {})[key(node.condition)] = node.condition
-        self.formulas = [self.expr(c, None) for c in conditions]
 
     # ---- conditions ----
     def expr(self, e: ir.Expr, item: _Item | None) -> Term:
+        """The condition's z3 term, kept by the solver for its next questions."""
+        slot = (id(e), item.prefix if item is not None else "")
+        kept = self.solver.terms.get(slot)
+        if kept is not None and kept[0] is e:
+            self.names |= kept[2]
+            self.opaque = self.opaque or kept[3]
+            return kept[1]
+        outer = self.names, self.opaque
+        self.names, self.opaque = set(), False
+        term = self.encode(e, item)
+        self.solver.terms[slot] = (e, term, frozenset(self.names), self.opaque)
+        self.names, self.opaque = outer[0] | self.names, outer[1] or self.opaque
+        return term
+
+    def encode(self, e: ir.Expr, item: _Item | None) -> Term:
         match e:
             case ir.Truth(value=value):
                 return z3.BoolVal(value)
@@ -232,9 +282,9 @@ class _Query:
         var = self.solver.vars.get(path)
         if var is None or var.kind == "mixed":
             return None, ""
-        if name not in self.declared:
-            self.declared.add(name)
-            self.facts += _ranges(var, name)
+        if name not in self.solver.facts:
+            self.solver.facts[name] = _ranges(var, name)
+        self.names.add(name)
         return var, name
 
     def present(self, var: _Var, name: str) -> Term:
@@ -312,14 +362,15 @@ class _Query:
         if unit in ("days", "weeks"):
             moved = day + amount * (7 if unit == "weeks" else 1)
             return z3.If(moved > _LAST_DAY, _LAST_DAY, z3.If(moved < _FIRST_DAY, _FIRST_DAY, moved))
-        edge = z3.Int(f"{day}#{amount}{unit}")
-        if str(edge) not in self.declared:  # bounds the calendar keeps; `Solver.check` pins the rest
-            self.declared.add(str(edge))
+        name = f"{day}#{amount}{unit}"
+        edge = z3.Int(name)
+        if name not in self.solver.facts:  # bounds the calendar keeps; `_solve` pins the rest
             low, high = (amount * 365, amount * 366) if unit == "years" else (amount * 28, amount * 31)
             low, high = min(low, high), max(low, high)
             overflow = _LAST_DAY if amount > 0 else _FIRST_DAY
-            self.facts.append(z3.Or(z3.And(day + low <= edge, edge <= day + high), edge == overflow))
-            self.shifts.append((day, edge, amount, unit))
+            self.solver.facts[name] = [z3.Or(z3.And(day + low <= edge, edge <= day + high), edge == overflow)]
+            self.solver.shifts[name] = (day, edge, amount, unit)
+        self.names.add(name)
         return edge
 
     # ---- lists ----
@@ -339,31 +390,38 @@ class _Query:
 
     def description(self, items: ir.FieldRef) -> _ListDescription | None:
         name = items.field.name
-        if name not in self.lists:
+        lists = self.solver.lists
+        if name not in lists:
             var = self.solver.vars.get(name)
-            conditions = list(self.item_conditions.get(name, {}).values())
+            conditions = list(self.solver.item_conditions.get(name, {}).values())
             if var is None or var.kind != "list" or len(conditions) > MAX_ITEM_CONDITIONS:
-                self.lists[name] = None
+                lists[name] = None
             else:
-                self.lists[name] = _ListDescription(self, name, conditions)
-        return self.lists[name]
+                lists[name] = _ListDescription(self, name, conditions)
+        found = lists[name]
+        if found is not None:
+            self.names.add(found.name)
+        return found
 
 
 class _ListDescription:
     """A list as how many items it holds of each type, a type being which of the question's
     item conditions an item meets; one symbolic item of each type stands for them all."""
 
-    def __init__(self, query: _Query, name: str, conditions: list[ir.Expr]) -> None:
+    def __init__(self, encoder: _Encoder, name: str, conditions: list[ir.Expr]) -> None:
         self.keys = [key(c) for c in conditions]
         self.counts: dict[tuple[bool, ...], Term] = {}
+        self.name = f"{name}#{len(encoder.solver.facts)}"  # a new description has new variables
+        facts: list[Term] = []
         for truth in itertools.product((True, False), repeat=len(conditions)):
-            label = "".join("1" if t else "0" for t in truth)
-            count = z3.Int(f"{name}#{label}#count")
-            item = _Item(name, f"{name}#{label}")
-            meets = [query.expr(c, item) if t else z3.Not(query.expr(c, item))
+            label = self.name + "#" + "".join("1" if t else "0" for t in truth)
+            count = z3.Int(f"{label}#count")
+            item = _Item(name, label)
+            meets = [encoder.expr(c, item) if t else z3.Not(encoder.expr(c, item))
                      for c, t in zip(conditions, truth, strict=True)]
-            query.facts += [count >= 0, z3.Implies(count > 0, z3.And(*meets))]
+            facts += [count >= 0, z3.Implies(count > 0, z3.And(*meets))]
             self.counts[truth] = count
+        encoder.solver.facts[self.name] = facts
 
     def count(self, condition: ir.Expr | None, holding: bool = True) -> Term:
         """How many items meet (or, not `holding`, fail) the condition; all items without one."""
@@ -378,36 +436,73 @@ class _ListDescription:
 # ---- helpers -----------------------------------------------------------------------------------
 
 
-def _solve(solver: Any, shifts: Sequence[tuple[Term, Term, int, str]], timeout_ms: int) -> bool | None:
-    """z3's answer, with calendar months made exact lazily: the edge of a month or year window
-    is only bounded (28 to 31 days a month) until a model puts a date somewhere; then the edge
-    of that date is pinned to the calendar's and z3 asked again, until every edge in the model
-    is the calendar's (a witness) or none can be (a proof, since every pin is a fact). The
-    question's time budget covers every round."""
+def _solve(solver: Any, switches: Sequence[Term], shifts: Sequence[tuple[Term, Term, int, str]],
+           timeout_ms: int, refine: bool) -> tuple[bool | None, bool]:
+    """z3's answer, and whether a "sat" is confirmed by a model that keeps the calendar
+    (unless asked to `refine`, a "sat" with calendar months stays unconfirmed).
+
+    The edge of a month or year window is only bounded at first (28 to 31 days a month), so
+    "unsat" is a proof. A model's edges are then checked against the calendar; where one is
+    off, the edge is pinned to the calendar's for every day of that anchor's month (a linear
+    fact) and z3 asked again, until a model keeps the calendar (a witness) or the rounds run
+    out (sat, unconfirmed). The question's time budget covers every round."""
     deadline = time.monotonic() + timeout_ms / 1000
     for _ in range(_REFINEMENTS):
         left = int((deadline - time.monotonic()) * 1000)
         if left <= 0:
-            return None
+            return None, False
         solver.set("timeout", left)
-        answer = solver.check()
+        answer = solver.check(*switches)
         if answer != z3.sat:
-            return False if answer == z3.unsat else None
+            return (False, True) if answer == z3.unsat else (None, False)
+        if shifts and not refine:
+            return True, False
         model = solver.model()
         pins = []
         for day, edge, amount, unit in shifts:
             ordinal = model.eval(day, model_completion=True).as_long()
             true = _shift(datetime.date.fromordinal(ordinal), amount, unit).toordinal()
             if model.eval(edge, model_completion=True).as_long() != true:
-                pins.append(z3.Implies(day == ordinal, edge == true))
+                pins.append(_month_pin(day, edge, ordinal, amount, unit))
         if not pins:
-            return True
+            return True, True
         solver.add(*pins)
-    return None
+    return True, False
+
+
+def _month_pin(day: Term, edge: Term, ordinal: int, amount: int, unit: str) -> Term:
+    """The calendar's edge for every date in the month of `ordinal`: the same day of the
+    shifted month, clamped to its end."""
+    date = datetime.date.fromordinal(ordinal)
+    first = date.replace(day=1).toordinal()
+    last = first + _days_in_month_of(date.year, date.month) - 1
+    inside = z3.And(first <= day, day <= last)
+    year = (date.year * 12 + date.month - 1 + amount * (12 if unit == "years" else 1)) // 12
+    if not 1 <= year <= 9999:  # past the calendar's ends, as the runtime clamps it
+        return z3.Implies(inside, edge == (_LAST_DAY if amount > 0 else _FIRST_DAY))
+    shifted = _shift(date.replace(day=1), amount, unit)
+    length = _days_in_month_of(shifted.year, shifted.month)
+    offset = day - first  # the day of the month, from 0
+    start = shifted.toordinal()
+    return z3.Implies(inside, edge == z3.If(offset < length, start + offset, start + length - 1))
 
 
 def _item_path(list_name: str, field_name: str) -> str:
     return f"{list_name}[].{field_name}"
+
+
+def _criterion_exprs(c: ir.Criterion) -> Iterator[ir.Expr]:
+    """The conditions written in a criterion (not in its sub-criteria)."""
+    if c.applies is not None:
+        yield c.applies
+    pending: list[object] = list(c.items)
+    while pending:
+        item = pending.pop()
+        if isinstance(item, ir.Line):
+            yield item.expr
+        elif isinstance(item, ir.When):
+            yield item.condition
+            pending += item.body
 
 
 def _quantifiers(expr: ir.Expr) -> Iterator[ir.Quantified | ir.CountCompare]:
