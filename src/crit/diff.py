@@ -2,10 +2,13 @@
 
 Criteria are matched by their stable ids, so a renumbered line or a moved block is not a
 change. For every changed condition the report says whether it tightens or loosens
-eligibility: the old and new conditions are compared by `crit.lint.Solver` (is one contained
-in the other?), and the direction is turned around where the condition counts against the
-patient (in an exclusion, under a `not`, as a `when` that brings in a requirement). A change
-the solver cannot order, or that counts both ways, is "unclear": the report never guesses.
+eligibility: the old and new conditions are compared by z3 (`crit.logic.Solver`: is one
+contained in the other?), and the direction is turned around where the condition counts
+against the patient (in an exclusion, under a `not`, as a `when` that brings in a requirement).
+A change that counts both ways, or is no simple widening or narrowing, is "unclear"; where z3
+gives up, runs out of time, or the encoding cannot tell, the report says "crit could not
+decide". A direction is only ever reported from a proof (no patient changes the other way)
+and a witness (a patient who does change).
 
 With `--records`, both versions are compiled and run on the records, and the patients whose
 decision changes are listed with the criteria that changed for them.
@@ -32,6 +35,7 @@ from crit.logic import TRUE, Solver, eligible, expand, key, neg
 from crit.protocol_tests import evaluator, load_or_exit
 
 TIGHTENED, LOOSENED, SAME, UNCLEAR = "tightened", "loosened", "no effect", "unclear"
+UNDECIDED = "crit could not decide"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,15 +89,16 @@ class Report:
 # ---- comparing -------------------------------------------------------------------------------
 
 
-def compare(old: ir.Protocol, new: ir.Protocol) -> Report:
-    """The semantic differences between two versions of a protocol."""
-    return _Comparer(old, new).run()
+def compare(old: ir.Protocol, new: ir.Protocol, solver: Solver | None = None) -> Report:
+    """The semantic differences between two versions of a protocol (`solver`: one set up on
+    both, e.g. with a tighter budget)."""
+    return _Comparer(old, new, solver).run()
 
 
 class _Comparer:
-    def __init__(self, old: ir.Protocol, new: ir.Protocol) -> None:
+    def __init__(self, old: ir.Protocol, new: ir.Protocol, solver: Solver | None = None) -> None:
         self.old, self.new = old, new
-        self.solver = Solver([old, new])
+        self.solver = solver if solver is not None else Solver([old, new])
         self.old_defs = {d.name: d for d in old.definitions}
         self.new_defs = {d.name: d for d in new.definitions}
         self.old_signs = _signs(old)
@@ -153,15 +158,8 @@ class _Comparer:
         of a change depend on the rest of the criterion."""
         a = expand(eligible(before), definitions)
         b = expand(eligible(after), definitions)
-        smaller = self.solver.implies(b, a)
-        larger = self.solver.implies(a, b)
-        if smaller and larger:
-            return SAME
-        if smaller:
-            return TIGHTENED
-        if larger:
-            return LOOSENED
-        return UNCLEAR
+        return {"same": SAME, "narrower": TIGHTENED, "wider": LOOSENED, UNDECIDED: UNDECIDED}.get(
+            _order(self.solver.implies(b, a), self.solver.implies(a, b)), UNCLEAR)
 
     def criterion(self, old: ir.Criterion, new: ir.Criterion) -> list[Change]:
         out: list[Change] = []
@@ -247,15 +245,7 @@ class _Comparer:
         """"narrower", "wider" or "same" when the solver can tell which patients each admits."""
         a = expand(old, self.old_defs)
         b = expand(new, self.new_defs)
-        smaller = self.solver.implies(b, a)
-        larger = self.solver.implies(a, b)
-        if smaller and larger:
-            return SAME
-        if smaller:
-            return "narrower"
-        if larger:
-            return "wider"
-        return UNCLEAR
+        return _order(self.solver.implies(b, a), self.solver.implies(a, b))
 
     # ---- definitions ----
     def definitions(self) -> list[CriterionChange]:
@@ -326,15 +316,21 @@ class _Comparer:
         """Whether any complete record changes its decision, in either direction."""
         before = expand(eligible(self.old), self.old_defs)
         after = expand(eligible(self.new), self.new_defs)
-        gains = self.solver.satisfiable(after, neg(before))
-        losses = self.solver.satisfiable(before, neg(after))
+        gains = self.solver.satisfiable(after, neg(before), witness=True)
+        losses = self.solver.satisfiable(before, neg(after), witness=True)
         if gains is False and losses is False:
             return "unchanged: every patient whose facts are all known gets the same decision"
-        if gains is False:
+        if gains is False and losses:
             return "tightened: no patient becomes eligible who was not before"
-        if losses is False:
+        if losses is False and gains:
             return "loosened: no patient who was eligible becomes ineligible"
-        return "changed both ways: some patients may become eligible, others ineligible"
+        if gains and losses:
+            return "changed both ways: some patients become eligible, others ineligible"
+        if gains is False:
+            return "crit could not decide whether any patient becomes ineligible; none becomes eligible"
+        if losses is False:
+            return "crit could not decide whether any patient becomes eligible; none becomes ineligible"
+        return "crit could not decide"
 
 
 def _signs(protocol: ir.Protocol) -> dict[object, set[int]]:
@@ -369,10 +365,24 @@ def _signs(protocol: ir.Protocol) -> dict[object, set[int]]:
     return out
 
 
+def _order(smaller: bool | None, larger: bool | None) -> str:
+    """"same", "narrower", "wider" or "unclear" from whether the new condition implies the old
+    (`smaller`) and the old the new (`larger`); any question z3 left open leaves it undecided."""
+    if smaller is None or larger is None:
+        return UNDECIDED
+    if smaller and larger:
+        return "same"
+    if smaller:
+        return "narrower"
+    return "wider" if larger else UNCLEAR
+
+
 def _effect(direction: str, signs: set[int]) -> str:
     """A change's effect on eligibility, from its direction and where it counts."""
-    if direction == SAME:
+    if direction in (SAME, "same"):
         return SAME
+    if direction == UNDECIDED:
+        return UNDECIDED
     if direction not in ("narrower", "wider") or len(signs) != 1:
         return UNCLEAR
     (sign,) = signs
@@ -640,7 +650,8 @@ def render(report: Report) -> str:
     summary = [
         f"Criteria: {counts['added']} added, {counts['removed']} removed, {counts['changed']} changed.",
         f"Changes that tighten eligibility: {effects[TIGHTENED]}; loosen it: {effects[LOOSENED]}; "
-        f"no effect: {effects[SAME]}; unclear: {effects[UNCLEAR]}.",
+        f"no effect: {effects[SAME]}; unclear: {effects[UNCLEAR]}"
+        + (f"; crit could not decide: {effects[UNDECIDED]}." if effects[UNDECIDED] else "."),
         f"Eligibility overall, for patients whose facts are all known: {report.overall}.",
     ]
     text = env.get_template("diff.md.j2").render(

@@ -367,8 +367,9 @@ class _Encoder:
         if name not in self.solver.facts:  # bounds the calendar keeps; `_solve` pins the rest
             low, high = (amount * 365, amount * 366) if unit == "years" else (amount * 28, amount * 31)
             low, high = min(low, high), max(low, high)
-            overflow = _LAST_DAY if amount > 0 else _FIRST_DAY
-            self.solver.facts[name] = [z3.Or(z3.And(day + low <= edge, edge <= day + high), edge == overflow)]
+            near_end = day + high > _LAST_DAY if amount > 0 else day + low < _FIRST_DAY
+            overflow = z3.And(near_end, edge == (_LAST_DAY if amount > 0 else _FIRST_DAY))
+            self.solver.facts[name] = [z3.Or(z3.And(day + low <= edge, edge <= day + high), overflow)]
             self.solver.shifts[name] = (day, edge, amount, unit)
         self.names.add(name)
         return edge
@@ -444,15 +445,20 @@ def _solve(solver: Any, switches: Sequence[Term], shifts: Sequence[tuple[Term, T
     The edge of a month or year window is only bounded at first (28 to 31 days a month), so
     "unsat" is a proof. A model's edges are then checked against the calendar; where one is
     off, the edge is pinned to the calendar's for every day of that anchor's month (a linear
-    fact) and z3 asked again, until a model keeps the calendar (a witness) or the rounds run
-    out (sat, unconfirmed). The question's time budget covers every round."""
+    fact) and z3 asked again, first with the model's dates held where they were (so that it
+    need not wander to other months), until a model keeps the calendar (a witness) or the
+    rounds run out (sat, unconfirmed). The question's time budget covers every round."""
     deadline = time.monotonic() + timeout_ms / 1000
+    held: list[Term] = []
     for _ in range(_REFINEMENTS):
         left = int((deadline - time.monotonic()) * 1000)
         if left <= 0:
             return None, False
         solver.set("timeout", left)
-        answer = solver.check(*switches)
+        answer = solver.check(*switches, *held)
+        if answer == z3.unsat and held:
+            held = []
+            continue
         if answer != z3.sat:
             return (False, True) if answer == z3.unsat else (None, False)
         if shifts and not refine:
@@ -467,6 +473,7 @@ def _solve(solver: Any, switches: Sequence[Term], shifts: Sequence[tuple[Term, T
         if not pins:
             return True, True
         solver.add(*pins)
+        held = [day == model.eval(day, model_completion=True) for day in {str(d): d for d, _, _, _ in shifts}.values()]
     return True, False
 
 
