@@ -15,8 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, compile_text
-from crit.diff import compare, diff_command
+from crit.diff import compare, diff_command, render
+from crit.driver import Loaded, load
 from crit.interpret import Interpreter
+from crit.logic import Solver
 from test_fmt import _ATOMS, _EXAMPLES, well_typed_protocols
 from test_lint import complete_records
 
@@ -277,6 +279,66 @@ def test_the_shipped_jy231_example(monkeypatch: pytest.MonkeyPatch, request: pyt
         shipped.write_text(result.stdout, encoding="utf-8", newline="\n")
     assert result.stdout == shipped.read_text(encoding="utf-8"), "rerun with --update-golden, then review"
     assert "| threshold | SLEDAI score ≥ 8 | SLEDAI score ≥ 6 | loosened |" in result.stdout
+
+
+# ---- directions from z3: a proof and a witness, or "crit could not decide" --------------------------
+
+LOOSENED = "loosened: no patient who was eligible becomes ineligible"
+TIGHTENED = "tightened: no patient becomes eligible who was not before"
+BOTH = "changed both ways: some patients become eligible, others ineligible"
+
+
+def jy231_amended(tmp_path: Path, *edits: tuple[str, str]) -> Any:
+    """JY231 and a copy of it with `edits` (old text, new text), both checked."""
+    text = (ROOT / "protocols" / "jy231.crit").read_text(encoding="utf-8")
+    for before, after in edits:
+        assert text.count(before) == 1, before
+        text = text.replace(before, after)
+    (tmp_path / "schemas").mkdir()
+    for schema in (ROOT / "protocols" / "schemas").glob("*.crit"):
+        (tmp_path / "schemas" / schema.name).write_text(schema.read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "amended.crit").write_text(text, encoding="utf-8")
+    return load(ROOT / "protocols" / "jy231.crit", Loaded()), load(tmp_path / "amended.crit", Loaded())
+
+
+def test_lowering_sledai_from_8_to_6_in_jy231_is_a_loosening(tmp_path: Path) -> None:
+    """The hand-written solver gave up on JY231 and called this pure loosening "both ways"."""
+    report = compare(*jy231_amended(tmp_path, ("sledai >= 8", "sledai >= 6")))
+    assert report.overall == LOOSENED
+    assert [(i.id, c.what, c.effect) for i in report.criteria for c in i.changes] == [
+        ("I3.1", "threshold", "loosened")]
+
+
+def test_raising_sledai_in_jy231_is_a_tightening(tmp_path: Path) -> None:
+    report = compare(*jy231_amended(tmp_path, ("sledai >= 8", "sledai >= 10")))
+    assert report.overall == TIGHTENED
+    assert [c.effect for i in report.criteria for c in i.changes] == ["tightened"]
+
+
+def test_a_loosening_and_a_tightening_change_eligibility_both_ways(tmp_path: Path) -> None:
+    report = compare(*jy231_amended(tmp_path, ("sledai >= 8", "sledai >= 6"),
+                                    ("age between 18 and 75", "age between 18 and 70")))
+    assert report.overall == BOTH
+    assert compare(compile_text(OLD), compile_text(NEW)).overall == BOTH
+
+
+def test_a_solver_that_gives_up_decides_nothing(tmp_path: Path) -> None:
+    """z3 stopped by a tiny work limit: neither the change nor the whole is given a direction."""
+    old, new = jy231_amended(tmp_path, ("sledai >= 8", "sledai >= 6"))
+    report = compare(old, new, Solver([old, new], rlimit=1))
+    assert report.overall == "crit could not decide whether any patient's decision changes"
+    assert [c.effect for i in report.criteria for c in i.changes] == ["crit could not decide"]
+    assert "; crit could not decide: 1." in render(report)
+
+
+def test_a_condition_the_encoding_cannot_express_decides_nothing() -> None:
+    """A field whose type changes between versions is opaque: z3 finds a "patient" who is no
+    witness, so the lowered threshold is not called loosened (nor anything else)."""
+    old = compile_text(OLD.replace("sledai: integer", "sledai: decimal"))
+    report = compare(old, compile_text(NEW))
+    found = {i.id: [c.effect for c in i.changes] for i in report.criteria}
+    assert found["I2"] == ["crit could not decide"]
+    assert report.overall.startswith("crit could not decide")
 
 
 # ---- the overall verdict, against the interpreter ------------------------------------------------

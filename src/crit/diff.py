@@ -330,7 +330,7 @@ class _Comparer:
             return "crit could not decide whether any patient becomes ineligible; none becomes eligible"
         if losses is False:
             return "crit could not decide whether any patient becomes eligible; none becomes ineligible"
-        return "crit could not decide"
+        return "crit could not decide whether any patient's decision changes"
 
 
 def _signs(protocol: ir.Protocol) -> dict[object, set[int]]:

@@ -214,14 +214,14 @@ class _Linter:
             if self.sat(met):
                 inclusions.append((visit, met))
         found: dict[tuple[str, str], tuple[_Visit, ir.Expr]] = {}
-        not_excluded = {}
+        passing: dict[str, ir.Expr] = {}  # each exclusion's "not excluded"
         for exclusion in exclusions:
             parts = criterion_parts(exclusion)
-            not_excluded[exclusion.id] = neg(conj(parts.applies, parts.met))
+            passing[exclusion.id] = neg(conj(parts.applies, parts.met))
         for visit, met in inclusions:
-            if self.sat(met, *not_excluded.values()):
+            if self.sat(met, *passing.values()):
                 continue  # some patient meets it and passes every exclusion: no pair to look at
-            for ident, passed in not_excluded.items():
+            for ident, passed in passing.items():
                 if self.sat(met, passed) is False:
                     found[(visit.criterion.id, ident)] = (visit, passed)
         by_id = {c.id: c for c in self.protocol.exclusion}
