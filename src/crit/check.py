@@ -14,7 +14,6 @@ from fractions import Fraction
 from crit import ast, ir
 from crit.diagnostics import Collector, plural
 from crit.names import did_you_mean, reserved_reason
-from crit.syntax import keywords
 from crit.units import Unit, UnitError, decimal_text, exact_decimal, factor, parse_unit
 
 _FLIP = {">=": "<=", "<=": ">=", ">": "<", "<": ">", "=": "=", "!=": "!="}
@@ -129,7 +128,7 @@ class _Checker:
     def usable_name(self, name: str, span: ast.Span, what: str, keyword: str = "") -> bool:
         """False (with an error) for a name that could be declared but never used.
         `keyword` is the word the declaration starts with (`enum`, `record`, `define`)."""
-        reason = reserved_reason(name, keywords())
+        reason = reserved_reason(name)
         if reason is None:
             return True
         width = len(keyword) + 1 + len(name) if keyword else len(name)

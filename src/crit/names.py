@@ -79,10 +79,16 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
 
 CRITERION_ID = re.compile(r"[IE][0-9]+")
 
+# The words of the language that begin a value or a condition: a name spelt like one is always
+# read as the word, never as the name. The other words (`and`, `x`, `list` …) are read as names
+# where a name is expected, so they stay usable; `note` and `when` too, except as the first word
+# of a line. tests/test_front_end_limits.py checks each word of the grammar against this.
+RESERVED_WORDS = frozenset({"all", "any", "at", "count", "false", "not", "true"})
 
-def reserved_reason(name: str, keywords: Iterable[str]) -> str | None:
+
+def reserved_reason(name: str) -> str | None:
     """Why a declared name could never be used in an expression, or None if it can be."""
-    if name in set(keywords):
+    if name in RESERVED_WORDS:
         return f"'{name}' is a word of the crit language"
     if CRITERION_ID.fullmatch(name):
         return f"'{name}' is written like a criterion id"
