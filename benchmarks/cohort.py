@@ -282,38 +282,27 @@ def csv_row(r: Record) -> dict[str, str]:
     return row
 
 
-def csv_columns() -> list[str]:
-    """Every column a cohort row may use, in a stable order."""
-    sample = next(cohort(1))
-    columns = list(csv_row(sample))
-    extra = ["ana", "anti_dsdna", "sledai", "anti_ssa", "essdai", "anti_scl70", "mrss", "ild", "myositis_antibodies",
-             "rash_vas", "rash_vas.value", "rash_vas.unit", "active_muscle_inflammation", "mmt8",
-             "patient_global_vas", "patient_global_vas.value", "patient_global_vas.unit", "physician_global_vas",
-             "physician_global_vas.value", "physician_global_vas.unit", "haq_di", "extramuscular_vas",
-             "extramuscular_vas.value", "extramuscular_vas.unit", "ck.value", "ck.uln", "aldolase.value",
-             "aldolase.uln", "ldh.value", "ldh.uln", "anca", "bvas", "hemoglobin", "hemoglobin.value",
-             "hemoglobin.unit", "platelets", "platelets.value", "platelets.unit", "hbv_dna.value", "hbv_dna.uln",
-             "urine_pregnancy_test", "contraception_agreed", "disorder_outweighs", "malignancies[0].kind",
-             "malignancies[0].adequately_treated", "malignancies[0].radical_surgery", "hemoglobn",
-             "hemoglobn.value", "hemoglobn.unit"]
-    for index in range(3):
-        extra += [f"treatments[{index}].{f}" for f in ("agent", "immunosuppressive", "start", "end")]
-    for name in extra:
-        if name not in columns:
-            columns.append(name)
-    return columns
+def csv_columns(size: int, seed: int = 231, invalid: float = 0.002) -> list[str]:
+    """Every column the rows of this cohort use, in the order they first appear: the cohort
+    is generated once to find them (it is seeded, so the second pass gives the same records),
+    so that no record, however unusual (`ast.unit` from a broken one), has a column the header
+    lacks."""
+    columns: dict[str, None] = {}
+    for r in cohort(size, seed, invalid):
+        columns.update(dict.fromkeys(csv_row(r)))
+    return list(columns)
 
 
-def write(path: Path, size: int, seed: int = 231) -> None:
+def write(path: Path, size: int, seed: int = 231, invalid: float = 0.002) -> None:
     """Write the cohort to `path`: CSV if it ends in .csv, JSON Lines otherwise."""
     with path.open("w", encoding="utf-8", newline="") as out:
         if path.suffix == ".csv":
-            writer = csv.DictWriter(out, csv_columns(), restval="")
+            writer = csv.DictWriter(out, csv_columns(size, seed, invalid), restval="")
             writer.writeheader()
-            for r in cohort(size, seed):
+            for r in cohort(size, seed, invalid):
                 writer.writerow(csv_row(r))
         else:
-            for r in cohort(size, seed):
+            for r in cohort(size, seed, invalid):
                 out.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
@@ -322,8 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("size", type=int)
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=231)
+    parser.add_argument("--invalid", type=float, default=0.002,
+                        help="the share of records made unreadable on purpose (default 0.002)")
     args = parser.parse_args(argv)
-    write(args.output, args.size, args.seed)
+    write(args.output, args.size, args.seed, args.invalid)
     print(f"wrote {args.size} records to {args.output}", file=sys.stderr)
     return 0
 

@@ -133,3 +133,131 @@ def test_the_report_of_a_screened_cohort_adds_up(tmp_path: Path) -> None:
     review = int(re.search(r"\*\*needs review\*\* \| \| \*\*(\d+)\*\*", text).group(1))  # type: ignore[union-attr]
     assert excluded + eligible + review == 38
     assert "<svg" in page.read_text(encoding="utf-8")
+
+
+# ---- issue 8: reports name patients (item 19) ---------------------------------------------------
+
+
+def test_near_misses_and_facts_name_their_first_patients_in_input_order() -> None:
+    tally = Tally(CRITERIA)
+    for n in range(1, 14):  # 13 patients failing only I1
+        tally.add("ineligible", vector(NOT, MET, MET, NOT), (), f"P{n}")
+    tally.add("ineligible", vector(NOT, NOT, NOT, MET), (), "several")  # fails three: no near miss
+    tally.add("needs review", vector(MET, MET, MET, UNK), ("vaccine",), "R1")
+    tally.add("needs review", vector(UNK, MET, MET, UNK), ("age", "vaccine"), "R2")
+    tally.add_error(17, "E1", "age: expected a whole number, got text")
+    misses = {m["criterion"].id: m for m in tally.near_misses()}
+    assert misses["I1"]["ids"] == [f"P{n}" for n in range(1, report.NAMED + 1)] and misses["I1"]["more"] == 3
+    assert misses["E1"]["ids"] == [] and misses["E1"]["more"] == 0
+    facts = {r["fact"]: r for r in tally.to_collect()}
+    assert facts["vaccine"]["ids"] == ["R1", "R2"] and facts["age"]["ids"] == ["R2"]
+    assert tally.could_not_read() == {"rows": [{"record": 17, "id": "E1",
+                                                "reason": "age: expected a whole number, got text"}], "more": 0}
+    text = report.markdown(tally, ABOUT)
+    assert "| `I1` Adult | 13 | 13 | 0 | P1, P2, P3, P4, P5, P6, P7, P8, P9, P10 and 3 more |" in text
+    assert "| `vaccine` | investigator judgment | 2 | 1 | R1, R2 |" in text
+    assert "| 17 | E1 | age\\: expected a whole number, got text |" in text
+    page = report.html(tally, ABOUT)
+    assert "<td>P1, P2, P3, P4, P5, P6, P7, P8, P9, P10 and 3 more</td>" in page
+    assert "<td>age: expected a whole number, got text</td>" in page
+
+
+def test_merged_tallies_name_the_first_patients_of_the_whole_input() -> None:
+    first, second, whole = Tally(CRITERIA), Tally(CRITERIA), Tally(CRITERIA)
+    for n in range(1, 25):
+        (first if n <= 6 else second).add("ineligible", vector(NOT, MET, MET, NOT), (), f"P{n}")
+        whole.add("ineligible", vector(NOT, MET, MET, NOT), (), f"P{n}")
+        (first if n <= 6 else second).add_error(n, f"X{n}", "bad")
+        whole.add_error(n, f"X{n}", "bad")
+    merged = Tally(CRITERIA)
+    merged.merge(first)
+    merged.merge(second)
+    assert merged.near_misses() == whole.near_misses()
+    assert merged.could_not_read() == whole.could_not_read()
+    assert merged.could_not_read()["more"] == 24 - report.NAMED
+
+
+def test_the_chart_legend_says_what_each_colour_counts() -> None:
+    page = report.html(sample(), ABOUT)
+    assert '<text x="17" y="11">remaining</text>' not in page  # the blue bar alone did not count the undecided
+    assert "still in, no criterion unknown so far" in page and "still in, undecided" in page
+    assert "The number\nafter each bar counts every patient still in at that step" in page
+
+
+def test_the_report_of_the_sample_cohort_names_its_unreadable_records(tmp_path: Path) -> None:
+    from crit.screen import screen_command
+
+    md = tmp_path / "report.md"
+    CliRunner().invoke(screen_command, [str(ROOT / "protocols" / "jy231.crit"),
+                                        str(ROOT / "examples" / "cohort" / "patients.jsonl"),
+                                        "-o", str(tmp_path / "out.jsonl"), "-q", "--report", str(md)])
+    text = md.read_text(encoding="utf-8")
+    assert "| 13 | P0000013 | age\\: expected a whole number, got text |" in text
+    assert "| 28 | P0000028 | hemoglobn\\: unknown field; did you mean 'hemoglobin'? |" in text
+    near = text[text.index("## Near misses"):text.index("## What to collect")]
+    assert re.search(r"\| P\d{7}(, P\d{7})*( and \d+ more)? \|$", near, re.M)  # the near misses are named
+    collect = text[text.index("## What to collect"):text.index("## Records that could not")]
+    assert re.search(r"\| P\d{7}(, P\d{7})*( and \d+ more)? \|$", collect, re.M)
+
+
+# ---- issue 8: nothing injects into a report (item 12) ----------------------------------------
+
+HOSTILE = ["<script>alert(1)</script>", "a|b|c", "`tick`", "[x](javascript:alert(1))", "line\nbreak",
+           "<img src=x onerror=alert(1)>", "![i](http://evil/x.png)", "&lt;b&gt;", "# heading", "\u2028sep"]
+
+
+def test_hostile_file_names_ids_and_messages_stay_text_in_both_reports(tmp_path: Path) -> None:
+    import html.parser
+    import json
+
+    from crit.screen import screen_command
+
+    base = json.loads((ROOT / "examples" / "patient-sle.json").read_text(encoding="utf-8"))
+    records = []
+    for hostile in HOSTILE:
+        records.append({**base, "id": hostile, "ecog": 3})  # fails only I4: a near miss, named
+        records.append({**{k: v for k, v in base.items() if k != "alt"}, "id": hostile})  # needs review
+        records.append({**base, "id": hostile, hostile: 1})  # cannot be read: an unknown field named so
+    folder = tmp_path / "in<script>x|`](javascript:y)\nz"
+    folder.mkdir()
+    source = folder / "cohort<b>|`a`](javascript:alert(1))\n#.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    md, page = tmp_path / "r.md", tmp_path / "r.html"
+    result = CliRunner().invoke(screen_command, [str(ROOT / "protocols" / "jy231.crit"), str(source),
+                                                 "-o", str(tmp_path / "out.jsonl"), "-q", "--report", str(md),
+                                                 "--report", str(page)])
+    assert result.exception is not None and getattr(result.exception, "code", None) == 3
+    text = md.read_text(encoding="utf-8")
+    bare = re.sub(r"\\.", "", text)  # what is left once every backslash-escaped character is taken out
+    for bad in ("<", "](", "![", "\u2028", "&lt;"):
+        assert bad not in bare, bad
+    assert re.findall(r"`[^`]*`", bare) == re.findall(r"`[A-Za-z0-9_.\[\]]+`", bare)  # crit's own code spans only
+    width = 0
+    for line in text.splitlines():  # a table row has as many cells as its table's header: no | got through
+        assert not line.startswith("#") or line.startswith(("# Screening report", "## ")), line
+        if line.startswith("|"):
+            cells = len(re.split(r"(?<!\\)\|", line))
+            width = width or cells
+            assert cells == width, line
+        else:
+            width = 0
+    assert r"in\<script\>x\|\`\]\(javascript\:y\)\\nz" in text  # shown, escaped, on one line
+    assert r"\<img src\=x onerror\=alert\(1\)\>" in text and r"a\|b\|c" in text
+
+    class Tags(html.parser.HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tags: set[str] = set()
+            self.attributes: set[str] = set()
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            self.tags.add(tag)
+            self.attributes.update(name for name, _ in attrs)
+
+    parsed = Tags()
+    parsed.feed(page.read_text(encoding="utf-8"))
+    assert parsed.tags <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "code", "em", "table",
+                           "tr", "th", "td", "svg", "g", "text", "rect"}, parsed.tags
+    assert parsed.attributes <= {"lang", "charset", "name", "content", "class", "role", "width", "height", "viewbox",
+                                 "aria-label", "x", "y", "transform"}, parsed.attributes
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.read_text(encoding="utf-8")

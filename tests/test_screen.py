@@ -212,3 +212,355 @@ def test_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
 def test_quiet_prints_nothing(tmp_path: Path) -> None:
     code, result = run(JY231, COHORT / "patients.jsonl", "-o", tmp_path / "out.jsonl", "-q")
     assert code == 3 and result.stderr == ""
+
+
+# ---- issue 8: outputs never overwrite inputs (item 6) ---------------------------------------
+
+
+def test_an_output_that_names_an_input_or_another_output_is_refused_before_anything_is_read(
+        tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps(BASE) + "\n", encoding="utf-8")
+    odd = tmp_path / "cohort.md"  # an input whose name a report could take
+    odd.write_text(json.dumps(BASE) + "\n", encoding="utf-8")
+    for crit_file in [JY231, *JY231.parent.glob("schemas/*.crit")]:  # the protocol and the schemas it imports
+        copy = tmp_path / crit_file.relative_to(JY231.parent)
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_bytes(crit_file.read_bytes())
+    protocol = tmp_path / JY231.name
+    (tmp_path / "sub").mkdir()
+    out, md = tmp_path / "out.jsonl", tmp_path / "r.md"
+    missing = tmp_path / "missing.crit"  # the refusal comes before anything is read: even the protocol
+    cases = [
+        ([missing, source, "-o", tmp_path / "sub" / ".." / "in.jsonl"], "-o", "names the input"),
+        ([missing, odd, "--input-format", "jsonl", "-o", out, "--report", odd], "--report", "names the input"),
+        ([missing, source, "-o", out, "--report", md, "--report", tmp_path / "sub" / ".." / "r.md"],
+         "--report", "names the same file as --report"),
+        ([protocol, source, "-o", protocol, "--output-format", "jsonl"], "-o", "names the protocol"),
+    ]
+    for args, flag, message in cases:
+        code, result = run(*args)
+        assert code == 2, (args, result.stderr)
+        assert result.stderr.startswith(f"crit: {flag} ") and message in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+    assert source.read_text(encoding="utf-8") == odd.read_text(encoding="utf-8") == json.dumps(BASE) + "\n"
+    assert protocol.read_bytes() == JY231.read_bytes()
+    assert not out.exists() and not md.exists()
+    assert run(protocol, source, "-o", out, "--report", md, "-q")[0] == 0 and out.exists() and md.exists()
+
+
+# ---- issue 8: one bad record is one error row (item 8) ---------------------------------------
+
+
+def test_an_unclosed_quote_in_a_csv_spoils_only_its_own_line(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text('id,age,sex\n1,40,female\n2,"40,female\n3,41,male\n4,42,"fe""male"\n5,43,"male\n',
+                      encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    code, _ = run(JY231, source, "-o", out, "-q")
+    found = rows(out)
+    assert code == 3
+    assert [r["record"] for r in found] == [1, 2, 3, 4, 5]
+    assert [r["id"] for r in found] == ["1", None, "3", "4", None]
+    assert found[1]["error"] == ("line 3: a quoted cell is not closed on this line "
+                                 "(a record is one line; a cell cannot span lines)")
+    assert found[2]["decision"] != "error" or "line 4" not in found[2]["error"]
+    assert "female" not in str(found[2]["error"]) and found[3]["error"] != found[1]["error"]
+    assert found[4]["error"].startswith("line 6: a quoted cell is not closed")
+
+
+def test_an_oversized_cell_or_line_is_one_error_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crit import cohort
+
+    source = tmp_path / "in.csv"
+    deep = "[" * 3000 + "]" * 3000
+    lines = ["id,age,treatments", "a,40,", f"b,{'9' * 5000},", f'c,40,"{deep}"',
+             'd,40,"[{""agent"": 1, ""agent"": 2}]"', f"e,40,{'x' * 20000}", "f,41,"]
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.setattr(cohort, "LINE_LIMIT", 16384)
+    out = tmp_path / "out.jsonl"
+    code, _ = run(JY231, source, "-o", out, "-q")
+    found = rows(out)
+    assert code == 3 and [r["record"] for r in found] == [1, 2, 3, 4, 5, 6]
+    assert [r["id"] for r in found] == ["a", "b", "c", "d", None, "f"]
+    assert found[1]["error"] == ("line 3: age: a number of 5000 characters is longer than any measurement "
+                                 "(40 at most)")
+    assert found[2]["error"] == "line 4: treatments: nested more than 64 levels deep"
+    assert found[3]["error"] == "line 5: treatments[0].agent: given more than once"
+    assert found[4]["error"] == "line 6: longer than 16,384 bytes, more than any patient record; not read"
+    assert all(r["error"] is None or r["decision"] == "error" for r in found)
+    assert found[0]["decision"] == found[5]["decision"] != "error"
+
+
+def test_json_lines_are_read_exactly_and_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crit import cohort
+
+    monkeypatch.setattr(cohort, "LINE_LIMIT", 8192)
+    good = json.dumps(BASE)
+    lines = [good, '{"id": "dup", "age": 10, "age": 30}', '{"id": "big", "age": ' + "9" * 5000 + "}",
+             '{"x": ' + "[" * 3000 + "]" * 3000 + "}", '{"id": "long", "note": "' + "x" * 20000 + '"}', good,
+             json.dumps({**BASE, "hemoglobin": "HB"}).replace('"HB"', '{"value": 59.99999999999999999, "unit": "g/L"}')]
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    code, _ = run(JY231, source, "-o", out, "-q", "--jobs", "2")
+    found = rows(out)
+    assert code == 3 and [r["record"] for r in found] == list(range(1, 8))
+    assert found[1]["error"] == "line 2: age: given more than once"
+    assert found[2]["error"] == ("line 3: record: a number of 5000 characters is longer than any measurement "
+                                 "(40 at most)")
+    assert found[3]["error"] == "line 4: record: nested more than 64 levels deep"
+    assert found[4]["error"] == "line 5: longer than 8,192 bytes, more than any patient record; not read"
+    assert found[0]["decision"] == found[5]["decision"] == "eligible"
+    assert (found[6]["decision"], found[6]["decided_by"]) == ("ineligible", ["I5", "I5.1"])  # exact: below 60
+
+
+# ---- issue 8: interrupted screens (item 9) ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("big") / "cohort.jsonl"
+    line = json.dumps(BASE) + "\n"
+    path.write_text(line * 60_000, encoding="utf-8")
+    return path
+
+
+def _interrupt(big: Path, where: Path, sig: int, jobs: int, group: bool) -> tuple[int, str, list[int]]:
+    """Start `crit screen` on a big cohort, send `sig` once it is writing, and return its exit
+    code, its stderr and the pids of its worker processes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-c", "import sys; from crit.cli import main; sys.exit(main())", "screen",
+               str(JY231), str(big), "-o", str(where / "out.jsonl"), "--report", str(where / "report.md"),
+               "--jobs", str(jobs)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list(where.glob(".out.jsonl.*.part")):
+        assert process.poll() is None and time.monotonic() < deadline, "the screen never started writing"
+        time.sleep(0.01)
+    time.sleep(0.3)  # well into the cohort (and the workers started)
+    workers = _children(process.pid)
+    assert process.poll() is None, "the cohort was screened before the signal: make it bigger"
+    if group:
+        os.killpg(process.pid, sig)  # as a terminal's Ctrl-C does: every process in the group
+    else:
+        os.kill(process.pid, sig)
+    _, stderr = process.communicate(timeout=60)
+    del signal
+    return process.returncode, stderr.decode(), workers
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path as P
+
+    found = []
+    for task in P(f"/proc/{pid}/task").iterdir():
+        found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path as P
+
+    try:
+        state = P(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize(("name", "jobs", "group"), [
+    ("SIGINT", 1, True), ("SIGINT", 2, True), ("SIGTERM", 1, False), ("SIGTERM", 2, False), ("SIGTERM", 2, True),
+])
+def test_an_interrupted_screen_leaves_no_partial_file_and_the_old_output_untouched(
+        tmp_path: Path, big_cohort: Path, name: str, jobs: int, group: bool) -> None:
+    import signal
+    import time
+
+    (tmp_path / "out.jsonl").write_text("the old results\n", encoding="utf-8")
+    (tmp_path / "report.md").write_text("the old report\n", encoding="utf-8")
+    code, stderr, workers = _interrupt(big_cohort, tmp_path, getattr(signal, name), jobs, group)
+    assert code == (130 if name == "SIGINT" else 143)
+    word = "interrupted" if name == "SIGINT" else "terminated"
+    assert stderr == f"crit: {word}; no file written, earlier files left as they were\n"  # one line, no traceback
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl", "report.md"]  # no .part left
+    assert (tmp_path / "out.jsonl").read_text(encoding="utf-8") == "the old results\n"
+    assert (tmp_path / "report.md").read_text(encoding="utf-8") == "the old report\n"
+    time.sleep(0.5)
+    assert not [pid for pid in workers if _alive(pid) and "resource_tracker" not in _cmdline(pid)]
+
+
+def _cmdline(pid: int) -> str:
+    from pathlib import Path as P
+
+    try:
+        return P(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
+
+
+def test_several_processes_leave_no_child_behind(tmp_path: Path) -> None:
+    import multiprocessing
+    import os
+
+    code, _ = run(JY231, COHORT / "patients.jsonl", "-o", tmp_path / "out.jsonl", "-q", "--jobs", "2")
+    assert code == 3
+    assert multiprocessing.active_children() == []
+    leftovers = [pid for pid in _children(os.getpid()) if "resource_tracker" not in _cmdline(pid)]
+    assert leftovers == []  # neither a worker nor a defunct one
+
+
+# ---- issue 8: JSON documents, byte-order marks, CSV list items, the README's cohort (item 10) --------
+
+
+def test_a_json_file_is_one_document_a_patient_or_a_list_of_them(tmp_path: Path) -> None:
+    one, many = tmp_path / "one.json", tmp_path / "many.json"
+    one.write_bytes(b"\xef\xbb\xbf" + json.dumps(BASE, indent=2).encode())
+    items = [json.dumps({**BASE, "id": "a"}, indent=2), '{"id": "b", "age": 1, "age": 2}',
+             json.dumps({**BASE, "id": "c"}), '{"id": "d", "x": ' + "[" * 3000 + "]" * 3000 + "}",
+             json.dumps({**BASE, "id": "e"})]
+    many.write_text("[\n" + ",\n".join(items) + "\n]\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert run(JY231, one, "-o", out, "-q")[0] == 0
+    assert [(r["record"], r["id"], r["decision"]) for r in rows(out)] == [(1, "P-001", "eligible")]
+    assert run(JY231, many, "-o", out, "-q")[0] == 3
+    found = rows(out)
+    assert [(r["record"], r["decision"]) for r in found] == [
+        (1, "eligible"), (2, "error"), (3, "eligible"), (4, "error"), (5, "eligible")]
+    first_line_of_b = 2 + items[0].count("\n") + 1
+    assert found[1]["error"] == f"line {first_line_of_b}: age: given more than once"
+    assert found[3]["error"] == f"line {first_line_of_b + 2}: record: nested more than 64 levels deep"
+    assert [r["id"] for r in found][::2] == ["a", "c", "e"]
+    # a list cut short: what was read is screened, and the cut is an error row
+    many.write_text("[\n" + ",\n".join(items[:3]) + ",\n" + items[4][:40], encoding="utf-8")
+    assert run(JY231, many, "-o", out, "-q")[0] == 3
+    found = rows(out)
+    assert [r["decision"] for r in found] == ["eligible", "error", "eligible", "error", "error"]
+    assert found[-1]["error"].endswith("the document ends before its list is closed; the file may be cut short")
+
+
+def test_a_byte_order_mark_is_accepted_in_every_format(tmp_path: Path) -> None:
+    bom = b"\xef\xbb\xbf"
+    inputs = {"in.jsonl": json.dumps(BASE).encode() + b"\n", "in.json": json.dumps([BASE]).encode(),
+              "in.csv": b"id,age\nx,40\n"}
+    for name, data in inputs.items():
+        plain, marked = tmp_path / f"plain-{name}", tmp_path / f"bom-{name}"
+        plain.write_bytes(data)
+        marked.write_bytes(bom + data)
+        out_plain, out_marked = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+        run(JY231, plain, "-o", out_plain, "-q")
+        run(JY231, marked, "-o", out_marked, "-q")
+        assert out_plain.read_bytes() == out_marked.read_bytes(), name
+        read = [(r["id"], r["decision"]) for r in rows(out_marked)]
+        assert read in ([("P-001", "eligible")], [("x", "needs review")]), name
+
+
+def test_a_csv_list_item_keeps_its_column_number(tmp_path: Path) -> None:
+    header = [*PLAIN, "hemoglobin", "ast", "alt", "bilirubin", "treatments[0].agent", "treatments[0].immunosuppressive",
+              "treatments[0].start", "treatments[0].end", "treatments[7].agent", "treatments[7].immunosuppressive",
+              "treatments[7].start", "treatments[7].end", "severe_disorders", "malignancies"]
+    values = [("true" if v is True else "no" if v is False else str(v)) for v in PLAIN.values()]
+    labs = [json.dumps(BASE[k]) for k in ("hemoglobin", "ast", "alt", "bilirubin")]
+    row = [*values, *labs, "mmf", "yes", "2022-01-10", "2022-12-20", "tacrolimus", "yes", "", "2025-06-15", "[]", "[]"]
+    found = csv_rows(tmp_path, header, row)
+    assert found[0]["decision"] == "needs review"
+    assert "treatments[7].start" in found[0]["missing"]
+    assert "treatments[0].start" not in found[0]["missing"]
+    # the items between, which no cell fills, are there with every fact missing: nothing is dropped
+    assert "treatments[1].start" in found[0]["missing"]
+
+
+def test_a_csv_column_naming_a_far_list_item_is_a_usage_error(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("id,treatments[100000000].agent\n1,x\n", encoding="utf-8")
+    code, result = run(JY231, source, "-o", tmp_path / "out.jsonl")
+    assert code == 2 and "treatments[100000000].agent" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_the_readme_csv_cohort_command_works_and_screens_like_json_lines(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for name in ("cohort.csv", "cohort.jsonl"):
+        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cohort.py"), "400", "--invalid", "0.05",
+                               "-o", str(tmp_path / name)], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+    from_csv, from_jsonl = tmp_path / "csv.jsonl", tmp_path / "jsonl.jsonl"
+    assert run(JY231, tmp_path / "cohort.csv", "-o", from_csv, "-q")[0] == 3
+    assert run(JY231, tmp_path / "cohort.jsonl", "-o", from_jsonl, "-q")[0] == 3
+    by_csv, by_jsonl = rows(from_csv), rows(from_jsonl)
+    assert len(by_csv) == len(by_jsonl) == 400
+    assert sum(r["decision"] == "error" for r in by_csv) >= 5
+    differ = [(a, b) for a, b in zip(by_csv, by_jsonl, strict=True) if a != b]
+    assert not differ, differ[:3]
+
+
+# ---- issue 8: CSV formula injection (item 11) and strict JSON (item 14) ---------------------
+
+
+def test_csv_output_cells_cannot_start_a_formula(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    hostile = ["=HYPERLINK(\"http://x\")", "+1", "-2", "@SUM(A1)", "\t=1", "\r=1", "ok"]
+    lines = [json.dumps({**BASE, "id": i}) for i in hostile]
+    lines.append(json.dumps({**BASE, "id": "x", "=cmd|' /C calc'!A0": 1}))  # an unknown field: the message starts so
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out.csv"
+    run(JY231, source, "-o", out, "-q")
+    table = list(csv.reader(io.StringIO(out.read_bytes().decode("utf-8"), newline="")))[1:]
+    assert [r[1] for r in table] == ["'" + i for i in hostile[:-1]] + ["ok", "x"]
+    assert table[-1][6].startswith("'=cmd|")
+    for row in table:
+        assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in row), row
+
+
+def test_json_output_is_strict_json_whatever_the_ids(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    ids = ['NaN', '"NaN"', 'Infinity', '-Infinity', '1e400', '1.50', 'true', '[1, 2]', '{"a": 1.0}', '12']
+    source.write_text("".join('{"id": ' + i + ', "age": 40}\n' for i in ids), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    run(JY231, source, "-o", out, "-q")
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} is not JSON")
+
+    found = [json.loads(line, parse_constant=refuse) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in found] == [None, "NaN", None, None, "1E+400", "1.50", "true", "[1, 2]", '{"a": 1.0}', 12]
+    assert found[0]["error"].startswith("line 1: record: not valid JSON")
+    whole = tmp_path / "out.json"
+    run(JY231, source, "-o", whole, "-q")
+    assert [r["id"] for r in json.loads(whole.read_text(encoding="utf-8"), parse_constant=refuse)] == \
+        [r["id"] for r in found]
+
+
+# ---- issue 8: permissions (item 18) and the evaluator alone (item 9's hint) ------------------
+
+
+def test_result_files_honour_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    for mask, mode in ((0o022, 0o644), (0o027, 0o640)):
+        previous = os.umask(mask)
+        try:
+            out, md = tmp_path / f"out-{mask:o}.csv", tmp_path / f"r-{mask:o}.md"
+            run(JY231, COHORT / "patients.jsonl", "-o", out, "--report", md, "-q")
+        finally:
+            os.umask(previous)
+        assert stat.S_IMODE(out.stat().st_mode) == mode
+        assert stat.S_IMODE(md.stat().st_mode) == mode
+
+
+def test_screen_renders_no_markdown_of_the_protocol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crit.emit import markdown
+
+    def refuse(*args: object, **kwargs: object) -> str:
+        raise AssertionError("crit screen rendered the protocol's Markdown")
+
+    monkeypatch.setattr(markdown, "emit_markdown", refuse)
+    code, _ = run(JY231, COHORT / "patients.jsonl", "-o", tmp_path / "out.jsonl", "-q")
+    assert code == 3

@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # the worker processes never import the compiler
 BATCH = 500  # records per unit of work
 FORMATS = ("jsonl", "json", "csv")
 COLUMNS = ("record", "id", "decision", "decided_by", "missing", "pending_judgments", "error")
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report them
 
 
 class Terminated(BaseException):
@@ -97,10 +98,7 @@ def result_id(value: Any) -> str | int | None:
         return value
     if isinstance(value, Decimal):
         return str(value)
-    try:
-        return text.json_text(value)
-    except (TypeError, ValueError):
-        return repr(value)
+    return text.json_source(value)
 
 
 class Screener:
@@ -207,10 +205,12 @@ class Screener:
         if self.job.output_format == "csv":
             buffer = io.StringIO()
             writer = csv.writer(buffer, lineterminator="\n")
+            quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)  # csv leaves a lone \r bare
             cell = text.csv_cell
             for number, record_id, decision, decided, missing, pending, error in rows:
-                writer.writerow((number, cell(record_id), cell(decision), cell(";".join(decided)),
-                                 cell(";".join(missing)), cell(";".join(pending)), cell(error)))
+                row = (number, cell(record_id), cell(decision), cell(";".join(decided)), cell(";".join(missing)),
+                       cell(";".join(pending)), cell(error))
+                (quoted if any("\r" in str(c) for c in row) else writer).writerow(row)
             return buffer.getvalue()
         return "".join(
             text.json_text(dict(zip(COLUMNS, (n, i, d, list(by), list(m), list(p), e), strict=True))) + "\n"
@@ -428,9 +428,11 @@ def screen_command(protocol_file: Path, records: Path, output: Path, input_forma
         with _terminable(), stream:
             counts, seconds = _screen(protocol, loaded, stream, records, in_format, output, out_format, reports,
                                       jobs, not quiet and (progress if progress is not None else sys.stderr.isatty()))
-    except Terminated:
-        click.echo("crit: terminated", err=True)
-        raise Failure(143) from None
+    except (KeyboardInterrupt, Terminated) as stop:
+        left = ("no file written, earlier files left as they were" if str(output) != "-"
+                else "the rows screened so far are on standard output; no report written")
+        click.echo(f"crit: {'interrupted' if isinstance(stop, KeyboardInterrupt) else 'terminated'}; {left}", err=True)
+        raise Failure(EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_TERMINATED) from None
     if not quiet:
         click.echo(_summary(counts, seconds, jobs), err=True)
         written = [str(output)] + [str(p) for p in reports] if str(output) != "-" else [str(p) for p in reports]

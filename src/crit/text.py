@@ -84,3 +84,18 @@ def _plain(value: Any) -> Any:
 def json_text(value: Any) -> str:
     """Strict JSON on one line: Decimals as exact strings, a non-finite float is an error."""
     return json.dumps(value, ensure_ascii=False, allow_nan=False, default=_plain)
+
+
+def json_source(value: Any) -> str:
+    """The JSON text of a value as read (`crit.records.loads`): finite Decimals as the numbers
+    they were written as (`1.0` stays `1.0`), anything not JSON (a NaN) as a string."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json_text(str(k))}: {json_source(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(json_source(v) for v in value) + "]"
+    if isinstance(value, Decimal) and value.is_finite():
+        return str(value)
+    try:
+        return json_text(value)
+    except (TypeError, ValueError):
+        return json_text(repr(value))
