@@ -12,10 +12,13 @@ field may be *none*, which makes every condition on it false):
   year edge is first only bounded (a month is 28 to 31 days), then pinned to the calendar's
   (the day clamped to the month's end) for every date a model tries (`_solve`), so the
   answer is exact;
-- a list is described by "types" of item: for the k conditions a query puts on its items,
-  one symbolic item for each of the 2^k combinations of their truth, with how many such items
-  the list holds. Every list has a description, so this is exact; past `MAX_ITEM_CONDITIONS`
-  conditions the quantifiers are left opaque.
+- a list is described by "types" of item: for the k conditions the protocols put on its
+  items, one symbolic item for each of the 2^k combinations of their truth, with how many
+  such items the list holds. Every list has such a description, so this is exact; past
+  `MAX_ITEM_CONDITIONS` conditions the list's quantifiers are left opaque.
+
+One z3 solver answers every question: each condition is asserted once behind a literal that
+switches it on, and a question is a check under the literals of its conditions.
 
 What the encoding cannot express (a field whose type differs between two versions, a
 quantifier inside a list item's condition, more item conditions than the limit) is an opaque
@@ -44,7 +47,7 @@ DEFAULT_TIMEOUT_MS = 2000
 """Each question's budget; past it the answer is None ("could not decide")."""
 
 MAX_ITEM_CONDITIONS = 4
-"""Conditions on one list's items in one question, past which its quantifiers are opaque."""
+"""Conditions on one list's items, past which its quantifiers are opaque (2^k symbolic items)."""
 
 _FIRST_DAY = datetime.date.min.toordinal()
 _LAST_DAY = datetime.date.max.toordinal()
