@@ -21,10 +21,13 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded
+from fractions import Fraction
 from typing import Any, NamedTuple, TypeVar
 
 T = TypeVar("T")
+
+Exact = Decimal | Fraction  # a measured value: a Fraction only where no decimal writes it exactly
 
 
 class Absent(enum.Enum):
@@ -50,12 +53,16 @@ class Decision(enum.StrEnum):
 
 
 class Fact(NamedTuple):
-    """A three-valued truth (None is unknown) with its reason and the facts it lacks."""
+    """A three-valued truth (None is unknown) with its reason and the facts it lacks.
+
+    `applicable` is False for a part that does not apply, and None for an unknown part that
+    may turn out not to apply (a `when` whose condition is unknown): such a part must not be
+    counted as one that applies, or `requires at least` would decide on parts that may vanish."""
 
     value: bool | None
     reason: str
     missing: tuple[str, ...] = ()
-    applicable: bool = True
+    applicable: bool | None = True
 
 
 ALWAYS = Fact(True, "")
@@ -64,8 +71,8 @@ ALWAYS = Fact(True, "")
 class Lab(NamedTuple):
     """A laboratory value with the upper limit of normal of the lab that measured it."""
 
-    value: Decimal
-    uln: Decimal
+    value: Exact
+    uln: Exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +156,14 @@ def _join(facts: Iterable[Fact]) -> str:
     return "; ".join(f.reason for f in facts if f.reason)
 
 
+def _applies(parts: Sequence[Fact]) -> bool | None:
+    """Whether a combination of applicable-or-maybe parts surely applies (None: maybe not)."""
+    return True if any(f.applicable for f in parts) else None
+
+
 def all_of(*facts: Fact) -> Fact:
     """Kleene `and` over the applicable parts; not applicable when none applies."""
-    parts = [f for f in facts if f.applicable]
+    parts = [f for f in facts if f.applicable is not False]
     if not parts:
         return Fact(None, _join(facts), (), False)
     false = [f for f in parts if f.value is False]
@@ -159,13 +171,13 @@ def all_of(*facts: Fact) -> Fact:
         return Fact(False, _join(false))
     unknown = [f for f in parts if f.value is None]
     if unknown:
-        return Fact(None, _join(unknown), _union(unknown))
+        return Fact(None, _join(unknown), _union(unknown), _applies(parts))
     return Fact(True, _join(parts))
 
 
 def any_of(*facts: Fact) -> Fact:
     """Kleene `or` over the applicable parts; not applicable when none applies."""
-    parts = [f for f in facts if f.applicable]
+    parts = [f for f in facts if f.applicable is not False]
     if not parts:
         return Fact(None, _join(facts), (), False)
     true = [f for f in parts if f.value is True]
@@ -173,13 +185,14 @@ def any_of(*facts: Fact) -> Fact:
         return Fact(True, _join(true))
     unknown = [f for f in parts if f.value is None]
     if unknown:
-        return Fact(None, _join(unknown), _union(unknown))
+        return Fact(None, _join(unknown), _union(unknown), _applies(parts))
     return Fact(False, _join(parts))
 
 
 def at_least(count: int, *facts: Fact) -> Fact:
-    """True once `count` parts are true; false once too few can still become true."""
-    parts = [f for f in facts if f.applicable]
+    """True once `count` parts are true; false once too few can still become true, and only
+    if some part surely applies (were every part to turn out not applicable, so would this)."""
+    parts = [f for f in facts if f.applicable is not False]
     if not parts:
         return Fact(None, _join(facts), (), False)
     true = [f for f in parts if f.value is True]
@@ -187,9 +200,10 @@ def at_least(count: int, *facts: Fact) -> Fact:
     summary = f"{len(true)} of {len(parts)} met, needs {count}"
     if len(true) >= count:
         return Fact(True, f"{summary}: {_join(true)}")
-    if len(true) + len(unknown) < count:
+    applies = _applies(parts)
+    if len(true) + len(unknown) < count and applies:
         return Fact(False, summary)
-    return Fact(None, f"{summary}, {len(unknown)} unknown: {_join(unknown)}", _union(unknown))
+    return Fact(None, f"{summary}, {len(unknown)} unknown: {_join(unknown)}", _union(unknown), applies)
 
 
 def negate(fact: Fact) -> Fact:
@@ -205,13 +219,13 @@ def when(condition: Fact, body: Fact) -> Fact:
     decides nothing, since an exclusion that is met excludes and one not applicable does not."""
     if condition.value is False:
         return Fact(None, f"not applicable: {condition.reason}", (), False)
-    if condition.value is True or not body.applicable:
+    if condition.value is True or body.applicable is False:
         return body
-    return Fact(None, _join((condition, body)), _union((condition, body)))
+    return Fact(None, _join((condition, body)), _union((condition, body)), None)
 
 
 def outcome(fact: Fact) -> Outcome:
-    if not fact.applicable:
+    if fact.applicable is False:
         return Outcome.NOT_APPLICABLE
     if fact.value is None:
         return Outcome.UNKNOWN
@@ -243,12 +257,46 @@ def _holds(left: Any, op: str, right: Any) -> bool:
     return bool(left != right)
 
 
+_EXACT = Context(prec=120, traps=[Inexact, Rounded, InvalidOperation])
+
+
+def terminating(value: Fraction) -> Exact:
+    """A Fraction as a Decimal when it terminates in decimal (its denominator has no prime
+    factor but 2 and 5), exactly; otherwise the Fraction itself: 1 kg is 10^8/45359237 lb,
+    which no decimal writes, and rounding it would flip comparisons at the boundary."""
+    denominator = value.denominator
+    twos = fives = 0
+    while denominator % 2 == 0:
+        denominator //= 2
+        twos += 1
+    while denominator % 5 == 0:
+        denominator //= 5
+        fives += 1
+    if denominator != 1:
+        return value
+    places = max(twos, fives)
+    return Decimal(value.numerator * 10 ** places // value.denominator).scaleb(-places)
+
+
+def scale(value: Exact, factor: Exact) -> Exact:
+    """`value × factor`, exactly: never rounded to a context's precision."""
+    if type(value) is Decimal and type(factor) is Decimal:
+        try:
+            return _EXACT.multiply(value, factor)
+        except ArithmeticError:
+            pass
+    return terminating(Fraction(value) * Fraction(factor))
+
+
 def show(value: Any, unit: str = "") -> str:
     """A value as a coordinator reads it: `59 g/L`, `1:160`, `2025-06-26`, `yes`."""
     if value is NONE:
         return "none recorded"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, Fraction):  # a conversion no decimal writes: shown to 9 places
+        near = Decimal(value.numerator) / Decimal(value.denominator)
+        return "≈" + show(near.quantize(Decimal("1e-9")), unit)
     if isinstance(value, Decimal):
         text = format(value, "f")
         if "." in text:
@@ -310,7 +358,7 @@ def compare_uln(lab: Lab | Absent | None, op: str, multiple: Decimal, path: str,
         return _unknown((path,))
     if lab is NONE:
         return Fact(False, f"{path}: none recorded")
-    limit = multiple * lab.uln
+    limit = scale(lab.uln, multiple)
     held = _holds(lab.value, op, limit)
     shown_op = _SHOWN[op] if held else _NEGATED[op]
     return Fact(held, f"{path} {show(lab.value, unit)} {shown_op} {multiple_text} × ULN "
@@ -482,7 +530,7 @@ def _kind(raw: object) -> str:
         return "null"
     if isinstance(raw, bool):
         return "true/false"
-    if isinstance(raw, (int, float)):
+    if isinstance(raw, (int, float, Decimal)):
         return "a number"
     if isinstance(raw, str):
         return "text"
@@ -501,11 +549,13 @@ def read_bool(raw: object, path: str, problems: list[Problem]) -> bool | None:
 
 
 def read_decimal(raw: object, path: str, problems: list[Problem]) -> Decimal | None:
-    """JSON numbers as exact decimals: 5.9 is 5.9, not its nearest binary float."""
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+    """JSON numbers as exact decimals: 5.9 is 5.9, not its nearest binary float. Records read
+    by crit hold Decimals parsed from the JSON text; a float from Python code is read from its
+    shortest repr."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, Decimal)):
         problems.append(Problem(path, f"expected a number, got {_kind(raw)}"))
         return None
-    if isinstance(raw, float) and not math.isfinite(raw):
+    if not (raw.is_finite() if isinstance(raw, Decimal) else math.isfinite(raw)):
         problems.append(Problem(path, "expected a finite number"))
         return None
     try:
@@ -520,7 +570,7 @@ def read_decimal(raw: object, path: str, problems: list[Problem]) -> Decimal | N
 
 
 def read_integer(raw: object, path: str, problems: list[Problem]) -> int | None:
-    if isinstance(raw, float) and math.isfinite(raw) and raw == int(raw):
+    if isinstance(raw, float | Decimal) and _whole(raw):
         raw = int(raw)
     if isinstance(raw, bool) or not isinstance(raw, int):
         problems.append(Problem(path, f"expected a whole number, got {_kind(raw)}"))
@@ -529,6 +579,12 @@ def read_integer(raw: object, path: str, problems: list[Problem]) -> int | None:
         problems.append(Problem(path, f"{raw!r} is out of range"))
         return None
     return raw
+
+
+def _whole(raw: float | Decimal) -> bool:
+    if isinstance(raw, Decimal):
+        return raw.is_finite() and abs(raw) < _LIMIT and raw == raw.to_integral_value()
+    return math.isfinite(raw) and raw == int(raw)
 
 
 def read_text(raw: object, path: str, problems: list[Problem]) -> str | None:
@@ -585,7 +641,7 @@ def read_set(raw: object, path: str, problems: list[Problem],
 
 
 def read_quantity(raw: object, path: str, problems: list[Problem], unit: str,
-                  factors: Mapping[str, Decimal]) -> Decimal | None:
+                  factors: Mapping[str, Exact]) -> Exact | None:
     """A number in `unit`, or `{"value": n, "unit": u}` in an accepted unit, converted exactly."""
     if isinstance(raw, dict):
         return _read_measured(raw, path, problems, unit, factors, ("value",))[0]
@@ -593,7 +649,7 @@ def read_quantity(raw: object, path: str, problems: list[Problem], unit: str,
 
 
 def read_lab(raw: object, path: str, problems: list[Problem], unit: str,
-             factors: Mapping[str, Decimal]) -> Lab | None:
+             factors: Mapping[str, Exact]) -> Lab | None:
     """`{"value": n, "uln": n, "unit": u}`: the value and its laboratory's upper limit."""
     if not isinstance(raw, dict):
         problems.append(Problem(path, f"expected {{\"value\": …, \"uln\": …}}, got {_kind(raw)}"))
@@ -608,27 +664,27 @@ def read_lab(raw: object, path: str, problems: list[Problem], unit: str,
 
 
 def _read_measured(raw: dict[Any, Any], path: str, problems: list[Problem], unit: str,
-                   factors: Mapping[str, Decimal], keys: tuple[str, ...]
-                   ) -> tuple[Decimal | None, Decimal | None]:
+                   factors: Mapping[str, Exact], keys: tuple[str, ...]
+                   ) -> tuple[Exact | None, Exact | None]:
     before = len(problems)
     for key in sorted(set(raw) - {*keys, "unit"}, key=str):
         problems.append(Problem(f"{path}.{key}", "unknown key"))
     given = raw.get("unit", unit)
-    factor = Decimal(1)
+    factor: Exact = Decimal(1)
     if given != unit:
         if not isinstance(given, str) or given not in factors:
             accepted = ", ".join([unit, *factors])
             problems.append(Problem(f"{path}.unit", f"unknown unit {_shown(given)}; use {accepted}"))
         else:
             factor = factors[given]
-    values: list[Decimal | None] = []
+    values: list[Exact | None] = []
     for key in keys:
         if key not in raw:
             problems.append(Problem(f"{path}.{key}", "missing"))
             values.append(None)
             continue
         number = read_decimal(raw[key], f"{path}.{key}", problems)
-        values.append(None if number is None else number * factor)
+        values.append(None if number is None else scale(number, factor))
     if len(problems) > before:
         return None, None
     return values[0], (values[1] if len(values) > 1 else None)
@@ -693,6 +749,10 @@ def read_decimal_fast(raw: object, path: str, problems: list[Problem]) -> Decima
         assert isinstance(raw, int)
         if -_BIG < raw < _BIG:
             return Decimal(raw)
+    elif kind is Decimal:
+        assert isinstance(raw, Decimal)
+        if raw.is_finite() and -_LIMIT < raw < _LIMIT:
+            return raw
     elif kind is float:
         assert isinstance(raw, float)
         if -_BIG_FLOAT < raw < _BIG_FLOAT:  # false for nan and infinities
@@ -701,7 +761,7 @@ def read_decimal_fast(raw: object, path: str, problems: list[Problem]) -> Decima
 
 
 def read_quantity_fast(raw: object, path: str, problems: list[Problem], unit: str,
-                       factors: Mapping[str, Decimal]) -> Decimal | None:
+                       factors: Mapping[str, Exact]) -> Exact | None:
     if type(raw) is dict:
         value = _measured_fast(raw, unit, factors, False)
         if value is not None:
@@ -711,7 +771,7 @@ def read_quantity_fast(raw: object, path: str, problems: list[Problem], unit: st
 
 
 def read_lab_fast(raw: object, path: str, problems: list[Problem], unit: str,
-                  factors: Mapping[str, Decimal]) -> Lab | None:
+                  factors: Mapping[str, Exact]) -> Lab | None:
     if type(raw) is dict:
         value = _measured_fast(raw, unit, factors, True)
         if value is not None and value[1] > 0:
@@ -719,8 +779,8 @@ def read_lab_fast(raw: object, path: str, problems: list[Problem], unit: str,
     return read_lab(raw, path, problems, unit, factors)
 
 
-def _measured_fast(raw: dict[Any, Any], unit: str, factors: Mapping[str, Decimal],
-                   lab: bool) -> tuple[Decimal, Decimal] | None:
+def _measured_fast(raw: dict[Any, Any], unit: str, factors: Mapping[str, Exact],
+                   lab: bool) -> tuple[Exact, Exact] | None:
     """`{"value": n[, "uln": n][, "unit": u]}` with nothing amiss, converted; else None."""
     size = 2 if lab else 1
     given = raw.get("unit", unit)
@@ -743,12 +803,15 @@ def _measured_fast(raw: dict[Any, Any], unit: str, factors: Mapping[str, Decimal
             return None
         uln = found
     if factor is not None:
-        return value * factor, uln * factor
+        return scale(value, factor), scale(uln, factor)
     return value, uln
 
 
 def _number_fast(raw: object) -> Decimal | None:
     kind = type(raw)
+    if kind is Decimal:
+        assert isinstance(raw, Decimal)
+        return raw if raw.is_finite() and -_LIMIT < raw < _LIMIT else None
     if kind is int:
         assert isinstance(raw, int)
         return Decimal(raw) if -_BIG < raw < _BIG else None
@@ -850,6 +913,21 @@ class NotApplicable(enum.Enum):
 
 NA = NotApplicable.NA
 
+
+class Unsure(tuple[str, ...]):
+    """An unknown value (its missing paths) that may also turn out not applicable: a `when`
+    whose condition is unknown. `requires at least` must not count it as a part that applies."""
+
+    __slots__ = ()
+
+
+def settle(unknown: tuple[str, ...], sure: bool) -> tuple[str, ...]:
+    """An unknown combination: surely applicable if `sure`, else perhaps not (Unsure)."""
+    if sure:
+        return unknown if type(unknown) is tuple else tuple(unknown)
+    return unknown if type(unknown) is Unsure else Unsure(unknown)
+
+
 Tri = bool | tuple[str, ...]
 TriNA = bool | tuple[str, ...] | NotApplicable
 
@@ -874,7 +952,7 @@ def union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
 
 def all3(values: Iterable[TriNA]) -> TriNA:
     """`all_of` on values."""
-    applicable = False
+    applicable = sure = False
     unknown: tuple[str, ...] | None = None
     for value in values:
         if value is False:
@@ -882,16 +960,19 @@ def all3(values: Iterable[TriNA]) -> TriNA:
         if value is NA:
             continue
         applicable = True
-        if value is not True:
+        if value is True:
+            sure = True
+        else:
+            sure = sure or type(value) is not Unsure
             unknown = value if unknown is None else union(unknown, value)
     if not applicable:
         return NA
-    return True if unknown is None else unknown
+    return True if unknown is None else settle(unknown, sure)
 
 
 def any3(values: Iterable[TriNA]) -> TriNA:
     """`any_of` on values."""
-    applicable = False
+    applicable = sure = False
     unknown: tuple[str, ...] | None = None
     for value in values:
         if value is True:
@@ -899,16 +980,19 @@ def any3(values: Iterable[TriNA]) -> TriNA:
         if value is NA:
             continue
         applicable = True
-        if value is not False:
+        if value is False:
+            sure = True
+        else:
+            sure = sure or type(value) is not Unsure
             unknown = value if unknown is None else union(unknown, value)
     if not applicable:
         return NA
-    return False if unknown is None else unknown
+    return False if unknown is None else settle(unknown, sure)
 
 
 def at_least3(count: int, values: Iterable[TriNA]) -> TriNA:
     """`at_least` on values."""
-    applicable = False
+    applicable = sure = False
     true = unknowns = 0
     unknown: tuple[str, ...] = ()
     for value in values:
@@ -917,16 +1001,20 @@ def at_least3(count: int, values: Iterable[TriNA]) -> TriNA:
         applicable = True
         if value is True:
             true += 1
-        elif value is not False:
+            sure = True
+        elif value is False:
+            sure = True
+        else:
             unknowns += 1
+            sure = sure or type(value) is not Unsure
             unknown = union(unknown, value)
     if not applicable:
         return NA
     if true >= count:
         return True
-    if true + unknowns < count:
+    if true + unknowns < count and sure:
         return False
-    return unknown
+    return settle(unknown, sure)
 
 
 def count3(count: int, values: Iterable[Tri]) -> Tri:
@@ -943,7 +1031,7 @@ def when3(condition: TriNA, body: TriNA) -> TriNA:
     if condition is True or body is NA:
         return body
     missing = () if condition is NA else condition
-    return missing if body is True or body is False else union(missing, body)
+    return Unsure(missing if body is True or body is False else union(missing, body))
 
 
 def between3(value: Any, low: Any, high: Any, path: str, low_path: str, high_path: str) -> Tri:
@@ -1315,13 +1403,13 @@ _ENUM_MalignancyKind: tuple[str, ...] = (
 )
 _MEMBERS_MalignancyKind: frozenset[str] = frozenset(_ENUM_MalignancyKind)
 
-_UNITS_1: dict[str, Decimal] = {'mm': Decimal('0.1')}
+_UNITS_1: dict[str, Exact] = {'mm': Decimal('0.1')}
 
-_UNITS_2: dict[str, Decimal] = {}
+_UNITS_2: dict[str, Exact] = {}
 
-_UNITS_3: dict[str, Decimal] = {'g/dL': Decimal('10')}
+_UNITS_3: dict[str, Exact] = {'g/dL': Decimal('10')}
 
-_UNITS_4: dict[str, Decimal] = {'10^3/uL': Decimal('1')}
+_UNITS_4: dict[str, Exact] = {'10^3/uL': Decimal('1')}
 
 
 @dataclass(frozen=True, slots=True)
@@ -1414,22 +1502,22 @@ class Patient:
     mrss: int | Absent | None
     ild: bool | Absent | None
     bvas: int | Absent | None
-    rash_vas: Decimal | Absent | None
+    rash_vas: Exact | Absent | None
     active_muscle_inflammation: bool | Absent | None
     mmt8: int | Absent | None
-    patient_global_vas: Decimal | Absent | None
-    physician_global_vas: Decimal | Absent | None
+    patient_global_vas: Exact | Absent | None
+    physician_global_vas: Exact | Absent | None
     haq_di: Decimal | Absent | None
-    extramuscular_vas: Decimal | Absent | None
+    extramuscular_vas: Exact | Absent | None
     ck: Lab | Absent | None
     aldolase: Lab | Absent | None
     ldh: Lab | Absent | None
     ecog: int | Absent | None
-    hemoglobin: Decimal | Absent | None
-    platelets: Decimal | Absent | None
-    lvef: Decimal | Absent | None
+    hemoglobin: Exact | Absent | None
+    platelets: Exact | Absent | None
+    lvef: Exact | Absent | None
     ecg_normal: bool | Absent | None
-    egfr: Decimal | Absent | None
+    egfr: Exact | Absent | None
     ast: Lab | Absent | None
     alt: Lab | Absent | None
     bilirubin: Lab | Absent | None
@@ -2537,30 +2625,30 @@ def _fast_csm_muscle_enzyme(p: Patient, m: _Memo) -> Tri:
             True if (t12 := (
                 ('ck',) if (t1 := p.ck) is None
                 else False if t1 is NONE
-                else t1.value >= _K3 * t1.uln
+                else t1.value >= scale(t1.uln, _K3)
             )) is True
             else t12 if (t13 := (
                 True if (t10 := (
                     ('aldolase',) if (t2 := p.aldolase) is None
                     else False if t2 is NONE
-                    else t2.value >= _K3 * t2.uln
+                    else t2.value >= scale(t2.uln, _K3)
                 )) is True
                 else t10 if (t11 := (
                     True if (t8 := (
                         ('ldh',) if (t3 := p.ldh) is None
                         else False if t3 is NONE
-                        else t3.value >= _K3 * t3.uln
+                        else t3.value >= scale(t3.uln, _K3)
                     )) is True
                     else t8 if (t9 := (
                         True if (t6 := (
                             ('alt',) if (t4 := p.alt) is None
                             else False if t4 is NONE
-                            else t4.value >= _K3 * t4.uln
+                            else t4.value >= scale(t4.uln, _K3)
                         )) is True
                         else t6 if (t7 := (
                             ('ast',) if (t5 := p.ast) is None
                             else False if t5 is NONE
-                            else t5.value >= _K3 * t5.uln
+                            else t5.value >= scale(t5.uln, _K3)
                         )) is False
                         else t7 if t7 is True or t6 is False
                         else union(t6, t7)
@@ -2611,7 +2699,7 @@ def _fast_hepatitis_b_replicating(p: Patient, m: _Memo) -> Tri:
             else t6 if (t7 := (
                 ('hbv_dna',) if (t5 := p.hbv_dna) is None
                 else False if t5 is NONE
-                else t5.value > _K4 * t5.uln
+                else t5.value > scale(t5.uln, _K4)
             )) is True
             else t7 if t7 is False or t6 is True
             else union(t6, t7)
@@ -2632,7 +2720,7 @@ def _fast_hepatitis_c_replicating(p: Patient, m: _Memo) -> Tri:
             else t3 if (t4 := (
                 ('hcv_rna',) if (t2 := p.hcv_rna) is None
                 else False if t2 is NONE
-                else t2.value > _K4 * t2.uln
+                else t2.value > scale(t2.uln, _K4)
             )) is True
             else t4 if t4 is False or t3 is True
             else union(t3, t4)
@@ -3104,18 +3192,18 @@ def _assess_I5_4(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
         False if (t6 := (
             ('ast',) if (t1 := p.ast) is None
             else False if t1 is NONE
-            else t1.value <= _K7 * t1.uln
+            else t1.value <= scale(t1.uln, _K7)
         )) is False
         else t6 if (t7 := (
             False if (t4 := (
                 ('alt',) if (t2 := p.alt) is None
                 else False if t2 is NONE
-                else t2.value <= _K7 * t2.uln
+                else t2.value <= scale(t2.uln, _K7)
             )) is False
             else t4 if (t5 := (
                 ('bilirubin',) if (t3 := p.bilirubin) is None
                 else False if t3 is NONE
-                else t3.value <= _K1 * t3.uln
+                else t3.value <= scale(t3.uln, _K1)
             )) is True
             else t5 if t5 is False or t4 is True
             else union(t4, t5)
@@ -3433,7 +3521,7 @@ def _decide_I1(p: Patient, m: _Memo, g: Tri) -> TriNA:
 def _decide_I2(p: Patient, m: _Memo, g: Tri) -> TriNA:
     # line 40: I2 "Diagnosis of one of the following diseases" requires any
     unknown: tuple[str, ...] | None = None
-    applicable = False
+    applicable = sure = False
     # I2.1 Systemic lupus erythematosus (SLE)
     v: TriNA = _decide_I2_1(p, m, g)
     if v is True:
@@ -3442,6 +3530,9 @@ def _decide_I2(p: Patient, m: _Memo, g: Tri) -> TriNA:
         applicable = True
         if v is not False:
             unknown = v
+            sure = sure or type(v) is not Unsure
+        else:
+            sure = True
     # I2.2 Sjögren's syndrome (SS)
     v = _decide_I2_2(p, m, g)
     if v is True:
@@ -3450,6 +3541,9 @@ def _decide_I2(p: Patient, m: _Memo, g: Tri) -> TriNA:
         applicable = True
         if v is not False:
             unknown = v
+            sure = sure or type(v) is not Unsure
+        else:
+            sure = True
     # I2.3 Systemic sclerosis (SSc)
     v = _decide_I2_3(p, m, g)
     if v is True:
@@ -3458,6 +3552,9 @@ def _decide_I2(p: Patient, m: _Memo, g: Tri) -> TriNA:
         applicable = True
         if v is not False:
             unknown = v
+            sure = sure or type(v) is not Unsure
+        else:
+            sure = True
     # I2.4 Dermatomyositis (DM)
     v = _decide_I2_4(p, m, g)
     if v is True:
@@ -3466,6 +3563,9 @@ def _decide_I2(p: Patient, m: _Memo, g: Tri) -> TriNA:
         applicable = True
         if v is not False:
             unknown = v
+            sure = sure or type(v) is not Unsure
+        else:
+            sure = True
     # I2.5 ANCA-associated vasculitis (ANCA-AAV)
     v = _decide_I2_5(p, m, g)
     if v is True:
@@ -3474,7 +3574,10 @@ def _decide_I2(p: Patient, m: _Memo, g: Tri) -> TriNA:
         applicable = True
         if v is not False:
             unknown = v
-    v = NA if not applicable else False if unknown is None else unknown
+            sure = sure or type(v) is not Unsure
+        else:
+            sure = True
+    v = NA if not applicable else False if unknown is None else settle(unknown, sure)
     return v
 
 
@@ -3677,7 +3780,7 @@ def _decide_I3(p: Patient, m: _Memo, g: Tri) -> TriNA:
         return False
     if v is not True and v is not NA:
         unknown = v
-    v = True if unknown is None else unknown
+    v = True if unknown is None else settle(unknown, True)
     return v
 
 
@@ -3758,7 +3861,7 @@ def _decide_I3_4(p: Patient, m: _Memo, g: Tri) -> TriNA:
         return False if g is True else g
     if v is not True and v is not NA:
         unknown = v
-    v = True if unknown is None else unknown
+    v = True if unknown is None else settle(unknown, True)
     v = when3(g, v)
     return v
 
@@ -3855,7 +3958,7 @@ def _decide_I4(p: Patient, m: _Memo, g: Tri) -> TriNA:
 def _decide_I5(p: Patient, m: _Memo, g: Tri) -> TriNA:
     # line 97: I5 "Critical organ function"
     unknown: tuple[str, ...] | None = None
-    applicable = False
+    applicable = sure = False
     # I5.1 Blood: hemoglobin ≥ 60 g/L, platelet count ≥ 20 × 10⁹/L
     v: TriNA = _decide_I5_1(p, m, g)
     if v is False:
@@ -3864,6 +3967,9 @@ def _decide_I5(p: Patient, m: _Memo, g: Tri) -> TriNA:
         applicable = True
         if v is not True:
             unknown = v
+            sure = sure or type(v) is not Unsure
+        else:
+            sure = True
     # I5.2 Cardiac function: LVEF ≥ 55%, ECG without obvious abnormalities
     v = _decide_I5_2(p, m, g)
     if v is False:
@@ -3872,6 +3978,9 @@ def _decide_I5(p: Patient, m: _Memo, g: Tri) -> TriNA:
         applicable = True
         if v is not True:
             unknown = v
+            sure = sure or type(v) is not Unsure
+        else:
+            sure = True
     # I5.3 Renal function: eGFR ≥ 30 mL/min/1.73 m²
     v = _decide_I5_3(p, m, g)
     if v is False:
@@ -3880,6 +3989,9 @@ def _decide_I5(p: Patient, m: _Memo, g: Tri) -> TriNA:
         applicable = True
         if v is not True:
             unknown = v
+            sure = sure or type(v) is not Unsure
+        else:
+            sure = True
     # I5.4 Liver function: AST and ALT ≤ 3.0 × ULN, total bilirubin ≤ 2.0 × ULN
     v = _decide_I5_4(p, m, g)
     if v is False:
@@ -3888,6 +4000,9 @@ def _decide_I5(p: Patient, m: _Memo, g: Tri) -> TriNA:
         applicable = True
         if v is not True:
             unknown = v
+            sure = sure or type(v) is not Unsure
+        else:
+            sure = True
     # I5.5 Meets the criteria for apheresis or venous blood collection, with no other contraindication to cell collection
     v = _decide_I5_5(p, m, g)
     if v is False:
@@ -3896,6 +4011,9 @@ def _decide_I5(p: Patient, m: _Memo, g: Tri) -> TriNA:
         applicable = True
         if v is not True:
             unknown = v
+            sure = sure or type(v) is not Unsure
+        else:
+            sure = True
     # I5.6 Subjects of childbearing age: negative urine pregnancy test and agreement to effective contraception until 1 year after infusion
     v = _decide_I5_6(p, m, g)
     if v is False:
@@ -3904,6 +4022,9 @@ def _decide_I5(p: Patient, m: _Memo, g: Tri) -> TriNA:
         applicable = True
         if v is not True:
             unknown = v
+            sure = sure or type(v) is not Unsure
+        else:
+            sure = True
     # I5.7 The patient or guardian agrees to participate and signs the informed consent form
     v = _decide_I5_7(p, m, g)
     if v is False:
@@ -3912,7 +4033,10 @@ def _decide_I5(p: Patient, m: _Memo, g: Tri) -> TriNA:
         applicable = True
         if v is not True:
             unknown = v
-    v = NA if not applicable else True if unknown is None else unknown
+            sure = sure or type(v) is not Unsure
+        else:
+            sure = True
+    v = NA if not applicable else True if unknown is None else settle(unknown, sure)
     return v
 
 
@@ -3970,18 +4094,18 @@ def _decide_I5_4(p: Patient, m: _Memo, g: Tri) -> TriNA:
         False if (t6 := (
             ('ast',) if (t1 := p.ast) is None
             else False if t1 is NONE
-            else t1.value <= _K7 * t1.uln
+            else t1.value <= scale(t1.uln, _K7)
         )) is False
         else t6 if (t7 := (
             False if (t4 := (
                 ('alt',) if (t2 := p.alt) is None
                 else False if t2 is NONE
-                else t2.value <= _K7 * t2.uln
+                else t2.value <= scale(t2.uln, _K7)
             )) is False
             else t4 if (t5 := (
                 ('bilirubin',) if (t3 := p.bilirubin) is None
                 else False if t3 is NONE
-                else t3.value <= _K1 * t3.uln
+                else t3.value <= scale(t3.uln, _K1)
             )) is True
             else t5 if t5 is False or t4 is True
             else union(t4, t5)
@@ -4167,7 +4291,7 @@ def _decide_E6(p: Patient, m: _Memo, g: Tri) -> TriNA:
         return True
     if v is not False:
         unknown = v
-    v = False if unknown is None else unknown
+    v = False if unknown is None else settle(unknown, True)
     return v
 
 

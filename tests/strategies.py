@@ -1,22 +1,39 @@
 """Hypothesis strategies: random well-typed protocols (as .crit text) and records for them.
 
 A protocol draws a random schema over every field type, then criteria built from every
-operator (comparisons, ranges, membership, windows, × ULN, titers, quantities in other
-units, quantifiers and counts, `at least`, `when`, judgments), nested and combined.
-Records draw boundary values, missing and null fields, empty and missing lists, other units.
+operator (comparisons with literals and with other fields, ranges (reversed too), membership,
+windows anchored on fields and on date literals, × ULN, titers, quantities in other units,
+including conversions that no decimal writes (lb ↔ kg, in ↔ cm), quantifiers nested in
+quantifiers, counts, `at least`, `when`-gated parts under `requires any` and
+`requires at least N`, judgments), nested and combined. Records draw boundary values, missing
+and null fields, empty, missing and recorded-none lists, other units.
+
+`completions` enumerates the ways to fill in what a record leaves missing, for the soundness
+property: a decision reached with facts missing must hold for every one of them.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
+import itertools
+import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import strategies as st
 
-KINDS = ("bool", "integer", "decimal", "quantity", "lab", "titer", "date", "enum", "set", "list", "judgment")
+KINDS = ("bool", "integer", "decimal", "quantity", "weight", "length", "lab", "titer", "date", "enum", "set",
+         "list", "judgment")
+OPTIONAL = ("bool", "date", "integer", "list", "weight")  # kinds drawn with `?` half the time
 MEMBERS = ("a", "b", "c")
 ANCHOR = datetime.date(2025, 3, 31)
+TYPES = {"bool": "bool", "integer": "integer", "decimal": "decimal", "quantity": "quantity g/L also g/dL",
+         "weight": "quantity lb also kg", "length": "quantity in also cm", "lab": "lab U/L",
+         "titer": "titer", "date": "date", "enum": "Color", "set": "set of Color", "list": "list of Item",
+         "judgment": "judgment"}
+ITEM_FIELDS = ("ok", "n", "day")
 
 
 @dataclass
@@ -26,13 +43,30 @@ class Schema:
     def of(self, *kinds: str) -> list[str]:
         return [name for name, (kind, _) in self.fields.items() if kind in kinds]
 
+    def key(self) -> tuple[tuple[str, tuple[str, bool]], ...]:
+        return tuple(self.fields.items())
+
+
+def _cached(build: Any) -> Any:
+    """Strategies built once per schema: Hypothesis validates every new strategy object, which
+    costs more than drawing from it."""
+    cache: dict[tuple[Any, ...], Any] = {}
+
+    def get(schema: Schema, *args: Any) -> Any:
+        key = (schema.key(), *args)
+        if key not in cache:
+            cache[key] = build(schema, *args)
+        return cache[key]
+
+    return get
+
 
 @st.composite
 def schemas(draw: st.DrawFn) -> Schema:
     schema = Schema()
-    kinds = draw(st.lists(st.sampled_from(KINDS), min_size=2, max_size=9))
+    kinds = draw(st.lists(st.sampled_from(KINDS), min_size=2, max_size=10))
     for index, kind in enumerate(kinds):
-        optional = kind in ("bool", "date", "integer") and draw(st.booleans())
+        optional = kind in OPTIONAL and draw(st.booleans())
         schema.fields[f"f{index}"] = (kind, optional)
     return schema
 
@@ -40,12 +74,30 @@ def schemas(draw: st.DrawFn) -> Schema:
 OPS = (">=", "<=", ">", "<", "=", "!=")
 
 
+@_cached
 @st.composite
-def atoms(draw: st.DrawFn, schema: Schema, item: bool = False) -> str:
-    """One condition on one field (or, in a list item, on the item's fields)."""
-    if item:
-        return draw(st.sampled_from(["ok", "not ok", "n >= 2", "n between 1 and 3",
-                                     "day within 2 weeks before screening", "ok and n < 3"]))
+def item_atoms(draw: st.DrawFn, schema: Schema, depth: int) -> str:
+    """A condition on a list item: its own fields, the patient's, or a quantifier nested in it."""
+    forms = ["ok", "not ok", "n >= 2", "n between 1 and 3", "n between 3 and 1",
+             "day within 2 weeks before screening", "day within 1 months before 2025-03-31", "ok and n < 3"]
+    integers, dates, lists = schema.of("integer"), schema.of("date"), schema.of("list")
+    if integers:
+        forms.append(f"n <= {draw(st.sampled_from(integers))}")
+    if dates:
+        forms.append(f"day at least 1 weeks before {draw(st.sampled_from(dates))}")
+    if lists and depth < 2 and draw(st.booleans()):  # a quantifier nested in this one
+        inner = draw(st.sampled_from(lists))
+        cond = draw(item_atoms(schema, depth + 1))
+        return draw(st.sampled_from([f"ok and any({inner} where {cond})", f"all({inner} where {cond})",
+                                     f"n < 3 or any({inner} where {cond})", f"count({inner} where {cond}) >= 1",
+                                     f"not ok and count({inner} where {cond}) >= 2"]))
+    return draw(st.sampled_from(forms))
+
+
+@_cached
+@st.composite
+def atoms(draw: st.DrawFn, schema: Schema) -> str:
+    """One condition on one field, or comparing two fields of one kind."""
     choices = schema.of(*KINDS)
     name = draw(st.sampled_from(choices)) if choices else None
     if name is None:
@@ -53,15 +105,25 @@ def atoms(draw: st.DrawFn, schema: Schema, item: bool = False) -> str:
     kind = schema.fields[name][0]
     op = draw(st.sampled_from(OPS))
     number = draw(st.integers(min_value=0, max_value=5))
+    peers = [other for other in schema.of(kind) if other != name]
+    if peers and kind in ("integer", "decimal", "quantity", "weight", "length", "date", "titer") \
+            and draw(st.integers(0, 3)) == 0:
+        return f"{name} {op} {draw(st.sampled_from(peers))}"
     if kind in ("bool", "judgment"):
         return draw(st.sampled_from([name, f"not {name}", f"{name} = true"]))
     if kind == "integer":
-        return draw(st.sampled_from([f"{name} {op} {number}", f"{name} between {number} and {number + 2}"]))
+        return draw(st.sampled_from([f"{name} {op} {number}", f"{name} between {number} and {number + 2}",
+                                     f"{name} between {number + 2} and {number}"]))
     if kind == "decimal":
         return f"{name} {op} {number}.5"
     if kind == "quantity":
         return draw(st.sampled_from([f"{name} {op} {number * 10} g/L", f"{name} {op} {number}.5 g/dL",
                                      f"{name} between {number} g/dL and {number * 10 + 20} g/L"]))
+    if kind == "weight":  # lb, also kg: 1 kg is 10^8/45359237 lb, which no decimal writes
+        return draw(st.sampled_from([f"{name} {op} {number * 10} kg", f"{name} {op} {number * 20} lb",
+                                     f"{name} between {number} kg and {number * 3} lb"]))
+    if kind == "length":  # in, also cm: 1 cm is 50/127 in
+        return draw(st.sampled_from([f"{name} {op} {number * 10} cm", f"{name} {op} {number} in"]))
     if kind == "lab":
         return draw(st.sampled_from([f"{name} {op} {number}.0 x ULN", f"{name} {op} {number * 10} U/L"]))
     if kind == "titer":
@@ -70,17 +132,20 @@ def atoms(draw: st.DrawFn, schema: Schema, item: bool = False) -> str:
         unit = draw(st.sampled_from(["days", "weeks", "months", "years"]))
         direction = draw(st.sampled_from(["before", "after"]))
         form = draw(st.sampled_from(["within", "at least"]))
-        return f"{name} {form} {number + 1} {unit} {direction} screening"
+        anchor = draw(st.sampled_from(["screening", "2025-03-31", "2024-02-29", *peers]))
+        return draw(st.sampled_from([f"{name} {form} {number + 1} {unit} {direction} {anchor}",
+                                     f"{name} {op} 2025-03-{17 + number}"]))
     if kind == "enum":
         return draw(st.sampled_from([f"{name} is a", f"{name} is not b", f"{name} is any of (a, c)"]))
     if kind == "set":
         return draw(st.sampled_from([f"{name} has a", f"{name} has any of (b, c)", f"{name} has all of (a, b)"]))
     assert kind == "list"
-    cond = draw(atoms(schema, item=True))
+    cond = draw(item_atoms(schema, 0))
     return draw(st.sampled_from([f"any({name} where {cond})", f"all({name} where {cond})",
                                  f"count({name} where {cond}) >= {number % 3}", f"count({name}) < 2"]))
 
 
+@_cached
 def conditions(schema: Schema) -> st.SearchStrategy[str]:
     """Conditions nested with and/or/not/at least, parenthesised."""
     return st.recursive(
@@ -99,18 +164,22 @@ def conditions(schema: Schema) -> st.SearchStrategy[str]:
 
 @st.composite
 def criteria(draw: st.DrawFn, schema: Schema, prefix: str, depth: int, indent: int) -> list[str]:
+    """A criterion whose parts are lines, `when`-gated lines and sub-criteria (which may carry
+    their own `when`), combined by all, any or at least N of them."""
     pad = " " * indent
     lines: list[str] = []
-    combine = draw(st.sampled_from(["", "", " requires any", " requires at least 2"]))
-    applies = f" when {draw(atoms(schema))}" if draw(st.integers(0, 4)) == 0 else ""
-    lines.append(f'{pad}{prefix} "Criterion {prefix}"{combine}{applies}')
+    applies = f" when {draw(atoms(schema))}" if draw(st.integers(0, 3)) == 0 else ""
     body = draw(st.lists(st.one_of(
         conditions(schema),
         st.tuples(atoms(schema), conditions(schema)).map(lambda p: f"when {p[0]}: {p[1]}"),
+        st.tuples(atoms(schema), atoms(schema)).map(lambda p: f"when {p[0]}: {p[1]}"),
     ), min_size=1, max_size=3))
     children = draw(st.integers(min_value=0, max_value=2 if depth < 2 else 0))
-    if combine.endswith("2") and len(body) + children < 2:
-        body.append("true")
+    parts = len(body) + children
+    combine = draw(st.sampled_from(["", "", " requires any", "at least"]))
+    if combine == "at least":
+        combine = f" requires at least {draw(st.integers(1, parts))}" if parts > 1 else ""
+    lines.append(f'{pad}{prefix} "Criterion {prefix}"{combine}{applies}')
     lines += [f"{pad}  {b}" for b in body]
     for child in range(children):
         lines += draw(criteria(schema, f"{prefix}.{child + 1}", depth + 1, indent + 2))
@@ -125,11 +194,8 @@ def protocols(draw: st.DrawFn) -> tuple[str, Schema]:
     out = ['protocol R "A random protocol"', "", "enum Color", "  a", "  b", "  c", "",
            "record Item", "  ok: bool", "  n: integer", "  day: date", "", "patient",
            "  screening: date"]
-    types = {"bool": "bool", "integer": "integer", "decimal": "decimal", "quantity": "quantity g/L also g/dL",
-             "lab": "lab U/L", "titer": "titer", "date": "date", "enum": "Color", "set": "set of Color",
-             "list": "list of Item", "judgment": "judgment"}
     for name, (kind, optional) in schema.fields.items():
-        out.append(f"  {name}: {types[kind]}{'?' if optional else ''}")
+        out.append(f"  {name}: {TYPES[kind]}{'?' if optional else ''}")
     out += ["", f"define d0: {draw(conditions(schema))}", "", "inclusion"]
     for index in range(draw(st.integers(min_value=1, max_value=3))):
         out += draw(criteria(schema, f"I{index + 1}", 0, 2))
@@ -141,14 +207,28 @@ def protocols(draw: st.DrawFn) -> tuple[str, Schema]:
     return "\n".join(out) + "\n", schema
 
 
+DATE_OFFSETS = (0, 1, 6, 7, 13, 14, 15, 27, 28, 29, 30, 31, 59, 365, 366, 730, 731, 1460)
+
+
 def _date(draw: st.DrawFn) -> str:
-    offset = draw(st.sampled_from([0, 1, 6, 7, 13, 14, 15, 27, 28, 29, 30, 31, 59, 365, 366, 730, 731, 1460]))
+    offset = draw(st.sampled_from(DATE_OFFSETS))
     sign = draw(st.sampled_from([-1, 1]))
     return (ANCHOR + datetime.timedelta(days=sign * offset)).isoformat()
 
 
+def item_values() -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({}, optional={
+        "ok": st.booleans(), "n": st.integers(0, 4),
+        "day": st.sampled_from([(ANCHOR - datetime.timedelta(days=d)).isoformat() for d in (0, 7, 13, 14, 15, 30)])})
+
+
+@functools.cache
+def values(kind: str) -> st.SearchStrategy[Any]:
+    return _values(kind)
+
+
 @st.composite
-def values(draw: st.DrawFn, kind: str) -> Any:
+def _values(draw: st.DrawFn, kind: str) -> Any:
     n = draw(st.integers(min_value=0, max_value=7))
     if kind in ("bool", "judgment"):
         return draw(st.booleans())
@@ -159,6 +239,11 @@ def values(draw: st.DrawFn, kind: str) -> Any:
     if kind == "quantity":
         return draw(st.sampled_from([n * 10, n * 10 + 5, {"value": n + 0.5, "unit": "g/dL"},
                                      {"value": n * 10, "unit": "g/L"}, {"value": n, "unit": "g/dL"}]))
+    if kind == "weight":  # boundaries in kg and in lb, as the literals above are written
+        return draw(st.sampled_from([{"value": n * 10, "unit": "kg"}, n * 20, n * 3,
+                                     {"value": n, "unit": "kg"}, {"value": n * 10, "unit": "lb"}]))
+    if kind == "length":
+        return draw(st.sampled_from([{"value": n * 10, "unit": "cm"}, n, {"value": n * 2.54, "unit": "cm"}]))
     if kind == "lab":
         uln = draw(st.sampled_from([10, 20, 40]))
         return {"value": draw(st.sampled_from([n * 10, uln * n, uln * n + 1])), "uln": uln}
@@ -171,13 +256,10 @@ def values(draw: st.DrawFn, kind: str) -> Any:
     if kind == "set":
         return draw(st.lists(st.sampled_from(MEMBERS), max_size=3))
     assert kind == "list"
-    item = st.fixed_dictionaries({}, optional={
-        "ok": st.booleans(), "n": st.integers(0, 4), "day": st.builds(lambda: None).flatmap(
-            lambda _: st.sampled_from([(ANCHOR - datetime.timedelta(days=d)).isoformat()
-                                       for d in (0, 13, 14, 15, 30)]))})
-    return draw(st.lists(item, max_size=4))
+    return draw(st.lists(item_values(), max_size=4))
 
 
+@_cached
 @st.composite
 def records(draw: st.DrawFn, schema: Schema) -> dict[str, Any]:
     record: dict[str, Any] = {}
@@ -192,3 +274,60 @@ def records(draw: st.DrawFn, schema: Schema) -> dict[str, Any]:
             continue
         record[name] = draw(values(kind))
     return record
+
+
+# ---- completions: every way to fill in the missing facts ---------------------------------
+
+def _choices(kind: str) -> list[Any]:
+    """Values a missing fact may take: enough to cross every threshold the generator writes."""
+    days = [(ANCHOR + datetime.timedelta(days=d)).isoformat() for d in (-1460, -366, -31, -14, -7, -1, 0, 1, 30)]
+    return {
+        "bool": [True, False], "judgment": [True, False], "integer": [0, 1, 2, 3, 5, 7],
+        "decimal": [0, 2.5, 5.5], "quantity": [0, 25, 60, {"value": 5.5, "unit": "g/dL"}],
+        "weight": [0, 40, {"value": 20, "unit": "kg"}, {"value": 50, "unit": "kg"}],
+        "length": [0, 3, {"value": 20, "unit": "cm"}], "lab": [{"value": 0, "uln": 10}, {"value": 90, "uln": 20}],
+        "titer": ["1:20", "1:80", "1:320"], "date": days, "enum": list(MEMBERS),
+        "set": [[], ["a"], ["b", "c"], ["a", "b", "c"]],
+        "list": [[], [{"ok": True, "n": 3, "day": "2025-03-24"}], [{"ok": False, "n": 0, "day": "2025-01-01"}]],
+        "screening": ["2025-03-31"], "ok": [True, False], "n": [0, 2, 4], "day": ["2025-03-31", "2025-03-16"],
+    }[kind]
+
+
+def holes(schema: Schema, record: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """The missing facts of a record: (path, kind) of each absent field and absent item field."""
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    if "screening" not in record:
+        out.append((("screening",), "screening"))
+    for name, (kind, _) in schema.fields.items():
+        if name not in record:
+            out.append(((name,), kind))
+        elif kind == "list" and isinstance(record[name], list):
+            for index, item in enumerate(record[name]):
+                out += [((name, index, key), key) for key in ITEM_FIELDS if key not in item]
+    return out
+
+
+def completions(schema: Schema, record: dict[str, Any], limit: int = 256,
+                seed: int = 0) -> Iterator[dict[str, Any]]:
+    """Every completion of the record's missing facts (all of them, or `limit` drawn evenly at
+    random when there are more), each a new record with no fact missing."""
+    gaps = holes(schema, record)
+    options = [_choices(kind) for _, kind in gaps]
+    total = 1
+    for choice in options:
+        total *= len(choice)
+    if total <= limit:
+        picks: Iterator[tuple[Any, ...]] = itertools.product(*options)
+    else:
+        rng = random.Random(seed)
+        picks = (tuple(rng.choice(choice) for choice in options) for _ in range(limit))
+    for pick in picks:
+        full = {key: (list(map(dict, value)) if isinstance(value, list) and value and isinstance(value[0], dict)
+                      else value) for key, value in record.items()}
+        for (path, _), value in zip(gaps, pick, strict=True):
+            if len(path) == 1:
+                full[path[0]] = value
+            else:
+                name, index, key = path
+                full[name][index][key] = value  # type: ignore[index]
+        yield full

@@ -109,8 +109,8 @@ def loads(text: str, where: str = "") -> Any:
     except RecursionError:
         raise RecordSyntaxError([Problem(where or "record", f"nested more than {MAX_DEPTH} levels deep")]) from None
     except json.JSONDecodeError as err:
-        raise RecordSyntaxError([Problem(where or "record",
-                                         f"not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}")]) from None
+        where_text = f"line {err.lineno}, column {err.colno}"
+        raise RecordSyntaxError([Problem(where or "record", f"not valid JSON at {where_text}: {err.msg}")]) from None
     except ValueError as err:
         raise RecordSyntaxError([Problem(where or "record", f"not valid JSON: {err}")]) from None
     if flagged or _deep(text):

@@ -47,9 +47,9 @@ _ENUM_Arm: tuple[str, ...] = (
 )
 _MEMBERS_Arm: frozenset[str] = frozenset(_ENUM_Arm)
 
-_UNITS_1: dict[str, Decimal] = {'g/dL': Decimal('10')}
+_UNITS_1: dict[str, Exact] = {'g/dL': Decimal('10')}
 
-_UNITS_2: dict[str, Decimal] = {}
+_UNITS_2: dict[str, Exact] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,7 @@ class Patient:
     screening: datetime.date | Absent | None
     age: int | Absent | None
     arm: str | Absent | None
-    hb: Decimal | Absent | None
+    hb: Exact | Absent | None
     alt: Lab | Absent | None
     ana: int | Absent | None
     vaccine: datetime.date | Absent | None
@@ -371,7 +371,7 @@ def _assess_I3(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
         else t2 if (t3 := (
             ('alt',) if (t1 := p.alt) is None
             else False if t1 is NONE
-            else t1.value <= _K3 * t1.uln
+            else t1.value <= scale(t1.uln, _K3)
         )) is True
         else t3 if t3 is False or t2 is True
         else union(t2, t3)
@@ -452,7 +452,7 @@ def _decide_I1(p: Patient, m: _Memo, g: Tri) -> TriNA:
 def _decide_I2(p: Patient, m: _Memo, g: Tri) -> TriNA:
     # line 30: I2 "Either arm, by rule" requires any
     unknown: tuple[str, ...] | None = None
-    applicable = False
+    applicable = sure = False
     # I2.1 Arm A with a raised titer
     v: TriNA = _decide_I2_1(p, m, g)
     if v is True:
@@ -461,6 +461,9 @@ def _decide_I2(p: Patient, m: _Memo, g: Tri) -> TriNA:
         applicable = True
         if v is not False:
             unknown = v
+            sure = sure or type(v) is not Unsure
+        else:
+            sure = True
     # I2.2 Arm B
     v = _decide_I2_2(p, m, g)
     if v is True:
@@ -469,7 +472,10 @@ def _decide_I2(p: Patient, m: _Memo, g: Tri) -> TriNA:
         applicable = True
         if v is not False:
             unknown = v
-    v = NA if not applicable else False if unknown is None else unknown
+            sure = sure or type(v) is not Unsure
+        else:
+            sure = True
+    v = NA if not applicable else False if unknown is None else settle(unknown, sure)
     return v
 
 
@@ -500,7 +506,7 @@ def _decide_I3(p: Patient, m: _Memo, g: Tri) -> TriNA:
         else t2 if (t3 := (
             ('alt',) if (t1 := p.alt) is None
             else False if t1 is NONE
-            else t1.value <= _K3 * t1.uln
+            else t1.value <= scale(t1.uln, _K3)
         )) is True
         else t3 if t3 is False or t2 is True
         else union(t2, t3)
