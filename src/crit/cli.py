@@ -222,11 +222,11 @@ def _read_records(path: Path) -> list[Any]:
     try:
         data = loads(text)
     except RecordSyntaxError as err:
-        syntax = err.__context__
-        if isinstance(syntax, json.JSONDecodeError):  # where the text stops being JSON, as file:line:column
+        syntax = err.syntax
+        if syntax is not None:  # where the text stops being JSON, as file:line:column
             place = f"{shown(str(path))}:{syntax.lineno}:{syntax.colno}"
             click.echo(f"crit: {place}: not valid JSON: {syntax.msg}", err=True)
-        for problem in err.problems if not isinstance(syntax, json.JSONDecodeError) else ():
+        for problem in err.problems if syntax is None else ():
             where = "" if problem.path == "record" else f"{shown(problem.path)}: "
             click.echo(f"crit: {shown(str(path))}: {where}{shown(problem.message)}", err=True)
         raise Failure(EXIT_RECORD) from None

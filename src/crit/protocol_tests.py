@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -147,8 +146,8 @@ def _json(text: str) -> Any:
     try:
         return loads(text)
     except RecordSyntaxError as err:
-        syntax = err.__context__
-        if isinstance(syntax, json.JSONDecodeError):
+        syntax = err.syntax
+        if syntax is not None:
             where = f"line {syntax.lineno}, column {syntax.colno}"
             raise TestFileError(where, f"not valid JSON: {syntax.msg}") from None
         first = err.problems[0]

@@ -20,10 +20,12 @@ MAX_NUMBER_DIGITS = 40  # longer numbers are refused before Python parses them
 
 
 class RecordSyntaxError(ValueError):
-    """The text is not a readable JSON document; `problems` say where and why."""
+    """The text is not a readable JSON document; `problems` say where and why, and `syntax`
+    (when the text stops being JSON) gives the line, column and message of that place."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], syntax: json.JSONDecodeError | None = None) -> None:
         self.problems = problems
+        self.syntax = syntax
         super().__init__("; ".join(str(p) for p in problems))
 
 
@@ -110,7 +112,8 @@ def loads(text: str, where: str = "") -> Any:
         raise RecordSyntaxError([Problem(where or "record", f"nested more than {MAX_DEPTH} levels deep")]) from None
     except json.JSONDecodeError as err:
         where_text = f"line {err.lineno}, column {err.colno}"
-        raise RecordSyntaxError([Problem(where or "record", f"not valid JSON at {where_text}: {err.msg}")]) from None
+        raise RecordSyntaxError([Problem(where or "record", f"not valid JSON at {where_text}: {err.msg}")],
+                                err) from None
     except ValueError as err:
         raise RecordSyntaxError([Problem(where or "record", f"not valid JSON: {err}")]) from None
     if flagged or _deep(text):
