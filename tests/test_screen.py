@@ -343,7 +343,10 @@ def _interrupt(big: Path, where: Path, sig: int, jobs: int, group: bool) -> tupl
     while not list(where.glob(".out.jsonl.*.part")):
         assert process.poll() is None and time.monotonic() < deadline, "the screen never started writing"
         time.sleep(0.01)
-    time.sleep(0.3)  # well into the cohort (and the workers started)
+    while jobs > 1 and len(_children(process.pid)) < jobs + 1:  # the workers and multiprocessing's tracker
+        assert process.poll() is None and time.monotonic() < deadline, "the workers never started"
+        time.sleep(0.01)
+    time.sleep(0.3)  # well into the cohort
     workers = _children(process.pid)
     assert process.poll() is None, "the cohort was screened before the signal: make it bigger"
     if group:
@@ -391,8 +394,10 @@ def test_an_interrupted_screen_leaves_no_partial_file_and_the_old_output_untouch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl", "report.md"]  # no .part left
     assert (tmp_path / "out.jsonl").read_text(encoding="utf-8") == "the old results\n"
     assert (tmp_path / "report.md").read_text(encoding="utf-8") == "the old report\n"
-    time.sleep(0.5)
-    assert not [pid for pid in workers if _alive(pid) and "resource_tracker" not in _cmdline(pid)]
+    deadline = time.monotonic() + 10  # the workers are stopped, not left running
+    while [pid for pid in workers if _alive(pid) and "resource_tracker" not in _cmdline(pid)]:
+        assert time.monotonic() < deadline, [_cmdline(pid) for pid in workers if _alive(pid)]
+        time.sleep(0.05)
 
 
 def _cmdline(pid: int) -> str:

@@ -217,19 +217,42 @@ class Screener:
             for n, i, d, by, m, p, e in rows)
 
 
-_WORKER: Screener | None = None
+Screened = tuple[str, collections.Counter[str], report.Tally | None]
 
 
-def _start_worker(job: Job) -> None:
-    """A worker leaves Ctrl-C to the main process, which stops it: no worker traceback."""
-    global _WORKER
+IN_FLIGHT = 3  # batches handed to each worker process before its first result is collected
+
+
+def _serve(job: Job, connection: Any) -> None:
+    """A worker process: screens the batches it receives, in order, until its connection
+    closes. A thread takes the batches in as they come, so that the main process never waits
+    to hand one over while this one waits to hand back a result. It leaves Ctrl-C to the main
+    process, which stops it: no worker traceback."""
+    import queue
+    import threading
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER = Screener(job)
+    screener = Screener(job)
+    inbox: queue.SimpleQueue[list[Item] | None] = queue.SimpleQueue()
 
+    def receive() -> None:
+        while True:
+            try:
+                inbox.put(connection.recv())
+            except (EOFError, OSError):
+                inbox.put(None)
+                return
 
-def _work(batch: Sequence[Item]) -> tuple[str, collections.Counter[str], report.Tally | None]:
-    assert _WORKER is not None
-    return _WORKER.run(batch)
+    threading.Thread(target=receive, daemon=True).start()
+    while True:
+        batch = inbox.get()
+        if batch is None:
+            return
+        try:
+            screened: Screened | Exception = screener.run(batch)
+        except Exception as err:  # a bug: the main process reports it, as for one process
+            screened = err
+        connection.send(screened)
 
 
 def _batches(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
@@ -243,11 +266,12 @@ def _batches(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
         yield batch
 
 
-def screen_batches(job: Job, batches: Iterator[list[Item]], jobs: int
-                   ) -> Generator[tuple[str, collections.Counter[str], report.Tally | None], None, None]:
-    """The screened batches, in input order. With several jobs, a few batches per process are
-    in flight at a time: the input is read only as fast as results are written. Close the
-    iterator (or exhaust it) to stop the workers."""
+def screen_batches(job: Job, batches: Iterator[list[Item]], jobs: int) -> Generator[Screened, None, None]:
+    """The screened batches, in input order. With several jobs, each worker process has its
+    own pipe; batches are handed out in turn, at most IN_FLIGHT per worker, and collected in
+    the same order, so the input is read only as fast as results are written. The workers
+    share no lock, so killing one (or all, as SIGTERM to the process group does) cannot hang
+    the rest; close the generator (or exhaust it) and every worker is stopped and reaped."""
     if jobs <= 1:
         screener = Screener(job)
         for batch in batches:
@@ -256,20 +280,50 @@ def screen_batches(job: Job, batches: Iterator[list[Item]], jobs: int
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")  # no inherited threads or open files
-    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers start with Ctrl-C ignored
+    workers: list[tuple[Any, Any]] = []
+    # The workers are born with Ctrl-C ignored (an ignored signal stays ignored across exec), so
+    # that none prints a traceback, even while it starts; the main process stops them. Ctrl-C
+    # in the few milliseconds it takes to start them is lost: press it again.
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        pool = context.Pool(jobs, initializer=_start_worker, initargs=(job,))
+        for _ in range(jobs):
+            mine, theirs = context.Pipe()
+            process = context.Process(target=_serve, args=(job, theirs), daemon=True)
+            workers.append((process, mine))
+            process.start()
+            theirs.close()
     finally:
         signal.signal(signal.SIGINT, ignored)
-    with pool:  # leaving it, however, terminates and joins every worker
-        pending: collections.deque[Any] = collections.deque()
-        for batch in batches:
-            pending.append(pool.apply_async(_work, (batch,)))
-            if len(pending) >= 3 * jobs:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-    pool.join()
+    finished = False
+    try:
+        busy: collections.deque[tuple[Any, Any]] = collections.deque()  # in the order handed out
+        for number, batch in enumerate(batches):
+            if len(busy) >= IN_FLIGHT * jobs:
+                yield _collect(*busy.popleft())
+            process, connection = workers[number % jobs]
+            connection.send(batch)
+            busy.append((process, connection))
+        while busy:
+            yield _collect(*busy.popleft())
+        finished = True
+    finally:
+        for process, connection in workers:
+            connection.close()  # a worker waiting for work ends on its own
+            if not finished:
+                process.kill()  # an interrupted one is stopped mid-batch
+        for process, _ in workers:
+            process.join()
+
+
+def _collect(process: Any, connection: Any) -> Screened:
+    try:
+        result: Screened | Exception = connection.recv()
+    except (EOFError, OSError):
+        process.join(1)
+        raise RuntimeError(f"a screening process stopped unexpectedly (exit code {process.exitcode})") from None
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 # ---- progress and summary ----------------------------------------------------------------------
