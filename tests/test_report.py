@@ -4,6 +4,7 @@ collect, rendered as Markdown and as one self-contained HTML page."""
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -261,3 +262,16 @@ def test_hostile_file_names_ids_and_messages_stay_text_in_both_reports(tmp_path:
     assert parsed.attributes <= {"lang", "charset", "name", "content", "class", "role", "width", "height", "viewbox",
                                  "aria-label", "x", "y", "transform"}, parsed.attributes
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.read_text(encoding="utf-8")
+
+
+def test_the_one_escaper_per_format() -> None:
+    from crit import text
+
+    assert text.markdown("1. a|b [x](javascript:y) <i> `c` # d\ne") == (
+        r"1\. a\|b \[x\]\(javascript\:y\) \<i\> \`c\` \# d\\ne")
+    assert text.markdown("- item") == r"\- item"
+    assert text.markdown_code("a`b|c") == "``a`b\\|c``"
+    assert text.html("<a href='x'>&\u2028</a>") == "&lt;a href=&#39;x&#39;&gt;&amp;\\u2028&lt;/a&gt;"
+    assert [text.csv_cell(v) for v in ("=1", "+1", "-1", "@1", "\t1", "\r1", "1", None)] == [
+        "'=1", "'+1", "'-1", "'@1", "'\t1", "'\r1", "1", ""]
+    assert text.json_source({"a": Decimal("1.0"), "b": [Decimal("NaN")]}) == '{"a": 1.0, "b": ["NaN"]}'
