@@ -2,6 +2,7 @@
 
     python benchmarks/build_time.py                    # median of 9 runs of each command
     python benchmarks/build_time.py --against HEAD~3   # paired with an older revision, run by run
+    python benchmarks/build_time.py --against /tmp/x   # or with another tree (its src/ on PYTHONPATH)
     python benchmarks/build_time.py --imports          # and what `import crit.cli` costs, module by module
 
 The machine is shared, so one run says little: each command runs `--runs` times, the variants
@@ -131,7 +132,8 @@ def load() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=9, help="measured runs of each command (at least 7)")
-    parser.add_argument("--against", metavar="REV", help="also run this git revision, paired run by run")
+    parser.add_argument("--against", metavar="REV", help="also run this git revision (or a directory holding "
+                        "a crit tree: DIR/src), paired run by run")
     parser.add_argument("--no-bytecode", action="store_true", help="no .pyc cache: compile crit on every run")
     parser.add_argument("--imports", action="store_true", help="print what `import crit.cli` costs")
     args = parser.parse_args(argv)
@@ -142,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bytecode = None if args.no_bytecode else tmp / "pycache"
         variants = [Variant("working tree", environment(None, bytecode))]
         if args.against:
-            src = unpack(args.against, tmp / "before")
+            tree = Path(args.against)
+            src = tree / "src" if (tree / "src" / "crit").is_dir() else unpack(args.against, tmp / "before")
             variants.append(Variant(args.against, environment(src, bytecode)))
         for variant in variants:
             print(f"{variant.name}: crit from {which_crit(variant.env)}")
