@@ -3840,25 +3840,25 @@ def _decide_I3_4(p: Patient, m: _Memo, g: Tri) -> TriNA:
         else window_holds(t2, 'at_least', 1, 'years', 'after', t3)
     )
     if v is False:
-        return False if g is True else g
+        return False if g is True else Unsure(g)
     if v is not True and v is not NA:
         unknown = v
     # I3.4.1 ① Rash VAS ≥ 3 cm (MDAAT) and at least 3 core set measure abnormalities
     v = _decide_I3_4_1(p, m, g)
     if v is False:
-        return False if g is True else g
+        return False if g is True else Unsure(g)
     if v is not True and v is not NA:
         unknown = v
     # I3.4.2 ② Muscle biopsy pathology or muscle MRI suggestive of active inflammation
     v = _decide_I3_4_2(p, m, g)
     if v is False:
-        return False if g is True else g
+        return False if g is True else Unsure(g)
     if v is not True and v is not NA:
         unknown = v
     # I3.4.3 ③ MMT-8 < 125/150 and at least 2 additional core set measures (a)–(e)
     v = _decide_I3_4_3(p, m, g)
     if v is False:
-        return False if g is True else g
+        return False if g is True else Unsure(g)
     if v is not True and v is not NA:
         unknown = v
     v = True if unknown is None else settle(unknown, True)

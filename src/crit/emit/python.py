@@ -776,8 +776,9 @@ class _Fast:
     def short_circuit(self, c: ir.Criterion, parts: list[tuple[FastCode, str, bool]], static: bool) -> list[str]:
         """`all`/`any` that returns as soon as one part settles it (decide only)."""
         settles, other = ("False", "True") if c.combine == "all" else ("True", "False")
-        # when(g, settled): settled if the gate holds, else unknown for want of the gate
-        exit_value = settles if static else f"{settles} if g is True else g"
+        # when(g, settled): settled if the gate holds, else unknown for want of the gate, and
+        # perhaps not applicable (Unsure), as when3 gives it
+        exit_value = settles if static else f"{settles} if g is True else Unsure(g)"
         # whether it may turn out not applicable, or (sure) surely applies
         track = all(na for _, _, na in parts)
         out = ["    unknown: tuple[str, ...] | None = None"]
