@@ -2100,16 +2100,13 @@ def define_csm_muscle_enzyme(p: Patient, m: _Memo) -> Tri:
     # line 19: any of (ck >= 1.3 x ULN, aldolase >= 1.3 x ULN, ldh >= 1.3 x ULN, alt >= 1.3 x ULN, ast >= 1.3 x ULN)
     v = m.csm_muscle_enzyme
     if v is UNSET:
-        v = m.csm_muscle_enzyme = count3(
-            1,
-            (
-                compare_uln(p.ck, op='>=', multiple=_K3, path='ck'),
-                compare_uln(p.aldolase, op='>=', multiple=_K3, path='aldolase'),
-                compare_uln(p.ldh, op='>=', multiple=_K3, path='ldh'),
-                compare_uln(p.alt, op='>=', multiple=_K3, path='alt'),
-                compare_uln(p.ast, op='>=', multiple=_K3, path='ast'),
-            ),
-        )
+        v = m.csm_muscle_enzyme = count3(1, (
+            compare_uln(p.ck, op='>=', multiple=_K3, path='ck'),
+            compare_uln(p.aldolase, op='>=', multiple=_K3, path='aldolase'),
+            compare_uln(p.ldh, op='>=', multiple=_K3, path='ldh'),
+            compare_uln(p.alt, op='>=', multiple=_K3, path='alt'),
+            compare_uln(p.ast, op='>=', multiple=_K3, path='ast'),
+        ))
     return v
 
 
@@ -2197,10 +2194,12 @@ def criterion_I2_1(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA
         # line 43: classification_met
         truth(p.classification_met, 'classification_met'),
         # line 44: ana_above_1_80 or anti_dsdna is positive
-        or3((
-            define_ana_above_1_80(p, m),
-            member(p.anti_dsdna, kind='is', members=_K5, path='anti_dsdna'),
-        )),
+        or3((define_ana_above_1_80(p, m), member(
+            p.anti_dsdna,
+            kind='is',
+            members=_K5,
+            path='anti_dsdna',
+        ))),
     ))
     o[2] = v
     return v
@@ -2230,10 +2229,12 @@ def criterion_I2_3(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA
         # line 53: classification_met
         truth(p.classification_met, 'classification_met'),
         # line 54: ana_above_1_80 or anti_scl70 is positive
-        or3((
-            define_ana_above_1_80(p, m),
-            member(p.anti_scl70, kind='is', members=_K5, path='anti_scl70'),
-        )),
+        or3((define_ana_above_1_80(p, m), member(
+            p.anti_scl70,
+            kind='is',
+            members=_K5,
+            path='anti_scl70',
+        ))),
     ))
     o[4] = v
     return v
@@ -2362,16 +2363,13 @@ def criterion_I3_4_1(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> Tri
         # line 81: rash_vas >= 3 cm
         compare(p.rash_vas, op='>=', right=_K13, path='rash_vas'),
         # line 82: at least 3 of (csm_patient_vas, csm_physician_vas, csm_haq, csm_muscle_enzyme, csm_extramuscular)
-        count3(
-            3,
-            (
-                define_csm_patient_vas(p, m),
-                define_csm_physician_vas(p, m),
-                define_csm_haq(p, m),
-                define_csm_muscle_enzyme(p, m),
-                define_csm_extramuscular(p, m),
-            ),
-        ),
+        count3(3, (
+            define_csm_patient_vas(p, m),
+            define_csm_physician_vas(p, m),
+            define_csm_haq(p, m),
+            define_csm_muscle_enzyme(p, m),
+            define_csm_extramuscular(p, m),
+        )),
     ))
     v = when3(g, v)
     o[12] = v
@@ -2393,16 +2391,13 @@ def criterion_I3_4_3(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> Tri
         # line 87: mmt8 < 125
         compare(p.mmt8, op='<', right=125, path='mmt8'),
         # line 88: at least 2 of (csm_patient_vas, csm_physician_vas, csm_haq, csm_muscle_enzyme, csm_extramuscular)
-        count3(
-            2,
-            (
-                define_csm_patient_vas(p, m),
-                define_csm_physician_vas(p, m),
-                define_csm_haq(p, m),
-                define_csm_muscle_enzyme(p, m),
-                define_csm_extramuscular(p, m),
-            ),
-        ),
+        count3(2, (
+            define_csm_patient_vas(p, m),
+            define_csm_physician_vas(p, m),
+            define_csm_haq(p, m),
+            define_csm_muscle_enzyme(p, m),
+            define_csm_extramuscular(p, m),
+        )),
     ))
     v = when3(g, v)
     o[14] = v
@@ -2708,670 +2703,395 @@ TOP: tuple[tuple[Criterion, bool], ...] = (
 
 DESCRIBED_DEFINITIONS: tuple[tuple[str, tuple[Any, ...]], ...] = (
     ('ana_above_1_80', (('compare', ('p', 'ana', 'ana'), '>', ('k', 80), '', '1:80', True),)),
-    (
-        'refractory',
-        (
+    ('refractory', (
+        ('or', (
             (
-                'or',
-                (
+                'count',
+                ('p', 'treatments', 'treatments'),
+                '>=',
+                2,
+                ('and', (
+                    ('truth', ('it', 'immunosuppressive', 'immunosuppressive'), False),
                     (
-                        'count',
-                        ('p', 'treatments', 'treatments'),
-                        '>=',
-                        2,
-                        (
-                            'and',
-                            (
-                                ('truth', ('it', 'immunosuppressive', 'immunosuppressive'), False),
-                                (
-                                    'window',
-                                    ('it', 'end', 'end'),
-                                    'at_least',
-                                    6,
-                                    'months',
-                                    'after',
-                                    ('it', 'start', 'start'),
-                                    'at least 6 months after',
-                                ),
-                            ),
-                        ),
+                        'window',
+                        ('it', 'end', 'end'),
+                        'at_least',
+                        6,
+                        'months',
+                        'after',
+                        ('it', 'start', 'start'),
+                        'at least 6 months after',
                     ),
-                    ('truth', ('p', 'intolerant_to_standard_therapy', 'intolerant_to_standard_therapy'), False),
-                    ('truth', ('p', 'relative_contraindication', 'relative_contraindication'), False),
-                ),
+                )),
             ),
-        ),
-    ),
-    (
-        'csm_patient_vas',
+            ('truth', ('p', 'intolerant_to_standard_therapy', 'intolerant_to_standard_therapy'), False),
+            ('truth', ('p', 'relative_contraindication', 'relative_contraindication'), False),
+        )),
+    )),
+    ('csm_patient_vas', (
         (
-            (
-                'compare',
-                ('p', 'patient_global_vas', 'patient_global_vas'),
-                '>=',
-                ('k', _K1),
-                'cm',
-                '2.0 cm',
-                False,
-            ),
+            'compare',
+            ('p', 'patient_global_vas', 'patient_global_vas'),
+            '>=',
+            ('k', _K1),
+            'cm',
+            '2.0 cm',
+            False,
         ),
-    ),
-    (
-        'csm_physician_vas',
+    )),
+    ('csm_physician_vas', (
         (
-            (
-                'compare',
-                ('p', 'physician_global_vas', 'physician_global_vas'),
-                '>=',
-                ('k', _K1),
-                'cm',
-                '2.0 cm',
-                False,
-            ),
+            'compare',
+            ('p', 'physician_global_vas', 'physician_global_vas'),
+            '>=',
+            ('k', _K1),
+            'cm',
+            '2.0 cm',
+            False,
         ),
-    ),
+    )),
     ('csm_haq', (('compare', ('p', 'haq_di', 'haq_di'), '>=', ('k', _K2), '', '0.25', False),)),
-    (
-        'csm_muscle_enzyme',
+    ('csm_muscle_enzyme', (
+        ('at_least', 1, (
+            ('uln', ('p', 'ck', 'ck'), '>=', _K3, 'U/L', '1.3'),
+            ('uln', ('p', 'aldolase', 'aldolase'), '>=', _K3, 'U/L', '1.3'),
+            ('uln', ('p', 'ldh', 'ldh'), '>=', _K3, 'U/L', '1.3'),
+            ('uln', ('p', 'alt', 'alt'), '>=', _K3, 'U/L', '1.3'),
+            ('uln', ('p', 'ast', 'ast'), '>=', _K3, 'U/L', '1.3'),
+        )),
+    )),
+    ('csm_extramuscular', (
         (
-            (
-                'at_least',
-                1,
-                (
-                    ('uln', ('p', 'ck', 'ck'), '>=', _K3, 'U/L', '1.3'),
-                    ('uln', ('p', 'aldolase', 'aldolase'), '>=', _K3, 'U/L', '1.3'),
-                    ('uln', ('p', 'ldh', 'ldh'), '>=', _K3, 'U/L', '1.3'),
-                    ('uln', ('p', 'alt', 'alt'), '>=', _K3, 'U/L', '1.3'),
-                    ('uln', ('p', 'ast', 'ast'), '>=', _K3, 'U/L', '1.3'),
-                ),
-            ),
+            'compare',
+            ('p', 'extramuscular_vas', 'extramuscular_vas'),
+            '>=',
+            ('k', _K4),
+            'cm',
+            '1.0 cm',
+            False,
         ),
-    ),
-    (
-        'csm_extramuscular',
-        (
-            (
-                'compare',
-                ('p', 'extramuscular_vas', 'extramuscular_vas'),
-                '>=',
-                ('k', _K4),
-                'cm',
-                '1.0 cm',
-                False,
-            ),
-        ),
-    ),
-    (
-        'hepatitis_b_replicating',
-        (
-            (
-                'or',
-                (
-                    ('member', ('p', 'hbsag', 'hbsag'), 'is', _K5, 'positive'),
-                    ('member', ('p', 'hbcab', 'hbcab'), 'is', _K5, 'positive'),
-                ),
-            ),
-            ('uln', ('p', 'hbv_dna', 'hbv_dna'), '>', _K4, 'IU/mL', '1'),
-        ),
-    ),
-    (
-        'hepatitis_c_replicating',
-        (
-            ('member', ('p', 'hcv_antibody', 'hcv_antibody'), 'is', _K5, 'positive'),
-            ('uln', ('p', 'hcv_rna', 'hcv_rna'), '>', _K4, 'IU/mL', '1'),
-        ),
-    ),
+    )),
+    ('hepatitis_b_replicating', (
+        ('or', (
+            ('member', ('p', 'hbsag', 'hbsag'), 'is', _K5, 'positive'),
+            ('member', ('p', 'hbcab', 'hbcab'), 'is', _K5, 'positive'),
+        )),
+        ('uln', ('p', 'hbv_dna', 'hbv_dna'), '>', _K4, 'IU/mL', '1'),
+    )),
+    ('hepatitis_c_replicating', (
+        ('member', ('p', 'hcv_antibody', 'hcv_antibody'), 'is', _K5, 'positive'),
+        ('uln', ('p', 'hcv_rna', 'hcv_rna'), '>', _K4, 'IU/mL', '1'),
+    )),
 )
 
 DESCRIBED_CRITERIA: tuple[tuple[Any, ...], ...] = (
-    (
-        'criterion',
-        'I1',
-        0,
-        None,
-        'all',
-        0,
-        (
-            ('between', ('p', 'age', 'age'), ('k', 18), ('k', 75), '', '18–75', False),
-            ('truth', ('p', 'consent_signed', 'consent_signed'), False),
-        ),
-    ),
-    (
-        'criterion',
-        'I2',
-        1,
-        None,
-        'any',
-        0,
-        (
-            (
-                'criterion',
-                'I2.1',
-                2,
-                None,
-                'all',
-                0,
-                (
-                    ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K6, 'SLE'),
-                    ('truth', ('p', 'classification_met', 'classification_met'), False),
-                    (
-                        'or',
-                        (
-                            ('define', 'ana_above_1_80'),
-                            ('member', ('p', 'anti_dsdna', 'anti_dsdna'), 'is', _K5, 'positive'),
-                        ),
-                    ),
-                ),
-            ),
-            (
-                'criterion',
-                'I2.2',
-                3,
-                None,
-                'all',
-                0,
-                (
-                    ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K7, 'SS'),
-                    ('truth', ('p', 'classification_met', 'classification_met'), False),
-                    ('member', ('p', 'anti_ssa', 'anti_ssa'), 'is', _K5, 'positive'),
-                ),
-            ),
-            (
-                'criterion',
-                'I2.3',
-                4,
-                None,
-                'all',
-                0,
-                (
-                    ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K8, 'SSc'),
-                    ('truth', ('p', 'classification_met', 'classification_met'), False),
-                    (
-                        'or',
-                        (
-                            ('define', 'ana_above_1_80'),
-                            ('member', ('p', 'anti_scl70', 'anti_scl70'), 'is', _K5, 'positive'),
-                        ),
-                    ),
-                ),
-            ),
-            (
-                'criterion',
-                'I2.4',
-                5,
-                None,
-                'all',
-                0,
-                (
-                    ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K9, 'DM'),
-                    ('truth', ('p', 'classification_met', 'classification_met'), False),
-                    (
-                        'has',
-                        ('p', 'myositis_antibodies', 'myositis_antibodies'),
-                        'has_any',
-                        _K10,
-                        'any of the 15 listed',
-                    ),
-                ),
-            ),
-            (
-                'criterion',
-                'I2.5',
-                6,
-                None,
-                'all',
-                0,
-                (
-                    ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K11, 'AAV'),
-                    ('truth', ('p', 'classification_met', 'classification_met'), False),
-                    ('has', ('p', 'anca', 'anca'), 'has_any', _K12, 'cANCA, pANCA, PR3, MPO'),
-                ),
-            ),
-        ),
-    ),
-    (
-        'criterion',
-        'I3',
-        7,
-        None,
-        'all',
-        0,
-        (
-            ('define', 'refractory'),
-            (
-                'criterion',
-                'I3.1',
-                8,
-                ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K6, 'SLE'),
-                'all',
-                0,
-                (('compare', ('p', 'sledai', 'sledai'), '>=', ('k', 8), '', '8', False),),
-            ),
-            (
-                'criterion',
-                'I3.2',
-                9,
-                ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K7, 'SS'),
-                'all',
-                0,
-                (('compare', ('p', 'essdai', 'essdai'), '>=', ('k', 14), '', '14', False),),
-            ),
-            (
-                'criterion',
-                'I3.3',
-                10,
-                ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K8, 'SSc'),
-                'all',
-                0,
-                (
-                    ('between', ('p', 'mrss', 'mrss'), ('k', 10), ('k', 35), '', '10–35', False),
-                    ('truth', ('p', 'ild', 'ild'), False),
-                ),
-            ),
-            (
-                'criterion',
-                'I3.4',
-                11,
-                ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K9, 'DM'),
-                'all',
-                0,
-                (
-                    (
-                        'window',
-                        ('p', 'screening', 'screening'),
-                        'at_least',
-                        1,
-                        'years',
-                        'after',
-                        ('p', 'diagnosis_date', 'diagnosis_date'),
-                        'at least 1 year after',
-                    ),
-                    (
-                        'criterion',
-                        'I3.4.1',
-                        12,
-                        None,
-                        'all',
-                        0,
-                        (
-                            (
-                                'compare',
-                                ('p', 'rash_vas', 'rash_vas'),
-                                '>=',
-                                ('k', _K13),
-                                'cm',
-                                '3 cm',
-                                False,
-                            ),
-                            (
-                                'at_least',
-                                3,
-                                (
-                                    ('define', 'csm_patient_vas'),
-                                    ('define', 'csm_physician_vas'),
-                                    ('define', 'csm_haq'),
-                                    ('define', 'csm_muscle_enzyme'),
-                                    ('define', 'csm_extramuscular'),
-                                ),
-                            ),
-                        ),
-                    ),
-                    (
-                        'criterion',
-                        'I3.4.2',
-                        13,
-                        None,
-                        'all',
-                        0,
-                        (
-                            ('truth', ('p', 'active_muscle_inflammation', 'active_muscle_inflammation'), False),
-                        ),
-                    ),
-                    (
-                        'criterion',
-                        'I3.4.3',
-                        14,
-                        None,
-                        'all',
-                        0,
-                        (
-                            ('compare', ('p', 'mmt8', 'mmt8'), '<', ('k', 125), '', '125', False),
-                            (
-                                'at_least',
-                                2,
-                                (
-                                    ('define', 'csm_patient_vas'),
-                                    ('define', 'csm_physician_vas'),
-                                    ('define', 'csm_haq'),
-                                    ('define', 'csm_muscle_enzyme'),
-                                    ('define', 'csm_extramuscular'),
-                                ),
-                            ),
-                        ),
-                    ),
-                ),
-            ),
-            (
-                'criterion',
-                'I3.5',
-                15,
-                ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K11, 'AAV'),
-                'all',
-                0,
-                (
-                    ('compare', ('p', 'bvas', 'bvas'), '>=', ('k', 15), '', '15', False),
-                    ('has', ('p', 'anca', 'anca'), 'has_any', _K12, 'cANCA, pANCA, PR3, MPO'),
-                ),
-            ),
-        ),
-    ),
-    (
-        'criterion',
-        'I4',
-        16,
-        None,
-        'all',
-        0,
-        (('between', ('p', 'ecog', 'ecog'), ('k', 0), ('k', 1), '', '0–1', False),),
-    ),
-    (
-        'criterion',
-        'I5',
-        17,
-        None,
-        'all',
-        0,
-        (
-            (
-                'criterion',
-                'I5.1',
-                18,
-                None,
-                'all',
-                0,
-                (
-                    (
-                        'compare',
-                        ('p', 'hemoglobin', 'hemoglobin'),
-                        '>=',
-                        ('k', _K14),
-                        'g/L',
-                        '60 g/L',
-                        False,
-                    ),
-                    (
-                        'compare',
-                        ('p', 'platelets', 'platelets'),
-                        '>=',
-                        ('k', _K15),
-                        '10^9/L',
-                        '20 × 10^9/L',
-                        False,
-                    ),
-                ),
-            ),
-            (
-                'criterion',
-                'I5.2',
-                19,
-                None,
-                'all',
-                0,
-                (
-                    ('compare', ('p', 'lvef', 'lvef'), '>=', ('k', _K16), '%', '55 %', False),
-                    ('truth', ('p', 'ecg_normal', 'ecg_normal'), False),
-                ),
-            ),
-            (
-                'criterion',
-                'I5.3',
-                20,
-                None,
-                'all',
-                0,
-                (
-                    (
-                        'compare',
-                        ('p', 'egfr', 'egfr'),
-                        '>=',
-                        ('k', _K17),
-                        'mL/min/1.73m2',
-                        '30 mL/min/1.73m2',
-                        False,
-                    ),
-                ),
-            ),
-            (
-                'criterion',
-                'I5.4',
-                21,
-                None,
-                'all',
-                0,
-                (
-                    ('uln', ('p', 'ast', 'ast'), '<=', _K13, 'U/L', '3.0'),
-                    ('uln', ('p', 'alt', 'alt'), '<=', _K13, 'U/L', '3.0'),
-                    ('uln', ('p', 'bilirubin', 'bilirubin'), '<=', _K1, 'umol/L', '2.0'),
-                ),
-            ),
-            (
-                'criterion',
-                'I5.5',
-                22,
-                None,
-                'all',
-                0,
-                (
-                    ('truth', ('p', 'collection_feasible', 'collection_feasible'), False),
-                    (
-                        'not',
-                        ('truth', ('p', 'collection_contraindicated', 'collection_contraindicated'), False),
-                    ),
-                ),
-            ),
-            (
-                'criterion',
-                'I5.6',
-                23,
-                ('truth', ('p', 'childbearing_potential', 'childbearing_potential'), False),
-                'all',
-                0,
-                (
-                    (
-                        'member',
-                        ('p', 'urine_pregnancy_test', 'urine_pregnancy_test'),
-                        'is',
-                        _K18,
-                        'negative',
-                    ),
-                    ('truth', ('p', 'contraception_agreed', 'contraception_agreed'), False),
-                ),
-            ),
-            (
-                'criterion',
-                'I5.7',
-                24,
-                None,
-                'all',
-                0,
-                (('truth', ('p', 'consent_signed', 'consent_signed'), False),),
-            ),
-        ),
-    ),
-    (
-        'criterion',
-        'E1',
-        25,
-        None,
-        'all',
-        0,
-        (('truth', ('p', 'prior_car_t', 'prior_car_t'), False),),
-    ),
-    (
-        'criterion',
-        'E2',
-        26,
-        None,
-        'all',
-        0,
-        (
+    ('criterion', 'I1', 0, None, 'all', 0, (
+        ('between', ('p', 'age', 'age'), ('k', 18), ('k', 75), '', '18–75', False),
+        ('truth', ('p', 'consent_signed', 'consent_signed'), False),
+    )),
+    ('criterion', 'I2', 1, None, 'any', 0, (
+        ('criterion', 'I2.1', 2, None, 'all', 0, (
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K6, 'SLE'),
+            ('truth', ('p', 'classification_met', 'classification_met'), False),
+            ('or', (
+                ('define', 'ana_above_1_80'),
+                ('member', ('p', 'anti_dsdna', 'anti_dsdna'), 'is', _K5, 'positive'),
+            )),
+        )),
+        ('criterion', 'I2.2', 3, None, 'all', 0, (
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K7, 'SS'),
+            ('truth', ('p', 'classification_met', 'classification_met'), False),
+            ('member', ('p', 'anti_ssa', 'anti_ssa'), 'is', _K5, 'positive'),
+        )),
+        ('criterion', 'I2.3', 4, None, 'all', 0, (
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K8, 'SSc'),
+            ('truth', ('p', 'classification_met', 'classification_met'), False),
+            ('or', (
+                ('define', 'ana_above_1_80'),
+                ('member', ('p', 'anti_scl70', 'anti_scl70'), 'is', _K5, 'positive'),
+            )),
+        )),
+        ('criterion', 'I2.4', 5, None, 'all', 0, (
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K9, 'DM'),
+            ('truth', ('p', 'classification_met', 'classification_met'), False),
             (
                 'has',
-                ('p', 'severe_disorders', 'severe_disorders'),
+                ('p', 'myositis_antibodies', 'myositis_antibodies'),
                 'has_any',
-                _K19,
-                'cardiac, hepatic, pulmonary, hematologic, endocrine',
+                _K10,
+                'any of the 15 listed',
             ),
-            ('truth', ('p', 'disorder_outweighs', 'disorder_outweighs'), True),
-        ),
-    ),
-    (
-        'criterion',
-        'E3',
-        27,
-        None,
-        'all',
-        0,
+        )),
+        ('criterion', 'I2.5', 6, None, 'all', 0, (
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K11, 'AAV'),
+            ('truth', ('p', 'classification_met', 'classification_met'), False),
+            ('has', ('p', 'anca', 'anca'), 'has_any', _K12, 'cANCA, pANCA, PR3, MPO'),
+        )),
+    )),
+    ('criterion', 'I3', 7, None, 'all', 0, (
+        ('define', 'refractory'),
         (
+            'criterion',
+            'I3.1',
+            8,
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K6, 'SLE'),
+            'all',
+            0,
+            (('compare', ('p', 'sledai', 'sledai'), '>=', ('k', 8), '', '8', False),),
+        ),
+        (
+            'criterion',
+            'I3.2',
+            9,
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K7, 'SS'),
+            'all',
+            0,
+            (('compare', ('p', 'essdai', 'essdai'), '>=', ('k', 14), '', '14', False),),
+        ),
+        (
+            'criterion',
+            'I3.3',
+            10,
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K8, 'SSc'),
+            'all',
+            0,
             (
-                'window',
-                ('p', 'last_systemic_infection', 'last_systemic_infection'),
-                'within',
-                1,
-                'weeks',
-                'before',
-                ('p', 'screening', 'screening'),
-                'within 1 week before',
-            ),
-        ),
-    ),
-    (
-        'criterion',
-        'E4',
-        28,
-        None,
-        'any',
-        0,
-        (
-            ('define', 'hepatitis_b_replicating'),
-            ('define', 'hepatitis_c_replicating'),
-            ('member', ('p', 'hiv_antibody', 'hiv_antibody'), 'is', _K5, 'positive'),
-            ('member', ('p', 'syphilis', 'syphilis'), 'is', _K5, 'positive'),
-            ('member', ('p', 'cmv_dna', 'cmv_dna'), 'is', _K5, 'positive'),
-        ),
-    ),
-    (
-        'criterion',
-        'E5',
-        29,
-        None,
-        'all',
-        0,
-        (
-            (
-                'window',
-                ('p', 'last_live_vaccine', 'last_live_vaccine'),
-                'within',
-                4,
-                'weeks',
-                'before',
-                ('p', 'screening', 'screening'),
-                'within 4 weeks before',
+                ('between', ('p', 'mrss', 'mrss'), ('k', 10), ('k', 35), '', '10–35', False),
+                ('truth', ('p', 'ild', 'ild'), False),
             ),
         ),
-    ),
-    (
-        'criterion',
-        'E6',
-        30,
-        None,
-        'any',
-        0,
         (
+            'criterion',
+            'I3.4',
+            11,
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K9, 'DM'),
+            'all',
+            0,
             (
-                'when',
-                ('member', ('p', 'sex', 'sex'), 'is', _K20, 'female'),
                 (
-                    (
-                        'or',
-                        (
-                            ('truth', ('p', 'pregnant', 'pregnant'), False),
-                            ('truth', ('p', 'breastfeeding', 'breastfeeding'), False),
-                        ),
-                    ),
+                    'window',
+                    ('p', 'screening', 'screening'),
+                    'at_least',
+                    1,
+                    'years',
+                    'after',
+                    ('p', 'diagnosis_date', 'diagnosis_date'),
+                    'at least 1 year after',
                 ),
+                ('criterion', 'I3.4.1', 12, None, 'all', 0, (
+                    (
+                        'compare',
+                        ('p', 'rash_vas', 'rash_vas'),
+                        '>=',
+                        ('k', _K13),
+                        'cm',
+                        '3 cm',
+                        False,
+                    ),
+                    ('at_least', 3, (
+                        ('define', 'csm_patient_vas'),
+                        ('define', 'csm_physician_vas'),
+                        ('define', 'csm_haq'),
+                        ('define', 'csm_muscle_enzyme'),
+                        ('define', 'csm_extramuscular'),
+                    )),
+                )),
+                ('criterion', 'I3.4.2', 13, None, 'all', 0, (
+                    ('truth', ('p', 'active_muscle_inflammation', 'active_muscle_inflammation'), False),
+                )),
+                ('criterion', 'I3.4.3', 14, None, 'all', 0, (
+                    ('compare', ('p', 'mmt8', 'mmt8'), '<', ('k', 125), '', '125', False),
+                    ('at_least', 2, (
+                        ('define', 'csm_patient_vas'),
+                        ('define', 'csm_physician_vas'),
+                        ('define', 'csm_haq'),
+                        ('define', 'csm_muscle_enzyme'),
+                        ('define', 'csm_extramuscular'),
+                    )),
+                )),
             ),
-            ('truth', ('p', 'pregnancy_planned', 'pregnancy_planned'), False),
         ),
-    ),
-    (
-        'criterion',
-        'E7',
-        31,
-        None,
-        'all',
-        0,
         (
+            'criterion',
+            'I3.5',
+            15,
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K11, 'AAV'),
+            'all',
+            0,
             (
-                'any',
-                ('p', 'malignancies', 'malignancies'),
+                ('compare', ('p', 'bvas', 'bvas'), '>=', ('k', 15), '', '15', False),
+                ('has', ('p', 'anca', 'anca'), 'has_any', _K12, 'cANCA, pANCA, PR3, MPO'),
+            ),
+        ),
+    )),
+    ('criterion', 'I4', 16, None, 'all', 0, (
+        ('between', ('p', 'ecog', 'ecog'), ('k', 0), ('k', 1), '', '0–1', False),
+    )),
+    ('criterion', 'I5', 17, None, 'all', 0, (
+        ('criterion', 'I5.1', 18, None, 'all', 0, (
+            (
+                'compare',
+                ('p', 'hemoglobin', 'hemoglobin'),
+                '>=',
+                ('k', _K14),
+                'g/L',
+                '60 g/L',
+                False,
+            ),
+            (
+                'compare',
+                ('p', 'platelets', 'platelets'),
+                '>=',
+                ('k', _K15),
+                '10^9/L',
+                '20 × 10^9/L',
+                False,
+            ),
+        )),
+        ('criterion', 'I5.2', 19, None, 'all', 0, (
+            ('compare', ('p', 'lvef', 'lvef'), '>=', ('k', _K16), '%', '55 %', False),
+            ('truth', ('p', 'ecg_normal', 'ecg_normal'), False),
+        )),
+        ('criterion', 'I5.3', 20, None, 'all', 0, (
+            (
+                'compare',
+                ('p', 'egfr', 'egfr'),
+                '>=',
+                ('k', _K17),
+                'mL/min/1.73m2',
+                '30 mL/min/1.73m2',
+                False,
+            ),
+        )),
+        ('criterion', 'I5.4', 21, None, 'all', 0, (
+            ('uln', ('p', 'ast', 'ast'), '<=', _K13, 'U/L', '3.0'),
+            ('uln', ('p', 'alt', 'alt'), '<=', _K13, 'U/L', '3.0'),
+            ('uln', ('p', 'bilirubin', 'bilirubin'), '<=', _K1, 'umol/L', '2.0'),
+        )),
+        ('criterion', 'I5.5', 22, None, 'all', 0, (
+            ('truth', ('p', 'collection_feasible', 'collection_feasible'), False),
+            (
+                'not',
+                ('truth', ('p', 'collection_contraindicated', 'collection_contraindicated'), False),
+            ),
+        )),
+        (
+            'criterion',
+            'I5.6',
+            23,
+            ('truth', ('p', 'childbearing_potential', 'childbearing_potential'), False),
+            'all',
+            0,
+            (
                 (
-                    'not',
-                    (
-                        'or',
-                        (
-                            (
-                                'and',
-                                (
-                                    (
-                                        'member',
-                                        ('it', 'kind', 'kind'),
-                                        'is_any',
-                                        _K21,
-                                        'one of cervical_cis, basal_cell_skin, squamous_cell_skin',
-                                    ),
-                                    ('truth', ('it', 'adequately_treated', 'adequately_treated'), False),
-                                ),
-                            ),
-                            (
-                                'and',
-                                (
-                                    (
-                                        'member',
-                                        ('it', 'kind', 'kind'),
-                                        'is_any',
-                                        _K22,
-                                        'one of localized_prostate, ductal_cis',
-                                    ),
-                                    ('truth', ('it', 'radical_surgery', 'radical_surgery'), False),
-                                ),
-                            ),
-                        ),
-                    ),
+                    'member',
+                    ('p', 'urine_pregnancy_test', 'urine_pregnancy_test'),
+                    'is',
+                    _K18,
+                    'negative',
                 ),
+                ('truth', ('p', 'contraception_agreed', 'contraception_agreed'), False),
             ),
         ),
-    ),
-    (
-        'criterion',
-        'E8',
-        32,
-        None,
-        'all',
-        0,
+        ('criterion', 'I5.7', 24, None, 'all', 0, (
+            ('truth', ('p', 'consent_signed', 'consent_signed'), False),
+        )),
+    )),
+    ('criterion', 'E1', 25, None, 'all', 0, (('truth', ('p', 'prior_car_t', 'prior_car_t'), False),)),
+    ('criterion', 'E2', 26, None, 'all', 0, (
         (
+            'has',
+            ('p', 'severe_disorders', 'severe_disorders'),
+            'has_any',
+            _K19,
+            'cardiac, hepatic, pulmonary, hematologic, endocrine',
+        ),
+        ('truth', ('p', 'disorder_outweighs', 'disorder_outweighs'), True),
+    )),
+    ('criterion', 'E3', 27, None, 'all', 0, (
+        (
+            'window',
+            ('p', 'last_systemic_infection', 'last_systemic_infection'),
+            'within',
+            1,
+            'weeks',
+            'before',
+            ('p', 'screening', 'screening'),
+            'within 1 week before',
+        ),
+    )),
+    ('criterion', 'E4', 28, None, 'any', 0, (
+        ('define', 'hepatitis_b_replicating'),
+        ('define', 'hepatitis_c_replicating'),
+        ('member', ('p', 'hiv_antibody', 'hiv_antibody'), 'is', _K5, 'positive'),
+        ('member', ('p', 'syphilis', 'syphilis'), 'is', _K5, 'positive'),
+        ('member', ('p', 'cmv_dna', 'cmv_dna'), 'is', _K5, 'positive'),
+    )),
+    ('criterion', 'E5', 29, None, 'all', 0, (
+        (
+            'window',
+            ('p', 'last_live_vaccine', 'last_live_vaccine'),
+            'within',
+            4,
+            'weeks',
+            'before',
+            ('p', 'screening', 'screening'),
+            'within 4 weeks before',
+        ),
+    )),
+    ('criterion', 'E6', 30, None, 'any', 0, (
+        (
+            'when',
+            ('member', ('p', 'sex', 'sex'), 'is', _K20, 'female'),
             (
-                'window',
-                ('p', 'last_other_study', 'last_other_study'),
-                'within',
-                3,
-                'months',
-                'before',
-                ('p', 'screening', 'screening'),
-                'within 3 months before',
+                ('or', (
+                    ('truth', ('p', 'pregnant', 'pregnant'), False),
+                    ('truth', ('p', 'breastfeeding', 'breastfeeding'), False),
+                )),
             ),
         ),
-    ),
+        ('truth', ('p', 'pregnancy_planned', 'pregnancy_planned'), False),
+    )),
+    ('criterion', 'E7', 31, None, 'all', 0, (
+        (
+            'any',
+            ('p', 'malignancies', 'malignancies'),
+            ('not', ('or', (
+                ('and', (
+                    (
+                        'member',
+                        ('it', 'kind', 'kind'),
+                        'is_any',
+                        _K21,
+                        'one of cervical_cis, basal_cell_skin, squamous_cell_skin',
+                    ),
+                    ('truth', ('it', 'adequately_treated', 'adequately_treated'), False),
+                )),
+                ('and', (
+                    (
+                        'member',
+                        ('it', 'kind', 'kind'),
+                        'is_any',
+                        _K22,
+                        'one of localized_prostate, ductal_cis',
+                    ),
+                    ('truth', ('it', 'radical_surgery', 'radical_surgery'), False),
+                )),
+            ))),
+        ),
+    )),
+    ('criterion', 'E8', 32, None, 'all', 0, (
+        (
+            'window',
+            ('p', 'last_other_study', 'last_other_study'),
+            'within',
+            3,
+            'months',
+            'before',
+            ('p', 'screening', 'screening'),
+            'within 3 months before',
+        ),
+    )),
     ('criterion', 'E9', 33, None, 'all', 0, (('truth', ('p', 'unsuitable', 'unsuitable'), True),)),
 )
 

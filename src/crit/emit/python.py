@@ -115,6 +115,12 @@ def layout(code: Code, indent: int, used: int = 0) -> str:
         return f"{code.name}=" + layout(code.value, indent, max(indent, used) + len(code.name) + 1)
     if code.func and len(code.args) == 1 and isinstance(code.args[0], Call) and not code.args[0].func:
         return f"{code.func}({layout(code.args[0], indent, max(indent, used) + len(code.func) + 1)})"  # `f((…))`
+    last = code.args[-1] if code.args else None
+    simple = all(isinstance(a, str) and not a.startswith("(") for a in code.args[:-1])
+    if len(code.args) > 1 and isinstance(last, Call) and not any(code.comments) and simple:
+        head = f"{code.func}(" + ", ".join(flat(a) for a in code.args[:-1]) + ", "
+        if max(indent, used) + len(head) <= _WIDTH - 4:  # `f(a, b, (…))`: the last argument broken
+            return head + layout(last, indent, max(indent, used) + len(head)) + ")"
     pad = " " * (indent + 4)
     lines = []
     comments = code.comments or ((),) * len(code.args)
