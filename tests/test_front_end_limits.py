@@ -12,7 +12,8 @@ import pytest
 
 from conftest import compile_text, import_module
 from crit import cli
-from crit.diagnostics import CritError, plural
+from crit.ast import Span
+from crit.diagnostics import CritError, Diagnostic
 from crit.driver import MAX_SOURCE_BYTES, Loaded, load, project_root
 from crit.emit.python import emit_python
 from crit.names import PYTHON_RESERVED, RESERVED_WORDS, did_you_mean, lookalike, py_name
@@ -325,11 +326,11 @@ def test_lookalikes_are_named_by_code_point() -> None:
     assert did_you_mean("agee", ["age"]) == "did you mean 'age'?"
 
 
-def test_plural() -> None:
-    assert plural(1, "criterion", "criteria") == "1 criterion"
-    assert plural(2, "criterion", "criteria") == "2 criteria"
-    assert plural(1, "error") == "1 error" and plural(0, "error") == "0 errors"
+def test_error_counts_agree_with_their_noun() -> None:
+    one = Diagnostic(code="E100", severity="error", span=Span("t.crit", 1, 1, 1, 2), message="m")
     assert str(CritError([])) == "0 errors"
+    assert str(CritError([one])) == "1 error"
+    assert str(CritError([one, one])) == "2 errors"
 
 
 def test_requires_at_least_counts_one_part_in_the_singular() -> None:

@@ -12,7 +12,8 @@ from decimal import Decimal
 from fractions import Fraction
 
 from crit import ast, ir
-from crit.diagnostics import Collector, plural
+from crit.diagnostics import Collector
+from crit.english import counted
 from crit.names import did_you_mean, reserved_reason
 from crit.units import Unit, UnitError, decimal_text, exact_decimal, factor, parse_unit
 
@@ -312,7 +313,7 @@ class _Checker:
                        "give it a line that is true or false, or sub-criteria")
         if c.combine == "at_least" and not 1 <= c.at_least <= max(len(parts), 1):
             self.error("E209", c.id_span,
-                       f"criterion {c.id} requires at least {c.at_least} of {plural(len(parts), 'part')}",
+                       f"criterion {c.id} requires at least {c.at_least} of {counted(len(parts), 'part')}",
                        f"use a number from 1 to {len(parts)}")
         return ir.Criterion(c.id, c.title, section, c.combine, c.at_least, applies,
                             tuple(items), c.span)

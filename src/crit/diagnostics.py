@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from crit.ast import Span
+from crit.english import counted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -26,12 +27,7 @@ class CritError(Exception):
 
     def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
         self.diagnostics = sorted(diagnostics, key=Diagnostic.sort_key)
-        super().__init__(plural(len(self.diagnostics), "error"))
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """`1 error`, `2 errors`, `1 criterion`, `3 criteria`: never `1 errors`."""
-    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+        super().__init__(counted(len(self.diagnostics), "error"))
 
 
 @dataclass

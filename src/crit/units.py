@@ -3,6 +3,11 @@
 pint supplies the dimensions and the conversion factors (as Fractions, never binary floats);
 the clinical notation it does not read (`10^9/L`, `mL/min/1.73m2`, `%`) is handled here.
 Generated evaluators never import this module: they receive the factors as exact decimals.
+
+Building pint's registry costs more than compiling a protocol, so the common clinical units are
+also in `crit.unit_table`, made from pint by `python -m crit.units` and checked against it by
+tests/test_startup.py: a unit made only of those names is read without pint, and pint is
+imported for any other, with the same answers and the same errors either way.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from fractions import Fraction
 from typing import Any
 
 from crit.runtime import terminating
+from crit.unit_table import KNOWN
 
 
 class UnitError(Exception):
@@ -56,6 +62,10 @@ _EXTRA_DEFINITIONS = (
 )
 
 
+# What each expression made only of `crit.unit_table` names means: dimension, size in root units.
+_KNOWN_EXPRESSIONS: dict[str, tuple[str, Fraction]] = {}
+
+
 @functools.cache
 def _registry() -> Any:
     import pint  # deferred: only protocols with units pay for it
@@ -75,6 +85,7 @@ def parse_unit(text: str) -> Unit:
         raise UnitError(f"the unit '{text}' has more than {MAX_UNIT_PARTS} parts", _UNIT_HINT)
     scale = Fraction(1)
     pieces: list[str] = []
+    terms: list[tuple[str, int]] = []  # each pint name and its power, negative when divided
     op = "*"
     for index, part in enumerate(parts):
         if index % 2 == 1:
@@ -107,6 +118,8 @@ def parse_unit(text: str) -> Unit:
                                     "not one crit reads",
                                     f"write a power from 1 to {MAX_UNIT_POWER}, e.g. kg/m^2 or kg/m²")
             pint_name = _pint_name(name)
+            base, _, inner = pint_name.partition("**")
+            terms.append((base, exponent * int(inner or 1) * (-1 if op == "/" else 1)))
             if exponent != 1:
                 pint_name = f"({pint_name})**{exponent}"
             pieces.append(op + "(" + pint_name + ")")
@@ -119,6 +132,10 @@ def parse_unit(text: str) -> Unit:
     expression = "".join(pieces).lstrip("*") or "dimensionless"
     if expression.startswith("/"):
         expression = "1" + expression
+    known = _from_table(terms)
+    if known is not None:
+        _KNOWN_EXPRESSIONS[expression] = known
+        return Unit(text, scale, expression, known[0])
     registry = _registry()
     try:
         quantity = registry.Quantity(Fraction(1), expression)
@@ -138,9 +155,28 @@ def _pint_name(name: str) -> str:
     return name
 
 
+def _from_table(terms: list[tuple[str, int]]) -> tuple[str, Fraction] | None:
+    """The dimension and size in root units of a product of table units, or None if any is not
+    in the table (pint then decides)."""
+    dimensionality: dict[str, int] = {}
+    size = Fraction(1)
+    for name, power in terms:
+        entry = KNOWN.get(name)
+        if entry is None:
+            return None
+        dimensions, root = entry
+        for dimension, times in dimensions:
+            dimensionality[dimension] = dimensionality.get(dimension, 0) + times * power
+        size *= Fraction(root) ** power
+    return _dimension_name({k: v for k, v in dimensionality.items() if v != 0}), size
+
+
 def _dimension(quantity: Any) -> str:
     """A stable, readable name for a dimension: `mass/length^3`."""
-    dimensionality = dict(quantity.dimensionality)
+    return _dimension_name(dict(quantity.dimensionality))
+
+
+def _dimension_name(dimensionality: dict[str, Any]) -> str:
     if not dimensionality:
         return "dimensionless"
 
@@ -166,8 +202,13 @@ def factor(source: Unit, target: Unit) -> Fraction:
             f"'{source.text}' measures {source.dimension}, not {target.dimension} like '{target.text}'",
             f"use a unit of {target.dimension}, such as '{target.text}'",
         )
-    registry = _registry()
-    magnitude = registry.Quantity(Fraction(1), source.expression).to(target.expression).magnitude
+    known_source = _KNOWN_EXPRESSIONS.get(source.expression)
+    known_target = _KNOWN_EXPRESSIONS.get(target.expression)
+    if known_source is not None and known_target is not None:
+        magnitude: Any = known_source[1] / known_target[1]
+    else:
+        registry = _registry()
+        magnitude = registry.Quantity(Fraction(1), source.expression).to(target.expression).magnitude
     return Fraction(magnitude) * source.scale / target.scale
 
 
@@ -184,3 +225,52 @@ def decimal_text(value: Decimal) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text or "0"
+
+
+# The names `crit.unit_table` holds: the common units of clinical reports that pint reads exactly.
+TABLE_NAMES = (
+    "g kg mg ug ng pg lb oz",
+    "L dL cL mL uL nL fL",
+    "mol mmol umol nmol pmol",
+    "m cm mm um nm km in ft",
+    "s ms min h hr hour d day days week weeks month months year years yr",
+    "percent ppm IU mIU kIU U mU kU kat ukat copies",
+    "K mmHg cmH2O Pa kPa kcal cal J kJ Hz",
+)
+
+
+def pint_entry(name: str) -> tuple[tuple[tuple[str, int], ...], str]:
+    """What pint says a unit name means, as `crit.unit_table` records it: its dimensions with
+    their powers, and its size in pint's root units as an exact fraction."""
+    quantity = _registry().Quantity(Fraction(1), f"({name})")
+    if not quantity._is_multiplicative:
+        raise UnitError(f"'{name}' is measured from an offset zero", "leave it out of the table")
+    dimensions = []
+    for dimension, power in sorted(dict(quantity.dimensionality).items()):
+        if Fraction(power).denominator != 1:
+            raise UnitError(f"'{name}' has a fractional dimension", "leave it out of the table")
+        dimensions.append((dimension, int(power)))
+    return tuple(dimensions), str(Fraction(quantity.to_root_units().magnitude))
+
+
+def table_source() -> str:
+    """The text of `crit.unit_table`, made from pint."""
+    import pint
+
+    lines = [f"    {name!r}: {pint_entry(name)!r}," for group in TABLE_NAMES for name in group.split()]
+    return (
+        '"""Units crit reads without importing pint: each name\'s dimensions (with powers) and its exact\n'
+        "size in pint's root units.\n\n"
+        f"Made from pint {pint.__version__} by `python -m crit.units`; do not edit by hand.\n"
+        "tests/test_startup.py checks every entry against the installed pint.\n"
+        '"""\n\n'
+        "KNOWN: dict[str, tuple[tuple[tuple[str, int], ...], str]] = {\n" + "\n".join(lines) + "\n}\n"
+    )
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    target = Path(__file__).with_name("unit_table.py")
+    target.write_text(table_source(), encoding="utf-8")
+    print(f"wrote {target}")

@@ -1,14 +1,29 @@
-"""Load the grammar and build the LALR parser once per process."""
+"""Load the grammar and its LALR parser once per process.
+
+Building the parser from the grammar (the LALR analysis and Lark's terminal-collision checks)
+costs more than compiling a whole protocol, so the tables are built once, ahead of time, and
+shipped as data in `parsers.pickle`, keyed by the grammar's text, Lark's version and the parser's
+options. A table whose key does not match (the grammar was edited, Lark upgraded) is never used:
+the parser is built from the grammar, as before. `python -m crit.syntax` writes the file;
+tests/test_startup.py checks it is current.
+"""
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
+import pickle
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+import lark
 from lark import Lark, Token
+from lark.grammar import Rule
 from lark.lark import PostLex
+from lark.lexer import TerminalDef
 
 _TAB = 8
 
@@ -96,18 +111,82 @@ def grammar_text() -> str:
     return checkout.read_text(encoding="utf-8")
 
 
+# The options of each parser crit uses; the saved file holds one table for each.
+CHECKER: dict[str, bool] = {"propagate_positions": True, "maybe_placeholders": True}
+FORMATTER: dict[str, bool] = {"propagate_positions": True, "keep_all_tokens": True, "maybe_placeholders": False}
+SAVED_FILE = "parsers.pickle"
+
+
 @functools.cache
 def parser(strict: bool = False) -> Lark:
-    """The LALR parser; `strict=True` makes any conflict or terminal collision fail loudly."""
-    return Lark(
-        grammar_text(),
-        parser="lalr",
-        lexer="contextual",
-        postlex=Indenter(),
-        propagate_positions=True,
-        maybe_placeholders=True,
-        strict=strict,
-    )
+    """The checker's LALR parser; `strict=True` builds it from the grammar, making any conflict or
+    terminal collision fail loudly."""
+    return build(**CHECKER, strict=True) if strict else load(**CHECKER)
+
+
+@functools.cache
+def formatter_parser() -> Lark:
+    """The parser `crit fmt` uses: every token kept (keywords and punctuation too) with its place."""
+    return load(**FORMATTER)
+
+
+def load(**options: bool) -> Lark:
+    """The parser for these options from the saved tables when they were made from this grammar
+    by this Lark, else built from the grammar."""
+    text = grammar_text()
+    saved = _saved_tables().get(table_key(text, options))
+    if saved is None:
+        return build(text, **options)
+    return Lark.__new__(Lark)._load(saved, postlex=Indenter())
+
+
+def build(text: str | None = None, /, **options: bool) -> Lark:
+    """The parser built from the grammar: the slow way, and the source of the saved tables."""
+    return Lark(text if text is not None else grammar_text(), parser="lalr", lexer="contextual",
+                postlex=Indenter(), **options)
+
+
+def table_key(text: str, options: dict[str, bool]) -> str:
+    """What a saved table was made from: the grammar, Lark's version, the options."""
+    made_from = repr((text, lark.__version__, sorted(options.items())))
+    return hashlib.sha256(made_from.encode("utf-8")).hexdigest()
+
+
+def table(parser: Lark) -> dict[str, Any]:
+    """A parser's tables as plain data (dicts, lists, tuples, strings, numbers), as Lark saves them."""
+    data, memo = parser.memo_serialize([TerminalDef, Rule])
+    data["options"] = {k: v for k, v in data["options"].items() if k != "postlex"}  # given on load
+    return {"data": data, "memo": memo}
+
+
+class _DataOnly(pickle.Unpickler):
+    """Reads plain data and nothing else: no class or function is ever looked up."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"{SAVED_FILE} holds only plain data, not {module}.{name}")
+
+
+@functools.cache
+def _saved_tables() -> dict[str, dict[str, Any]]:
+    try:
+        tables = _DataOnly(io.BytesIO(_saved_bytes())).load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError):
+        return {}  # missing or unreadable: every parser is built from the grammar
+    return tables if isinstance(tables, dict) else {}
+
+
+def _saved_bytes() -> bytes:
+    return resources.files("crit.syntax").joinpath(SAVED_FILE).read_bytes()
+
+
+def save_tables(path: Path | None = None) -> Path:
+    """Build each parser crit uses from the grammar and save its tables, keyed by what made them."""
+    text = grammar_text()
+    tables = {table_key(text, options): table(build(text, **options)) for options in (CHECKER, FORMATTER)}
+    target = path or Path(__file__).with_name(SAVED_FILE)
+    target.write_bytes(pickle.dumps(tables, protocol=4))
+    _saved_tables.cache_clear()
+    return target
 
 
 @functools.cache
