@@ -8,9 +8,9 @@ rejects exactly as the runtime's readers do."""
 from __future__ import annotations
 
 import copy
-import re
 import json
 import pickle
+import re
 from types import ModuleType
 from typing import Any
 
