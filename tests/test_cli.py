@@ -152,7 +152,7 @@ def test_internal_error_is_one_line_with_a_hint(capsys: pytest.CaptureFixture[st
     def boom(*_: object) -> None:
         raise RuntimeError("something broke")
 
-    monkeypatch.setattr("crit.protocol_tests.load", boom)
+    monkeypatch.setattr("crit.pipeline.load", boom)
     code, _, err = run(capsys, "check", "protocols/jy231.crit")
     assert code == cli.EXIT_INTERNAL
     assert err == ("crit: internal error: RuntimeError: something broke\n"

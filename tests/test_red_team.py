@@ -201,3 +201,32 @@ def test_records_too_deep_or_too_long_are_problems_not_crashes() -> None:
     with pytest.raises(RecordSyntaxError, match="longer than any measurement"):
         loads('{"age": ' + "9" * 5000 + "}")
     assert loads("\ufeff{}") == {}
+
+
+# ---- found by the long differential run: decide()'s early exit under an unknown gate ----------
+
+GATED_EXIT = '''protocol D "an early exit under an unknown gate"
+
+patient
+  g: bool
+  c: bool
+  d: bool
+  x: bool
+  y: bool
+
+inclusion
+  I1 "two parts" requires at least 2
+    I1.1 "gated" when g
+      when c: not x
+    when d: y
+'''
+
+
+def test_decide_exits_early_only_as_when_would(evaluator: Build) -> None:
+    """I1.1 settles (not met) if g holds and does not apply if g is false; with g missing it
+    may vanish, and with it every part of I1: decide() once called I1 not met (ineligible)."""
+    evaluators = both(evaluator, GATED_EXIT)
+    record = {"c": True, "x": True, "d": False, "y": True}
+    assert decisions(evaluators, record) == {"needs review"}
+    assert decisions(evaluators, record | {"g": False}) == {"eligible"}
+    assert decisions(evaluators, record | {"g": True}) == {"ineligible"}

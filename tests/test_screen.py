@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 from conftest import ROOT
 from crit import screen
-from crit.cli import Failure
+from crit.process import Failure
 from crit.screen import screen_command
 
 JY231 = ROOT / "protocols" / "jy231.crit"

@@ -7,7 +7,7 @@ stale; 2 bad usage; 3 a patient record could not be read; 4 an internal error.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import re
 import sys
@@ -15,54 +15,44 @@ import traceback
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import click
 
-from crit import __version__, ir
+from crit import __version__
 from crit.diagnostics import render_all
-from crit.driver import Loaded
 from crit.english import counted
 from crit.files import UnsafeWrite, is_generated, refuse_symlink, write_atomic
-
-EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_RECORD, EXIT_INTERNAL = 0, 1, 2, 3, 4
-
-
-class Failure(Exception):
-    """A failure already explained to the user; carries the exit code."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-def _compile(path: Path) -> tuple[ir.Protocol, Loaded]:
-    """The checked protocol; on errors they are printed (as every command prints them) and the
-    command fails with exit code 1."""
-    from crit.protocol_tests import load_or_exit
-
-    try:
-        return load_or_exit(path)
-    except click.exceptions.Exit:
-        raise Failure(EXIT_ERRORS) from None
-
-
-def outputs(protocol: ir.Protocol, loaded: Loaded) -> dict[str, str]:
-    """The artefacts of one protocol, by file name: the evaluator and the rendering."""
-    from crit.emit.markdown import emit_markdown
-    from crit.emit.python import emit_python
-
-    stem = Path(protocol.source).stem
-    source_text = loaded.sources.get(protocol.source, "")
-    return {f"{stem}.py": emit_python(protocol, source_text), f"{stem}.md": emit_markdown(protocol)}
+from crit.interpret import Interpreter
+from crit.pipeline import compile_or_fail, evaluator, outputs
+from crit.process import EXIT_ERRORS, EXIT_INTERNAL, EXIT_OK, EXIT_RECORD, EXIT_USAGE, Failure
+from crit.records import RecordSyntaxError, loads
 
 
 def _protocol_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.crit") if p.is_file())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# The authoring, reviewing and screening tools live in modules of their own, imported when their
+# command runs: `crit build` should not pay for z3 (diff) or the screening engines at start-up.
+_COMMANDS = {"fmt": ("crit.fmt", "fmt_command"), "diff": ("crit.diff", "diff_command"),
+             "test": ("crit.protocol_tests", "test_command"), "screen": ("crit.screen", "screen_command")}
+
+
+class _Commands(click.Group):
+    """A group that imports a tool's module only when its command is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in _COMMANDS and name not in self.commands:
+            module, attribute = _COMMANDS[name]
+            self.add_command(getattr(importlib.import_module(module), attribute))
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="crit")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for internal errors.")
 @click.pass_context
@@ -77,12 +67,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def check(files: Sequence[Path], strict: bool) -> None:
     """Parse, type-check and lint protocol FILES; print every error and warning with its place
     and a hint."""
-    from crit.lint import as_errors, lint
+    from crit.lint import as_errors, lint  # here, not at the top: it loads z3, which only check needs
 
     failed = False
     for path in files:
         try:
-            protocol, loaded = _compile(path)
+            protocol, loaded = compile_or_fail(path)
         except Failure:
             failed = True
             continue
@@ -120,7 +110,7 @@ def build(file: Path | None, out_dir: Path, check_only: bool, protocol_dir: Path
     failed = refused = False
     for path in sources:
         try:
-            protocol, loaded = _compile(path)
+            protocol, loaded = compile_or_fail(path)
         except Failure:
             failed = True
             continue
@@ -198,22 +188,9 @@ def _write_generated(out_dir: Path, changed: list[tuple[Path, str]]) -> None:
         raise UnsafeWrite(f"cannot write into {out_dir}: {err.strerror or err}") from None
 
 
-def import_evaluator(path: Path, name: str) -> ModuleType:
-    """Import a generated module from its file (never exec'd into our globals)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _read_records(path: Path) -> list[Any]:
     """The records in a JSON file (an object, or a list of them), read exactly by
     `crit.records.loads`; anything unreadable is one line per problem and exit 3."""
-    from crit.records import RecordSyntaxError, loads
-
     try:
         text = path.read_text(encoding="utf-8") if str(path) != "-" else sys.stdin.read()
     except (OSError, UnicodeDecodeError) as err:
@@ -241,16 +218,12 @@ def _read_records(path: Path) -> list[Any]:
               help="Evaluate with the reference interpreter instead of the generated module.")
 def eval_(protocol_file: Path, record_file: Path, as_json: bool, interpret: bool) -> None:
     """Screen the patient record(s) in RECORD_FILE (a JSON object or a list of them; - for stdin)."""
-    protocol, loaded = _compile(protocol_file)
+    protocol, loaded = compile_or_fail(protocol_file)
     records = _read_records(record_file)
     module: Any
     if interpret:
-        from crit.interpret import Interpreter
-
         module = Interpreter(protocol)
     else:
-        from crit.protocol_tests import evaluator
-
         module = evaluator(protocol, loaded)
     results: list[dict[str, Any]] = []
     bad = False
@@ -326,18 +299,6 @@ def _table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _register() -> None:
-    """The authoring, reviewing and screening tools, each in its own module."""
-    from crit.diff import diff_command
-    from crit.fmt import fmt_command
-    from crit.protocol_tests import test_command
-    from crit.screen import screen_command
-
-    for command in (fmt_command, diff_command, test_command, screen_command):
-        cli.add_command(command)
-
-
-_register()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,7 +32,7 @@ from crit.driver import Loaded, display_path
 from crit.emit.markdown import code_span, inline
 from crit.english import describe, describe_type
 from crit.logic import TRUE, Solver, eligible, expand, key, neg
-from crit.protocol_tests import evaluator, load_or_exit
+from crit.pipeline import compile_or_fail, evaluator
 
 TIGHTENED, LOOSENED, SAME, UNCLEAR = "tightened", "loosened", "no effect", "unclear"
 UNDECIDED = "crit could not decide"
@@ -714,8 +714,8 @@ def _cell(text: str) -> str:
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the Markdown here instead of stdout.")
 def diff_command(old_file: Path, new_file: Path, records_file: Path | None, output: Path | None) -> None:
     """Compare two versions of a protocol, criterion by criterion, as Markdown for reviewers."""
-    old, old_loaded = load_or_exit(old_file)
-    new, new_loaded = load_or_exit(new_file)
+    old, old_loaded = compile_or_fail(old_file)
+    new, new_loaded = compile_or_fail(new_file)
     report = compare(old, new)
     if records_file is not None:
         records = _read_records(records_file)

@@ -26,8 +26,6 @@ tests have seen and which they never have.
 from __future__ import annotations
 
 import copy
-import itertools
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +35,10 @@ from typing import Any
 import click
 
 from crit import ir
-from crit.diagnostics import CritError, render_all
-from crit.driver import Loaded, display_path, load
+from crit.driver import display_path
 from crit.english import counted
 from crit.names import did_you_mean
+from crit.pipeline import compile_or_fail, evaluator
 from crit.records import RecordSyntaxError, loads
 
 DECISIONS = ("eligible", "ineligible", "needs review")
@@ -49,34 +47,9 @@ _FILE_KEYS = ("protocol", "about", "base", "profiles", "tests")
 _CHANGE_KEYS = ("set", "drop")
 _TEST_KEYS = ("name", "about", "record", "with", *_CHANGE_KEYS, "expect", "outcomes", "missing",
               "pending_judgments", "reasons", "problems")
-_modules = itertools.count(1)
 
 
 # ---- shared by the commands that compile protocols ------------------------------------------
-
-
-def load_or_exit(path: Path) -> tuple[ir.Protocol, Loaded]:
-    """The checked protocol, or its diagnostics printed as `crit check` prints them and exit 1."""
-    loaded = Loaded()
-    try:
-        return load(path, loaded), loaded
-    except CritError as err:
-        click.echo(render_all(err.diagnostics, loaded.sources), err=True)
-        count = len(err.diagnostics)
-        click.echo(f"\n{counted(count, 'error')} in {path}", err=True)
-        raise click.exceptions.Exit(1) from None
-
-
-def evaluator(protocol: ir.Protocol, loaded: Loaded) -> ModuleType:
-    """The generated evaluator for `protocol`, written to a temporary file and imported from it
-    (never exec'd into crit's own namespace)."""
-    from crit.cli import import_evaluator, outputs  # here: crit.cli imports this module
-
-    stem = Path(protocol.source).stem
-    with tempfile.TemporaryDirectory(prefix="crit-") as tmp:
-        path = Path(tmp) / f"{stem}.py"
-        path.write_text(outputs(protocol, loaded)[f"{stem}.py"], encoding="utf-8")
-        return import_evaluator(path, f"_crit_test_{next(_modules)}_{stem}")
 
 
 # ---- the test file -------------------------------------------------------------------------
@@ -390,7 +363,7 @@ def test_command(files: Sequence[Path], coverage: bool, verbose: bool) -> None:
         except TestFileError as err:
             click.echo(f"crit: {shown}: {err}", err=True)
             raise click.exceptions.Exit(3) from None
-        protocol, loaded = load_or_exit(tests.protocol)
+        protocol, loaded = compile_or_fail(tests.protocol)
         try:
             check_ids(tests, protocol)
         except TestFileError as err:
@@ -415,5 +388,5 @@ def test_command(files: Sequence[Path], coverage: bool, verbose: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
-__all__ = ["Case", "CaseResult", "Coverage", "TestFile", "TestFileError", "check_ids", "evaluator", "load_or_exit",
+__all__ = ["Case", "CaseResult", "Coverage", "TestFile", "TestFileError", "check_ids",
            "read_tests", "run_case", "test_command"]

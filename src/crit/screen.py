@@ -16,7 +16,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import csv
-import importlib.util
 import io
 import os
 import signal
@@ -27,7 +26,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -46,6 +45,8 @@ from crit.cohort import (
     schema_kinds,
     syntax_message,
 )
+from crit.files import AtomicFile, UnsafeWrite, same_file
+from crit.process import EXIT_RECORD, EXIT_USAGE, Failure, import_evaluator
 
 if TYPE_CHECKING:  # the worker processes never import the compiler
     from crit import ir
@@ -78,19 +79,6 @@ class Job:
     tally: bool
 
 
-def import_module(path: str, name: str) -> ModuleType:
-    """Import a generated evaluator from its file, as `crit.cli.import_evaluator` does."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def result_id(value: Any) -> str | int | None:
     """The id written to the results: text and whole numbers as they are; any other value
     (a decimal, true, a list) as its JSON text, so the output is always strict JSON."""
@@ -106,7 +94,7 @@ class Screener:
 
     def __init__(self, job: Job) -> None:
         self.job = job
-        module = import_module(job.module_path, job.module_name)
+        module = import_evaluator(job.module_path, job.module_name)
         self.assess: Callable[[object], Any] = module.assess
         self.invalid: type[Exception] = module.InvalidRecord
         info = module.CRITERIA
@@ -371,7 +359,6 @@ def _summary(counts: collections.Counter[str], seconds: float, jobs: int) -> str
 
 def _refuse(message: str) -> NoReturn:
     """A usage error in one line (exit 2), before anything is read or written."""
-    from crit.cli import EXIT_USAGE, Failure  # here: crit.cli imports this module
 
     click.echo(f"crit: {message}", err=True)
     raise Failure(EXIT_USAGE)
@@ -392,7 +379,6 @@ def _format(path: Path, given: str | None, what: str) -> str:
 
 def _refuse_overwrites(protocol_file: Path, records: Path, output: Path, reports: Sequence[Path]) -> None:
     """No output may be the protocol, the input or another output: that would overwrite it."""
-    from crit.files import same_file
 
     read = [("the protocol", protocol_file)] + ([("the input", records)] if str(records) != "-" else [])
     written = ([("-o", output)] if str(output) != "-" else []) + [("--report", path) for path in reports]
@@ -452,7 +438,6 @@ def screen_command(protocol_file: Path, records: Path, output: Path, input_forma
     interrupted screen (130 for Ctrl-C, 143 for SIGTERM) leaves no output behind, and any
     earlier output as it was.
     """
-    from crit.cli import EXIT_ERRORS, EXIT_RECORD, Failure  # here: crit.cli imports this module
 
     in_format = _format(records, input_format, "input")
     out_format = _format(output, output_format, "output")
@@ -462,17 +447,10 @@ def screen_command(protocol_file: Path, records: Path, output: Path, input_forma
     _refuse_overwrites(protocol_file, records, output, reports)
     jobs = jobs or os.cpu_count() or 1
 
-    from crit.diagnostics import CritError, render_all
-    from crit.driver import Loaded, load
+    # Here rather than at the top: the worker processes import this module and never the compiler.
+    from crit.pipeline import compile_or_fail
 
-    loaded = Loaded()
-    try:
-        protocol = load(protocol_file, loaded)
-    except CritError as err:
-        click.echo(render_all(err.diagnostics, loaded.sources), err=True)
-        count = len(err.diagnostics)
-        click.echo(f"\n{count} error{'s' if count != 1 else ''} in {protocol_file}", err=True)
-        raise Failure(EXIT_ERRORS) from None
+    protocol, loaded = compile_or_fail(protocol_file)
     try:
         stream: IO[bytes] = sys.stdin.buffer if str(records) == "-" else records.open("rb")
     except OSError as err:
@@ -501,8 +479,7 @@ def _screen(protocol: ir.Protocol, loaded: Any, stream: IO[bytes], records: Path
             ) -> tuple[collections.Counter[str], float]:
     """Screen the stream into the output and the reports; each is written under a temporary
     name and renamed into place only when everything is complete."""
-    from crit.emit.python import emit_python
-    from crit.files import AtomicFile, UnsafeWrite
+    from crit.emit.python import emit_python  # not at the top: workers never import the compiler
 
     with contextlib.ExitStack() as stack:
         try:
@@ -516,7 +493,7 @@ def _screen(protocol: ir.Protocol, loaded: Any, stream: IO[bytes], records: Path
         stem = Path(protocol.source).stem
         module_path = Path(tmp) / f"{stem}.py"
         module_path.write_text(emit_python(protocol, loaded.sources.get(protocol.source, "")), encoding="utf-8")
-        # A module is imported once per process and source: `import_module` keeps it by name.
+        # A module is imported once per process and source: `import_evaluator` keeps it by name.
         meter = Meter()
         header: list[str] = []
         try:

@@ -1,0 +1,56 @@
+"""Compile and load a protocol, as every command does: the one place that turns a `.crit` file
+into its checked protocol, its artefacts and an imported evaluator, and the exit codes that
+commands fail with.
+
+Commands (build, eval, screen, test, diff) import this module; it imports no command and not the
+CLI, so the command line sits on top and nothing imports it back. What a screening worker needs
+without the compiler (exit codes, importing an evaluator) is in `crit.process`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+import click
+
+from crit import ir
+from crit.diagnostics import CritError, render_all
+from crit.driver import Loaded, load
+from crit.emit.markdown import emit_markdown
+from crit.emit.python import emit_python
+from crit.english import counted
+from crit.process import EXIT_ERRORS, Failure, import_evaluator
+
+
+def compile_or_fail(path: Path) -> tuple[ir.Protocol, Loaded]:
+    """The checked protocol, or its diagnostics printed as `crit check` prints them and
+    `Failure(EXIT_ERRORS)`."""
+    loaded = Loaded()
+    try:
+        return load(path, loaded), loaded
+    except CritError as err:
+        click.echo(render_all(err.diagnostics, loaded.sources), err=True)
+        click.echo(f"\n{counted(len(err.diagnostics), 'error')} in {path}", err=True)
+        raise Failure(EXIT_ERRORS) from None
+
+
+def outputs(protocol: ir.Protocol, loaded: Loaded) -> dict[str, str]:
+    """The artefacts of one protocol, by file name: the evaluator and the rendering."""
+    stem = Path(protocol.source).stem
+    source_text = loaded.sources.get(protocol.source, "")
+    return {f"{stem}.py": emit_python(protocol, source_text), f"{stem}.md": emit_markdown(protocol)}
+
+
+_modules = itertools.count(1)
+
+
+def evaluator(protocol: ir.Protocol, loaded: Loaded) -> ModuleType:
+    """The generated evaluator for `protocol`, written to a temporary file and imported from it."""
+    stem = Path(protocol.source).stem
+    with tempfile.TemporaryDirectory(prefix="crit-") as tmp:
+        path = Path(tmp) / f"{stem}.py"
+        path.write_text(emit_python(protocol, loaded.sources.get(protocol.source, "")), encoding="utf-8")
+        return import_evaluator(path, f"_crit_evaluator_{next(_modules)}_{stem}")
