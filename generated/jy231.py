@@ -6,6 +6,8 @@ evaluate(record) -> Screening: the decision (eligible / ineligible / needs revie
 criterion's outcome with its reason, and the missing facts that would settle the case.
 assess(record) -> Assessment: the same without the reasons: decision, outcomes, missing facts.
 decide(record) -> Decision: the decision alone, stopping at the first criterion that settles it.
+All three take their outcomes from the one function per criterion below; the reasons are
+written on demand by the runtime's explainer from DESCRIBED_CRITERIA, the same criteria as data.
 validate(record) -> list[Problem]: what in the record cannot be read, by field path.
 Standard library only; missing data never makes a patient eligible.
 """
@@ -18,6 +20,7 @@ import datetime
 import difflib
 import enum
 import math
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,22 +53,6 @@ class Decision(enum.StrEnum):
     ELIGIBLE = "eligible"
     INELIGIBLE = "ineligible"
     NEEDS_REVIEW = "needs review"
-
-
-class Fact(NamedTuple):
-    """A three-valued truth (None is unknown) with its reason and the facts it lacks.
-
-    `applicable` is False for a part that does not apply, and None for an unknown part that
-    may turn out not to apply (a `when` whose condition is unknown): such a part must not be
-    counted as one that applies, or `requires at least` would decide on parts that may vanish."""
-
-    value: bool | None
-    reason: str
-    missing: tuple[str, ...] = ()
-    applicable: bool | None = True
-
-
-ALWAYS = Fact(True, "")
 
 
 class Lab(NamedTuple):
@@ -141,121 +128,8 @@ class Screening:
         }
 
 
-# ---- three-valued logic -----------------------------------------------------------
 
-
-def _union(facts: Iterable[Fact]) -> tuple[str, ...]:
-    seen: dict[str, None] = {}
-    for fact in facts:
-        for path in fact.missing:
-            seen[path] = None
-    return tuple(sorted(seen))
-
-
-def _join(facts: Iterable[Fact]) -> str:
-    return "; ".join(f.reason for f in facts if f.reason)
-
-
-def _applies(parts: Sequence[Fact]) -> bool | None:
-    """Whether a combination of applicable-or-maybe parts surely applies (None: maybe not)."""
-    return True if any(f.applicable for f in parts) else None
-
-
-def all_of(*facts: Fact) -> Fact:
-    """Kleene `and` over the applicable parts; not applicable when none applies."""
-    parts = [f for f in facts if f.applicable is not False]
-    if not parts:
-        return Fact(None, _join(facts), (), False)
-    false = [f for f in parts if f.value is False]
-    if false:
-        return Fact(False, _join(false))
-    unknown = [f for f in parts if f.value is None]
-    if unknown:
-        return Fact(None, _join(unknown), _union(unknown), _applies(parts))
-    return Fact(True, _join(parts))
-
-
-def any_of(*facts: Fact) -> Fact:
-    """Kleene `or` over the applicable parts; not applicable when none applies."""
-    parts = [f for f in facts if f.applicable is not False]
-    if not parts:
-        return Fact(None, _join(facts), (), False)
-    true = [f for f in parts if f.value is True]
-    if true:
-        return Fact(True, _join(true))
-    unknown = [f for f in parts if f.value is None]
-    if unknown:
-        return Fact(None, _join(unknown), _union(unknown), _applies(parts))
-    return Fact(False, _join(parts))
-
-
-def at_least(count: int, *facts: Fact) -> Fact:
-    """True once `count` parts are true; false once too few can still become true, and only
-    if some part surely applies (were every part to turn out not applicable, so would this)."""
-    parts = [f for f in facts if f.applicable is not False]
-    if not parts:
-        return Fact(None, _join(facts), (), False)
-    true = [f for f in parts if f.value is True]
-    unknown = [f for f in parts if f.value is None]
-    summary = f"{len(true)} of {len(parts)} met, needs {count}"
-    if len(true) >= count:
-        return Fact(True, f"{summary}: {_join(true)}")
-    applies = _applies(parts)
-    if len(true) + len(unknown) < count and applies:
-        return Fact(False, summary)
-    return Fact(None, f"{summary}, {len(unknown)} unknown: {_join(unknown)}", _union(unknown), applies)
-
-
-def negate(fact: Fact) -> Fact:
-    """Kleene `not`: the reason still describes the facts, so it is kept."""
-    if fact.value is None:
-        return fact
-    return Fact(not fact.value, fact.reason, (), fact.applicable)
-
-
-def when(condition: Fact, body: Fact) -> Fact:
-    """`when C: X`: not applicable if C is false; X if C is true; else unknown (unless X is
-    not applicable either way). X met with C unknown is still unknown: "met or not applicable"
-    decides nothing, since an exclusion that is met excludes and one not applicable does not."""
-    if condition.value is False:
-        return Fact(None, f"not applicable: {condition.reason}", (), False)
-    if condition.value is True or body.applicable is False:
-        return body
-    return Fact(None, _join((condition, body)), _union((condition, body)), None)
-
-
-def outcome(fact: Fact) -> Outcome:
-    if fact.applicable is False:
-        return Outcome.NOT_APPLICABLE
-    if fact.value is None:
-        return Outcome.UNKNOWN
-    return Outcome.MET if fact.value else Outcome.NOT_MET
-
-
-def summary(criterion_id: str, fact: Fact) -> Fact:
-    """A sub-criterion as its parent sees it: the outcome by id, the details on its own row."""
-    return Fact(fact.value, f"{criterion_id} {outcome(fact).value}", fact.missing, fact.applicable)
-
-
-# ---- atoms ------------------------------------------------------------------------------
-
-_NEGATED = {">=": "<", "<=": ">", ">": "≤", "<": "≥", "=": "≠", "!=": "="}
-_SHOWN = {">=": "≥", "<=": "≤", ">": ">", "<": "<", "=": "=", "!=": "≠"}
-
-
-def _holds(left: Any, op: str, right: Any) -> bool:
-    if op == ">=":
-        return bool(left >= right)
-    if op == "<=":
-        return bool(left <= right)
-    if op == ">":
-        return bool(left > right)
-    if op == "<":
-        return bool(left < right)
-    if op == "=":
-        return bool(left == right)
-    return bool(left != right)
-
+# ---- numbers, dates and wording ------------------------------------------------------
 
 _EXACT = Context(prec=120, traps=[Inexact, Rounded, InvalidOperation])
 
@@ -311,109 +185,6 @@ def show(value: Any, unit: str = "") -> str:
     return f"{value} {unit}" if unit and isinstance(value, int) else str(value)
 
 
-def _missing(*pairs: tuple[Any, str]) -> tuple[str, ...]:
-    return tuple(sorted({path for value, path in pairs if value is None and path}))
-
-
-def _unknown(paths: tuple[str, ...], judgments: frozenset[str] = frozenset()) -> Fact:
-    words = [f"pending judgment: {p}" if p in judgments else f"missing: {p}" for p in paths]
-    return Fact(None, "; ".join(words), paths)
-
-
-def truth(value: bool | Absent | None, path: str, judgment: bool = False) -> Fact:
-    """A bool field or a recorded judgment used as a condition."""
-    if value is None:
-        return _unknown((path,), frozenset((path,)) if judgment else frozenset())
-    if value is NONE:
-        return Fact(False, f"{path}: none recorded")
-    return Fact(bool(value), f"{path}: {'yes' if value else 'no'}")
-
-
-def compare(left: Any, op: str, right: Any, left_path: str, right_path: str,
-            left_unit: str, right_text: str, titer: bool = False) -> Fact:
-    """`left op right` for numbers, quantities, titers, dates, text and truth values."""
-    missing = _missing((left, left_path), (right, right_path))
-    if missing:
-        return _unknown(missing)
-    if isinstance(left, Lab):
-        left = left.value
-    if isinstance(right, Lab):
-        right = right.value
-    shown_left = f"1:{left}" if titer and left is not NONE else show(left, left_unit)
-    if right_path:
-        shown_right = f"{right_path} " + (f"1:{right}" if titer else show(right, left_unit))
-    else:
-        shown_right = right_text
-    if left is NONE or right is NONE:
-        return Fact(False, f"{left_path} {shown_left}")
-    held = _holds(left, op, right)
-    shown_op = _SHOWN[op] if held else _NEGATED[op]
-    return Fact(held, f"{left_path} {shown_left} {shown_op} {shown_right}")
-
-
-def compare_uln(lab: Lab | Absent | None, op: str, multiple: Decimal, path: str, unit: str,
-                multiple_text: str) -> Fact:
-    """`lab op k × ULN`, against the patient's own laboratory's upper limit of normal."""
-    if lab is None:
-        return _unknown((path,))
-    if lab is NONE:
-        return Fact(False, f"{path}: none recorded")
-    limit = scale(lab.uln, multiple)
-    held = _holds(lab.value, op, limit)
-    shown_op = _SHOWN[op] if held else _NEGATED[op]
-    return Fact(held, f"{path} {show(lab.value, unit)} {shown_op} {multiple_text} × ULN "
-                      f"({show(limit, unit)})")
-
-
-def between(value: Any, low: Any, high: Any, path: str, low_path: str, high_path: str,
-            unit: str, range_text: str, titer: bool = False) -> Fact:
-    """Inclusive at both ends, and exactly `low ≤ value and value ≤ high` in Kleene logic:
-    a value above a known upper bound is out of range even when the lower bound is missing."""
-    if isinstance(value, Lab):
-        value = value.value
-    if value is None:
-        return _unknown(_missing((value, path), (low, low_path), (high, high_path)))
-    shown = f"1:{value}" if titer and value is not NONE else show(value, unit)
-    if value is NONE or low is NONE or high is NONE:
-        return Fact(False, f"{path} {shown}")
-    above = None if low is None else bool(low <= value)
-    below = None if high is None else bool(value <= high)
-    if above is False or below is False:
-        return Fact(False, f"{path} {shown} is outside {range_text}")
-    if above is None or below is None:
-        return _unknown(_missing((low, low_path), (high, high_path)))
-    return Fact(True, f"{path} {shown} is within {range_text}")
-
-
-def member(value: str | Absent | None, kind: str, members: frozenset[str], path: str,
-           members_text: str) -> Fact:
-    """Enum tests: `is`, `is not`, `is any of`."""
-    if value is None:
-        return _unknown((path,))
-    if value is NONE:
-        return Fact(kind == "is_not", f"{path}: none recorded")
-    inside = value in members
-    held = not inside if kind == "is_not" else inside
-    if inside:
-        return Fact(held, f"{path} is {value}")
-    return Fact(held, f"{path} is {value}, not {members_text}")
-
-
-def has(value: frozenset[str] | Absent | None, kind: str, members: frozenset[str], path: str,
-        members_text: str) -> Fact:
-    """Set tests: `has`, `has any of`, `has all of`."""
-    if value is None:
-        return _unknown((path,))
-    if value is NONE:
-        value = frozenset()
-    found = value & members
-    held = found == members if kind == "has_all" else bool(found)
-    if held:
-        return Fact(True, f"{path} include {', '.join(sorted(found))}")
-    if kind == "has_all":
-        return Fact(False, f"{path} lack {', '.join(sorted(members - value))}")
-    return Fact(False, f"{path} include none of {members_text}")
-
 
 def shift(day: datetime.date, amount: int, unit: str) -> datetime.date:
     """Days and weeks exactly; months and years on the calendar, clamped to the month's end."""
@@ -454,69 +225,790 @@ def window_holds(value: datetime.date, kind: str, amount: int, unit: str, direct
     return anchor <= value <= edge if kind == "within" else value >= edge
 
 
-def window(value: datetime.date | Absent | None, kind: str, amount: int, unit: str,
-           direction: str, anchor: datetime.date | Absent | None, path: str, anchor_path: str,
-           text: str) -> Fact:
-    """Windows are inclusive at both ends and measured from the anchor date."""
-    missing = _missing((value, path), (anchor, anchor_path))
-    if missing:
-        return _unknown(missing)
+
+# ---- three-valued logic -----------------------------------------------------------------
+#
+# The one logic every evaluator decides with. A condition's value is True, False, or, when
+# unknown, the tuple of the paths whose absence leaves it unknown (sorted, without repeats).
+# A criterion or a `when` line may also be NA (not applicable), or Unsure: unknown, and
+# perhaps not applicable.
+
+
+class NotApplicable(enum.Enum):
+    NA = "not applicable"
+
+
+NA = NotApplicable.NA
+
+
+class Unsure(tuple[str, ...]):
+    """An unknown value (its missing paths) that may also turn out not applicable: a `when`
+    whose condition is unknown. `requires at least` must not count it as a part that applies."""
+
+    __slots__ = ()
+
+
+Tri = bool | tuple[str, ...]
+TriNA = bool | tuple[str, ...] | NotApplicable
+
+
+class Unset(enum.Enum):
+    """A definition not worked out yet for this patient."""
+
+    UNSET = "unset"
+
+
+UNSET = Unset.UNSET
+
+
+def settle(unknown: tuple[str, ...], sure: bool) -> tuple[str, ...]:
+    """An unknown combination: surely applicable if `sure`, else perhaps not (Unsure)."""
+    if sure:
+        return unknown if type(unknown) is tuple else tuple(unknown)
+    return unknown if type(unknown) is Unsure else Unsure(unknown)
+
+
+def union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    """The paths missing from two unknowns, sorted, without repeats."""
+    if a == b or not b:
+        return a
+    if not a:
+        return b
+    return tuple(sorted({*a, *b}))
+
+
+def all3(values: Iterable[TriNA]) -> TriNA:
+    """Kleene `and` over the parts that apply; NA when none applies. Unknown parts that may
+    vanish (Unsure) leave the result Unsure unless some part surely applies."""
+    applicable = sure = False
+    unknown: tuple[str, ...] | None = None
+    for value in values:
+        if value is False:
+            return False
+        if value is NA:
+            continue
+        applicable = True
+        if value is True:
+            sure = True
+        else:
+            sure = sure or type(value) is not Unsure
+            unknown = value if unknown is None else union(unknown, value)
+    if not applicable:
+        return NA
+    return True if unknown is None else settle(unknown, sure)
+
+
+def any3(values: Iterable[TriNA]) -> TriNA:
+    """Kleene `or` over the parts that apply; NA when none applies."""
+    applicable = sure = False
+    unknown: tuple[str, ...] | None = None
+    for value in values:
+        if value is True:
+            return True
+        if value is NA:
+            continue
+        applicable = True
+        if value is False:
+            sure = True
+        else:
+            sure = sure or type(value) is not Unsure
+            unknown = value if unknown is None else union(unknown, value)
+    if not applicable:
+        return NA
+    return False if unknown is None else settle(unknown, sure)
+
+
+def at_least3(count: int, values: Iterable[TriNA]) -> TriNA:
+    """True once `count` parts are true; false once too few can still become true, and only
+    if some part surely applies (were every part to turn out not applicable, so would this)."""
+    applicable = sure = False
+    true = unknowns = 0
+    unknown: tuple[str, ...] = ()
+    for value in values:
+        if value is NA:
+            continue
+        applicable = True
+        if value is True:
+            true += 1
+            sure = True
+        elif value is False:
+            sure = True
+        else:
+            unknowns += 1
+            sure = sure or type(value) is not Unsure
+            unknown = union(unknown, value)
+    if not applicable:
+        return NA
+    if true >= count:
+        return True
+    if true + unknowns < count and sure:
+        return False
+    return settle(unknown, sure)
+
+
+def count3(count: int, values: Iterable[Tri]) -> Tri:
+    """`at least N of (…)` on conditions, which always apply."""
+    result = at_least3(count, values)
+    assert result is not NA
+    return result
+
+
+def and3(values: Iterable[Tri]) -> Tri:
+    """Kleene `and` of conditions, which always apply: `all3` without NA or Unsure."""
+    unknown: tuple[str, ...] | None = None
+    for value in values:
+        if value is False:
+            return False
+        if value is not True:
+            unknown = value if unknown is None else union(unknown, value)
+    return True if unknown is None else unknown
+
+
+def both(gate: Tri, condition: Tri) -> Tri:
+    """A sub-criterion's gate: its parent's gate and its own `when` condition (`and3` of two)."""
+    if gate is False or condition is False:
+        return False
+    if gate is True:
+        return condition
+    if condition is True:
+        return gate
+    return union(gate, condition)
+
+
+def or3(values: Iterable[Tri]) -> Tri:
+    """Kleene `or` of conditions, which always apply: `any3` without NA or Unsure."""
+    unknown: tuple[str, ...] | None = None
+    for value in values:
+        if value is True:
+            return True
+        if value is not False:
+            unknown = value if unknown is None else union(unknown, value)
+    return False if unknown is None else unknown
+
+
+def not3(value: Tri) -> Tri:
+    """Kleene `not`: unknown stays unknown."""
+    if value is True:
+        return False
+    if value is False:
+        return True
+    return value
+
+
+def when3(condition: TriNA, body: TriNA) -> TriNA:
+    """`when C: X`: NA if C is false; X if C is true; else unknown, and perhaps not applicable
+    (unless X is NA either way). X met with C unknown is still unknown: "met or not applicable"
+    decides nothing, since an exclusion that is met excludes and one not applicable does not."""
+    if condition is False:
+        return NA
+    if condition is True or body is NA:
+        return body
+    missing = () if condition is NA else condition
+    return Unsure(missing if body is True or body is False else union(missing, body))
+
+
+# ---- atoms: a condition on the patient's values -----------------------------------------
+#
+# A field's value is None when missing (unknown) and NONE when recorded as none; a condition
+# on a value recorded as none is false (`is not` and `has` read it as no value, the empty set).
+
+_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq,
+    "!=": operator.ne,
+}
+
+
+def _missing(*pairs: tuple[Any, str]) -> tuple[str, ...]:
+    return tuple(sorted({path for value, path in pairs if value is None and path}))
+
+
+def truth(value: bool | Absent | None, path: str) -> Tri:
+    """A bool field or a recorded judgment used as a condition."""
+    if value is None:
+        return (path,)
+    return value is True
+
+
+def compare(left: Any, op: str, right: Any, path: str, right_path: str = "") -> Tri:
+    """`left op right` for numbers, quantities, laboratory values, titers, dates, text and
+    truth values; `right` is a literal unless `right_path` names its field."""
+    if left is None or right is None:
+        return _missing((left, path), (right, right_path))
+    if left is NONE or right is NONE:
+        return False
+    if type(left) is Lab:
+        left = left.value
+    if type(right) is Lab:
+        right = right.value
+    return _OPERATORS[op](left, right)
+
+
+def compare_uln(lab: Lab | Absent | None, op: str, multiple: Exact, path: str) -> Tri:
+    """`lab op k × ULN`, against the patient's own laboratory's upper limit of normal."""
+    if lab is None:
+        return (path,)
+    if lab is NONE:
+        return False
+    return _OPERATORS[op](lab.value, scale(lab.uln, multiple))
+
+
+def between(value: Any, low: Any, high: Any, path: str, low_path: str = "", high_path: str = "") -> Tri:
+    """Inclusive at both ends, and exactly `low ≤ value and value ≤ high` in Kleene logic:
+    a value above a known upper bound is out of range even when the lower bound is missing."""
+    if type(value) is Lab:
+        value = value.value
+    if value is None:
+        return _missing((value, path), (low, low_path), (high, high_path))
+    if value is NONE or low is NONE or high is NONE:
+        return False
+    above = None if low is None else bool(low <= value)
+    below = None if high is None else bool(value <= high)
+    if above is False or below is False:
+        return False
+    if above is None or below is None:
+        return _missing((low, low_path), (high, high_path))
+    return True
+
+
+def member(value: str | Absent | None, kind: str, members: frozenset[str], path: str) -> Tri:
+    """Enum tests: `is`, `is any of` (kind "is", "is_any") and `is not` ("is_not")."""
+    if value is None:
+        return (path,)
+    if value is NONE:
+        return kind == "is_not"
+    return value not in members if kind == "is_not" else value in members
+
+
+def has(value: frozenset[str] | Absent | None, kind: str, members: frozenset[str], path: str) -> Tri:
+    """Set tests: `has`, `has any of` (kind "has", "has_any") and `has all of` ("has_all")."""
+    if value is None:
+        return (path,)
+    if value is NONE:
+        value = frozenset()
+    if kind == "has_all":
+        return members <= value
+    return not members.isdisjoint(value)
+
+
+def window(value: datetime.date | Absent | None, kind: str, amount: int, unit: str, direction: str,
+           anchor: datetime.date | Absent | None, path: str, anchor_path: str = "") -> Tri:
+    """`value within / at least N unit before / after anchor`: inclusive, from the anchor."""
+    if value is None or anchor is None:
+        return _missing((value, path), (anchor, anchor_path))
     if value is NONE or anchor is NONE:
-        return Fact(False, f"{path if value is NONE else anchor_path}: none recorded")
+        return False
     assert isinstance(value, datetime.date) and isinstance(anchor, datetime.date)
-    held = window_holds(value, kind, amount, unit, direction, anchor)
-    return Fact(held, f"{path} {value.isoformat()} is {'' if held else 'not '}{text} "
-                      f"{anchor_path or 'the date'} {anchor.isoformat()}")
+    return window_holds(value, kind, amount, unit, direction, anchor)
 
 
-def quantify(kind: str, items: Sequence[T] | Absent | None, path: str,
-             test: Callable[[T, str], Fact]) -> Fact:
-    """`any(list where c)` and `all(list where c)`; an empty list has no item (any is false)."""
+ItemTest = Callable[[Any, str, Any, Any], Tri]  # (item, its path, patient, definitions) -> value
+
+
+def any_item(items: Sequence[Any] | Absent | None, path: str, test: ItemTest | None = None,
+             p: Any = None, m: Any = None) -> Tri:
+    """`any(list where c)`: whether some item satisfies c (`test`); an empty list has none."""
     if items is None:
-        return _unknown((path,))
+        return (path,)
     if items is NONE:
-        items = ()
+        return False
     assert not isinstance(items, Absent)
-    facts = [test(item, f"{path}[{index}]") for index, item in enumerate(items)]
-    if kind == "any":
-        result = any_of(*facts) if facts else Fact(False, "")
-        if result.value is False:
-            return Fact(False, f"no item of {path} matches ({len(facts)} recorded)")
-        if result.value is True:
-            first = next(f for f in facts if f.value is True)
-            return Fact(True, first.reason)
-        return Fact(None, result.reason, result.missing)
-    result = all_of(*facts) if facts else Fact(True, "")
-    if result.value is True:
-        return Fact(True, f"every item of {path} matches ({len(facts)} recorded)")
-    return Fact(result.value, result.reason, result.missing)
+    if test is None:
+        return len(items) > 0
+    unknown: tuple[str, ...] | None = None
+    for index, item in enumerate(items):
+        value = test(item, f"{path}[{index}]", p, m)
+        if value is True:
+            return True
+        if value is not False:
+            unknown = value if unknown is None else union(unknown, value)
+    return False if unknown is None else unknown
 
 
-def count(op: str, number: int, items: Sequence[T] | Absent | None, path: str,
-          test: Callable[[T, str], Fact]) -> Fact:
-    """`count(list where c) op n`: unknown items make the count a range, compared soundly."""
+def all_item(items: Sequence[Any] | Absent | None, path: str, test: ItemTest | None = None,
+             p: Any = None, m: Any = None) -> Tri:
+    """`all(list where c)`: whether every item satisfies c; true of an empty list."""
     if items is None:
-        return _unknown((path,))
-    if items is NONE:
-        items = ()
+        return (path,)
+    if items is NONE or test is None:
+        return True
     assert not isinstance(items, Absent)
-    facts = [test(item, f"{path}[{index}]") for index, item in enumerate(items)]
-    low = sum(1 for f in facts if f.value is True)
-    unknown = [f for f in facts if f.value is None]
-    high = low + len(unknown)
-    verdict = count_verdict(op, number, low, high)
-    counted = f"{low}" if low == high else f"{low} to {high}"
-    reason = f"{counted} of {len(facts)} {path} match, needs {_SHOWN[op]} {number}"
-    if verdict is not None:
-        return Fact(verdict, reason)
-    return Fact(None, f"{reason}: {_join(unknown)}", _union(unknown))
+    unknown: tuple[str, ...] | None = None
+    for index, item in enumerate(items):
+        value = test(item, f"{path}[{index}]", p, m)
+        if value is False:
+            return False
+        if value is not True:
+            unknown = value if unknown is None else union(unknown, value)
+    return True if unknown is None else unknown
+
+
+def count_items(items: Sequence[Any] | Absent | None, op: str, number: int, path: str,
+                test: ItemTest | None = None, p: Any = None, m: Any = None) -> Tri:
+    """`count(list where c) op n`: with unknown items the count is a range, compared soundly."""
+    if items is None:
+        return (path,)
+    seq: Sequence[Any] = () if items is NONE else items
+    if test is None:
+        return _OPERATORS[op](len(seq), number)
+    low = high = 0
+    unknown: tuple[str, ...] | None = None
+    for index, item in enumerate(seq):
+        value = test(item, f"{path}[{index}]", p, m)
+        if value is True:
+            low += 1
+        elif value is not False:
+            high += 1
+            unknown = value if unknown is None else union(unknown, value)
+    verdict = count_verdict(op, number, low, low + high)
+    if verdict is None:
+        assert unknown is not None
+        return unknown
+    return verdict
 
 
 def count_verdict(op: str, number: int, low: int, high: int) -> bool | None:
     """`count op number` for a count known to lie in [low, high]: None unless every count in
     the range gives the same answer."""
-    outcomes = {_holds(n, op, number) for n in range(low, high + 1)}
+    holds = _OPERATORS[op]
+    outcomes = {holds(n, number) for n in range(low, high + 1)}
     return outcomes.pop() if len(outcomes) == 1 else None
+
+
+# ---- the decision -----------------------------------------------------------------------
+
+Criterion = Callable[[Any, Any, list[TriNA]], TriNA]  # (patient, definitions, values) -> value
+
+
+def outcome_of(value: TriNA) -> Outcome:
+    if value is True:
+        return Outcome.MET
+    if value is False:
+        return Outcome.NOT_MET
+    if value is NA:
+        return Outcome.NOT_APPLICABLE
+    return Outcome.UNKNOWN
+
+
+def verdict(top: Sequence[tuple[Criterion, bool]], p: Any, m: Any, values: list[TriNA],
+            stop: bool) -> tuple[bool, tuple[str, ...] | None]:
+    """The top-level criteria in order, each with the value that refuses the patient (False
+    for an inclusion, True for an exclusion): whether one refuses, and the paths missing from
+    those unknown. With `stop`, returns at the first that refuses. `values` gets every
+    criterion's value, nested ones included, by its index in CRITERIA."""
+    refused = False
+    unknown: tuple[str, ...] | None = None
+    for criterion, refuses in top:
+        value = criterion(p, m, values)
+        if value is refuses:
+            if stop:
+                return True, None
+            refused = True
+        elif value is not NA and type(value) is not bool:
+            unknown = value if unknown is None else union(unknown, value)
+    return refused, unknown
+
+
+def decision(refused: bool, unknown: tuple[str, ...] | None) -> Decision:
+    if refused:
+        return Decision.INELIGIBLE
+    return Decision.ELIGIBLE if unknown is None else Decision.NEEDS_REVIEW
+
+
+class Assessment(NamedTuple):
+    """What evaluate() finds, without the reasons: the decision, every criterion's outcome
+    (in the order of CRITERIA), and the missing facts and pending judgments."""
+
+    decision: Decision
+    outcomes: tuple[Outcome, ...]
+    missing: tuple[str, ...]
+    pending_judgments: tuple[str, ...]
+
+
+def assessment(values: Iterable[TriNA], refused: bool, unknown: tuple[str, ...] | None,
+               judgments: frozenset[str]) -> Assessment:
+    """The decision from the top-level values (see `verdict`), with every outcome: ineligible
+    if one refuses; else needs review if one is unknown, for want of `unknown`; else eligible."""
+    outcomes = tuple(map(outcome_of, values))
+    if refused:
+        return Assessment(Decision.INELIGIBLE, outcomes, (), ())
+    if unknown is not None:
+        missing = tuple(p for p in unknown if _field_of(p) not in judgments)
+        pending = tuple(p for p in unknown if _field_of(p) in judgments)
+        return Assessment(Decision.NEEDS_REVIEW, outcomes, missing, pending)
+    return Assessment(Decision.ELIGIBLE, outcomes, (), ())
+
+
+class DeferredScreening(Screening):
+    """A Screening whose per-criterion results (reasons and missing facts) are worked out when
+    first read. The decision, outcomes, missing facts and pending judgments are known at once,
+    so screening many patients does not pay for reasons nobody reads. It equals, pickles and
+    prints as the Screening that `explain()` returns."""
+
+    __slots__ = ("_assessment", "_explain", "_explained", "_ids")
+    _assessment: Assessment
+    _explain: Callable[[], Screening]
+    _explained: Screening | None
+    _ids: tuple[str, ...]
+
+    def __init__(self, assessed: Assessment, ids: tuple[str, ...],
+                 explain: Callable[[], Screening]) -> None:
+        object.__setattr__(self, "decision", assessed.decision)
+        object.__setattr__(self, "missing", assessed.missing)
+        object.__setattr__(self, "pending_judgments", assessed.pending_judgments)
+        object.__setattr__(self, "_assessment", assessed)
+        object.__setattr__(self, "_ids", ids)
+        object.__setattr__(self, "_explain", explain)
+        object.__setattr__(self, "_explained", None)
+
+    @property
+    def criteria(self) -> tuple[CriterionResult, ...]:
+        return self.explain().criteria
+
+    @property
+    def assessment(self) -> Assessment:
+        return self._assessment
+
+    def explain(self) -> Screening:
+        explained = self._explained
+        if explained is None:
+            explained = self._explain()
+            object.__setattr__(self, "_explained", explained)
+        return explained
+
+    def outcome(self, criterion_id: str) -> Outcome:
+        try:
+            return self._assessment.outcomes[self._ids.index(criterion_id)]
+        except ValueError:
+            raise KeyError(criterion_id) from None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Screening):
+            return NotImplemented
+        return self.explain() == (other.explain() if isinstance(other, DeferredScreening) else other)
+
+    def __hash__(self) -> int:
+        return hash(self.explain())
+
+    def __repr__(self) -> str:
+        return repr(self.explain())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_plain, (self.explain(),))
+
+
+def _plain(screening: Screening) -> Screening:
+    return screening
+
+
+
+
+
+# ---- reasons on demand ------------------------------------------------------------------
+#
+# Each generated module describes its criteria as data, and `explain` walks the description
+# with a patient's values: it works out every node's value with the functions above, as the
+# module's own code does, and writes why. The description's nodes are tuples, tag first:
+#
+#   values       ("p", attr, name) a patient field, ("it", attr, name) a field of the list
+#                item being visited, ("k", value) a literal
+#   conditions   ("truth", value, judgment)  ("const", bool)  ("define", attr)
+#                ("compare", left, op, right, unit, right_text, titer)
+#                ("uln", lab, op, multiple, unit, multiple_text)
+#                ("between", value, low, high, unit, range_text, titer)
+#                ("member" | "has", value, kind, members, members_text)
+#                ("window", value, kind, amount, unit, direction, anchor, text)
+#                ("not", c)  ("and" | "or", (c, …))  ("at_least", n, (c, …))
+#                ("any" | "all", items, c or None)  ("count", items, op, n, c or None)
+#   lines        a condition, or ("when", c, (line, …))
+#   criteria     ("criterion", id, index in CRITERIA, gate c or None, combine, n, (line or criterion, …))
+#   definitions  (attr, (condition, …)), in dependency order
+
+Reasoned = tuple[TriNA, str]  # a value and why
+
+_NEGATED = {">=": "<", "<=": ">", ">": "≤", "<": "≥", "=": "≠", "!=": "="}
+_SHOWN = {">=": "≥", "<=": "≤", ">": ">", "<": "<", "=": "=", "!=": "≠"}
+
+
+def _join(parts: Iterable[Reasoned]) -> str:
+    return "; ".join(reason for _, reason in parts if reason)
+
+
+def _unknown(paths: tuple[str, ...], judgment: bool = False) -> str:
+    return "; ".join(f"pending judgment: {p}" if judgment else f"missing: {p}" for p in paths)
+
+
+def _is_unknown(value: TriNA) -> bool:
+    return value is not NA and type(value) is not bool
+
+
+def _all(parts: Sequence[Reasoned]) -> Reasoned:
+    value = all3(v for v, _ in parts)
+    if value is NA:
+        return NA, _join(parts)
+    if value is False:
+        return value, _join(f for f in parts if f[0] is False)
+    if value is True:
+        return value, _join(f for f in parts if f[0] is not NA)
+    return value, _join(f for f in parts if _is_unknown(f[0]))
+
+
+def _any(parts: Sequence[Reasoned]) -> Reasoned:
+    value = any3(v for v, _ in parts)
+    if value is NA:
+        return NA, _join(parts)
+    if value is True:
+        return value, _join(f for f in parts if f[0] is True)
+    if value is False:
+        return value, _join(f for f in parts if f[0] is not NA)
+    return value, _join(f for f in parts if _is_unknown(f[0]))
+
+
+def _at_least(count: int, parts: Sequence[Reasoned]) -> Reasoned:
+    value = at_least3(count, (v for v, _ in parts))
+    if value is NA:
+        return NA, _join(parts)
+    true = [f for f in parts if f[0] is True]
+    unknown = [f for f in parts if _is_unknown(f[0])]
+    summary = f"{len(true)} of {sum(1 for f in parts if f[0] is not NA)} met, needs {count}"
+    if value is True:
+        return value, f"{summary}: {_join(true)}"
+    if value is False:
+        return value, summary
+    return value, f"{summary}, {len(unknown)} unknown: {_join(unknown)}"
+
+
+def _alike(value: Tri, parts: Sequence[Reasoned]) -> list[Reasoned]:
+    """The conditions that gave an `and` or `or` its value: those of that value, or the unknown."""
+    if type(value) is bool:
+        return [f for f in parts if f[0] is value]
+    return [f for f in parts if _is_unknown(f[0])]
+
+
+def _when(condition: Reasoned, body: Reasoned) -> Reasoned:
+    value = when3(condition[0], body[0])
+    if condition[0] is False:
+        return value, f"not applicable: {condition[1]}"
+    if condition[0] is True or body[0] is NA:
+        return value, body[1]
+    return value, _join((condition, body))
+
+
+class _Scope(NamedTuple):
+    """What a condition can see: the patient, the definitions, the list item being visited."""
+
+    p: Any
+    definitions: dict[str, Reasoned]
+    it: Any = None
+    at: str = ""
+
+
+def _value(ref: tuple[Any, ...], scope: _Scope) -> tuple[Any, str]:
+    """A value and its path ('' for a literal)."""
+    if ref[0] == "k":
+        return ref[1], ""
+    if ref[0] == "p":
+        return getattr(scope.p, ref[1]), ref[2]
+    return getattr(scope.it, ref[1]), f"{scope.at}.{ref[2]}"
+
+
+def _display(value: Any, unit: str, titer: bool) -> str:
+    return f"1:{value}" if titer and value is not NONE else show(value, unit)
+
+
+def _condition(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
+    tag = node[0]
+    if tag == "truth":
+        value, path = _value(node[1], scope)
+        result = truth(value, path)
+        if type(result) is tuple:
+            return result, _unknown(result, node[2])
+        return result, f"{path}: none recorded" if value is NONE else f"{path}: {'yes' if value else 'no'}"
+    if tag == "const":
+        return node[1], "always" if node[1] else "never"
+    if tag == "define":
+        return scope.definitions[node[1]]
+    if tag == "compare":
+        _, left_ref, op, right_ref, unit, right_text, titer = node
+        left, path = _value(left_ref, scope)
+        right, right_path = _value(right_ref, scope)
+        result = compare(left, op, right, path, right_path)
+        if type(result) is tuple:
+            return result, _unknown(result)
+        left = left.value if type(left) is Lab else left
+        right = right.value if type(right) is Lab else right
+        shown = _display(left, unit, titer)
+        if left is NONE or right is NONE:
+            return result, f"{path} {shown}"
+        other = f"{right_path} {_display(right, unit, titer)}" if right_path else right_text
+        return result, f"{path} {shown} {_SHOWN[op] if result else _NEGATED[op]} {other}"
+    if tag == "uln":
+        _, lab_ref, op, multiple, unit, multiple_text = node
+        lab, path = _value(lab_ref, scope)
+        result = compare_uln(lab, op, multiple, path)
+        if type(result) is tuple:
+            return result, _unknown(result)
+        if lab is NONE:
+            return result, f"{path}: none recorded"
+        return result, (f"{path} {show(lab.value, unit)} {_SHOWN[op] if result else _NEGATED[op]} "
+                        f"{multiple_text} × ULN ({show(scale(lab.uln, multiple), unit)})")
+    if tag == "between":
+        _, value_ref, low_ref, high_ref, unit, range_text, titer = node
+        value, path = _value(value_ref, scope)
+        low, low_path = _value(low_ref, scope)
+        high, high_path = _value(high_ref, scope)
+        result = between(value, low, high, path, low_path, high_path)
+        if type(result) is tuple:
+            return result, _unknown(result)
+        value = value.value if type(value) is Lab else value
+        shown = _display(value, unit, titer)
+        if value is NONE or low is NONE or high is NONE:
+            return result, f"{path} {shown}"
+        return result, f"{path} {shown} is {'within' if result else 'outside'} {range_text}"
+    if tag == "member":
+        _, value_ref, kind, members, members_text = node
+        value, path = _value(value_ref, scope)
+        result = member(value, kind, members, path)
+        if type(result) is tuple:
+            return result, _unknown(result)
+        if value is NONE:
+            return result, f"{path}: none recorded"
+        if value in members:
+            return result, f"{path} is {value}"
+        return result, f"{path} is {value}, not {members_text}"
+    if tag == "has":
+        _, value_ref, kind, members, members_text = node
+        value, path = _value(value_ref, scope)
+        result = has(value, kind, members, path)
+        if type(result) is tuple:
+            return result, _unknown(result)
+        found = members & (frozenset() if value is NONE else value)
+        if result:
+            return result, f"{path} include {', '.join(sorted(found))}"
+        if kind == "has_all":
+            return result, f"{path} lack {', '.join(sorted(members - found))}"
+        return result, f"{path} include none of {members_text}"
+    if tag == "window":
+        _, value_ref, kind, amount, unit, direction, anchor_ref, text = node
+        value, path = _value(value_ref, scope)
+        anchor, anchor_path = _value(anchor_ref, scope)
+        result = window(value, kind, amount, unit, direction, anchor, path, anchor_path)
+        if type(result) is tuple:
+            return result, _unknown(result)
+        if value is NONE or anchor is NONE:
+            return result, f"{path if value is NONE else anchor_path}: none recorded"
+        return result, (f"{path} {value.isoformat()} is {'' if result else 'not '}{text} "
+                        f"{anchor_path or 'the date'} {anchor.isoformat()}")
+    if tag == "not":
+        inner = _condition(node[1], scope)
+        return not3(inner[0]), inner[1]  # type: ignore[arg-type]
+    if tag == "and":
+        parts = [_condition(c, scope) for c in node[1]]
+        both = and3(v for v, _ in parts)  # type: ignore[misc]
+        return both, _join(_alike(both, parts))
+    if tag == "or":
+        parts = [_condition(c, scope) for c in node[1]]
+        either = or3(v for v, _ in parts)  # type: ignore[misc]
+        return either, _join(_alike(either, parts))
+    if tag == "at_least":
+        return _at_least(node[1], [_condition(c, scope) for c in node[2]])
+    if tag in ("any", "all", "count"):
+        return _quantified(node, scope)
+    raise AssertionError(f"no condition {tag!r}")
+
+
+def _quantified(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
+    tag = node[0]
+    items, path = _value(node[1], scope)
+    test = node[-1]
+    if items is None:
+        return (path,), _unknown((path,))
+    seq = () if items is NONE else items
+    facts: dict[str, Reasoned] = {}
+    for index, item in enumerate(seq):
+        at = f"{path}[{index}]"
+        facts[at] = (True, "") if test is None else _condition(test, _Scope(scope.p, scope.definitions, item, at))
+
+    def known(item: Any, at: str, p: Any, m: Any) -> Tri:
+        value = facts[at][0]
+        assert value is not NA
+        return value
+
+    parts = list(facts.values())
+    if tag == "count":
+        _, _, op, number, _ = node
+        result = count_items(items, op, number, path, known)
+        low = sum(1 for v, _ in parts if v is True)
+        unknown = [f for f in parts if _is_unknown(f[0])]
+        counted = f"{low}" if not unknown else f"{low} to {low + len(unknown)}"
+        reason = f"{counted} of {len(parts)} {path} match, needs {_SHOWN[op]} {number}"
+        return result, reason if type(result) is bool else f"{reason}: {_join(unknown)}"
+    if tag == "any":
+        result = any_item(items, path, known)
+        if result is False:
+            return result, f"no item of {path} matches ({len(parts)} recorded)"
+        if result is True:
+            return result, next(r for v, r in parts if v is True)
+        return result, _join(f for f in parts if _is_unknown(f[0]))
+    result = all_item(items, path, known)
+    if result is True:
+        return result, f"every item of {path} matches ({len(parts)} recorded)"
+    if result is False:
+        return result, _join(f for f in parts if f[0] is False)
+    return result, _join(f for f in parts if _is_unknown(f[0]))
+
+
+def _line(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
+    if node[0] == "when":
+        return _when(_condition(node[1], scope), _all([_line(line, scope) for line in node[2]]))
+    return _condition(node, scope)
+
+
+def _criterion(node: tuple[Any, ...], gate: Reasoned, scope: _Scope, out: list[Reasoned]) -> Reasoned:
+    _, _, index, applies, combine, count, parts = node
+    if applies is not None:
+        gate = _all([gate, _condition(applies, scope)])
+    facts: list[Reasoned] = []
+    for part in parts:
+        if part[0] == "criterion":
+            value = _criterion(part, gate, scope, out)[0]
+            facts.append((value, f"{part[1]} {outcome_of(value).value}"))
+        else:
+            facts.append(_line(part, scope))
+    if combine == "any":
+        body = _any(facts)
+    elif combine == "at_least":
+        body = _at_least(count, facts)
+    else:
+        body = _all(facts)
+    fact = _when(gate, body)
+    out[index] = fact
+    return fact
+
+
+def explain(criteria: Sequence[tuple[Any, ...]], definitions: Sequence[tuple[str, tuple[Any, ...]]],
+            p: Any, info: Sequence[CriterionInfo], judgments: frozenset[str]) -> Screening:
+    """The screening with every criterion's reason, from the criteria's description."""
+    scope = _Scope(p, {})
+    for attr, lines in definitions:
+        facts = [_condition(line, scope) for line in lines]
+        scope.definitions[attr] = facts[0] if len(facts) == 1 else _all(facts)
+    out: list[Reasoned] = [(NA, "")] * len(info)
+    refused = False
+    unknown: tuple[str, ...] | None = None
+    for node in criteria:
+        value = _criterion(node, (True, ""), scope, out)[0]
+        refusing = info[node[2]].section != "inclusion"  # the value that refuses the patient
+        if value is refusing:
+            refused = True
+        elif _is_unknown(value):
+            assert isinstance(value, tuple)
+            unknown = value if unknown is None else union(unknown, value)
+    assessed = assessment((v for v, _ in out), refused, unknown, judgments)
+    results = tuple(
+        CriterionResult(i.id, i.title, i.section, outcome, reason,
+                        tuple(value) if outcome is Outcome.UNKNOWN else ())  # type: ignore[arg-type]
+        for i, outcome, (value, reason) in zip(info, assessed.outcomes, out, strict=True))
+    return Screening(assessed.decision, results, assessed.missing, assessed.pending_judgments)
 
 
 # ---- reading records -----------------------------------------------------------------
@@ -871,285 +1363,6 @@ def _not_member(raw: object, members: Sequence[str]) -> str:
     return f"expected one of {', '.join(members)}, got {_kind(raw)}"
 
 
-def screen(criteria: Sequence[CriterionInfo], facts: Mapping[str, Fact],
-           judgments: frozenset[str]) -> Screening:
-    """The decision: ineligible on any failed inclusion or met exclusion; eligible only when
-    every inclusion is met (or not applicable) and every exclusion is not met (or not applicable)."""
-    results: list[CriterionResult] = []
-    blocking: list[Fact] = []
-    decided_no = False
-    for info in criteria:
-        fact = facts[info.id]
-        result = outcome(fact)
-        results.append(CriterionResult(info.id, info.title, info.section, result, fact.reason,
-                                       fact.missing if result is Outcome.UNKNOWN else ()))
-        if info.parent is not None:
-            continue
-        if result is Outcome.UNKNOWN:
-            blocking.append(fact)
-        elif result is (Outcome.NOT_MET if info.section == "inclusion" else Outcome.MET):
-            decided_no = True
-    if decided_no:
-        return Screening(Decision.INELIGIBLE, tuple(results), (), ())
-    if blocking:
-        paths = _union(blocking)
-        missing = tuple(p for p in paths if _field_of(p) not in judgments)
-        pending = tuple(p for p in paths if _field_of(p) in judgments)
-        return Screening(Decision.NEEDS_REVIEW, tuple(results), missing, pending)
-    return Screening(Decision.ELIGIBLE, tuple(results), (), ())
-
-
-# ---- the fast path: outcomes without reasons ------------------------------------------
-#
-# decide() and assess() work out the same three-valued outcomes as the facts above, without
-# writing reasons. A condition's value is True, False, or, when unknown, the tuple of the
-# paths whose absence leaves it unknown: sorted, without repeats, the `missing` of the Fact
-# the functions above would give. A criterion or `when` line may also be NA, not applicable.
-
-
-class NotApplicable(enum.Enum):
-    NA = "not applicable"
-
-
-NA = NotApplicable.NA
-
-
-class Unsure(tuple[str, ...]):
-    """An unknown value (its missing paths) that may also turn out not applicable: a `when`
-    whose condition is unknown. `requires at least` must not count it as a part that applies."""
-
-    __slots__ = ()
-
-
-def settle(unknown: tuple[str, ...], sure: bool) -> tuple[str, ...]:
-    """An unknown combination: surely applicable if `sure`, else perhaps not (Unsure)."""
-    if sure:
-        return unknown if type(unknown) is tuple else tuple(unknown)
-    return unknown if type(unknown) is Unsure else Unsure(unknown)
-
-
-Tri = bool | tuple[str, ...]
-TriNA = bool | tuple[str, ...] | NotApplicable
-
-
-class Unset(enum.Enum):
-    """A definition the fast path has not needed yet."""
-
-    UNSET = "unset"
-
-
-UNSET = Unset.UNSET
-
-
-def union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
-    """The paths missing from two unknowns, as `_union` gives them."""
-    if a == b or not b:
-        return a
-    if not a:
-        return b
-    return tuple(sorted({*a, *b}))
-
-
-def all3(values: Iterable[TriNA]) -> TriNA:
-    """`all_of` on values."""
-    applicable = sure = False
-    unknown: tuple[str, ...] | None = None
-    for value in values:
-        if value is False:
-            return False
-        if value is NA:
-            continue
-        applicable = True
-        if value is True:
-            sure = True
-        else:
-            sure = sure or type(value) is not Unsure
-            unknown = value if unknown is None else union(unknown, value)
-    if not applicable:
-        return NA
-    return True if unknown is None else settle(unknown, sure)
-
-
-def any3(values: Iterable[TriNA]) -> TriNA:
-    """`any_of` on values."""
-    applicable = sure = False
-    unknown: tuple[str, ...] | None = None
-    for value in values:
-        if value is True:
-            return True
-        if value is NA:
-            continue
-        applicable = True
-        if value is False:
-            sure = True
-        else:
-            sure = sure or type(value) is not Unsure
-            unknown = value if unknown is None else union(unknown, value)
-    if not applicable:
-        return NA
-    return False if unknown is None else settle(unknown, sure)
-
-
-def at_least3(count: int, values: Iterable[TriNA]) -> TriNA:
-    """`at_least` on values."""
-    applicable = sure = False
-    true = unknowns = 0
-    unknown: tuple[str, ...] = ()
-    for value in values:
-        if value is NA:
-            continue
-        applicable = True
-        if value is True:
-            true += 1
-            sure = True
-        elif value is False:
-            sure = True
-        else:
-            unknowns += 1
-            sure = sure or type(value) is not Unsure
-            unknown = union(unknown, value)
-    if not applicable:
-        return NA
-    if true >= count:
-        return True
-    if true + unknowns < count and sure:
-        return False
-    return settle(unknown, sure)
-
-
-def count3(count: int, values: Iterable[Tri]) -> Tri:
-    """`at least N of (…)` on conditions, which always apply."""
-    result = at_least3(count, values)
-    assert result is not NA
-    return result
-
-
-def when3(condition: TriNA, body: TriNA) -> TriNA:
-    """`when` on values."""
-    if condition is False:
-        return NA
-    if condition is True or body is NA:
-        return body
-    missing = () if condition is NA else condition
-    return Unsure(missing if body is True or body is False else union(missing, body))
-
-
-def between3(value: Any, low: Any, high: Any, path: str, low_path: str, high_path: str) -> Tri:
-    """`between` on values."""
-    if isinstance(value, Lab):
-        value = value.value
-    if value is None:
-        return _missing((value, path), (low, low_path), (high, high_path))
-    if value is NONE or low is NONE or high is NONE:
-        return False
-    above = None if low is None else bool(low <= value)
-    below = None if high is None else bool(value <= high)
-    if above is False or below is False:
-        return False
-    if above is None or below is None:
-        return _missing((low, low_path), (high, high_path))
-    return True
-
-
-def window3(value: datetime.date | Absent | None, kind: str, amount: int, unit: str,
-            direction: str, anchor: datetime.date | Absent | None, path: str,
-            anchor_path: str) -> Tri:
-    """`window` on values."""
-    if value is None or anchor is None:
-        missing = _missing((value, path), (anchor, anchor_path))
-        if missing:
-            return missing
-    if value is NONE or anchor is NONE:
-        return False
-    assert isinstance(value, datetime.date) and isinstance(anchor, datetime.date)
-    return window_holds(value, kind, amount, unit, direction, anchor)
-
-
-class Assessment(NamedTuple):
-    """What evaluate() finds, without the reasons: the decision, every criterion's outcome
-    (in the order of CRITERIA), and the missing facts and pending judgments."""
-
-    decision: Decision
-    outcomes: tuple[Outcome, ...]
-    missing: tuple[str, ...]
-    pending_judgments: tuple[str, ...]
-
-
-def assessment(outcomes: tuple[Outcome, ...], refused: bool, unknown: tuple[str, ...] | None,
-               judgments: frozenset[str]) -> Assessment:
-    """The decision as `screen` makes it, from the top-level values: `refused` if an inclusion
-    is not met or an exclusion is met; `unknown`, the missing paths, if any is unknown."""
-    if refused:
-        return Assessment(Decision.INELIGIBLE, outcomes, (), ())
-    if unknown is not None:
-        missing = tuple(p for p in unknown if _field_of(p) not in judgments)
-        pending = tuple(p for p in unknown if _field_of(p) in judgments)
-        return Assessment(Decision.NEEDS_REVIEW, outcomes, missing, pending)
-    return Assessment(Decision.ELIGIBLE, outcomes, (), ())
-
-
-class DeferredScreening(Screening):
-    """A Screening whose per-criterion results (reasons and missing facts) are worked out when
-    first read. The decision, outcomes, missing facts and pending judgments are known at once,
-    so screening many patients does not pay for reasons nobody reads. It equals, pickles and
-    prints as the Screening that `explain()` returns."""
-
-    __slots__ = ("_assessment", "_explain", "_explained", "_ids")
-    _assessment: Assessment
-    _explain: Callable[[], Screening]
-    _explained: Screening | None
-    _ids: tuple[str, ...]
-
-    def __init__(self, assessed: Assessment, ids: tuple[str, ...],
-                 explain: Callable[[], Screening]) -> None:
-        object.__setattr__(self, "decision", assessed.decision)
-        object.__setattr__(self, "missing", assessed.missing)
-        object.__setattr__(self, "pending_judgments", assessed.pending_judgments)
-        object.__setattr__(self, "_assessment", assessed)
-        object.__setattr__(self, "_ids", ids)
-        object.__setattr__(self, "_explain", explain)
-        object.__setattr__(self, "_explained", None)
-
-    @property
-    def criteria(self) -> tuple[CriterionResult, ...]:
-        return self.explain().criteria
-
-    @property
-    def assessment(self) -> Assessment:
-        return self._assessment
-
-    def explain(self) -> Screening:
-        explained = self._explained
-        if explained is None:
-            explained = self._explain()
-            object.__setattr__(self, "_explained", explained)
-        return explained
-
-    def outcome(self, criterion_id: str) -> Outcome:
-        try:
-            return self._assessment.outcomes[self._ids.index(criterion_id)]
-        except ValueError:
-            raise KeyError(criterion_id) from None
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Screening):
-            return NotImplemented
-        return self.explain() == (other.explain() if isinstance(other, DeferredScreening) else other)
-
-    def __hash__(self) -> int:
-        return hash(self.explain())
-
-    def __repr__(self) -> str:
-        return repr(self.explain())
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_plain, (self.explain(),))
-
-
-def _plain(screening: Screening) -> Screening:
-    return screening
-
-
 def _field_of(path: str) -> str:
     return re.split(r"[.\[]", path, maxsplit=1)[0]
 # --- end runtime ---
@@ -1412,7 +1625,7 @@ _UNITS_3: dict[str, Exact] = {'g/dL': Decimal('10')}
 _UNITS_4: dict[str, Exact] = {'10^3/uL': Decimal('1')}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TreatmentRecord:
     """One Treatment item of a patient's list."""
 
@@ -1439,14 +1652,18 @@ def _read_Treatment(raw: object, at: str, pr: list[Problem]) -> TreatmentRecord 
         return None
     assert isinstance(raw, dict)
     return TreatmentRecord(
-        agent=None if (v := raw.get('agent')) is None else v if type(v) is str else read_text(v, at + '.agent', pr),
-        immunosuppressive=None if (v := raw.get('immunosuppressive')) is None else v if v is True or v is False else read_bool(v, at + '.immunosuppressive', pr),
-        start=None if (v := raw.get('start')) is None else read_date_fast(v, at + '.start', pr),
-        end=None if (v := raw.get('end')) is None else read_date_fast(v, at + '.end', pr),
+        # agent
+        None if (v := raw.get('agent')) is None else v if type(v) is str else read_text(v, at + '.agent', pr),
+        # immunosuppressive
+        None if (v := raw.get('immunosuppressive')) is None else v if v is True or v is False else read_bool(v, at + '.immunosuppressive', pr),
+        # start
+        None if (v := raw.get('start')) is None else read_date_fast(v, at + '.start', pr),
+        # end
+        None if (v := raw.get('end')) is None else read_date_fast(v, at + '.end', pr),
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MalignancyRecord:
     """One Malignancy item of a patient's list."""
 
@@ -1471,15 +1688,19 @@ def _read_Malignancy(raw: object, at: str, pr: list[Problem]) -> MalignancyRecor
         return None
     assert isinstance(raw, dict)
     return MalignancyRecord(
-        kind=None if (v := raw.get('kind')) is None else v if type(v) is str and v in _MEMBERS_MalignancyKind else read_enum(v, at + '.kind', pr, _ENUM_MalignancyKind),
-        adequately_treated=None if (v := raw.get('adequately_treated')) is None else v if v is True or v is False else read_bool(v, at + '.adequately_treated', pr),
-        radical_surgery=(NONE if 'radical_surgery' in raw else None) if (v := raw.get('radical_surgery')) is None else v if v is True or v is False else read_bool(v, at + '.radical_surgery', pr),
+        # kind
+        None if (v := raw.get('kind')) is None else v if type(v) is str and v in _MEMBERS_MalignancyKind else read_enum(v, at + '.kind', pr, _ENUM_MalignancyKind),
+        # adequately_treated
+        None if (v := raw.get('adequately_treated')) is None else v if v is True or v is False else read_bool(v, at + '.adequately_treated', pr),
+        # radical_surgery
+        (NONE if 'radical_surgery' in raw else None) if (v := raw.get('radical_surgery')) is None else v if v is True or v is False else read_bool(v, at + '.radical_surgery', pr),
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Patient:
-    """One patient's record, read and converted to canonical units."""
+    """One patient's record, read and converted to canonical units (built positionally:
+    reading the record is most of the work of deciding)."""
 
     screening: datetime.date | Absent | None
     age: int | Absent | None
@@ -1624,832 +1845,169 @@ def _read(record: object, pr: list[Problem]) -> Patient:
     raw = record if fast or check_keys(record, "", _PATIENT_KEYS, pr) else {}
     assert isinstance(raw, dict)
     return Patient(
-        screening=None if (v := raw.get('screening')) is None else read_date_fast(v, 'screening', pr),
-        age=None if (v := raw.get('age')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'age', pr),
-        sex=None if (v := raw.get('sex')) is None else v if type(v) is str and v in _MEMBERS_Sex else read_enum(v, 'sex', pr, _ENUM_Sex),
-        consent_signed=None if (v := raw.get('consent_signed')) is None else v if v is True or v is False else read_bool(v, 'consent_signed', pr),
-        diagnosis=None if (v := raw.get('diagnosis')) is None else v if type(v) is str and v in _MEMBERS_Disease else read_enum(v, 'diagnosis', pr, _ENUM_Disease),
-        diagnosis_date=None if (v := raw.get('diagnosis_date')) is None else read_date_fast(v, 'diagnosis_date', pr),
-        classification_met=None if (v := raw.get('classification_met')) is None else v if v is True or v is False else read_bool(v, 'classification_met', pr),
-        ana=None if (v := raw.get('ana')) is None else read_titer_fast(v, 'ana', pr),
-        anti_dsdna=None if (v := raw.get('anti_dsdna')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'anti_dsdna', pr, _ENUM_TestResult),
-        anti_ssa=None if (v := raw.get('anti_ssa')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'anti_ssa', pr, _ENUM_TestResult),
-        anti_scl70=None if (v := raw.get('anti_scl70')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'anti_scl70', pr, _ENUM_TestResult),
-        myositis_antibodies=None if (v := raw.get('myositis_antibodies')) is None else read_set_fast(v, 'myositis_antibodies', pr, _ENUM_MyositisAntibody, _MEMBERS_MyositisAntibody),
-        anca=None if (v := raw.get('anca')) is None else read_set_fast(v, 'anca', pr, _ENUM_AncaAntibody, _MEMBERS_AncaAntibody),
-        treatments=None if (v := raw.get('treatments')) is None else read_list(v, 'treatments', pr, _read_Treatment),
-        intolerant_to_standard_therapy=None if (v := raw.get('intolerant_to_standard_therapy')) is None else v if v is True or v is False else read_bool(v, 'intolerant_to_standard_therapy', pr),
-        relative_contraindication=None if (v := raw.get('relative_contraindication')) is None else v if v is True or v is False else read_bool(v, 'relative_contraindication', pr),
-        sledai=None if (v := raw.get('sledai')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'sledai', pr),
-        essdai=None if (v := raw.get('essdai')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'essdai', pr),
-        mrss=None if (v := raw.get('mrss')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'mrss', pr),
-        ild=None if (v := raw.get('ild')) is None else v if v is True or v is False else read_bool(v, 'ild', pr),
-        bvas=None if (v := raw.get('bvas')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'bvas', pr),
-        rash_vas=None if (v := raw.get('rash_vas')) is None else read_quantity_fast(v, 'rash_vas', pr, 'cm', _UNITS_1),
-        active_muscle_inflammation=None if (v := raw.get('active_muscle_inflammation')) is None else v if v is True or v is False else read_bool(v, 'active_muscle_inflammation', pr),
-        mmt8=None if (v := raw.get('mmt8')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'mmt8', pr),
-        patient_global_vas=None if (v := raw.get('patient_global_vas')) is None else read_quantity_fast(v, 'patient_global_vas', pr, 'cm', _UNITS_1),
-        physician_global_vas=None if (v := raw.get('physician_global_vas')) is None else read_quantity_fast(v, 'physician_global_vas', pr, 'cm', _UNITS_1),
-        haq_di=None if (v := raw.get('haq_di')) is None else read_decimal_fast(v, 'haq_di', pr),
-        extramuscular_vas=None if (v := raw.get('extramuscular_vas')) is None else read_quantity_fast(v, 'extramuscular_vas', pr, 'cm', _UNITS_1),
-        ck=None if (v := raw.get('ck')) is None else read_lab_fast(v, 'ck', pr, 'U/L', _UNITS_2),
-        aldolase=None if (v := raw.get('aldolase')) is None else read_lab_fast(v, 'aldolase', pr, 'U/L', _UNITS_2),
-        ldh=None if (v := raw.get('ldh')) is None else read_lab_fast(v, 'ldh', pr, 'U/L', _UNITS_2),
-        ecog=None if (v := raw.get('ecog')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'ecog', pr),
-        hemoglobin=None if (v := raw.get('hemoglobin')) is None else read_quantity_fast(v, 'hemoglobin', pr, 'g/L', _UNITS_3),
-        platelets=None if (v := raw.get('platelets')) is None else read_quantity_fast(v, 'platelets', pr, '10^9/L', _UNITS_4),
-        lvef=None if (v := raw.get('lvef')) is None else read_quantity_fast(v, 'lvef', pr, '%', _UNITS_2),
-        ecg_normal=None if (v := raw.get('ecg_normal')) is None else v if v is True or v is False else read_bool(v, 'ecg_normal', pr),
-        egfr=None if (v := raw.get('egfr')) is None else read_quantity_fast(v, 'egfr', pr, 'mL/min/1.73m2', _UNITS_2),
-        ast=None if (v := raw.get('ast')) is None else read_lab_fast(v, 'ast', pr, 'U/L', _UNITS_2),
-        alt=None if (v := raw.get('alt')) is None else read_lab_fast(v, 'alt', pr, 'U/L', _UNITS_2),
-        bilirubin=None if (v := raw.get('bilirubin')) is None else read_lab_fast(v, 'bilirubin', pr, 'umol/L', _UNITS_2),
-        collection_feasible=None if (v := raw.get('collection_feasible')) is None else v if v is True or v is False else read_bool(v, 'collection_feasible', pr),
-        collection_contraindicated=None if (v := raw.get('collection_contraindicated')) is None else v if v is True or v is False else read_bool(v, 'collection_contraindicated', pr),
-        childbearing_potential=None if (v := raw.get('childbearing_potential')) is None else v if v is True or v is False else read_bool(v, 'childbearing_potential', pr),
-        urine_pregnancy_test=None if (v := raw.get('urine_pregnancy_test')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'urine_pregnancy_test', pr, _ENUM_TestResult),
-        contraception_agreed=None if (v := raw.get('contraception_agreed')) is None else v if v is True or v is False else read_bool(v, 'contraception_agreed', pr),
-        prior_car_t=None if (v := raw.get('prior_car_t')) is None else v if v is True or v is False else read_bool(v, 'prior_car_t', pr),
-        severe_disorders=None if (v := raw.get('severe_disorders')) is None else read_set_fast(v, 'severe_disorders', pr, _ENUM_OrganSystem, _MEMBERS_OrganSystem),
-        disorder_outweighs=None if (v := raw.get('disorder_outweighs')) is None else v if v is True or v is False else read_bool(v, 'disorder_outweighs', pr),
-        last_systemic_infection=(NONE if 'last_systemic_infection' in raw else None) if (v := raw.get('last_systemic_infection')) is None else read_date_fast(v, 'last_systemic_infection', pr),
-        hbsag=None if (v := raw.get('hbsag')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'hbsag', pr, _ENUM_TestResult),
-        hbcab=None if (v := raw.get('hbcab')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'hbcab', pr, _ENUM_TestResult),
-        hbv_dna=None if (v := raw.get('hbv_dna')) is None else read_lab_fast(v, 'hbv_dna', pr, 'IU/mL', _UNITS_2),
-        hcv_antibody=None if (v := raw.get('hcv_antibody')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'hcv_antibody', pr, _ENUM_TestResult),
-        hcv_rna=None if (v := raw.get('hcv_rna')) is None else read_lab_fast(v, 'hcv_rna', pr, 'IU/mL', _UNITS_2),
-        hiv_antibody=None if (v := raw.get('hiv_antibody')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'hiv_antibody', pr, _ENUM_TestResult),
-        syphilis=None if (v := raw.get('syphilis')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'syphilis', pr, _ENUM_TestResult),
-        cmv_dna=None if (v := raw.get('cmv_dna')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'cmv_dna', pr, _ENUM_TestResult),
-        last_live_vaccine=(NONE if 'last_live_vaccine' in raw else None) if (v := raw.get('last_live_vaccine')) is None else read_date_fast(v, 'last_live_vaccine', pr),
-        pregnant=None if (v := raw.get('pregnant')) is None else v if v is True or v is False else read_bool(v, 'pregnant', pr),
-        breastfeeding=None if (v := raw.get('breastfeeding')) is None else v if v is True or v is False else read_bool(v, 'breastfeeding', pr),
-        pregnancy_planned=None if (v := raw.get('pregnancy_planned')) is None else v if v is True or v is False else read_bool(v, 'pregnancy_planned', pr),
-        malignancies=None if (v := raw.get('malignancies')) is None else read_list(v, 'malignancies', pr, _read_Malignancy),
-        last_other_study=(NONE if 'last_other_study' in raw else None) if (v := raw.get('last_other_study')) is None else read_date_fast(v, 'last_other_study', pr),
-        unsuitable=None if (v := raw.get('unsuitable')) is None else v if v is True or v is False else read_bool(v, 'unsuitable', pr),
+        # screening
+        None if (v := raw.get('screening')) is None else read_date_fast(v, 'screening', pr),
+        # age
+        None if (v := raw.get('age')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'age', pr),
+        # sex
+        None if (v := raw.get('sex')) is None else v if type(v) is str and v in _MEMBERS_Sex else read_enum(v, 'sex', pr, _ENUM_Sex),
+        # consent_signed
+        None if (v := raw.get('consent_signed')) is None else v if v is True or v is False else read_bool(v, 'consent_signed', pr),
+        # diagnosis
+        None if (v := raw.get('diagnosis')) is None else v if type(v) is str and v in _MEMBERS_Disease else read_enum(v, 'diagnosis', pr, _ENUM_Disease),
+        # diagnosis_date
+        None if (v := raw.get('diagnosis_date')) is None else read_date_fast(v, 'diagnosis_date', pr),
+        # classification_met
+        None if (v := raw.get('classification_met')) is None else v if v is True or v is False else read_bool(v, 'classification_met', pr),
+        # ana
+        None if (v := raw.get('ana')) is None else read_titer_fast(v, 'ana', pr),
+        # anti_dsdna
+        None if (v := raw.get('anti_dsdna')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'anti_dsdna', pr, _ENUM_TestResult),
+        # anti_ssa
+        None if (v := raw.get('anti_ssa')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'anti_ssa', pr, _ENUM_TestResult),
+        # anti_scl70
+        None if (v := raw.get('anti_scl70')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'anti_scl70', pr, _ENUM_TestResult),
+        # myositis_antibodies
+        None if (v := raw.get('myositis_antibodies')) is None else read_set_fast(v, 'myositis_antibodies', pr, _ENUM_MyositisAntibody, _MEMBERS_MyositisAntibody),
+        # anca
+        None if (v := raw.get('anca')) is None else read_set_fast(v, 'anca', pr, _ENUM_AncaAntibody, _MEMBERS_AncaAntibody),
+        # treatments
+        None if (v := raw.get('treatments')) is None else read_list(v, 'treatments', pr, _read_Treatment),
+        # intolerant_to_standard_therapy
+        None if (v := raw.get('intolerant_to_standard_therapy')) is None else v if v is True or v is False else read_bool(v, 'intolerant_to_standard_therapy', pr),
+        # relative_contraindication
+        None if (v := raw.get('relative_contraindication')) is None else v if v is True or v is False else read_bool(v, 'relative_contraindication', pr),
+        # sledai
+        None if (v := raw.get('sledai')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'sledai', pr),
+        # essdai
+        None if (v := raw.get('essdai')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'essdai', pr),
+        # mrss
+        None if (v := raw.get('mrss')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'mrss', pr),
+        # ild
+        None if (v := raw.get('ild')) is None else v if v is True or v is False else read_bool(v, 'ild', pr),
+        # bvas
+        None if (v := raw.get('bvas')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'bvas', pr),
+        # rash_vas
+        None if (v := raw.get('rash_vas')) is None else read_quantity_fast(v, 'rash_vas', pr, 'cm', _UNITS_1),
+        # active_muscle_inflammation
+        None if (v := raw.get('active_muscle_inflammation')) is None else v if v is True or v is False else read_bool(v, 'active_muscle_inflammation', pr),
+        # mmt8
+        None if (v := raw.get('mmt8')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'mmt8', pr),
+        # patient_global_vas
+        None if (v := raw.get('patient_global_vas')) is None else read_quantity_fast(v, 'patient_global_vas', pr, 'cm', _UNITS_1),
+        # physician_global_vas
+        None if (v := raw.get('physician_global_vas')) is None else read_quantity_fast(v, 'physician_global_vas', pr, 'cm', _UNITS_1),
+        # haq_di
+        None if (v := raw.get('haq_di')) is None else read_decimal_fast(v, 'haq_di', pr),
+        # extramuscular_vas
+        None if (v := raw.get('extramuscular_vas')) is None else read_quantity_fast(v, 'extramuscular_vas', pr, 'cm', _UNITS_1),
+        # ck
+        None if (v := raw.get('ck')) is None else read_lab_fast(v, 'ck', pr, 'U/L', _UNITS_2),
+        # aldolase
+        None if (v := raw.get('aldolase')) is None else read_lab_fast(v, 'aldolase', pr, 'U/L', _UNITS_2),
+        # ldh
+        None if (v := raw.get('ldh')) is None else read_lab_fast(v, 'ldh', pr, 'U/L', _UNITS_2),
+        # ecog
+        None if (v := raw.get('ecog')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'ecog', pr),
+        # hemoglobin
+        None if (v := raw.get('hemoglobin')) is None else read_quantity_fast(v, 'hemoglobin', pr, 'g/L', _UNITS_3),
+        # platelets
+        None if (v := raw.get('platelets')) is None else read_quantity_fast(v, 'platelets', pr, '10^9/L', _UNITS_4),
+        # lvef
+        None if (v := raw.get('lvef')) is None else read_quantity_fast(v, 'lvef', pr, '%', _UNITS_2),
+        # ecg_normal
+        None if (v := raw.get('ecg_normal')) is None else v if v is True or v is False else read_bool(v, 'ecg_normal', pr),
+        # egfr
+        None if (v := raw.get('egfr')) is None else read_quantity_fast(v, 'egfr', pr, 'mL/min/1.73m2', _UNITS_2),
+        # ast
+        None if (v := raw.get('ast')) is None else read_lab_fast(v, 'ast', pr, 'U/L', _UNITS_2),
+        # alt
+        None if (v := raw.get('alt')) is None else read_lab_fast(v, 'alt', pr, 'U/L', _UNITS_2),
+        # bilirubin
+        None if (v := raw.get('bilirubin')) is None else read_lab_fast(v, 'bilirubin', pr, 'umol/L', _UNITS_2),
+        # collection_feasible
+        None if (v := raw.get('collection_feasible')) is None else v if v is True or v is False else read_bool(v, 'collection_feasible', pr),
+        # collection_contraindicated
+        None if (v := raw.get('collection_contraindicated')) is None else v if v is True or v is False else read_bool(v, 'collection_contraindicated', pr),
+        # childbearing_potential
+        None if (v := raw.get('childbearing_potential')) is None else v if v is True or v is False else read_bool(v, 'childbearing_potential', pr),
+        # urine_pregnancy_test
+        None if (v := raw.get('urine_pregnancy_test')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'urine_pregnancy_test', pr, _ENUM_TestResult),
+        # contraception_agreed
+        None if (v := raw.get('contraception_agreed')) is None else v if v is True or v is False else read_bool(v, 'contraception_agreed', pr),
+        # prior_car_t
+        None if (v := raw.get('prior_car_t')) is None else v if v is True or v is False else read_bool(v, 'prior_car_t', pr),
+        # severe_disorders
+        None if (v := raw.get('severe_disorders')) is None else read_set_fast(v, 'severe_disorders', pr, _ENUM_OrganSystem, _MEMBERS_OrganSystem),
+        # disorder_outweighs
+        None if (v := raw.get('disorder_outweighs')) is None else v if v is True or v is False else read_bool(v, 'disorder_outweighs', pr),
+        # last_systemic_infection
+        (NONE if 'last_systemic_infection' in raw else None) if (v := raw.get('last_systemic_infection')) is None else read_date_fast(v, 'last_systemic_infection', pr),
+        # hbsag
+        None if (v := raw.get('hbsag')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'hbsag', pr, _ENUM_TestResult),
+        # hbcab
+        None if (v := raw.get('hbcab')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'hbcab', pr, _ENUM_TestResult),
+        # hbv_dna
+        None if (v := raw.get('hbv_dna')) is None else read_lab_fast(v, 'hbv_dna', pr, 'IU/mL', _UNITS_2),
+        # hcv_antibody
+        None if (v := raw.get('hcv_antibody')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'hcv_antibody', pr, _ENUM_TestResult),
+        # hcv_rna
+        None if (v := raw.get('hcv_rna')) is None else read_lab_fast(v, 'hcv_rna', pr, 'IU/mL', _UNITS_2),
+        # hiv_antibody
+        None if (v := raw.get('hiv_antibody')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'hiv_antibody', pr, _ENUM_TestResult),
+        # syphilis
+        None if (v := raw.get('syphilis')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'syphilis', pr, _ENUM_TestResult),
+        # cmv_dna
+        None if (v := raw.get('cmv_dna')) is None else v if type(v) is str and v in _MEMBERS_TestResult else read_enum(v, 'cmv_dna', pr, _ENUM_TestResult),
+        # last_live_vaccine
+        (NONE if 'last_live_vaccine' in raw else None) if (v := raw.get('last_live_vaccine')) is None else read_date_fast(v, 'last_live_vaccine', pr),
+        # pregnant
+        None if (v := raw.get('pregnant')) is None else v if v is True or v is False else read_bool(v, 'pregnant', pr),
+        # breastfeeding
+        None if (v := raw.get('breastfeeding')) is None else v if v is True or v is False else read_bool(v, 'breastfeeding', pr),
+        # pregnancy_planned
+        None if (v := raw.get('pregnancy_planned')) is None else v if v is True or v is False else read_bool(v, 'pregnancy_planned', pr),
+        # malignancies
+        None if (v := raw.get('malignancies')) is None else read_list(v, 'malignancies', pr, _read_Malignancy),
+        # last_other_study
+        (NONE if 'last_other_study' in raw else None) if (v := raw.get('last_other_study')) is None else read_date_fast(v, 'last_other_study', pr),
+        # unsuitable
+        None if (v := raw.get('unsuitable')) is None else v if v is True or v is False else read_bool(v, 'unsuitable', pr),
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Derived:
-    """The protocol's definitions, evaluated once per patient."""
-
-    ana_above_1_80: Fact
-    refractory: Fact
-    csm_patient_vas: Fact
-    csm_physician_vas: Fact
-    csm_haq: Fact
-    csm_muscle_enzyme: Fact
-    csm_extramuscular: Fact
-    hepatitis_b_replicating: Fact
-    hepatitis_c_replicating: Fact
-
-
-def _derive(p: Patient) -> Derived:
-    # line 9: define ana_above_1_80 "ANA above 1:80": ana > 1:80
-    def_ana_above_1_80 = compare(p.ana, '>', 80, 'ana', '', '', '1:80', titer=True)
-    # line 11: define refractory "Refractory to, intolerant of or contraindicated for standard therapy"
-    def_refractory = any_of(
-        count(
-            '>=',
-            2,
-            p.treatments,
-            'treatments',
-            lambda it, at: all_of(
-                truth(it.immunosuppressive, at + '.immunosuppressive'),
-                window(
-                    it.end,
-                    'at_least',
-                    6,
-                    'months',
-                    'after',
-                    it.start,
-                    at + '.end',
-                    at + '.start',
-                    'at least 6 months after',
-                ),
-            ),
-        ),
-        truth(p.intolerant_to_standard_therapy, 'intolerant_to_standard_therapy'),
-        truth(p.relative_contraindication, 'relative_contraindication'),
-    )
-    # line 15: define csm_patient_vas "(a) Patient global activity VAS ≥ 2.0 cm": patient_global_vas >= 2.0 cm
-    def_csm_patient_vas = compare(
-        p.patient_global_vas,
-        '>=',
-        Decimal('2'),
-        'patient_global_vas',
-        '',
-        'cm',
-        '2.0 cm',
-    )
-    # line 16: define csm_physician_vas "(b) Physician global activity VAS ≥ 2.0 cm": physician_global_vas >= 2.0 cm
-    def_csm_physician_vas = compare(
-        p.physician_global_vas,
-        '>=',
-        Decimal('2'),
-        'physician_global_vas',
-        '',
-        'cm',
-        '2.0 cm',
-    )
-    # line 17: define csm_haq "(c) HAQ disability index ≥ 0.25": haq_di >= 0.25
-    def_csm_haq = compare(p.haq_di, '>=', Decimal('0.25'), 'haq_di', '', '', '0.25')
-    # line 18: define csm_muscle_enzyme "(d) At least one muscle enzyme (CK, aldolase, LDH, ALT, AST) ≥ 1.3 × ULN"
-    def_csm_muscle_enzyme = at_least(
-        1,
-        compare_uln(p.ck, '>=', Decimal('1.3'), 'ck', 'U/L', '1.3'),
-        compare_uln(p.aldolase, '>=', Decimal('1.3'), 'aldolase', 'U/L', '1.3'),
-        compare_uln(p.ldh, '>=', Decimal('1.3'), 'ldh', 'U/L', '1.3'),
-        compare_uln(p.alt, '>=', Decimal('1.3'), 'alt', 'U/L', '1.3'),
-        compare_uln(p.ast, '>=', Decimal('1.3'), 'ast', 'U/L', '1.3'),
-    )
-    # line 20: define csm_extramuscular "(e) Extramuscular disease activity VAS ≥ 1.0 cm"
-    def_csm_extramuscular = compare(
-        p.extramuscular_vas,
-        '>=',
-        Decimal('1'),
-        'extramuscular_vas',
-        '',
-        'cm',
-        '1.0 cm',
-    )
-    # line 24: define hepatitis_b_replicating "HBsAg or HBcAb positive with HBV DNA above the reference range"
-    def_hepatitis_b_replicating = all_of(
-        # line 25: hbsag is positive or hbcab is positive
-        any_of(
-            member(p.hbsag, 'is', frozenset({'positive'}), 'hbsag', 'positive'),
-            member(p.hbcab, 'is', frozenset({'positive'}), 'hbcab', 'positive'),
-        ),
-        # line 26: hbv_dna > 1 x ULN
-        compare_uln(p.hbv_dna, '>', Decimal('1'), 'hbv_dna', 'IU/mL', '1'),
-    )
-    # line 28: define hepatitis_c_replicating "HCV antibody positive with HCV RNA above the reference range"
-    def_hepatitis_c_replicating = all_of(
-        # line 29: hcv_antibody is positive
-        member(p.hcv_antibody, 'is', frozenset({'positive'}), 'hcv_antibody', 'positive'),
-        # line 30: hcv_rna > 1 x ULN
-        compare_uln(p.hcv_rna, '>', Decimal('1'), 'hcv_rna', 'IU/mL', '1'),
-    )
-    return Derived(
-        ana_above_1_80=def_ana_above_1_80,
-        refractory=def_refractory,
-        csm_patient_vas=def_csm_patient_vas,
-        csm_physician_vas=def_csm_physician_vas,
-        csm_haq=def_csm_haq,
-        csm_muscle_enzyme=def_csm_muscle_enzyme,
-        csm_extramuscular=def_csm_extramuscular,
-        hepatitis_b_replicating=def_hepatitis_b_replicating,
-        hepatitis_c_replicating=def_hepatitis_c_replicating,
-    )
-
-
-def _crit_I1(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 35: I1 "Age 18–75 years, male or female, signed informed consent"
-    fact = when(
-        gate,
-        all_of(
-            # line 36: age between 18 and 75
-            between(p.age, 18, 75, 'age', '', '', '', '18–75'),
-            # line 37: consent_signed
-            truth(p.consent_signed, 'consent_signed'),
-        ),
-    )
-    out['I1'] = fact
-    return fact
-
-
-def _crit_I2(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 40: I2 "Diagnosis of one of the following diseases" requires any
-    fact = when(
-        gate,
-        any_of(
-            # I2.1 Systemic lupus erythematosus (SLE)
-            summary('I2.1', _crit_I2_1(p, d, gate, out)),
-            # I2.2 Sjögren's syndrome (SS)
-            summary('I2.2', _crit_I2_2(p, d, gate, out)),
-            # I2.3 Systemic sclerosis (SSc)
-            summary('I2.3', _crit_I2_3(p, d, gate, out)),
-            # I2.4 Dermatomyositis (DM)
-            summary('I2.4', _crit_I2_4(p, d, gate, out)),
-            # I2.5 ANCA-associated vasculitis (ANCA-AAV)
-            summary('I2.5', _crit_I2_5(p, d, gate, out)),
-        ),
-    )
-    out['I2'] = fact
-    return fact
-
-
-def _crit_I2_1(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 41: I2.1 "Systemic lupus erythematosus (SLE)"
-    fact = when(
-        gate,
-        all_of(
-            # line 42: diagnosis is SLE
-            member(p.diagnosis, 'is', frozenset({'SLE'}), 'diagnosis', 'SLE'),
-            # line 43: classification_met
-            truth(p.classification_met, 'classification_met'),
-            # line 44: ana_above_1_80 or anti_dsdna is positive
-            any_of(
-                d.ana_above_1_80,
-                member(p.anti_dsdna, 'is', frozenset({'positive'}), 'anti_dsdna', 'positive'),
-            ),
-        ),
-    )
-    out['I2.1'] = fact
-    return fact
-
-
-def _crit_I2_2(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 46: I2.2 "Sjögren's syndrome (SS)"
-    fact = when(
-        gate,
-        all_of(
-            # line 47: diagnosis is SS
-            member(p.diagnosis, 'is', frozenset({'SS'}), 'diagnosis', 'SS'),
-            # line 48: classification_met
-            truth(p.classification_met, 'classification_met'),
-            # line 49: anti_ssa is positive
-            member(p.anti_ssa, 'is', frozenset({'positive'}), 'anti_ssa', 'positive'),
-        ),
-    )
-    out['I2.2'] = fact
-    return fact
-
-
-def _crit_I2_3(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 51: I2.3 "Systemic sclerosis (SSc)"
-    fact = when(
-        gate,
-        all_of(
-            # line 52: diagnosis is SSc
-            member(p.diagnosis, 'is', frozenset({'SSc'}), 'diagnosis', 'SSc'),
-            # line 53: classification_met
-            truth(p.classification_met, 'classification_met'),
-            # line 54: ana_above_1_80 or anti_scl70 is positive
-            any_of(
-                d.ana_above_1_80,
-                member(p.anti_scl70, 'is', frozenset({'positive'}), 'anti_scl70', 'positive'),
-            ),
-        ),
-    )
-    out['I2.3'] = fact
-    return fact
-
-
-def _crit_I2_4(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 56: I2.4 "Dermatomyositis (DM)"
-    fact = when(
-        gate,
-        all_of(
-            # line 57: diagnosis is DM
-            member(p.diagnosis, 'is', frozenset({'DM'}), 'diagnosis', 'DM'),
-            # line 58: classification_met
-            truth(p.classification_met, 'classification_met'),
-            # line 59: myositis_antibodies has any of (Jo1, Zo, EJ, PL7, KS, OJ, PL12, YRS, NXP2, TIF1g, Mi2, SAE, MDA5, SRP, HMGCR)
-            has(
-                p.myositis_antibodies,
-                'has_any',
-                frozenset({'EJ', 'HMGCR', 'Jo1', 'KS', 'MDA5', 'Mi2', 'NXP2', 'OJ', 'PL12', 'PL7', 'SAE', 'SRP', 'TIF1g', 'YRS', 'Zo'}),
-                'myositis_antibodies',
-                'any of the 15 listed',
-            ),
-        ),
-    )
-    out['I2.4'] = fact
-    return fact
-
-
-def _crit_I2_5(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 61: I2.5 "ANCA-associated vasculitis (ANCA-AAV)"
-    fact = when(
-        gate,
-        all_of(
-            # line 62: diagnosis is AAV
-            member(p.diagnosis, 'is', frozenset({'AAV'}), 'diagnosis', 'AAV'),
-            # line 63: classification_met
-            truth(p.classification_met, 'classification_met'),
-            # line 64: anca has any of (cANCA, pANCA, PR3, MPO)
-            has(
-                p.anca,
-                'has_any',
-                frozenset({'MPO', 'PR3', 'cANCA', 'pANCA'}),
-                'anca',
-                'cANCA, pANCA, PR3, MPO',
-            ),
-        ),
-    )
-    out['I2.5'] = fact
-    return fact
-
-
-def _crit_I3(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 67: I3 "Refractory disease whose activity meets the criterion for its diagnosis"
-    fact = when(
-        gate,
-        all_of(
-            # line 68: refractory
-            d.refractory,
-            # I3.1 For SLE patients, SLEDAI ≥ 8 points
-            summary('I3.1', _crit_I3_1(p, d, gate, out)),
-            # I3.2 For SS patients, ESSDAI ≥ 14 points
-            summary('I3.2', _crit_I3_2(p, d, gate, out)),
-            # I3.3 For SSc patients, mRSS 10–35 (inclusive) with interstitial lung disease
-            summary('I3.3', _crit_I3_3(p, d, gate, out)),
-            # I3.4 For DM patients, 1 year after diagnosis, and conditions ①–③
-            summary('I3.4', _crit_I3_4(p, d, gate, out)),
-            # I3.5 For ANCA-AAV patients, BVAS ≥ 15 and ANCA antibody positive
-            summary('I3.5', _crit_I3_5(p, d, gate, out)),
-        ),
-    )
-    out['I3'] = fact
-    return fact
-
-
-def _crit_I3_1(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 70: I3.1 "For SLE patients, SLEDAI ≥ 8 points" when diagnosis is SLE
-    gate = all_of(gate, member(p.diagnosis, 'is', frozenset({'SLE'}), 'diagnosis', 'SLE'))
-    fact = when(gate, all_of(compare(p.sledai, '>=', 8, 'sledai', '', '', '8')))
-    out['I3.1'] = fact
-    return fact
-
-
-def _crit_I3_2(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 72: I3.2 "For SS patients, ESSDAI ≥ 14 points" when diagnosis is SS
-    gate = all_of(gate, member(p.diagnosis, 'is', frozenset({'SS'}), 'diagnosis', 'SS'))
-    fact = when(gate, all_of(compare(p.essdai, '>=', 14, 'essdai', '', '', '14')))
-    out['I3.2'] = fact
-    return fact
-
-
-def _crit_I3_3(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 74: I3.3 "For SSc patients, mRSS 10–35 (inclusive) with interstitial lung disease" when diagnosis is SSc
-    gate = all_of(gate, member(p.diagnosis, 'is', frozenset({'SSc'}), 'diagnosis', 'SSc'))
-    fact = when(
-        gate,
-        all_of(
-            # line 75: mrss between 10 and 35
-            between(p.mrss, 10, 35, 'mrss', '', '', '', '10–35'),
-            # line 76: ild
-            truth(p.ild, 'ild'),
-        ),
-    )
-    out['I3.3'] = fact
-    return fact
-
-
-def _crit_I3_4(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 77: I3.4 "For DM patients, 1 year after diagnosis, and conditions ①–③" when diagnosis is DM
-    gate = all_of(gate, member(p.diagnosis, 'is', frozenset({'DM'}), 'diagnosis', 'DM'))
-    fact = when(
-        gate,
-        all_of(
-            # line 78: screening at least 1 year after diagnosis_date
-            window(
-                p.screening,
-                'at_least',
-                1,
-                'years',
-                'after',
-                p.diagnosis_date,
-                'screening',
-                'diagnosis_date',
-                'at least 1 year after',
-            ),
-            # I3.4.1 ① Rash VAS ≥ 3 cm (MDAAT) and at least 3 core set measure abnormalities
-            summary('I3.4.1', _crit_I3_4_1(p, d, gate, out)),
-            # I3.4.2 ② Muscle biopsy pathology or muscle MRI suggestive of active inflammation
-            summary('I3.4.2', _crit_I3_4_2(p, d, gate, out)),
-            # I3.4.3 ③ MMT-8 < 125/150 and at least 2 additional core set measures (a)–(e)
-            summary('I3.4.3', _crit_I3_4_3(p, d, gate, out)),
-        ),
-    )
-    out['I3.4'] = fact
-    return fact
-
-
-def _crit_I3_4_1(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 80: I3.4.1 "① Rash VAS ≥ 3 cm (MDAAT) and at least 3 core set measure abnormalities"
-    fact = when(
-        gate,
-        all_of(
-            # line 81: rash_vas >= 3 cm
-            compare(p.rash_vas, '>=', Decimal('3'), 'rash_vas', '', 'cm', '3 cm'),
-            # line 82: at least 3 of (csm_patient_vas, csm_physician_vas, csm_haq, csm_muscle_enzyme, csm_extramuscular)
-            at_least(
-                3,
-                d.csm_patient_vas,
-                d.csm_physician_vas,
-                d.csm_haq,
-                d.csm_muscle_enzyme,
-                d.csm_extramuscular,
-            ),
-        ),
-    )
-    out['I3.4.1'] = fact
-    return fact
-
-
-def _crit_I3_4_2(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 84: I3.4.2 "② Muscle biopsy pathology or muscle MRI suggestive of active inflammation"
-    fact = when(gate, all_of(truth(p.active_muscle_inflammation, 'active_muscle_inflammation')))
-    out['I3.4.2'] = fact
-    return fact
-
-
-def _crit_I3_4_3(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 86: I3.4.3 "③ MMT-8 < 125/150 and at least 2 additional core set measures (a)–(e)"
-    fact = when(
-        gate,
-        all_of(
-            # line 87: mmt8 < 125
-            compare(p.mmt8, '<', 125, 'mmt8', '', '', '125'),
-            # line 88: at least 2 of (csm_patient_vas, csm_physician_vas, csm_haq, csm_muscle_enzyme, csm_extramuscular)
-            at_least(
-                2,
-                d.csm_patient_vas,
-                d.csm_physician_vas,
-                d.csm_haq,
-                d.csm_muscle_enzyme,
-                d.csm_extramuscular,
-            ),
-        ),
-    )
-    out['I3.4.3'] = fact
-    return fact
-
-
-def _crit_I3_5(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 89: I3.5 "For ANCA-AAV patients, BVAS ≥ 15 and ANCA antibody positive" when diagnosis is AAV
-    gate = all_of(gate, member(p.diagnosis, 'is', frozenset({'AAV'}), 'diagnosis', 'AAV'))
-    fact = when(
-        gate,
-        all_of(
-            # line 90: bvas >= 15
-            compare(p.bvas, '>=', 15, 'bvas', '', '', '15'),
-            # line 91: anca has any of (cANCA, pANCA, PR3, MPO)
-            has(
-                p.anca,
-                'has_any',
-                frozenset({'MPO', 'PR3', 'cANCA', 'pANCA'}),
-                'anca',
-                'cANCA, pANCA, PR3, MPO',
-            ),
-        ),
-    )
-    out['I3.5'] = fact
-    return fact
-
-
-def _crit_I4(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 93: I4 "ECOG performance status 0 to 1"
-    fact = when(gate, all_of(between(p.ecog, 0, 1, 'ecog', '', '', '', '0–1')))
-    out['I4'] = fact
-    return fact
-
-
-def _crit_I5(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 97: I5 "Critical organ function"
-    fact = when(
-        gate,
-        all_of(
-            # I5.1 Blood: hemoglobin ≥ 60 g/L, platelet count ≥ 20 × 10⁹/L
-            summary('I5.1', _crit_I5_1(p, d, gate, out)),
-            # I5.2 Cardiac function: LVEF ≥ 55%, ECG without obvious abnormalities
-            summary('I5.2', _crit_I5_2(p, d, gate, out)),
-            # I5.3 Renal function: eGFR ≥ 30 mL/min/1.73 m²
-            summary('I5.3', _crit_I5_3(p, d, gate, out)),
-            # I5.4 Liver function: AST and ALT ≤ 3.0 × ULN, total bilirubin ≤ 2.0 × ULN
-            summary('I5.4', _crit_I5_4(p, d, gate, out)),
-            # I5.5 Meets the criteria for apheresis or venous blood collection, with no other contraindication to cell collection
-            summary('I5.5', _crit_I5_5(p, d, gate, out)),
-            # I5.6 Subjects of childbearing age: negative urine pregnancy test and agreement to effective contraception until 1 year after infusion
-            summary('I5.6', _crit_I5_6(p, d, gate, out)),
-            # I5.7 The patient or guardian agrees to participate and signs the informed consent form
-            summary('I5.7', _crit_I5_7(p, d, gate, out)),
-        ),
-    )
-    out['I5'] = fact
-    return fact
-
-
-def _crit_I5_1(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 98: I5.1 "Blood: hemoglobin ≥ 60 g/L, platelet count ≥ 20 × 10⁹/L"
-    fact = when(
-        gate,
-        all_of(
-            # line 99: hemoglobin >= 60 g/L
-            compare(p.hemoglobin, '>=', Decimal('60'), 'hemoglobin', '', 'g/L', '60 g/L'),
-            # line 100: platelets >= 20 x 10^9/L
-            compare(p.platelets, '>=', Decimal('20'), 'platelets', '', '10^9/L', '20 × 10^9/L'),
-        ),
-    )
-    out['I5.1'] = fact
-    return fact
-
-
-def _crit_I5_2(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 101: I5.2 "Cardiac function: LVEF ≥ 55%, ECG without obvious abnormalities"
-    fact = when(
-        gate,
-        all_of(
-            # line 102: lvef >= 55 %
-            compare(p.lvef, '>=', Decimal('55'), 'lvef', '', '%', '55 %'),
-            # line 103: ecg_normal
-            truth(p.ecg_normal, 'ecg_normal'),
-        ),
-    )
-    out['I5.2'] = fact
-    return fact
-
-
-def _crit_I5_3(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 104: I5.3 "Renal function: eGFR ≥ 30 mL/min/1.73 m²"
-    fact = when(
-        gate,
-        all_of(
-            # line 105: egfr >= 30 mL/min/1.73m2
-            compare(p.egfr, '>=', Decimal('30'), 'egfr', '', 'mL/min/1.73m2', '30 mL/min/1.73m2'),
-        ),
-    )
-    out['I5.3'] = fact
-    return fact
-
-
-def _crit_I5_4(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 106: I5.4 "Liver function: AST and ALT ≤ 3.0 × ULN, total bilirubin ≤ 2.0 × ULN"
-    fact = when(
-        gate,
-        all_of(
-            # line 107: ast <= 3.0 x ULN
-            compare_uln(p.ast, '<=', Decimal('3'), 'ast', 'U/L', '3.0'),
-            # line 108: alt <= 3.0 x ULN
-            compare_uln(p.alt, '<=', Decimal('3'), 'alt', 'U/L', '3.0'),
-            # line 109: bilirubin <= 2.0 x ULN
-            compare_uln(p.bilirubin, '<=', Decimal('2'), 'bilirubin', 'umol/L', '2.0'),
-        ),
-    )
-    out['I5.4'] = fact
-    return fact
-
-
-def _crit_I5_5(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 110: I5.5 "Meets the criteria for apheresis or venous blood collection, with no other contraindication to cell collection"
-    fact = when(
-        gate,
-        all_of(
-            # line 111: collection_feasible
-            truth(p.collection_feasible, 'collection_feasible'),
-            # line 112: not collection_contraindicated
-            negate(truth(p.collection_contraindicated, 'collection_contraindicated')),
-        ),
-    )
-    out['I5.5'] = fact
-    return fact
-
-
-def _crit_I5_6(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 114: I5.6 "Subjects of childbearing age: negative urine pregnancy test and agreement to effective contraception until 1 year after infusion" when childbearing_potential
-    gate = all_of(gate, truth(p.childbearing_potential, 'childbearing_potential'))
-    fact = when(
-        gate,
-        all_of(
-            # line 115: urine_pregnancy_test is negative
-            member(
-                p.urine_pregnancy_test,
-                'is',
-                frozenset({'negative'}),
-                'urine_pregnancy_test',
-                'negative',
-            ),
-            # line 116: contraception_agreed
-            truth(p.contraception_agreed, 'contraception_agreed'),
-        ),
-    )
-    out['I5.6'] = fact
-    return fact
-
-
-def _crit_I5_7(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 117: I5.7 "The patient or guardian agrees to participate and signs the informed consent form"
-    fact = when(gate, all_of(truth(p.consent_signed, 'consent_signed')))
-    out['I5.7'] = fact
-    return fact
-
-
-def _crit_E1(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 124: E1 "Prior CAR-T cell therapy"
-    fact = when(gate, all_of(truth(p.prior_car_t, 'prior_car_t')))
-    out['E1'] = fact
-    return fact
-
-
-def _crit_E2(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 127: E2 "Severe cardiac, hepatic, pulmonary, hematologic or endocrine disorder that, in the investigator's judgment, outweighs the benefit of participation"
-    fact = when(
-        gate,
-        all_of(
-            # line 128: severe_disorders has any of (cardiac, hepatic, pulmonary, hematologic, endocrine)
-            has(
-                p.severe_disorders,
-                'has_any',
-                frozenset({'cardiac', 'endocrine', 'hematologic', 'hepatic', 'pulmonary'}),
-                'severe_disorders',
-                'cardiac, hepatic, pulmonary, hematologic, endocrine',
-            ),
-            # line 129: disorder_outweighs
-            truth(p.disorder_outweighs, 'disorder_outweighs', judgment=True),
-        ),
-    )
-    out['E2'] = fact
-    return fact
-
-
-def _crit_E3(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 132: E3 "Active or uncontrolled infection requiring systemic therapy within 1 week before screening"
-    fact = when(
-        gate,
-        all_of(
-            # line 133: last_systemic_infection within 1 week before screening
-            window(
-                p.last_systemic_infection,
-                'within',
-                1,
-                'weeks',
-                'before',
-                p.screening,
-                'last_systemic_infection',
-                'screening',
-                'within 1 week before',
-            ),
-        ),
-    )
-    out['E3'] = fact
-    return fact
-
-
-def _crit_E4(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 135: E4 "Hepatitis B or C with viral load above the reference range, HIV, syphilis or CMV" requires any
-    fact = when(
-        gate,
-        any_of(
-            # line 136: hepatitis_b_replicating
-            d.hepatitis_b_replicating,
-            # line 137: hepatitis_c_replicating
-            d.hepatitis_c_replicating,
-            # line 138: hiv_antibody is positive
-            member(p.hiv_antibody, 'is', frozenset({'positive'}), 'hiv_antibody', 'positive'),
-            # line 139: syphilis is positive
-            member(p.syphilis, 'is', frozenset({'positive'}), 'syphilis', 'positive'),
-            # line 140: cmv_dna is positive
-            member(p.cmv_dna, 'is', frozenset({'positive'}), 'cmv_dna', 'positive'),
-        ),
-    )
-    out['E4'] = fact
-    return fact
-
-
-def _crit_E5(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 142: E5 "Live vaccine within 4 weeks before screening"
-    fact = when(
-        gate,
-        all_of(
-            # line 143: last_live_vaccine within 4 weeks before screening
-            window(
-                p.last_live_vaccine,
-                'within',
-                4,
-                'weeks',
-                'before',
-                p.screening,
-                'last_live_vaccine',
-                'screening',
-                'within 4 weeks before',
-            ),
-        ),
-    )
-    out['E5'] = fact
-    return fact
-
-
-def _crit_E6(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 145: E6 "Pregnant or breastfeeding, or planning pregnancy within 2 years of infusion" requires any
-    fact = when(
-        gate,
-        any_of(
-            # line 146: when sex is female: pregnant or breastfeeding
-            when(
-                member(p.sex, 'is', frozenset({'female'}), 'sex', 'female'),
-                all_of(
-                    # line 146: when sex is female: pregnant or breastfeeding
-                    any_of(truth(p.pregnant, 'pregnant'), truth(p.breastfeeding, 'breastfeeding')),
-                ),
-            ),
-            # line 147: pregnancy_planned
-            truth(p.pregnancy_planned, 'pregnancy_planned'),
-        ),
-    )
-    out['E6'] = fact
-    return fact
-
-
-def _crit_E7(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 150: E7 "Malignant disease before screening, except the excepted malignancies"
-    fact = when(
-        gate,
-        all_of(
-            # line 151: any(malignancies where not (
-            quantify(
-                'any',
-                p.malignancies,
-                'malignancies',
-                lambda it, at: negate(
-                    any_of(
-                        all_of(
-                            member(
-                                it.kind,
-                                'is_any',
-                                frozenset({'basal_cell_skin', 'cervical_cis', 'squamous_cell_skin'}),
-                                at + '.kind',
-                                'one of cervical_cis, basal_cell_skin, squamous_cell_skin',
-                            ),
-                            truth(it.adequately_treated, at + '.adequately_treated'),
-                        ),
-                        all_of(
-                            member(
-                                it.kind,
-                                'is_any',
-                                frozenset({'ductal_cis', 'localized_prostate'}),
-                                at + '.kind',
-                                'one of localized_prostate, ductal_cis',
-                            ),
-                            truth(it.radical_surgery, at + '.radical_surgery'),
-                        ),
-                    ),
-                ),
-            ),
-        ),
-    )
-    out['E7'] = fact
-    return fact
-
-
-def _crit_E8(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 157: E8 "Participation in another clinical study within 3 months before screening"
-    fact = when(
-        gate,
-        all_of(
-            # line 158: last_other_study within 3 months before screening
-            window(
-                p.last_other_study,
-                'within',
-                3,
-                'months',
-                'before',
-                p.screening,
-                'last_other_study',
-                'screening',
-                'within 3 months before',
-            ),
-        ),
-    )
-    out['E8'] = fact
-    return fact
-
-
-def _crit_E9(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 160: E9 "Other conditions that make the patient unsuitable, in the investigator's judgment"
-    fact = when(gate, all_of(truth(p.unsuitable, 'unsuitable', judgment=True)))
-    out['E9'] = fact
-    return fact
-
-
-# ---- the fast path: outcomes without reasons (see the runtime) -------------------------
+# ---- the criteria: one function each, in the runtime's three-valued logic -------------------
+#
+# A value is True (met), False (not met), NA (not applicable), or when unknown the tuple of
+# the paths whose absence leaves it unknown (Unsure: and perhaps not applicable). Each
+# criterion stores its value in `o` at its index in CRITERIA; `g` is its parent's gate.
 
 _K1 = Decimal('2')
 _K2 = Decimal('0.25')
 _K3 = Decimal('1.3')
 _K4 = Decimal('1')
-_K5 = frozenset({'EJ', 'HMGCR', 'Jo1', 'KS', 'MDA5', 'Mi2', 'NXP2', 'OJ', 'PL12', 'PL7', 'SAE', 'SRP', 'TIF1g', 'YRS', 'Zo'})
-_K6 = frozenset({'MPO', 'PR3', 'cANCA', 'pANCA'})
-_K7 = Decimal('3')
-_K8 = Decimal('60')
-_K9 = Decimal('20')
-_K10 = Decimal('55')
-_K11 = Decimal('30')
-_K12 = frozenset({'cardiac', 'endocrine', 'hematologic', 'hepatic', 'pulmonary'})
-_K13 = frozenset({'basal_cell_skin', 'cervical_cis', 'squamous_cell_skin'})
-_K14 = frozenset({'ductal_cis', 'localized_prostate'})
-_MET = Outcome.MET
-_NOT_MET = Outcome.NOT_MET
-_UNKNOWN = Outcome.UNKNOWN
-_NOT_APPLICABLE = Outcome.NOT_APPLICABLE
-_IDS: tuple[str, ...] = tuple(info.id for info in CRITERIA)
+_K5 = frozenset({'positive'})
+_K6 = frozenset({'SLE'})
+_K7 = frozenset({'SS'})
+_K8 = frozenset({'SSc'})
+_K9 = frozenset({'DM'})
+_K10 = frozenset({'EJ', 'HMGCR', 'Jo1', 'KS', 'MDA5', 'Mi2', 'NXP2', 'OJ', 'PL12', 'PL7', 'SAE', 'SRP', 'TIF1g', 'YRS', 'Zo'})
+_K11 = frozenset({'AAV'})
+_K12 = frozenset({'MPO', 'PR3', 'cANCA', 'pANCA'})
+_K13 = Decimal('3')
+_K14 = Decimal('60')
+_K15 = Decimal('20')
+_K16 = Decimal('55')
+_K17 = Decimal('30')
+_K18 = frozenset({'negative'})
+_K19 = frozenset({'cardiac', 'endocrine', 'hematologic', 'hepatic', 'pulmonary'})
+_K20 = frozenset({'female'})
+_K21 = frozenset({'basal_cell_skin', 'cervical_cis', 'squamous_cell_skin'})
+_K22 = frozenset({'ductal_cis', 'localized_prostate'})
 
 
 class _Memo:
-    """The definitions the fast path has worked out for one patient."""
+    """The definitions worked out so far for one patient."""
 
     __slots__ = ("ana_above_1_80", "csm_extramuscular", "csm_haq", "csm_muscle_enzyme", "csm_patient_vas", "csm_physician_vas", "hepatitis_b_replicating", "hepatitis_c_replicating", "refractory")
 
@@ -2465,1938 +2023,1082 @@ class _Memo:
         self.refractory: Tri | Unset = UNSET
 
 
-def _loop_1(items: list[TreatmentRecord] | Absent | None, p: Patient, m: _Memo) -> Tri:
-    # line 12: count(treatments where immunosuppressive and end at least 6 months after start) >= 2 or intolerant_to_standard_therapy or relative_contraindication
-    if items is None:
-        return ('treatments',)
-    seq = () if items is NONE else items
-    unknown: tuple[str, ...] | None = None
-    low = high = 0
-    for i, it in enumerate(seq):
-        v: Tri = (
-            False if (t4 := (
-                (f'treatments[{i}].immunosuppressive',) if (t1 := it.immunosuppressive) is None
-                else t1 is True
-            )) is False
-            else t4 if (t5 := (
-                _missing((it.end, f'treatments[{i}].end'), (it.start, f'treatments[{i}].start')) if (t2 := it.end) is None or (t3 := it.start) is None
-                else False if t2 is NONE or t3 is NONE
-                else window_holds(t2, 'at_least', 6, 'months', 'after', t3)
-            )) is True
-            else t5 if t5 is False or t4 is True
-            else union(t4, t5)
-        )
-        if v is True:
-            low += 1
-        elif v is not False:
-            high += 1
-            unknown = v if unknown is None else union(unknown, v)
-    verdict = count_verdict('>=', 2, low, low + high)
-    if verdict is None:
-        assert unknown is not None
-        return unknown
-    return verdict
-
-
-def _loop_2(items: list[MalignancyRecord] | Absent | None, p: Patient, m: _Memo) -> Tri:
-    # line 151: any(malignancies where not (
-    if items is None:
-        return ('malignancies',)
-    seq = () if items is NONE else items
-    unknown: tuple[str, ...] | None = None
-    for i, it in enumerate(seq):
-        v: Tri = (
-            not t1 if (t1 := (
-                True if (t10 := (
-                    False if (t4 := (
-                        (f'malignancies[{i}].kind',) if (t2 := it.kind) is None
-                        else False if t2 is NONE
-                        else t2 in _K13
-                    )) is False
-                    else t4 if (t5 := (
-                        (f'malignancies[{i}].adequately_treated',) if (t3 := it.adequately_treated) is None
-                        else t3 is True
-                    )) is True
-                    else t5 if t5 is False or t4 is True
-                    else union(t4, t5)
-                )) is True
-                else t10 if (t11 := (
-                    False if (t8 := (
-                        (f'malignancies[{i}].kind',) if (t6 := it.kind) is None
-                        else False if t6 is NONE
-                        else t6 in _K14
-                    )) is False
-                    else t8 if (t9 := (
-                        (f'malignancies[{i}].radical_surgery',) if (t7 := it.radical_surgery) is None
-                        else t7 is True
-                    )) is True
-                    else t9 if t9 is False or t8 is True
-                    else union(t8, t9)
-                )) is False
-                else t11 if t11 is True or t10 is False
-                else union(t10, t11)
-            )) is True or t1 is False
-            else t1
-        )
-        if v is True:
-            return True
-        if v is not False:
-            unknown = v if unknown is None else union(unknown, v)
-    return False if unknown is None else unknown
-
-
-def _fast_ana_above_1_80(p: Patient, m: _Memo) -> Tri:
+def define_ana_above_1_80(p: Patient, m: _Memo) -> Tri:
     # line 9: define ana_above_1_80 "ANA above 1:80": ana > 1:80
     v = m.ana_above_1_80
     if v is UNSET:
-        v = m.ana_above_1_80 = (
-            ('ana',) if (t1 := p.ana) is None
-            else False if t1 is NONE
-            else t1 > 80
-        )
+        v = m.ana_above_1_80 = compare(p.ana, op='>', right=80, path='ana')
     return v
 
 
-def _fast_refractory(p: Patient, m: _Memo) -> Tri:
+def where_1(it: TreatmentRecord, at: str, p: Patient, m: _Memo) -> Tri:
+    # line 12: count(treatments where immunosuppressive and end at least 6 months after start) >= 2 or intolerant_to_standard_therapy or relative_contraindication
+    return and3((
+        truth(it.immunosuppressive, at + '.immunosuppressive'),
+        window(
+            it.end,
+            kind='at_least',
+            amount=6,
+            unit='months',
+            direction='after',
+            anchor=it.start,
+            path=at + '.end',
+            anchor_path=at + '.start',
+        ),
+    ))
+
+
+def define_refractory(p: Patient, m: _Memo) -> Tri:
     # line 11: define refractory "Refractory to, intolerant of or contraindicated for standard therapy"
+    # line 12: count(treatments where immunosuppressive and end at least 6 months after start) >= 2 or intolerant_to_standard_therapy or relative_contraindication
     v = m.refractory
     if v is UNSET:
-        v = m.refractory = (
-            True if (t5 := _loop_1(p.treatments, p, m)) is True
-            else t5 if (t6 := (
-                True if (t3 := (
-                    ('intolerant_to_standard_therapy',) if (t1 := p.intolerant_to_standard_therapy) is None
-                    else t1 is True
-                )) is True
-                else t3 if (t4 := (
-                    ('relative_contraindication',) if (t2 := p.relative_contraindication) is None
-                    else t2 is True
-                )) is False
-                else t4 if t4 is True or t3 is False
-                else union(t3, t4)
-            )) is False
-            else t6 if t6 is True or t5 is False
-            else union(t5, t6)
-        )
+        v = m.refractory = or3((
+            count_items(p.treatments, op='>=', number=2, path='treatments', test=where_1, p=p, m=m),
+            truth(p.intolerant_to_standard_therapy, 'intolerant_to_standard_therapy'),
+            truth(p.relative_contraindication, 'relative_contraindication'),
+        ))
     return v
 
 
-def _fast_csm_patient_vas(p: Patient, m: _Memo) -> Tri:
+def define_csm_patient_vas(p: Patient, m: _Memo) -> Tri:
     # line 15: define csm_patient_vas "(a) Patient global activity VAS ≥ 2.0 cm": patient_global_vas >= 2.0 cm
     v = m.csm_patient_vas
     if v is UNSET:
-        v = m.csm_patient_vas = (
-            ('patient_global_vas',) if (t1 := p.patient_global_vas) is None
-            else False if t1 is NONE
-            else t1 >= _K1
+        v = m.csm_patient_vas = compare(
+            p.patient_global_vas,
+            op='>=',
+            right=_K1,
+            path='patient_global_vas',
         )
     return v
 
 
-def _fast_csm_physician_vas(p: Patient, m: _Memo) -> Tri:
+def define_csm_physician_vas(p: Patient, m: _Memo) -> Tri:
     # line 16: define csm_physician_vas "(b) Physician global activity VAS ≥ 2.0 cm": physician_global_vas >= 2.0 cm
     v = m.csm_physician_vas
     if v is UNSET:
-        v = m.csm_physician_vas = (
-            ('physician_global_vas',) if (t1 := p.physician_global_vas) is None
-            else False if t1 is NONE
-            else t1 >= _K1
+        v = m.csm_physician_vas = compare(
+            p.physician_global_vas,
+            op='>=',
+            right=_K1,
+            path='physician_global_vas',
         )
     return v
 
 
-def _fast_csm_haq(p: Patient, m: _Memo) -> Tri:
+def define_csm_haq(p: Patient, m: _Memo) -> Tri:
     # line 17: define csm_haq "(c) HAQ disability index ≥ 0.25": haq_di >= 0.25
     v = m.csm_haq
     if v is UNSET:
-        v = m.csm_haq = (
-            ('haq_di',) if (t1 := p.haq_di) is None
-            else False if t1 is NONE
-            else t1 >= _K2
-        )
+        v = m.csm_haq = compare(p.haq_di, op='>=', right=_K2, path='haq_di')
     return v
 
 
-def _fast_csm_muscle_enzyme(p: Patient, m: _Memo) -> Tri:
+def define_csm_muscle_enzyme(p: Patient, m: _Memo) -> Tri:
     # line 18: define csm_muscle_enzyme "(d) At least one muscle enzyme (CK, aldolase, LDH, ALT, AST) ≥ 1.3 × ULN"
+    # line 19: any of (ck >= 1.3 x ULN, aldolase >= 1.3 x ULN, ldh >= 1.3 x ULN, alt >= 1.3 x ULN, ast >= 1.3 x ULN)
     v = m.csm_muscle_enzyme
     if v is UNSET:
-        v = m.csm_muscle_enzyme = (
-            True if (t12 := (
-                ('ck',) if (t1 := p.ck) is None
-                else False if t1 is NONE
-                else t1.value >= scale(t1.uln, _K3)
-            )) is True
-            else t12 if (t13 := (
-                True if (t10 := (
-                    ('aldolase',) if (t2 := p.aldolase) is None
-                    else False if t2 is NONE
-                    else t2.value >= scale(t2.uln, _K3)
-                )) is True
-                else t10 if (t11 := (
-                    True if (t8 := (
-                        ('ldh',) if (t3 := p.ldh) is None
-                        else False if t3 is NONE
-                        else t3.value >= scale(t3.uln, _K3)
-                    )) is True
-                    else t8 if (t9 := (
-                        True if (t6 := (
-                            ('alt',) if (t4 := p.alt) is None
-                            else False if t4 is NONE
-                            else t4.value >= scale(t4.uln, _K3)
-                        )) is True
-                        else t6 if (t7 := (
-                            ('ast',) if (t5 := p.ast) is None
-                            else False if t5 is NONE
-                            else t5.value >= scale(t5.uln, _K3)
-                        )) is False
-                        else t7 if t7 is True or t6 is False
-                        else union(t6, t7)
-                    )) is False
-                    else t9 if t9 is True or t8 is False
-                    else union(t8, t9)
-                )) is False
-                else t11 if t11 is True or t10 is False
-                else union(t10, t11)
-            )) is False
-            else t13 if t13 is True or t12 is False
-            else union(t12, t13)
-        )
+        v = m.csm_muscle_enzyme = count3(1, (
+            compare_uln(p.ck, op='>=', multiple=_K3, path='ck'),
+            compare_uln(p.aldolase, op='>=', multiple=_K3, path='aldolase'),
+            compare_uln(p.ldh, op='>=', multiple=_K3, path='ldh'),
+            compare_uln(p.alt, op='>=', multiple=_K3, path='alt'),
+            compare_uln(p.ast, op='>=', multiple=_K3, path='ast'),
+        ))
     return v
 
 
-def _fast_csm_extramuscular(p: Patient, m: _Memo) -> Tri:
+def define_csm_extramuscular(p: Patient, m: _Memo) -> Tri:
     # line 20: define csm_extramuscular "(e) Extramuscular disease activity VAS ≥ 1.0 cm"
+    # line 21: extramuscular_vas >= 1.0 cm
+    # line 22: note "The listing gives both '1.3 × ULN' and 'a minimum of 1.0 cm' on a 10 cm VAS for (e); a VAS has no ULN, so ≥ 1.0 cm is used."
     v = m.csm_extramuscular
     if v is UNSET:
-        v = m.csm_extramuscular = (
-            ('extramuscular_vas',) if (t1 := p.extramuscular_vas) is None
-            else False if t1 is NONE
-            else t1 >= _K4
+        v = m.csm_extramuscular = compare(
+            p.extramuscular_vas,
+            op='>=',
+            right=_K4,
+            path='extramuscular_vas',
         )
     return v
 
 
-def _fast_hepatitis_b_replicating(p: Patient, m: _Memo) -> Tri:
+def define_hepatitis_b_replicating(p: Patient, m: _Memo) -> Tri:
     # line 24: define hepatitis_b_replicating "HBsAg or HBcAb positive with HBV DNA above the reference range"
     v = m.hepatitis_b_replicating
     if v is UNSET:
-        v = m.hepatitis_b_replicating = (
-            False if (t6 := (
-                True if (t3 := (
-                    ('hbsag',) if (t1 := p.hbsag) is None
-                    else False if t1 is NONE
-                    else t1 == 'positive'
-                )) is True
-                else t3 if (t4 := (
-                    ('hbcab',) if (t2 := p.hbcab) is None
-                    else False if t2 is NONE
-                    else t2 == 'positive'
-                )) is False
-                else t4 if t4 is True or t3 is False
-                else union(t3, t4)
-            )) is False
-            else t6 if (t7 := (
-                ('hbv_dna',) if (t5 := p.hbv_dna) is None
-                else False if t5 is NONE
-                else t5.value > scale(t5.uln, _K4)
-            )) is True
-            else t7 if t7 is False or t6 is True
-            else union(t6, t7)
-        )
+        v = m.hepatitis_b_replicating = and3((
+            # line 25: hbsag is positive or hbcab is positive
+            or3((
+                member(p.hbsag, kind='is', members=_K5, path='hbsag'),
+                member(p.hbcab, kind='is', members=_K5, path='hbcab'),
+            )),
+            # line 26: hbv_dna > 1 x ULN
+            compare_uln(p.hbv_dna, op='>', multiple=_K4, path='hbv_dna'),
+        ))
     return v
 
 
-def _fast_hepatitis_c_replicating(p: Patient, m: _Memo) -> Tri:
+def define_hepatitis_c_replicating(p: Patient, m: _Memo) -> Tri:
     # line 28: define hepatitis_c_replicating "HCV antibody positive with HCV RNA above the reference range"
     v = m.hepatitis_c_replicating
     if v is UNSET:
-        v = m.hepatitis_c_replicating = (
-            False if (t3 := (
-                ('hcv_antibody',) if (t1 := p.hcv_antibody) is None
-                else False if t1 is NONE
-                else t1 == 'positive'
-            )) is False
-            else t3 if (t4 := (
-                ('hcv_rna',) if (t2 := p.hcv_rna) is None
-                else False if t2 is NONE
-                else t2.value > scale(t2.uln, _K4)
-            )) is True
-            else t4 if t4 is False or t3 is True
-            else union(t3, t4)
-        )
+        v = m.hepatitis_c_replicating = and3((
+            # line 29: hcv_antibody is positive
+            member(p.hcv_antibody, kind='is', members=_K5, path='hcv_antibody'),
+            # line 30: hcv_rna > 1 x ULN
+            compare_uln(p.hcv_rna, op='>', multiple=_K4, path='hcv_rna'),
+        ))
     return v
 
 
-def _assess_I1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I1(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 35: I1 "Age 18–75 years, male or female, signed informed consent"
-    # line 36: age between 18 and 75
-    # line 37: consent_signed
-    v: TriNA = (
-        False if (t3 := (
-            ('age',) if (t1 := p.age) is None
-            else False if t1 is NONE
-            else 18 <= t1 <= 75
-        )) is False
-        else t3 if (t4 := (('consent_signed',) if (t2 := p.consent_signed) is None else t2 is True)) is True
-        else t4 if t4 is False or t3 is True
-        else union(t3, t4)
-    )
-    o[0] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    # line 38: note "Male or female: the protocol places no restriction on sex."
+    v: TriNA = all3((
+        # line 36: age between 18 and 75
+        between(p.age, low=18, high=75, path='age'),
+        # line 37: consent_signed
+        truth(p.consent_signed, 'consent_signed'),
+    ))
+    o[0] = v
     return v
 
 
-def _assess_I2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I2(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 40: I2 "Diagnosis of one of the following diseases" requires any
     v: TriNA = any3((
         # I2.1 Systemic lupus erythematosus (SLE)
-        _assess_I2_1(p, m, g, o),
+        criterion_I2_1(p, m, o, g),
         # I2.2 Sjögren's syndrome (SS)
-        _assess_I2_2(p, m, g, o),
+        criterion_I2_2(p, m, o, g),
         # I2.3 Systemic sclerosis (SSc)
-        _assess_I2_3(p, m, g, o),
+        criterion_I2_3(p, m, o, g),
         # I2.4 Dermatomyositis (DM)
-        _assess_I2_4(p, m, g, o),
+        criterion_I2_4(p, m, o, g),
         # I2.5 ANCA-associated vasculitis (ANCA-AAV)
-        _assess_I2_5(p, m, g, o),
+        criterion_I2_5(p, m, o, g),
     ))
-    o[1] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[1] = v
     return v
 
 
-def _assess_I2_1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I2_1(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 41: I2.1 "Systemic lupus erythematosus (SLE)"
-    # line 42: diagnosis is SLE
-    # line 43: classification_met
-    # line 44: ana_above_1_80 or anti_dsdna is positive
-    v: TriNA = (
-        False if (t8 := (
-            ('diagnosis',) if (t1 := p.diagnosis) is None
-            else False if t1 is NONE
-            else t1 == 'SLE'
-        )) is False
-        else t8 if (t9 := (
-            False if (t6 := (
-                ('classification_met',) if (t2 := p.classification_met) is None
-                else t2 is True
-            )) is False
-            else t6 if (t7 := (
-                True if (t4 := _fast_ana_above_1_80(p, m)) is True
-                else t4 if (t5 := (
-                    ('anti_dsdna',) if (t3 := p.anti_dsdna) is None
-                    else False if t3 is NONE
-                    else t3 == 'positive'
-                )) is False
-                else t5 if t5 is True or t4 is False
-                else union(t4, t5)
-            )) is True
-            else t7 if t7 is False or t6 is True
-            else union(t6, t7)
-        )) is True
-        else t9 if t9 is False or t8 is True
-        else union(t8, t9)
-    )
-    o[2] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    # line 45: note "Classified by the 2019 EULAR/ACR criteria. The listing's 'ANA > 1:80' is kept strict: 1:80 itself does not qualify, 1:160 does."
+    v: TriNA = all3((
+        # line 42: diagnosis is SLE
+        member(p.diagnosis, kind='is', members=_K6, path='diagnosis'),
+        # line 43: classification_met
+        truth(p.classification_met, 'classification_met'),
+        # line 44: ana_above_1_80 or anti_dsdna is positive
+        or3((define_ana_above_1_80(p, m), member(
+            p.anti_dsdna,
+            kind='is',
+            members=_K5,
+            path='anti_dsdna',
+        ))),
+    ))
+    o[2] = v
     return v
 
 
-def _assess_I2_2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I2_2(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 46: I2.2 "Sjögren's syndrome (SS)"
-    # line 47: diagnosis is SS
-    # line 48: classification_met
-    # line 49: anti_ssa is positive
-    v: TriNA = (
-        False if (t6 := (
-            ('diagnosis',) if (t1 := p.diagnosis) is None
-            else False if t1 is NONE
-            else t1 == 'SS'
-        )) is False
-        else t6 if (t7 := (
-            False if (t4 := (
-                ('classification_met',) if (t2 := p.classification_met) is None
-                else t2 is True
-            )) is False
-            else t4 if (t5 := (
-                ('anti_ssa',) if (t3 := p.anti_ssa) is None
-                else False if t3 is NONE
-                else t3 == 'positive'
-            )) is True
-            else t5 if t5 is False or t4 is True
-            else union(t4, t5)
-        )) is True
-        else t7 if t7 is False or t6 is True
-        else union(t6, t7)
-    )
-    o[3] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    # line 50: note "The listing says 'Dry syndrome (SS)': read as Sjögren's syndrome, classified by the 2016 ACR/EULAR criteria."
+    v: TriNA = all3((
+        # line 47: diagnosis is SS
+        member(p.diagnosis, kind='is', members=_K7, path='diagnosis'),
+        # line 48: classification_met
+        truth(p.classification_met, 'classification_met'),
+        # line 49: anti_ssa is positive
+        member(p.anti_ssa, kind='is', members=_K5, path='anti_ssa'),
+    ))
+    o[3] = v
     return v
 
 
-def _assess_I2_3(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I2_3(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 51: I2.3 "Systemic sclerosis (SSc)"
-    # line 52: diagnosis is SSc
-    # line 53: classification_met
-    # line 54: ana_above_1_80 or anti_scl70 is positive
-    v: TriNA = (
-        False if (t8 := (
-            ('diagnosis',) if (t1 := p.diagnosis) is None
-            else False if t1 is NONE
-            else t1 == 'SSc'
-        )) is False
-        else t8 if (t9 := (
-            False if (t6 := (
-                ('classification_met',) if (t2 := p.classification_met) is None
-                else t2 is True
-            )) is False
-            else t6 if (t7 := (
-                True if (t4 := _fast_ana_above_1_80(p, m)) is True
-                else t4 if (t5 := (
-                    ('anti_scl70',) if (t3 := p.anti_scl70) is None
-                    else False if t3 is NONE
-                    else t3 == 'positive'
-                )) is False
-                else t5 if t5 is True or t4 is False
-                else union(t4, t5)
-            )) is True
-            else t7 if t7 is False or t6 is True
-            else union(t6, t7)
-        )) is True
-        else t9 if t9 is False or t8 is True
-        else union(t8, t9)
-    )
-    o[4] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    # line 55: note "Classified by the 2013 ACR/EULAR criteria."
+    v: TriNA = all3((
+        # line 52: diagnosis is SSc
+        member(p.diagnosis, kind='is', members=_K8, path='diagnosis'),
+        # line 53: classification_met
+        truth(p.classification_met, 'classification_met'),
+        # line 54: ana_above_1_80 or anti_scl70 is positive
+        or3((define_ana_above_1_80(p, m), member(
+            p.anti_scl70,
+            kind='is',
+            members=_K5,
+            path='anti_scl70',
+        ))),
+    ))
+    o[4] = v
     return v
 
 
-def _assess_I2_4(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I2_4(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 56: I2.4 "Dermatomyositis (DM)"
-    # line 57: diagnosis is DM
-    # line 58: classification_met
-    # line 59: myositis_antibodies has any of (Jo1, Zo, EJ, PL7, KS, OJ, PL12, YRS, NXP2, TIF1g, Mi2, SAE, MDA5, SRP, HMGCR)
-    v: TriNA = (
-        False if (t6 := (
-            ('diagnosis',) if (t1 := p.diagnosis) is None
-            else False if t1 is NONE
-            else t1 == 'DM'
-        )) is False
-        else t6 if (t7 := (
-            False if (t4 := (
-                ('classification_met',) if (t2 := p.classification_met) is None
-                else t2 is True
-            )) is False
-            else t4 if (t5 := (
-                ('myositis_antibodies',) if (t3 := p.myositis_antibodies) is None
-                else False if t3 is NONE
-                else not t3.isdisjoint(_K5)
-            )) is True
-            else t5 if t5 is False or t4 is True
-            else union(t4, t5)
-        )) is True
-        else t7 if t7 is False or t6 is True
-        else union(t6, t7)
-    )
-    o[5] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    # line 60: note "Classified by the 2017 EULAR/ACR criteria."
+    v: TriNA = all3((
+        # line 57: diagnosis is DM
+        member(p.diagnosis, kind='is', members=_K9, path='diagnosis'),
+        # line 58: classification_met
+        truth(p.classification_met, 'classification_met'),
+        # line 59: myositis_antibodies has any of (Jo1, Zo, EJ, PL7, KS, OJ, PL12, YRS, NXP2, TIF1g, Mi2, SAE, MDA5, SRP, HMGCR)
+        has(p.myositis_antibodies, kind='has_any', members=_K10, path='myositis_antibodies'),
+    ))
+    o[5] = v
     return v
 
 
-def _assess_I2_5(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I2_5(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 61: I2.5 "ANCA-associated vasculitis (ANCA-AAV)"
-    # line 62: diagnosis is AAV
-    # line 63: classification_met
-    # line 64: anca has any of (cANCA, pANCA, PR3, MPO)
-    v: TriNA = (
-        False if (t6 := (
-            ('diagnosis',) if (t1 := p.diagnosis) is None
-            else False if t1 is NONE
-            else t1 == 'AAV'
-        )) is False
-        else t6 if (t7 := (
-            False if (t4 := (
-                ('classification_met',) if (t2 := p.classification_met) is None
-                else t2 is True
-            )) is False
-            else t4 if (t5 := (
-                ('anca',) if (t3 := p.anca) is None
-                else False if t3 is NONE
-                else not t3.isdisjoint(_K6)
-            )) is True
-            else t5 if t5 is False or t4 is True
-            else union(t4, t5)
-        )) is True
-        else t7 if t7 is False or t6 is True
-        else union(t6, t7)
-    )
-    o[6] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    # line 65: note "Includes GPA, MPA and EGPA; classified by the 2022 ACR/EULAR criteria."
+    v: TriNA = all3((
+        # line 62: diagnosis is AAV
+        member(p.diagnosis, kind='is', members=_K11, path='diagnosis'),
+        # line 63: classification_met
+        truth(p.classification_met, 'classification_met'),
+        # line 64: anca has any of (cANCA, pANCA, PR3, MPO)
+        has(p.anca, kind='has_any', members=_K12, path='anca'),
+    ))
+    o[6] = v
     return v
 
 
-def _assess_I3(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I3(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 67: I3 "Refractory disease whose activity meets the criterion for its diagnosis"
+    # line 69: note "'Treated with ≥ 2 immunosuppressive agents for 6 months' is read as at least two immunosuppressive courses each lasting at least 6 months."
     v: TriNA = all3((
         # line 68: refractory
-        _fast_refractory(p, m),
+        define_refractory(p, m),
         # I3.1 For SLE patients, SLEDAI ≥ 8 points
-        _assess_I3_1(p, m, g, o),
+        criterion_I3_1(p, m, o, g),
         # I3.2 For SS patients, ESSDAI ≥ 14 points
-        _assess_I3_2(p, m, g, o),
+        criterion_I3_2(p, m, o, g),
         # I3.3 For SSc patients, mRSS 10–35 (inclusive) with interstitial lung disease
-        _assess_I3_3(p, m, g, o),
+        criterion_I3_3(p, m, o, g),
         # I3.4 For DM patients, 1 year after diagnosis, and conditions ①–③
-        _assess_I3_4(p, m, g, o),
+        criterion_I3_4(p, m, o, g),
         # I3.5 For ANCA-AAV patients, BVAS ≥ 15 and ANCA antibody positive
-        _assess_I3_5(p, m, g, o),
+        criterion_I3_5(p, m, o, g),
     ))
-    o[7] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[7] = v
     return v
 
 
-def _assess_I3_1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I3_1(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 70: I3.1 "For SLE patients, SLEDAI ≥ 8 points" when diagnosis is SLE
-    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'SLE')
+    g = member(p.diagnosis, kind='is', members=_K6, path='diagnosis')
     if g is False:
         return NA
     # line 71: sledai >= 8
-    v: TriNA = (('sledai',) if (t2 := p.sledai) is None else False if t2 is NONE else t2 >= 8)
+    v: TriNA = compare(p.sledai, op='>=', right=8, path='sledai')
     v = when3(g, v)
-    o[8] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[8] = v
     return v
 
 
-def _assess_I3_2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I3_2(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 72: I3.2 "For SS patients, ESSDAI ≥ 14 points" when diagnosis is SS
-    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'SS')
+    g = member(p.diagnosis, kind='is', members=_K7, path='diagnosis')
     if g is False:
         return NA
     # line 73: essdai >= 14
-    v: TriNA = (('essdai',) if (t2 := p.essdai) is None else False if t2 is NONE else t2 >= 14)
+    v: TriNA = compare(p.essdai, op='>=', right=14, path='essdai')
     v = when3(g, v)
-    o[9] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[9] = v
     return v
 
 
-def _assess_I3_3(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I3_3(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 74: I3.3 "For SSc patients, mRSS 10–35 (inclusive) with interstitial lung disease" when diagnosis is SSc
-    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'SSc')
+    g = member(p.diagnosis, kind='is', members=_K8, path='diagnosis')
     if g is False:
         return NA
-    # line 75: mrss between 10 and 35
-    # line 76: ild
-    v: TriNA = (
-        False if (t4 := (
-            ('mrss',) if (t2 := p.mrss) is None
-            else False if t2 is NONE
-            else 10 <= t2 <= 35
-        )) is False
-        else t4 if (t5 := (('ild',) if (t3 := p.ild) is None else t3 is True)) is True
-        else t5 if t5 is False or t4 is True
-        else union(t4, t5)
-    )
+    v: TriNA = all3((between(p.mrss, low=10, high=35, path='mrss'), truth(p.ild, 'ild')))
     v = when3(g, v)
-    o[10] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[10] = v
     return v
 
 
-def _assess_I3_4(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I3_4(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 77: I3.4 "For DM patients, 1 year after diagnosis, and conditions ①–③" when diagnosis is DM
-    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'DM')
+    # line 79: note "The listing does not say whether ①–③ are alternatives; all three are required, as written ('the following conditions are met')."
+    g = member(p.diagnosis, kind='is', members=_K9, path='diagnosis')
     if g is False:
         return NA
     v: TriNA = all3((
         # line 78: screening at least 1 year after diagnosis_date
-        (
-            _missing((p.screening, 'screening'), (p.diagnosis_date, 'diagnosis_date')) if (t2 := p.screening) is None or (t3 := p.diagnosis_date) is None
-            else False if t2 is NONE or t3 is NONE
-            else window_holds(t2, 'at_least', 1, 'years', 'after', t3)
+        window(
+            p.screening,
+            kind='at_least',
+            amount=1,
+            unit='years',
+            direction='after',
+            anchor=p.diagnosis_date,
+            path='screening',
+            anchor_path='diagnosis_date',
         ),
         # I3.4.1 ① Rash VAS ≥ 3 cm (MDAAT) and at least 3 core set measure abnormalities
-        _assess_I3_4_1(p, m, g, o),
+        criterion_I3_4_1(p, m, o, g),
         # I3.4.2 ② Muscle biopsy pathology or muscle MRI suggestive of active inflammation
-        _assess_I3_4_2(p, m, g, o),
+        criterion_I3_4_2(p, m, o, g),
         # I3.4.3 ③ MMT-8 < 125/150 and at least 2 additional core set measures (a)–(e)
-        _assess_I3_4_3(p, m, g, o),
+        criterion_I3_4_3(p, m, o, g),
     ))
     v = when3(g, v)
-    o[11] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[11] = v
     return v
 
 
-def _assess_I3_4_1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I3_4_1(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 80: I3.4.1 "① Rash VAS ≥ 3 cm (MDAAT) and at least 3 core set measure abnormalities"
-    # line 81: rash_vas >= 3 cm
-    # line 82: at least 3 of (csm_patient_vas, csm_physician_vas, csm_haq, csm_muscle_enzyme, csm_extramuscular)
-    v: TriNA = (
-        False if (t2 := (
-            ('rash_vas',) if (t1 := p.rash_vas) is None
-            else False if t1 is NONE
-            else t1 >= _K7
-        )) is False
-        else t2 if (t3 := count3(
-            3,
-            (
-                _fast_csm_patient_vas(p, m),
-                _fast_csm_physician_vas(p, m),
-                _fast_csm_haq(p, m),
-                _fast_csm_muscle_enzyme(p, m),
-                _fast_csm_extramuscular(p, m),
-            ),
-        )) is True
-        else t3 if t3 is False or t2 is True
-        else union(t2, t3)
-    )
+    # line 83: note "The CSM abnormalities counted here are items (a)–(e) listed under ③."
+    v: TriNA = all3((
+        # line 81: rash_vas >= 3 cm
+        compare(p.rash_vas, op='>=', right=_K13, path='rash_vas'),
+        # line 82: at least 3 of (csm_patient_vas, csm_physician_vas, csm_haq, csm_muscle_enzyme, csm_extramuscular)
+        count3(3, (
+            define_csm_patient_vas(p, m),
+            define_csm_physician_vas(p, m),
+            define_csm_haq(p, m),
+            define_csm_muscle_enzyme(p, m),
+            define_csm_extramuscular(p, m),
+        )),
+    ))
     v = when3(g, v)
-    o[12] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[12] = v
     return v
 
 
-def _assess_I3_4_2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I3_4_2(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 84: I3.4.2 "② Muscle biopsy pathology or muscle MRI suggestive of active inflammation"
     # line 85: active_muscle_inflammation
-    v: TriNA = (
-        ('active_muscle_inflammation',) if (t1 := p.active_muscle_inflammation) is None
-        else t1 is True
-    )
+    v: TriNA = truth(p.active_muscle_inflammation, 'active_muscle_inflammation')
     v = when3(g, v)
-    o[13] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[13] = v
     return v
 
 
-def _assess_I3_4_3(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I3_4_3(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 86: I3.4.3 "③ MMT-8 < 125/150 and at least 2 additional core set measures (a)–(e)"
-    # line 87: mmt8 < 125
-    # line 88: at least 2 of (csm_patient_vas, csm_physician_vas, csm_haq, csm_muscle_enzyme, csm_extramuscular)
-    v: TriNA = (
-        False if (t2 := (('mmt8',) if (t1 := p.mmt8) is None else False if t1 is NONE else t1 < 125)) is False
-        else t2 if (t3 := count3(
-            2,
-            (
-                _fast_csm_patient_vas(p, m),
-                _fast_csm_physician_vas(p, m),
-                _fast_csm_haq(p, m),
-                _fast_csm_muscle_enzyme(p, m),
-                _fast_csm_extramuscular(p, m),
-            ),
-        )) is True
-        else t3 if t3 is False or t2 is True
-        else union(t2, t3)
-    )
+    v: TriNA = all3((
+        # line 87: mmt8 < 125
+        compare(p.mmt8, op='<', right=125, path='mmt8'),
+        # line 88: at least 2 of (csm_patient_vas, csm_physician_vas, csm_haq, csm_muscle_enzyme, csm_extramuscular)
+        count3(2, (
+            define_csm_patient_vas(p, m),
+            define_csm_physician_vas(p, m),
+            define_csm_haq(p, m),
+            define_csm_muscle_enzyme(p, m),
+            define_csm_extramuscular(p, m),
+        )),
+    ))
     v = when3(g, v)
-    o[14] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[14] = v
     return v
 
 
-def _assess_I3_5(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I3_5(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 89: I3.5 "For ANCA-AAV patients, BVAS ≥ 15 and ANCA antibody positive" when diagnosis is AAV
-    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'AAV')
+    g = member(p.diagnosis, kind='is', members=_K11, path='diagnosis')
     if g is False:
         return NA
-    # line 90: bvas >= 15
-    # line 91: anca has any of (cANCA, pANCA, PR3, MPO)
-    v: TriNA = (
-        False if (t4 := (('bvas',) if (t2 := p.bvas) is None else False if t2 is NONE else t2 >= 15)) is False
-        else t4 if (t5 := (
-            ('anca',) if (t3 := p.anca) is None
-            else False if t3 is NONE
-            else not t3.isdisjoint(_K6)
-        )) is True
-        else t5 if t5 is False or t4 is True
-        else union(t4, t5)
-    )
+    v: TriNA = all3((
+        # line 90: bvas >= 15
+        compare(p.bvas, op='>=', right=15, path='bvas'),
+        # line 91: anca has any of (cANCA, pANCA, PR3, MPO)
+        has(p.anca, kind='has_any', members=_K12, path='anca'),
+    ))
     v = when3(g, v)
-    o[15] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[15] = v
     return v
 
 
-def _assess_I4(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I4(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 93: I4 "ECOG performance status 0 to 1"
+    # line 95: note "The listing prints ECOG as a bullet under inclusion 3; it is the protocol's inclusion 4."
     # line 94: ecog between 0 and 1
-    v: TriNA = (('ecog',) if (t1 := p.ecog) is None else False if t1 is NONE else 0 <= t1 <= 1)
-    o[16] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    v: TriNA = between(p.ecog, low=0, high=1, path='ecog')
+    o[16] = v
     return v
 
 
-def _assess_I5(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I5(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 97: I5 "Critical organ function"
     v: TriNA = all3((
         # I5.1 Blood: hemoglobin ≥ 60 g/L, platelet count ≥ 20 × 10⁹/L
-        _assess_I5_1(p, m, g, o),
+        criterion_I5_1(p, m, o, g),
         # I5.2 Cardiac function: LVEF ≥ 55%, ECG without obvious abnormalities
-        _assess_I5_2(p, m, g, o),
+        criterion_I5_2(p, m, o, g),
         # I5.3 Renal function: eGFR ≥ 30 mL/min/1.73 m²
-        _assess_I5_3(p, m, g, o),
+        criterion_I5_3(p, m, o, g),
         # I5.4 Liver function: AST and ALT ≤ 3.0 × ULN, total bilirubin ≤ 2.0 × ULN
-        _assess_I5_4(p, m, g, o),
+        criterion_I5_4(p, m, o, g),
         # I5.5 Meets the criteria for apheresis or venous blood collection, with no other contraindication to cell collection
-        _assess_I5_5(p, m, g, o),
+        criterion_I5_5(p, m, o, g),
         # I5.6 Subjects of childbearing age: negative urine pregnancy test and agreement to effective contraception until 1 year after infusion
-        _assess_I5_6(p, m, g, o),
+        criterion_I5_6(p, m, o, g),
         # I5.7 The patient or guardian agrees to participate and signs the informed consent form
-        _assess_I5_7(p, m, g, o),
+        criterion_I5_7(p, m, o, g),
     ))
-    o[17] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[17] = v
     return v
 
 
-def _assess_I5_1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I5_1(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 98: I5.1 "Blood: hemoglobin ≥ 60 g/L, platelet count ≥ 20 × 10⁹/L"
-    # line 99: hemoglobin >= 60 g/L
-    # line 100: platelets >= 20 x 10^9/L
-    v: TriNA = (
-        False if (t3 := (
-            ('hemoglobin',) if (t1 := p.hemoglobin) is None
-            else False if t1 is NONE
-            else t1 >= _K8
-        )) is False
-        else t3 if (t4 := (
-            ('platelets',) if (t2 := p.platelets) is None
-            else False if t2 is NONE
-            else t2 >= _K9
-        )) is True
-        else t4 if t4 is False or t3 is True
-        else union(t3, t4)
-    )
-    o[18] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    v: TriNA = all3((
+        # line 99: hemoglobin >= 60 g/L
+        compare(p.hemoglobin, op='>=', right=_K14, path='hemoglobin'),
+        # line 100: platelets >= 20 x 10^9/L
+        compare(p.platelets, op='>=', right=_K15, path='platelets'),
+    ))
+    o[18] = v
     return v
 
 
-def _assess_I5_2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I5_2(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 101: I5.2 "Cardiac function: LVEF ≥ 55%, ECG without obvious abnormalities"
-    # line 102: lvef >= 55 %
-    # line 103: ecg_normal
-    v: TriNA = (
-        False if (t3 := (
-            ('lvef',) if (t1 := p.lvef) is None
-            else False if t1 is NONE
-            else t1 >= _K10
-        )) is False
-        else t3 if (t4 := (('ecg_normal',) if (t2 := p.ecg_normal) is None else t2 is True)) is True
-        else t4 if t4 is False or t3 is True
-        else union(t3, t4)
-    )
-    o[19] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    v: TriNA = all3((
+        # line 102: lvef >= 55 %
+        compare(p.lvef, op='>=', right=_K16, path='lvef'),
+        # line 103: ecg_normal
+        truth(p.ecg_normal, 'ecg_normal'),
+    ))
+    o[19] = v
     return v
 
 
-def _assess_I5_3(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I5_3(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 104: I5.3 "Renal function: eGFR ≥ 30 mL/min/1.73 m²"
     # line 105: egfr >= 30 mL/min/1.73m2
-    v: TriNA = (('egfr',) if (t1 := p.egfr) is None else False if t1 is NONE else t1 >= _K11)
-    o[20] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    v: TriNA = compare(p.egfr, op='>=', right=_K17, path='egfr')
+    o[20] = v
     return v
 
 
-def _assess_I5_4(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I5_4(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 106: I5.4 "Liver function: AST and ALT ≤ 3.0 × ULN, total bilirubin ≤ 2.0 × ULN"
-    # line 107: ast <= 3.0 x ULN
-    # line 108: alt <= 3.0 x ULN
-    # line 109: bilirubin <= 2.0 x ULN
-    v: TriNA = (
-        False if (t6 := (
-            ('ast',) if (t1 := p.ast) is None
-            else False if t1 is NONE
-            else t1.value <= scale(t1.uln, _K7)
-        )) is False
-        else t6 if (t7 := (
-            False if (t4 := (
-                ('alt',) if (t2 := p.alt) is None
-                else False if t2 is NONE
-                else t2.value <= scale(t2.uln, _K7)
-            )) is False
-            else t4 if (t5 := (
-                ('bilirubin',) if (t3 := p.bilirubin) is None
-                else False if t3 is NONE
-                else t3.value <= scale(t3.uln, _K1)
-            )) is True
-            else t5 if t5 is False or t4 is True
-            else union(t4, t5)
-        )) is True
-        else t7 if t7 is False or t6 is True
-        else union(t6, t7)
-    )
-    o[21] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    v: TriNA = all3((
+        # line 107: ast <= 3.0 x ULN
+        compare_uln(p.ast, op='<=', multiple=_K13, path='ast'),
+        # line 108: alt <= 3.0 x ULN
+        compare_uln(p.alt, op='<=', multiple=_K13, path='alt'),
+        # line 109: bilirubin <= 2.0 x ULN
+        compare_uln(p.bilirubin, op='<=', multiple=_K1, path='bilirubin'),
+    ))
+    o[21] = v
     return v
 
 
-def _assess_I5_5(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I5_5(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 110: I5.5 "Meets the criteria for apheresis or venous blood collection, with no other contraindication to cell collection"
-    # line 111: collection_feasible
-    # line 112: not collection_contraindicated
-    v: TriNA = (
-        False if (t4 := (
-            ('collection_feasible',) if (t1 := p.collection_feasible) is None
-            else t1 is True
-        )) is False
-        else t4 if (t5 := (
-            not t2 if (t2 := (
-                ('collection_contraindicated',) if (t3 := p.collection_contraindicated) is None
-                else t3 is True
-            )) is True or t2 is False
-            else t2
-        )) is True
-        else t5 if t5 is False or t4 is True
-        else union(t4, t5)
-    )
-    o[22] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    # line 113: note "The listing's 'single or venous blood collection' is read as apheresis (single collection) or venous blood collection."
+    v: TriNA = all3((
+        # line 111: collection_feasible
+        truth(p.collection_feasible, 'collection_feasible'),
+        # line 112: not collection_contraindicated
+        not3(truth(p.collection_contraindicated, 'collection_contraindicated')),
+    ))
+    o[22] = v
     return v
 
 
-def _assess_I5_6(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I5_6(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 114: I5.6 "Subjects of childbearing age: negative urine pregnancy test and agreement to effective contraception until 1 year after infusion" when childbearing_potential
-    g = (('childbearing_potential',) if (t1 := p.childbearing_potential) is None else t1 is True)
+    g = truth(p.childbearing_potential, 'childbearing_potential')
     if g is False:
         return NA
-    # line 115: urine_pregnancy_test is negative
-    # line 116: contraception_agreed
-    v: TriNA = (
-        False if (t4 := (
-            ('urine_pregnancy_test',) if (t2 := p.urine_pregnancy_test) is None
-            else False if t2 is NONE
-            else t2 == 'negative'
-        )) is False
-        else t4 if (t5 := (
-            ('contraception_agreed',) if (t3 := p.contraception_agreed) is None
-            else t3 is True
-        )) is True
-        else t5 if t5 is False or t4 is True
-        else union(t4, t5)
-    )
+    v: TriNA = all3((
+        # line 115: urine_pregnancy_test is negative
+        member(p.urine_pregnancy_test, kind='is', members=_K18, path='urine_pregnancy_test'),
+        # line 116: contraception_agreed
+        truth(p.contraception_agreed, 'contraception_agreed'),
+    ))
     v = when3(g, v)
-    o[23] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[23] = v
     return v
 
 
-def _assess_I5_7(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I5_7(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 117: I5.7 "The patient or guardian agrees to participate and signs the informed consent form"
+    # line 119: note "Also part of inclusion 1; the listing states it twice."
+    # line 121: # ---- Exclusion -------------------------------------------------------------------
     # line 118: consent_signed
-    v: TriNA = (('consent_signed',) if (t1 := p.consent_signed) is None else t1 is True)
-    o[24] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    v: TriNA = truth(p.consent_signed, 'consent_signed')
+    o[24] = v
     return v
 
 
-def _assess_E1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_E1(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 124: E1 "Prior CAR-T cell therapy"
     # line 125: prior_car_t
-    v: TriNA = (('prior_car_t',) if (t1 := p.prior_car_t) is None else t1 is True)
-    o[25] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    v: TriNA = truth(p.prior_car_t, 'prior_car_t')
+    o[25] = v
     return v
 
 
-def _assess_E2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_E2(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 127: E2 "Severe cardiac, hepatic, pulmonary, hematologic or endocrine disorder that, in the investigator's judgment, outweighs the benefit of participation"
-    # line 128: severe_disorders has any of (cardiac, hepatic, pulmonary, hematologic, endocrine)
-    # line 129: disorder_outweighs
-    v: TriNA = (
-        False if (t3 := (
-            ('severe_disorders',) if (t1 := p.severe_disorders) is None
-            else False if t1 is NONE
-            else not t1.isdisjoint(_K12)
-        )) is False
-        else t3 if (t4 := (
-            ('disorder_outweighs',) if (t2 := p.disorder_outweighs) is None
-            else t2 is True
-        )) is True
-        else t4 if t4 is False or t3 is True
-        else union(t3, t4)
-    )
-    o[26] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    # line 130: note "The listing says the disorder 'outweighs the risks of participation'; read as outweighing its benefit."
+    v: TriNA = all3((
+        # line 128: severe_disorders has any of (cardiac, hepatic, pulmonary, hematologic, endocrine)
+        has(p.severe_disorders, kind='has_any', members=_K19, path='severe_disorders'),
+        # line 129: disorder_outweighs
+        truth(p.disorder_outweighs, 'disorder_outweighs'),
+    ))
+    o[26] = v
     return v
 
 
-def _assess_E3(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_E3(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 132: E3 "Active or uncontrolled infection requiring systemic therapy within 1 week before screening"
     # line 133: last_systemic_infection within 1 week before screening
-    v: TriNA = (
-        _missing((p.last_systemic_infection, 'last_systemic_infection'), (p.screening, 'screening')) if (t1 := p.last_systemic_infection) is None or (t2 := p.screening) is None
-        else False if t1 is NONE or t2 is NONE
-        else window_holds(t1, 'within', 1, 'weeks', 'before', t2)
+    v: TriNA = window(
+        p.last_systemic_infection,
+        kind='within',
+        amount=1,
+        unit='weeks',
+        direction='before',
+        anchor=p.screening,
+        path='last_systemic_infection',
+        anchor_path='screening',
     )
-    o[27] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[27] = v
     return v
 
 
-def _assess_E4(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_E4(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 135: E4 "Hepatitis B or C with viral load above the reference range, HIV, syphilis or CMV" requires any
-    # line 136: hepatitis_b_replicating
-    # line 137: hepatitis_c_replicating
-    # line 138: hiv_antibody is positive
-    # line 139: syphilis is positive
-    # line 140: cmv_dna is positive
-    v: TriNA = (
-        True if (t10 := _fast_hepatitis_b_replicating(p, m)) is True
-        else t10 if (t11 := (
-            True if (t8 := _fast_hepatitis_c_replicating(p, m)) is True
-            else t8 if (t9 := (
-                True if (t6 := (
-                    ('hiv_antibody',) if (t1 := p.hiv_antibody) is None
-                    else False if t1 is NONE
-                    else t1 == 'positive'
-                )) is True
-                else t6 if (t7 := (
-                    True if (t4 := (
-                        ('syphilis',) if (t2 := p.syphilis) is None
-                        else False if t2 is NONE
-                        else t2 == 'positive'
-                    )) is True
-                    else t4 if (t5 := (
-                        ('cmv_dna',) if (t3 := p.cmv_dna) is None
-                        else False if t3 is NONE
-                        else t3 == 'positive'
-                    )) is False
-                    else t5 if t5 is True or t4 is False
-                    else union(t4, t5)
-                )) is False
-                else t7 if t7 is True or t6 is False
-                else union(t6, t7)
-            )) is False
-            else t9 if t9 is True or t8 is False
-            else union(t8, t9)
-        )) is False
-        else t11 if t11 is True or t10 is False
-        else union(t10, t11)
-    )
-    o[28] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    v: TriNA = any3((
+        # line 136: hepatitis_b_replicating
+        define_hepatitis_b_replicating(p, m),
+        # line 137: hepatitis_c_replicating
+        define_hepatitis_c_replicating(p, m),
+        # line 138: hiv_antibody is positive
+        member(p.hiv_antibody, kind='is', members=_K5, path='hiv_antibody'),
+        # line 139: syphilis is positive
+        member(p.syphilis, kind='is', members=_K5, path='syphilis'),
+        # line 140: cmv_dna is positive
+        member(p.cmv_dna, kind='is', members=_K5, path='cmv_dna'),
+    ))
+    o[28] = v
     return v
 
 
-def _assess_E5(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_E5(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 142: E5 "Live vaccine within 4 weeks before screening"
     # line 143: last_live_vaccine within 4 weeks before screening
-    v: TriNA = (
-        _missing((p.last_live_vaccine, 'last_live_vaccine'), (p.screening, 'screening')) if (t1 := p.last_live_vaccine) is None or (t2 := p.screening) is None
-        else False if t1 is NONE or t2 is NONE
-        else window_holds(t1, 'within', 4, 'weeks', 'before', t2)
+    v: TriNA = window(
+        p.last_live_vaccine,
+        kind='within',
+        amount=4,
+        unit='weeks',
+        direction='before',
+        anchor=p.screening,
+        path='last_live_vaccine',
+        anchor_path='screening',
     )
-    o[29] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[29] = v
     return v
 
 
-def _assess_E6(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_E6(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 145: E6 "Pregnant or breastfeeding, or planning pregnancy within 2 years of infusion" requires any
+    # line 148: note "Covers female subjects planning pregnancy and male subjects whose partners plan pregnancy within 2 years of the JY231 infusion."
     v: TriNA = any3((
         # line 146: when sex is female: pregnant or breastfeeding
         when3(
-            (('sex',) if (t5 := p.sex) is None else False if t5 is NONE else t5 == 'female'),
-            all3(
-                (
-                    (
-                        True if (t3 := (('pregnant',) if (t1 := p.pregnant) is None else t1 is True)) is True
-                        else t3 if (t4 := (
-                            ('breastfeeding',) if (t2 := p.breastfeeding) is None
-                            else t2 is True
-                        )) is False
-                        else t4 if t4 is True or t3 is False
-                        else union(t3, t4)
-                    ),
-                ),
-            ),
+            member(p.sex, kind='is', members=_K20, path='sex'),
+            or3((truth(p.pregnant, 'pregnant'), truth(p.breastfeeding, 'breastfeeding'))),
         ),
         # line 147: pregnancy_planned
-        (('pregnancy_planned',) if (t6 := p.pregnancy_planned) is None else t6 is True),
+        truth(p.pregnancy_planned, 'pregnancy_planned'),
     ))
-    o[30] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[30] = v
     return v
 
 
-def _assess_E7(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_E7(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 150: E7 "Malignant disease before screening, except the excepted malignancies"
+    # line 154: note "'Adequately treated' is read as qualifying all three of cervical carcinoma in situ, basal cell and squamous cell skin cancer; 'after radical surgery' qualifies localized prostate cancer and ductal carcinoma in situ."
+    # line 155: note "Excepted: adequately treated cervical carcinoma in situ, basal cell or squamous epithelial cell skin cancer; localized prostate cancer after radical surgery; ductal carcinoma in situ after radical surgery."
     # line 151: any(malignancies where not (
-    v: TriNA = _loop_2(p.malignancies, p, m)
-    o[31] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    # line 152: kind is any of (cervical_cis, basal_cell_skin, squamous_cell_skin) and adequately_treated
+    # line 153: or kind is any of (localized_prostate, ductal_cis) and radical_surgery))
+    v: TriNA = any_item(p.malignancies, path='malignancies', test=where_2, p=p, m=m)
+    o[31] = v
     return v
 
 
-def _assess_E8(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def where_2(it: MalignancyRecord, at: str, p: Patient, m: _Memo) -> Tri:
+    # line 151: any(malignancies where not (
+    # line 152: kind is any of (cervical_cis, basal_cell_skin, squamous_cell_skin) and adequately_treated
+    # line 153: or kind is any of (localized_prostate, ductal_cis) and radical_surgery))
+    return not3(
+        or3((
+            and3((
+                member(it.kind, kind='is_any', members=_K21, path=at + '.kind'),
+                truth(it.adequately_treated, at + '.adequately_treated'),
+            )),
+            and3((
+                member(it.kind, kind='is_any', members=_K22, path=at + '.kind'),
+                truth(it.radical_surgery, at + '.radical_surgery'),
+            )),
+        )),
+    )
+
+
+def criterion_E8(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 157: E8 "Participation in another clinical study within 3 months before screening"
     # line 158: last_other_study within 3 months before screening
-    v: TriNA = (
-        _missing((p.last_other_study, 'last_other_study'), (p.screening, 'screening')) if (t1 := p.last_other_study) is None or (t2 := p.screening) is None
-        else False if t1 is NONE or t2 is NONE
-        else window_holds(t1, 'within', 3, 'months', 'before', t2)
+    v: TriNA = window(
+        p.last_other_study,
+        kind='within',
+        amount=3,
+        unit='months',
+        direction='before',
+        anchor=p.screening,
+        path='last_other_study',
+        anchor_path='screening',
     )
-    o[32] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[32] = v
     return v
 
 
-def _assess_E9(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_E9(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 160: E9 "Other conditions that make the patient unsuitable, in the investigator's judgment"
     # line 161: unsuitable
-    v: TriNA = (('unsuitable',) if (t1 := p.unsuitable) is None else t1 is True)
-    o[33] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    v: TriNA = truth(p.unsuitable, 'unsuitable')
+    o[33] = v
     return v
 
 
-def _assess(p: Patient) -> Assessment:
-    m = _Memo()
-    o = [_NOT_APPLICABLE] * 34
-    refused = False
-    unknown: tuple[str, ...] | None = None
-    v: TriNA = _assess_I1(p, m, True, o)
-    if v is False:
-        refused = True
-    elif v is not True and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    v = _assess_I2(p, m, True, o)
-    if v is False:
-        refused = True
-    elif v is not True and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    v = _assess_I3(p, m, True, o)
-    if v is False:
-        refused = True
-    elif v is not True and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    v = _assess_I4(p, m, True, o)
-    if v is False:
-        refused = True
-    elif v is not True and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    v = _assess_I5(p, m, True, o)
-    if v is False:
-        refused = True
-    elif v is not True and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    v = _assess_E1(p, m, True, o)
-    if v is True:
-        refused = True
-    elif v is not False and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    v = _assess_E2(p, m, True, o)
-    if v is True:
-        refused = True
-    elif v is not False and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    v = _assess_E3(p, m, True, o)
-    if v is True:
-        refused = True
-    elif v is not False and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    v = _assess_E4(p, m, True, o)
-    if v is True:
-        refused = True
-    elif v is not False and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    v = _assess_E5(p, m, True, o)
-    if v is True:
-        refused = True
-    elif v is not False and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    v = _assess_E6(p, m, True, o)
-    if v is True:
-        refused = True
-    elif v is not False and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    v = _assess_E7(p, m, True, o)
-    if v is True:
-        refused = True
-    elif v is not False and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    v = _assess_E8(p, m, True, o)
-    if v is True:
-        refused = True
-    elif v is not False and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    v = _assess_E9(p, m, True, o)
-    if v is True:
-        refused = True
-    elif v is not False and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    return assessment(tuple(o), refused, unknown, JUDGMENTS)
+# Each top-level criterion, and the value that makes the patient ineligible.
+TOP: tuple[tuple[Criterion, bool], ...] = (
+    (criterion_I1, False),  # inclusion
+    (criterion_I2, False),  # inclusion
+    (criterion_I3, False),  # inclusion
+    (criterion_I4, False),  # inclusion
+    (criterion_I5, False),  # inclusion
+    (criterion_E1, True),  # exclusion
+    (criterion_E2, True),  # exclusion
+    (criterion_E3, True),  # exclusion
+    (criterion_E4, True),  # exclusion
+    (criterion_E5, True),  # exclusion
+    (criterion_E6, True),  # exclusion
+    (criterion_E7, True),  # exclusion
+    (criterion_E8, True),  # exclusion
+    (criterion_E9, True),  # exclusion
+)
 
 
-def _decide_I1(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 35: I1 "Age 18–75 years, male or female, signed informed consent"
-    # line 36: age between 18 and 75
-    # line 37: consent_signed
-    v: TriNA = (
-        False if (t3 := (
-            ('age',) if (t1 := p.age) is None
-            else False if t1 is NONE
-            else 18 <= t1 <= 75
-        )) is False
-        else t3 if (t4 := (('consent_signed',) if (t2 := p.consent_signed) is None else t2 is True)) is True
-        else t4 if t4 is False or t3 is True
-        else union(t3, t4)
-    )
-    return v
+# ---- reasons on demand: the criteria as data, explained by the runtime -----------------------
 
-
-def _decide_I2(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 40: I2 "Diagnosis of one of the following diseases" requires any
-    unknown: tuple[str, ...] | None = None
-    applicable = sure = False
-    # I2.1 Systemic lupus erythematosus (SLE)
-    v: TriNA = _decide_I2_1(p, m, g)
-    if v is True:
-        return True
-    if v is not NA:
-        applicable = True
-        if v is not False:
-            unknown = v
-            sure = sure or type(v) is not Unsure
-        else:
-            sure = True
-    # I2.2 Sjögren's syndrome (SS)
-    v = _decide_I2_2(p, m, g)
-    if v is True:
-        return True
-    if v is not NA:
-        applicable = True
-        if v is not False:
-            unknown = v
-            sure = sure or type(v) is not Unsure
-        else:
-            sure = True
-    # I2.3 Systemic sclerosis (SSc)
-    v = _decide_I2_3(p, m, g)
-    if v is True:
-        return True
-    if v is not NA:
-        applicable = True
-        if v is not False:
-            unknown = v
-            sure = sure or type(v) is not Unsure
-        else:
-            sure = True
-    # I2.4 Dermatomyositis (DM)
-    v = _decide_I2_4(p, m, g)
-    if v is True:
-        return True
-    if v is not NA:
-        applicable = True
-        if v is not False:
-            unknown = v
-            sure = sure or type(v) is not Unsure
-        else:
-            sure = True
-    # I2.5 ANCA-associated vasculitis (ANCA-AAV)
-    v = _decide_I2_5(p, m, g)
-    if v is True:
-        return True
-    if v is not NA:
-        applicable = True
-        if v is not False:
-            unknown = v
-            sure = sure or type(v) is not Unsure
-        else:
-            sure = True
-    v = NA if not applicable else False if unknown is None else settle(unknown, sure)
-    return v
-
-
-def _decide_I2_1(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 41: I2.1 "Systemic lupus erythematosus (SLE)"
-    # line 42: diagnosis is SLE
-    # line 43: classification_met
-    # line 44: ana_above_1_80 or anti_dsdna is positive
-    v: TriNA = (
-        False if (t8 := (
-            ('diagnosis',) if (t1 := p.diagnosis) is None
-            else False if t1 is NONE
-            else t1 == 'SLE'
-        )) is False
-        else t8 if (t9 := (
-            False if (t6 := (
-                ('classification_met',) if (t2 := p.classification_met) is None
-                else t2 is True
-            )) is False
-            else t6 if (t7 := (
-                True if (t4 := _fast_ana_above_1_80(p, m)) is True
-                else t4 if (t5 := (
-                    ('anti_dsdna',) if (t3 := p.anti_dsdna) is None
-                    else False if t3 is NONE
-                    else t3 == 'positive'
-                )) is False
-                else t5 if t5 is True or t4 is False
-                else union(t4, t5)
-            )) is True
-            else t7 if t7 is False or t6 is True
-            else union(t6, t7)
-        )) is True
-        else t9 if t9 is False or t8 is True
-        else union(t8, t9)
-    )
-    return v
-
-
-def _decide_I2_2(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 46: I2.2 "Sjögren's syndrome (SS)"
-    # line 47: diagnosis is SS
-    # line 48: classification_met
-    # line 49: anti_ssa is positive
-    v: TriNA = (
-        False if (t6 := (
-            ('diagnosis',) if (t1 := p.diagnosis) is None
-            else False if t1 is NONE
-            else t1 == 'SS'
-        )) is False
-        else t6 if (t7 := (
-            False if (t4 := (
-                ('classification_met',) if (t2 := p.classification_met) is None
-                else t2 is True
-            )) is False
-            else t4 if (t5 := (
-                ('anti_ssa',) if (t3 := p.anti_ssa) is None
-                else False if t3 is NONE
-                else t3 == 'positive'
-            )) is True
-            else t5 if t5 is False or t4 is True
-            else union(t4, t5)
-        )) is True
-        else t7 if t7 is False or t6 is True
-        else union(t6, t7)
-    )
-    return v
-
-
-def _decide_I2_3(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 51: I2.3 "Systemic sclerosis (SSc)"
-    # line 52: diagnosis is SSc
-    # line 53: classification_met
-    # line 54: ana_above_1_80 or anti_scl70 is positive
-    v: TriNA = (
-        False if (t8 := (
-            ('diagnosis',) if (t1 := p.diagnosis) is None
-            else False if t1 is NONE
-            else t1 == 'SSc'
-        )) is False
-        else t8 if (t9 := (
-            False if (t6 := (
-                ('classification_met',) if (t2 := p.classification_met) is None
-                else t2 is True
-            )) is False
-            else t6 if (t7 := (
-                True if (t4 := _fast_ana_above_1_80(p, m)) is True
-                else t4 if (t5 := (
-                    ('anti_scl70',) if (t3 := p.anti_scl70) is None
-                    else False if t3 is NONE
-                    else t3 == 'positive'
-                )) is False
-                else t5 if t5 is True or t4 is False
-                else union(t4, t5)
-            )) is True
-            else t7 if t7 is False or t6 is True
-            else union(t6, t7)
-        )) is True
-        else t9 if t9 is False or t8 is True
-        else union(t8, t9)
-    )
-    return v
-
-
-def _decide_I2_4(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 56: I2.4 "Dermatomyositis (DM)"
-    # line 57: diagnosis is DM
-    # line 58: classification_met
-    # line 59: myositis_antibodies has any of (Jo1, Zo, EJ, PL7, KS, OJ, PL12, YRS, NXP2, TIF1g, Mi2, SAE, MDA5, SRP, HMGCR)
-    v: TriNA = (
-        False if (t6 := (
-            ('diagnosis',) if (t1 := p.diagnosis) is None
-            else False if t1 is NONE
-            else t1 == 'DM'
-        )) is False
-        else t6 if (t7 := (
-            False if (t4 := (
-                ('classification_met',) if (t2 := p.classification_met) is None
-                else t2 is True
-            )) is False
-            else t4 if (t5 := (
-                ('myositis_antibodies',) if (t3 := p.myositis_antibodies) is None
-                else False if t3 is NONE
-                else not t3.isdisjoint(_K5)
-            )) is True
-            else t5 if t5 is False or t4 is True
-            else union(t4, t5)
-        )) is True
-        else t7 if t7 is False or t6 is True
-        else union(t6, t7)
-    )
-    return v
-
-
-def _decide_I2_5(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 61: I2.5 "ANCA-associated vasculitis (ANCA-AAV)"
-    # line 62: diagnosis is AAV
-    # line 63: classification_met
-    # line 64: anca has any of (cANCA, pANCA, PR3, MPO)
-    v: TriNA = (
-        False if (t6 := (
-            ('diagnosis',) if (t1 := p.diagnosis) is None
-            else False if t1 is NONE
-            else t1 == 'AAV'
-        )) is False
-        else t6 if (t7 := (
-            False if (t4 := (
-                ('classification_met',) if (t2 := p.classification_met) is None
-                else t2 is True
-            )) is False
-            else t4 if (t5 := (
-                ('anca',) if (t3 := p.anca) is None
-                else False if t3 is NONE
-                else not t3.isdisjoint(_K6)
-            )) is True
-            else t5 if t5 is False or t4 is True
-            else union(t4, t5)
-        )) is True
-        else t7 if t7 is False or t6 is True
-        else union(t6, t7)
-    )
-    return v
-
-
-def _decide_I3(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 67: I3 "Refractory disease whose activity meets the criterion for its diagnosis"
-    unknown: tuple[str, ...] | None = None
-    # line 68: refractory
-    v: TriNA = _fast_refractory(p, m)
-    if v is False:
-        return False
-    if v is not True and v is not NA:
-        unknown = v
-    # I3.1 For SLE patients, SLEDAI ≥ 8 points
-    v = _decide_I3_1(p, m, g)
-    if v is False:
-        return False
-    if v is not True and v is not NA:
-        unknown = v
-    # I3.2 For SS patients, ESSDAI ≥ 14 points
-    v = _decide_I3_2(p, m, g)
-    if v is False:
-        return False
-    if v is not True and v is not NA:
-        unknown = v
-    # I3.3 For SSc patients, mRSS 10–35 (inclusive) with interstitial lung disease
-    v = _decide_I3_3(p, m, g)
-    if v is False:
-        return False
-    if v is not True and v is not NA:
-        unknown = v
-    # I3.4 For DM patients, 1 year after diagnosis, and conditions ①–③
-    v = _decide_I3_4(p, m, g)
-    if v is False:
-        return False
-    if v is not True and v is not NA:
-        unknown = v
-    # I3.5 For ANCA-AAV patients, BVAS ≥ 15 and ANCA antibody positive
-    v = _decide_I3_5(p, m, g)
-    if v is False:
-        return False
-    if v is not True and v is not NA:
-        unknown = v
-    v = True if unknown is None else settle(unknown, True)
-    return v
-
-
-def _decide_I3_1(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 70: I3.1 "For SLE patients, SLEDAI ≥ 8 points" when diagnosis is SLE
-    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'SLE')
-    if g is False:
-        return NA
-    # line 71: sledai >= 8
-    v: TriNA = (('sledai',) if (t2 := p.sledai) is None else False if t2 is NONE else t2 >= 8)
-    v = when3(g, v)
-    return v
-
-
-def _decide_I3_2(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 72: I3.2 "For SS patients, ESSDAI ≥ 14 points" when diagnosis is SS
-    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'SS')
-    if g is False:
-        return NA
-    # line 73: essdai >= 14
-    v: TriNA = (('essdai',) if (t2 := p.essdai) is None else False if t2 is NONE else t2 >= 14)
-    v = when3(g, v)
-    return v
-
-
-def _decide_I3_3(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 74: I3.3 "For SSc patients, mRSS 10–35 (inclusive) with interstitial lung disease" when diagnosis is SSc
-    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'SSc')
-    if g is False:
-        return NA
-    # line 75: mrss between 10 and 35
-    # line 76: ild
-    v: TriNA = (
-        False if (t4 := (
-            ('mrss',) if (t2 := p.mrss) is None
-            else False if t2 is NONE
-            else 10 <= t2 <= 35
-        )) is False
-        else t4 if (t5 := (('ild',) if (t3 := p.ild) is None else t3 is True)) is True
-        else t5 if t5 is False or t4 is True
-        else union(t4, t5)
-    )
-    v = when3(g, v)
-    return v
-
-
-def _decide_I3_4(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 77: I3.4 "For DM patients, 1 year after diagnosis, and conditions ①–③" when diagnosis is DM
-    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'DM')
-    if g is False:
-        return NA
-    unknown: tuple[str, ...] | None = None
-    # line 78: screening at least 1 year after diagnosis_date
-    v: TriNA = (
-        _missing((p.screening, 'screening'), (p.diagnosis_date, 'diagnosis_date')) if (t2 := p.screening) is None or (t3 := p.diagnosis_date) is None
-        else False if t2 is NONE or t3 is NONE
-        else window_holds(t2, 'at_least', 1, 'years', 'after', t3)
-    )
-    if v is False:
-        return False if g is True else Unsure(g)
-    if v is not True and v is not NA:
-        unknown = v
-    # I3.4.1 ① Rash VAS ≥ 3 cm (MDAAT) and at least 3 core set measure abnormalities
-    v = _decide_I3_4_1(p, m, g)
-    if v is False:
-        return False if g is True else Unsure(g)
-    if v is not True and v is not NA:
-        unknown = v
-    # I3.4.2 ② Muscle biopsy pathology or muscle MRI suggestive of active inflammation
-    v = _decide_I3_4_2(p, m, g)
-    if v is False:
-        return False if g is True else Unsure(g)
-    if v is not True and v is not NA:
-        unknown = v
-    # I3.4.3 ③ MMT-8 < 125/150 and at least 2 additional core set measures (a)–(e)
-    v = _decide_I3_4_3(p, m, g)
-    if v is False:
-        return False if g is True else Unsure(g)
-    if v is not True and v is not NA:
-        unknown = v
-    v = True if unknown is None else settle(unknown, True)
-    v = when3(g, v)
-    return v
-
-
-def _decide_I3_4_1(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 80: I3.4.1 "① Rash VAS ≥ 3 cm (MDAAT) and at least 3 core set measure abnormalities"
-    # line 81: rash_vas >= 3 cm
-    # line 82: at least 3 of (csm_patient_vas, csm_physician_vas, csm_haq, csm_muscle_enzyme, csm_extramuscular)
-    v: TriNA = (
-        False if (t2 := (
-            ('rash_vas',) if (t1 := p.rash_vas) is None
-            else False if t1 is NONE
-            else t1 >= _K7
-        )) is False
-        else t2 if (t3 := count3(
-            3,
+DESCRIBED_DEFINITIONS: tuple[tuple[str, tuple[Any, ...]], ...] = (
+    ('ana_above_1_80', (('compare', ('p', 'ana', 'ana'), '>', ('k', 80), '', '1:80', True),)),
+    ('refractory', (
+        ('or', (
             (
-                _fast_csm_patient_vas(p, m),
-                _fast_csm_physician_vas(p, m),
-                _fast_csm_haq(p, m),
-                _fast_csm_muscle_enzyme(p, m),
-                _fast_csm_extramuscular(p, m),
+                'count',
+                ('p', 'treatments', 'treatments'),
+                '>=',
+                2,
+                ('and', (
+                    ('truth', ('it', 'immunosuppressive', 'immunosuppressive'), False),
+                    (
+                        'window',
+                        ('it', 'end', 'end'),
+                        'at_least',
+                        6,
+                        'months',
+                        'after',
+                        ('it', 'start', 'start'),
+                        'at least 6 months after',
+                    ),
+                )),
             ),
-        )) is True
-        else t3 if t3 is False or t2 is True
-        else union(t2, t3)
-    )
-    v = when3(g, v)
-    return v
+            ('truth', ('p', 'intolerant_to_standard_therapy', 'intolerant_to_standard_therapy'), False),
+            ('truth', ('p', 'relative_contraindication', 'relative_contraindication'), False),
+        )),
+    )),
+    ('csm_patient_vas', (
+        (
+            'compare',
+            ('p', 'patient_global_vas', 'patient_global_vas'),
+            '>=',
+            ('k', _K1),
+            'cm',
+            '2.0 cm',
+            False,
+        ),
+    )),
+    ('csm_physician_vas', (
+        (
+            'compare',
+            ('p', 'physician_global_vas', 'physician_global_vas'),
+            '>=',
+            ('k', _K1),
+            'cm',
+            '2.0 cm',
+            False,
+        ),
+    )),
+    ('csm_haq', (('compare', ('p', 'haq_di', 'haq_di'), '>=', ('k', _K2), '', '0.25', False),)),
+    ('csm_muscle_enzyme', (
+        ('at_least', 1, (
+            ('uln', ('p', 'ck', 'ck'), '>=', _K3, 'U/L', '1.3'),
+            ('uln', ('p', 'aldolase', 'aldolase'), '>=', _K3, 'U/L', '1.3'),
+            ('uln', ('p', 'ldh', 'ldh'), '>=', _K3, 'U/L', '1.3'),
+            ('uln', ('p', 'alt', 'alt'), '>=', _K3, 'U/L', '1.3'),
+            ('uln', ('p', 'ast', 'ast'), '>=', _K3, 'U/L', '1.3'),
+        )),
+    )),
+    ('csm_extramuscular', (
+        (
+            'compare',
+            ('p', 'extramuscular_vas', 'extramuscular_vas'),
+            '>=',
+            ('k', _K4),
+            'cm',
+            '1.0 cm',
+            False,
+        ),
+    )),
+    ('hepatitis_b_replicating', (
+        ('or', (
+            ('member', ('p', 'hbsag', 'hbsag'), 'is', _K5, 'positive'),
+            ('member', ('p', 'hbcab', 'hbcab'), 'is', _K5, 'positive'),
+        )),
+        ('uln', ('p', 'hbv_dna', 'hbv_dna'), '>', _K4, 'IU/mL', '1'),
+    )),
+    ('hepatitis_c_replicating', (
+        ('member', ('p', 'hcv_antibody', 'hcv_antibody'), 'is', _K5, 'positive'),
+        ('uln', ('p', 'hcv_rna', 'hcv_rna'), '>', _K4, 'IU/mL', '1'),
+    )),
+)
 
-
-def _decide_I3_4_2(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 84: I3.4.2 "② Muscle biopsy pathology or muscle MRI suggestive of active inflammation"
-    # line 85: active_muscle_inflammation
-    v: TriNA = (
-        ('active_muscle_inflammation',) if (t1 := p.active_muscle_inflammation) is None
-        else t1 is True
-    )
-    v = when3(g, v)
-    return v
-
-
-def _decide_I3_4_3(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 86: I3.4.3 "③ MMT-8 < 125/150 and at least 2 additional core set measures (a)–(e)"
-    # line 87: mmt8 < 125
-    # line 88: at least 2 of (csm_patient_vas, csm_physician_vas, csm_haq, csm_muscle_enzyme, csm_extramuscular)
-    v: TriNA = (
-        False if (t2 := (('mmt8',) if (t1 := p.mmt8) is None else False if t1 is NONE else t1 < 125)) is False
-        else t2 if (t3 := count3(
-            2,
+DESCRIBED_CRITERIA: tuple[tuple[Any, ...], ...] = (
+    ('criterion', 'I1', 0, None, 'all', 0, (
+        ('between', ('p', 'age', 'age'), ('k', 18), ('k', 75), '', '18–75', False),
+        ('truth', ('p', 'consent_signed', 'consent_signed'), False),
+    )),
+    ('criterion', 'I2', 1, None, 'any', 0, (
+        ('criterion', 'I2.1', 2, None, 'all', 0, (
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K6, 'SLE'),
+            ('truth', ('p', 'classification_met', 'classification_met'), False),
+            ('or', (
+                ('define', 'ana_above_1_80'),
+                ('member', ('p', 'anti_dsdna', 'anti_dsdna'), 'is', _K5, 'positive'),
+            )),
+        )),
+        ('criterion', 'I2.2', 3, None, 'all', 0, (
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K7, 'SS'),
+            ('truth', ('p', 'classification_met', 'classification_met'), False),
+            ('member', ('p', 'anti_ssa', 'anti_ssa'), 'is', _K5, 'positive'),
+        )),
+        ('criterion', 'I2.3', 4, None, 'all', 0, (
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K8, 'SSc'),
+            ('truth', ('p', 'classification_met', 'classification_met'), False),
+            ('or', (
+                ('define', 'ana_above_1_80'),
+                ('member', ('p', 'anti_scl70', 'anti_scl70'), 'is', _K5, 'positive'),
+            )),
+        )),
+        ('criterion', 'I2.4', 5, None, 'all', 0, (
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K9, 'DM'),
+            ('truth', ('p', 'classification_met', 'classification_met'), False),
             (
-                _fast_csm_patient_vas(p, m),
-                _fast_csm_physician_vas(p, m),
-                _fast_csm_haq(p, m),
-                _fast_csm_muscle_enzyme(p, m),
-                _fast_csm_extramuscular(p, m),
+                'has',
+                ('p', 'myositis_antibodies', 'myositis_antibodies'),
+                'has_any',
+                _K10,
+                'any of the 15 listed',
             ),
-        )) is True
-        else t3 if t3 is False or t2 is True
-        else union(t2, t3)
-    )
-    v = when3(g, v)
-    return v
-
-
-def _decide_I3_5(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 89: I3.5 "For ANCA-AAV patients, BVAS ≥ 15 and ANCA antibody positive" when diagnosis is AAV
-    g = (('diagnosis',) if (t1 := p.diagnosis) is None else False if t1 is NONE else t1 == 'AAV')
-    if g is False:
-        return NA
-    # line 90: bvas >= 15
-    # line 91: anca has any of (cANCA, pANCA, PR3, MPO)
-    v: TriNA = (
-        False if (t4 := (('bvas',) if (t2 := p.bvas) is None else False if t2 is NONE else t2 >= 15)) is False
-        else t4 if (t5 := (
-            ('anca',) if (t3 := p.anca) is None
-            else False if t3 is NONE
-            else not t3.isdisjoint(_K6)
-        )) is True
-        else t5 if t5 is False or t4 is True
-        else union(t4, t5)
-    )
-    v = when3(g, v)
-    return v
-
-
-def _decide_I4(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 93: I4 "ECOG performance status 0 to 1"
-    # line 94: ecog between 0 and 1
-    v: TriNA = (('ecog',) if (t1 := p.ecog) is None else False if t1 is NONE else 0 <= t1 <= 1)
-    return v
-
-
-def _decide_I5(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 97: I5 "Critical organ function"
-    unknown: tuple[str, ...] | None = None
-    applicable = sure = False
-    # I5.1 Blood: hemoglobin ≥ 60 g/L, platelet count ≥ 20 × 10⁹/L
-    v: TriNA = _decide_I5_1(p, m, g)
-    if v is False:
-        return False
-    if v is not NA:
-        applicable = True
-        if v is not True:
-            unknown = v
-            sure = sure or type(v) is not Unsure
-        else:
-            sure = True
-    # I5.2 Cardiac function: LVEF ≥ 55%, ECG without obvious abnormalities
-    v = _decide_I5_2(p, m, g)
-    if v is False:
-        return False
-    if v is not NA:
-        applicable = True
-        if v is not True:
-            unknown = v
-            sure = sure or type(v) is not Unsure
-        else:
-            sure = True
-    # I5.3 Renal function: eGFR ≥ 30 mL/min/1.73 m²
-    v = _decide_I5_3(p, m, g)
-    if v is False:
-        return False
-    if v is not NA:
-        applicable = True
-        if v is not True:
-            unknown = v
-            sure = sure or type(v) is not Unsure
-        else:
-            sure = True
-    # I5.4 Liver function: AST and ALT ≤ 3.0 × ULN, total bilirubin ≤ 2.0 × ULN
-    v = _decide_I5_4(p, m, g)
-    if v is False:
-        return False
-    if v is not NA:
-        applicable = True
-        if v is not True:
-            unknown = v
-            sure = sure or type(v) is not Unsure
-        else:
-            sure = True
-    # I5.5 Meets the criteria for apheresis or venous blood collection, with no other contraindication to cell collection
-    v = _decide_I5_5(p, m, g)
-    if v is False:
-        return False
-    if v is not NA:
-        applicable = True
-        if v is not True:
-            unknown = v
-            sure = sure or type(v) is not Unsure
-        else:
-            sure = True
-    # I5.6 Subjects of childbearing age: negative urine pregnancy test and agreement to effective contraception until 1 year after infusion
-    v = _decide_I5_6(p, m, g)
-    if v is False:
-        return False
-    if v is not NA:
-        applicable = True
-        if v is not True:
-            unknown = v
-            sure = sure or type(v) is not Unsure
-        else:
-            sure = True
-    # I5.7 The patient or guardian agrees to participate and signs the informed consent form
-    v = _decide_I5_7(p, m, g)
-    if v is False:
-        return False
-    if v is not NA:
-        applicable = True
-        if v is not True:
-            unknown = v
-            sure = sure or type(v) is not Unsure
-        else:
-            sure = True
-    v = NA if not applicable else True if unknown is None else settle(unknown, sure)
-    return v
-
-
-def _decide_I5_1(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 98: I5.1 "Blood: hemoglobin ≥ 60 g/L, platelet count ≥ 20 × 10⁹/L"
-    # line 99: hemoglobin >= 60 g/L
-    # line 100: platelets >= 20 x 10^9/L
-    v: TriNA = (
-        False if (t3 := (
-            ('hemoglobin',) if (t1 := p.hemoglobin) is None
-            else False if t1 is NONE
-            else t1 >= _K8
-        )) is False
-        else t3 if (t4 := (
-            ('platelets',) if (t2 := p.platelets) is None
-            else False if t2 is NONE
-            else t2 >= _K9
-        )) is True
-        else t4 if t4 is False or t3 is True
-        else union(t3, t4)
-    )
-    return v
-
-
-def _decide_I5_2(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 101: I5.2 "Cardiac function: LVEF ≥ 55%, ECG without obvious abnormalities"
-    # line 102: lvef >= 55 %
-    # line 103: ecg_normal
-    v: TriNA = (
-        False if (t3 := (
-            ('lvef',) if (t1 := p.lvef) is None
-            else False if t1 is NONE
-            else t1 >= _K10
-        )) is False
-        else t3 if (t4 := (('ecg_normal',) if (t2 := p.ecg_normal) is None else t2 is True)) is True
-        else t4 if t4 is False or t3 is True
-        else union(t3, t4)
-    )
-    return v
-
-
-def _decide_I5_3(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 104: I5.3 "Renal function: eGFR ≥ 30 mL/min/1.73 m²"
-    # line 105: egfr >= 30 mL/min/1.73m2
-    v: TriNA = (('egfr',) if (t1 := p.egfr) is None else False if t1 is NONE else t1 >= _K11)
-    return v
-
-
-def _decide_I5_4(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 106: I5.4 "Liver function: AST and ALT ≤ 3.0 × ULN, total bilirubin ≤ 2.0 × ULN"
-    # line 107: ast <= 3.0 x ULN
-    # line 108: alt <= 3.0 x ULN
-    # line 109: bilirubin <= 2.0 x ULN
-    v: TriNA = (
-        False if (t6 := (
-            ('ast',) if (t1 := p.ast) is None
-            else False if t1 is NONE
-            else t1.value <= scale(t1.uln, _K7)
-        )) is False
-        else t6 if (t7 := (
-            False if (t4 := (
-                ('alt',) if (t2 := p.alt) is None
-                else False if t2 is NONE
-                else t2.value <= scale(t2.uln, _K7)
-            )) is False
-            else t4 if (t5 := (
-                ('bilirubin',) if (t3 := p.bilirubin) is None
-                else False if t3 is NONE
-                else t3.value <= scale(t3.uln, _K1)
-            )) is True
-            else t5 if t5 is False or t4 is True
-            else union(t4, t5)
-        )) is True
-        else t7 if t7 is False or t6 is True
-        else union(t6, t7)
-    )
-    return v
-
-
-def _decide_I5_5(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 110: I5.5 "Meets the criteria for apheresis or venous blood collection, with no other contraindication to cell collection"
-    # line 111: collection_feasible
-    # line 112: not collection_contraindicated
-    v: TriNA = (
-        False if (t4 := (
-            ('collection_feasible',) if (t1 := p.collection_feasible) is None
-            else t1 is True
-        )) is False
-        else t4 if (t5 := (
-            not t2 if (t2 := (
-                ('collection_contraindicated',) if (t3 := p.collection_contraindicated) is None
-                else t3 is True
-            )) is True or t2 is False
-            else t2
-        )) is True
-        else t5 if t5 is False or t4 is True
-        else union(t4, t5)
-    )
-    return v
-
-
-def _decide_I5_6(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 114: I5.6 "Subjects of childbearing age: negative urine pregnancy test and agreement to effective contraception until 1 year after infusion" when childbearing_potential
-    g = (('childbearing_potential',) if (t1 := p.childbearing_potential) is None else t1 is True)
-    if g is False:
-        return NA
-    # line 115: urine_pregnancy_test is negative
-    # line 116: contraception_agreed
-    v: TriNA = (
-        False if (t4 := (
-            ('urine_pregnancy_test',) if (t2 := p.urine_pregnancy_test) is None
-            else False if t2 is NONE
-            else t2 == 'negative'
-        )) is False
-        else t4 if (t5 := (
-            ('contraception_agreed',) if (t3 := p.contraception_agreed) is None
-            else t3 is True
-        )) is True
-        else t5 if t5 is False or t4 is True
-        else union(t4, t5)
-    )
-    v = when3(g, v)
-    return v
-
-
-def _decide_I5_7(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 117: I5.7 "The patient or guardian agrees to participate and signs the informed consent form"
-    # line 118: consent_signed
-    v: TriNA = (('consent_signed',) if (t1 := p.consent_signed) is None else t1 is True)
-    return v
-
-
-def _decide_E1(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 124: E1 "Prior CAR-T cell therapy"
-    # line 125: prior_car_t
-    v: TriNA = (('prior_car_t',) if (t1 := p.prior_car_t) is None else t1 is True)
-    return v
-
-
-def _decide_E2(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 127: E2 "Severe cardiac, hepatic, pulmonary, hematologic or endocrine disorder that, in the investigator's judgment, outweighs the benefit of participation"
-    # line 128: severe_disorders has any of (cardiac, hepatic, pulmonary, hematologic, endocrine)
-    # line 129: disorder_outweighs
-    v: TriNA = (
-        False if (t3 := (
-            ('severe_disorders',) if (t1 := p.severe_disorders) is None
-            else False if t1 is NONE
-            else not t1.isdisjoint(_K12)
-        )) is False
-        else t3 if (t4 := (
-            ('disorder_outweighs',) if (t2 := p.disorder_outweighs) is None
-            else t2 is True
-        )) is True
-        else t4 if t4 is False or t3 is True
-        else union(t3, t4)
-    )
-    return v
-
-
-def _decide_E3(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 132: E3 "Active or uncontrolled infection requiring systemic therapy within 1 week before screening"
-    # line 133: last_systemic_infection within 1 week before screening
-    v: TriNA = (
-        _missing((p.last_systemic_infection, 'last_systemic_infection'), (p.screening, 'screening')) if (t1 := p.last_systemic_infection) is None or (t2 := p.screening) is None
-        else False if t1 is NONE or t2 is NONE
-        else window_holds(t1, 'within', 1, 'weeks', 'before', t2)
-    )
-    return v
-
-
-def _decide_E4(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 135: E4 "Hepatitis B or C with viral load above the reference range, HIV, syphilis or CMV" requires any
-    # line 136: hepatitis_b_replicating
-    # line 137: hepatitis_c_replicating
-    # line 138: hiv_antibody is positive
-    # line 139: syphilis is positive
-    # line 140: cmv_dna is positive
-    v: TriNA = (
-        True if (t10 := _fast_hepatitis_b_replicating(p, m)) is True
-        else t10 if (t11 := (
-            True if (t8 := _fast_hepatitis_c_replicating(p, m)) is True
-            else t8 if (t9 := (
-                True if (t6 := (
-                    ('hiv_antibody',) if (t1 := p.hiv_antibody) is None
-                    else False if t1 is NONE
-                    else t1 == 'positive'
-                )) is True
-                else t6 if (t7 := (
-                    True if (t4 := (
-                        ('syphilis',) if (t2 := p.syphilis) is None
-                        else False if t2 is NONE
-                        else t2 == 'positive'
-                    )) is True
-                    else t4 if (t5 := (
-                        ('cmv_dna',) if (t3 := p.cmv_dna) is None
-                        else False if t3 is NONE
-                        else t3 == 'positive'
-                    )) is False
-                    else t5 if t5 is True or t4 is False
-                    else union(t4, t5)
-                )) is False
-                else t7 if t7 is True or t6 is False
-                else union(t6, t7)
-            )) is False
-            else t9 if t9 is True or t8 is False
-            else union(t8, t9)
-        )) is False
-        else t11 if t11 is True or t10 is False
-        else union(t10, t11)
-    )
-    return v
-
-
-def _decide_E5(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 142: E5 "Live vaccine within 4 weeks before screening"
-    # line 143: last_live_vaccine within 4 weeks before screening
-    v: TriNA = (
-        _missing((p.last_live_vaccine, 'last_live_vaccine'), (p.screening, 'screening')) if (t1 := p.last_live_vaccine) is None or (t2 := p.screening) is None
-        else False if t1 is NONE or t2 is NONE
-        else window_holds(t1, 'within', 4, 'weeks', 'before', t2)
-    )
-    return v
-
-
-def _decide_E6(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 145: E6 "Pregnant or breastfeeding, or planning pregnancy within 2 years of infusion" requires any
-    unknown: tuple[str, ...] | None = None
-    # line 146: when sex is female: pregnant or breastfeeding
-    v: TriNA = when3(
-        (('sex',) if (t5 := p.sex) is None else False if t5 is NONE else t5 == 'female'),
-        all3(
+        )),
+        ('criterion', 'I2.5', 6, None, 'all', 0, (
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K11, 'AAV'),
+            ('truth', ('p', 'classification_met', 'classification_met'), False),
+            ('has', ('p', 'anca', 'anca'), 'has_any', _K12, 'cANCA, pANCA, PR3, MPO'),
+        )),
+    )),
+    ('criterion', 'I3', 7, None, 'all', 0, (
+        ('define', 'refractory'),
+        (
+            'criterion',
+            'I3.1',
+            8,
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K6, 'SLE'),
+            'all',
+            0,
+            (('compare', ('p', 'sledai', 'sledai'), '>=', ('k', 8), '', '8', False),),
+        ),
+        (
+            'criterion',
+            'I3.2',
+            9,
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K7, 'SS'),
+            'all',
+            0,
+            (('compare', ('p', 'essdai', 'essdai'), '>=', ('k', 14), '', '14', False),),
+        ),
+        (
+            'criterion',
+            'I3.3',
+            10,
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K8, 'SSc'),
+            'all',
+            0,
             (
-                (
-                    True if (t3 := (('pregnant',) if (t1 := p.pregnant) is None else t1 is True)) is True
-                    else t3 if (t4 := (
-                        ('breastfeeding',) if (t2 := p.breastfeeding) is None
-                        else t2 is True
-                    )) is False
-                    else t4 if t4 is True or t3 is False
-                    else union(t3, t4)
-                ),
+                ('between', ('p', 'mrss', 'mrss'), ('k', 10), ('k', 35), '', '10–35', False),
+                ('truth', ('p', 'ild', 'ild'), False),
             ),
         ),
-    )
-    if v is True:
-        return True
-    if v is not False and v is not NA:
-        unknown = v
-    # line 147: pregnancy_planned
-    v = (('pregnancy_planned',) if (t6 := p.pregnancy_planned) is None else t6 is True)
-    if v is True:
-        return True
-    if v is not False:
-        unknown = v
-    v = False if unknown is None else settle(unknown, True)
-    return v
-
-
-def _decide_E7(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 150: E7 "Malignant disease before screening, except the excepted malignancies"
-    # line 151: any(malignancies where not (
-    v: TriNA = _loop_2(p.malignancies, p, m)
-    return v
-
-
-def _decide_E8(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 157: E8 "Participation in another clinical study within 3 months before screening"
-    # line 158: last_other_study within 3 months before screening
-    v: TriNA = (
-        _missing((p.last_other_study, 'last_other_study'), (p.screening, 'screening')) if (t1 := p.last_other_study) is None or (t2 := p.screening) is None
-        else False if t1 is NONE or t2 is NONE
-        else window_holds(t1, 'within', 3, 'months', 'before', t2)
-    )
-    return v
-
-
-def _decide_E9(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 160: E9 "Other conditions that make the patient unsuitable, in the investigator's judgment"
-    # line 161: unsuitable
-    v: TriNA = (('unsuitable',) if (t1 := p.unsuitable) is None else t1 is True)
-    return v
-
-
-def _decide(p: Patient) -> Decision:
-    m = _Memo()
-    unknown = False
-    v = _decide_I1(p, m, True)
-    if v is False:
-        return Decision.INELIGIBLE
-    if v is not True and v is not NA:
-        unknown = True
-    v = _decide_I2(p, m, True)
-    if v is False:
-        return Decision.INELIGIBLE
-    if v is not True and v is not NA:
-        unknown = True
-    v = _decide_I3(p, m, True)
-    if v is False:
-        return Decision.INELIGIBLE
-    if v is not True and v is not NA:
-        unknown = True
-    v = _decide_I4(p, m, True)
-    if v is False:
-        return Decision.INELIGIBLE
-    if v is not True and v is not NA:
-        unknown = True
-    v = _decide_I5(p, m, True)
-    if v is False:
-        return Decision.INELIGIBLE
-    if v is not True and v is not NA:
-        unknown = True
-    v = _decide_E1(p, m, True)
-    if v is True:
-        return Decision.INELIGIBLE
-    if v is not False and v is not NA:
-        unknown = True
-    v = _decide_E2(p, m, True)
-    if v is True:
-        return Decision.INELIGIBLE
-    if v is not False and v is not NA:
-        unknown = True
-    v = _decide_E3(p, m, True)
-    if v is True:
-        return Decision.INELIGIBLE
-    if v is not False and v is not NA:
-        unknown = True
-    v = _decide_E4(p, m, True)
-    if v is True:
-        return Decision.INELIGIBLE
-    if v is not False and v is not NA:
-        unknown = True
-    v = _decide_E5(p, m, True)
-    if v is True:
-        return Decision.INELIGIBLE
-    if v is not False and v is not NA:
-        unknown = True
-    v = _decide_E6(p, m, True)
-    if v is True:
-        return Decision.INELIGIBLE
-    if v is not False and v is not NA:
-        unknown = True
-    v = _decide_E7(p, m, True)
-    if v is True:
-        return Decision.INELIGIBLE
-    if v is not False and v is not NA:
-        unknown = True
-    v = _decide_E8(p, m, True)
-    if v is True:
-        return Decision.INELIGIBLE
-    if v is not False and v is not NA:
-        unknown = True
-    v = _decide_E9(p, m, True)
-    if v is True:
-        return Decision.INELIGIBLE
-    if v is not False and v is not NA:
-        unknown = True
-    return Decision.NEEDS_REVIEW if unknown else Decision.ELIGIBLE
+        (
+            'criterion',
+            'I3.4',
+            11,
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K9, 'DM'),
+            'all',
+            0,
+            (
+                (
+                    'window',
+                    ('p', 'screening', 'screening'),
+                    'at_least',
+                    1,
+                    'years',
+                    'after',
+                    ('p', 'diagnosis_date', 'diagnosis_date'),
+                    'at least 1 year after',
+                ),
+                ('criterion', 'I3.4.1', 12, None, 'all', 0, (
+                    (
+                        'compare',
+                        ('p', 'rash_vas', 'rash_vas'),
+                        '>=',
+                        ('k', _K13),
+                        'cm',
+                        '3 cm',
+                        False,
+                    ),
+                    ('at_least', 3, (
+                        ('define', 'csm_patient_vas'),
+                        ('define', 'csm_physician_vas'),
+                        ('define', 'csm_haq'),
+                        ('define', 'csm_muscle_enzyme'),
+                        ('define', 'csm_extramuscular'),
+                    )),
+                )),
+                ('criterion', 'I3.4.2', 13, None, 'all', 0, (
+                    ('truth', ('p', 'active_muscle_inflammation', 'active_muscle_inflammation'), False),
+                )),
+                ('criterion', 'I3.4.3', 14, None, 'all', 0, (
+                    ('compare', ('p', 'mmt8', 'mmt8'), '<', ('k', 125), '', '125', False),
+                    ('at_least', 2, (
+                        ('define', 'csm_patient_vas'),
+                        ('define', 'csm_physician_vas'),
+                        ('define', 'csm_haq'),
+                        ('define', 'csm_muscle_enzyme'),
+                        ('define', 'csm_extramuscular'),
+                    )),
+                )),
+            ),
+        ),
+        (
+            'criterion',
+            'I3.5',
+            15,
+            ('member', ('p', 'diagnosis', 'diagnosis'), 'is', _K11, 'AAV'),
+            'all',
+            0,
+            (
+                ('compare', ('p', 'bvas', 'bvas'), '>=', ('k', 15), '', '15', False),
+                ('has', ('p', 'anca', 'anca'), 'has_any', _K12, 'cANCA, pANCA, PR3, MPO'),
+            ),
+        ),
+    )),
+    ('criterion', 'I4', 16, None, 'all', 0, (
+        ('between', ('p', 'ecog', 'ecog'), ('k', 0), ('k', 1), '', '0–1', False),
+    )),
+    ('criterion', 'I5', 17, None, 'all', 0, (
+        ('criterion', 'I5.1', 18, None, 'all', 0, (
+            (
+                'compare',
+                ('p', 'hemoglobin', 'hemoglobin'),
+                '>=',
+                ('k', _K14),
+                'g/L',
+                '60 g/L',
+                False,
+            ),
+            (
+                'compare',
+                ('p', 'platelets', 'platelets'),
+                '>=',
+                ('k', _K15),
+                '10^9/L',
+                '20 × 10^9/L',
+                False,
+            ),
+        )),
+        ('criterion', 'I5.2', 19, None, 'all', 0, (
+            ('compare', ('p', 'lvef', 'lvef'), '>=', ('k', _K16), '%', '55 %', False),
+            ('truth', ('p', 'ecg_normal', 'ecg_normal'), False),
+        )),
+        ('criterion', 'I5.3', 20, None, 'all', 0, (
+            (
+                'compare',
+                ('p', 'egfr', 'egfr'),
+                '>=',
+                ('k', _K17),
+                'mL/min/1.73m2',
+                '30 mL/min/1.73m2',
+                False,
+            ),
+        )),
+        ('criterion', 'I5.4', 21, None, 'all', 0, (
+            ('uln', ('p', 'ast', 'ast'), '<=', _K13, 'U/L', '3.0'),
+            ('uln', ('p', 'alt', 'alt'), '<=', _K13, 'U/L', '3.0'),
+            ('uln', ('p', 'bilirubin', 'bilirubin'), '<=', _K1, 'umol/L', '2.0'),
+        )),
+        ('criterion', 'I5.5', 22, None, 'all', 0, (
+            ('truth', ('p', 'collection_feasible', 'collection_feasible'), False),
+            (
+                'not',
+                ('truth', ('p', 'collection_contraindicated', 'collection_contraindicated'), False),
+            ),
+        )),
+        (
+            'criterion',
+            'I5.6',
+            23,
+            ('truth', ('p', 'childbearing_potential', 'childbearing_potential'), False),
+            'all',
+            0,
+            (
+                (
+                    'member',
+                    ('p', 'urine_pregnancy_test', 'urine_pregnancy_test'),
+                    'is',
+                    _K18,
+                    'negative',
+                ),
+                ('truth', ('p', 'contraception_agreed', 'contraception_agreed'), False),
+            ),
+        ),
+        ('criterion', 'I5.7', 24, None, 'all', 0, (
+            ('truth', ('p', 'consent_signed', 'consent_signed'), False),
+        )),
+    )),
+    ('criterion', 'E1', 25, None, 'all', 0, (('truth', ('p', 'prior_car_t', 'prior_car_t'), False),)),
+    ('criterion', 'E2', 26, None, 'all', 0, (
+        (
+            'has',
+            ('p', 'severe_disorders', 'severe_disorders'),
+            'has_any',
+            _K19,
+            'cardiac, hepatic, pulmonary, hematologic, endocrine',
+        ),
+        ('truth', ('p', 'disorder_outweighs', 'disorder_outweighs'), True),
+    )),
+    ('criterion', 'E3', 27, None, 'all', 0, (
+        (
+            'window',
+            ('p', 'last_systemic_infection', 'last_systemic_infection'),
+            'within',
+            1,
+            'weeks',
+            'before',
+            ('p', 'screening', 'screening'),
+            'within 1 week before',
+        ),
+    )),
+    ('criterion', 'E4', 28, None, 'any', 0, (
+        ('define', 'hepatitis_b_replicating'),
+        ('define', 'hepatitis_c_replicating'),
+        ('member', ('p', 'hiv_antibody', 'hiv_antibody'), 'is', _K5, 'positive'),
+        ('member', ('p', 'syphilis', 'syphilis'), 'is', _K5, 'positive'),
+        ('member', ('p', 'cmv_dna', 'cmv_dna'), 'is', _K5, 'positive'),
+    )),
+    ('criterion', 'E5', 29, None, 'all', 0, (
+        (
+            'window',
+            ('p', 'last_live_vaccine', 'last_live_vaccine'),
+            'within',
+            4,
+            'weeks',
+            'before',
+            ('p', 'screening', 'screening'),
+            'within 4 weeks before',
+        ),
+    )),
+    ('criterion', 'E6', 30, None, 'any', 0, (
+        (
+            'when',
+            ('member', ('p', 'sex', 'sex'), 'is', _K20, 'female'),
+            (
+                ('or', (
+                    ('truth', ('p', 'pregnant', 'pregnant'), False),
+                    ('truth', ('p', 'breastfeeding', 'breastfeeding'), False),
+                )),
+            ),
+        ),
+        ('truth', ('p', 'pregnancy_planned', 'pregnancy_planned'), False),
+    )),
+    ('criterion', 'E7', 31, None, 'all', 0, (
+        (
+            'any',
+            ('p', 'malignancies', 'malignancies'),
+            ('not', ('or', (
+                ('and', (
+                    (
+                        'member',
+                        ('it', 'kind', 'kind'),
+                        'is_any',
+                        _K21,
+                        'one of cervical_cis, basal_cell_skin, squamous_cell_skin',
+                    ),
+                    ('truth', ('it', 'adequately_treated', 'adequately_treated'), False),
+                )),
+                ('and', (
+                    (
+                        'member',
+                        ('it', 'kind', 'kind'),
+                        'is_any',
+                        _K22,
+                        'one of localized_prostate, ductal_cis',
+                    ),
+                    ('truth', ('it', 'radical_surgery', 'radical_surgery'), False),
+                )),
+            ))),
+        ),
+    )),
+    ('criterion', 'E8', 32, None, 'all', 0, (
+        (
+            'window',
+            ('p', 'last_other_study', 'last_other_study'),
+            'within',
+            3,
+            'months',
+            'before',
+            ('p', 'screening', 'screening'),
+            'within 3 months before',
+        ),
+    )),
+    ('criterion', 'E9', 33, None, 'all', 0, (('truth', ('p', 'unsuitable', 'unsuitable'), True),)),
+)
 
 
 # ---- the API ---------------------------------------------------------------------------
+
+_IDS: tuple[str, ...] = tuple(info.id for info in CRITERIA)
 
 
 def validate(record: object) -> list[Problem]:
@@ -4414,31 +3116,22 @@ def _checked(record: object) -> Patient:
     return p
 
 
-def _explain(p: Patient) -> Screening:
-    d = _derive(p)
-    out: dict[str, Fact] = {}
-    _crit_I1(p, d, ALWAYS, out)
-    _crit_I2(p, d, ALWAYS, out)
-    _crit_I3(p, d, ALWAYS, out)
-    _crit_I4(p, d, ALWAYS, out)
-    _crit_I5(p, d, ALWAYS, out)
-    _crit_E1(p, d, ALWAYS, out)
-    _crit_E2(p, d, ALWAYS, out)
-    _crit_E3(p, d, ALWAYS, out)
-    _crit_E4(p, d, ALWAYS, out)
-    _crit_E5(p, d, ALWAYS, out)
-    _crit_E6(p, d, ALWAYS, out)
-    _crit_E7(p, d, ALWAYS, out)
-    _crit_E8(p, d, ALWAYS, out)
-    _crit_E9(p, d, ALWAYS, out)
-    return screen(CRITERIA, out, JUDGMENTS)
+def _assess(p: Patient) -> Assessment:
+    values: list[TriNA] = [NA] * 34
+    refused, unknown = verdict(TOP, p=p, m=_Memo(), values=values, stop=False)
+    return assessment(values, refused=refused, unknown=unknown, judgments=JUDGMENTS)
 
 
 def evaluate(record: object) -> Screening:
     """Screen one patient record (a JSON object). Raises InvalidRecord if it cannot be read.
     The reasons are worked out when first read (see DeferredScreening)."""
     p = _checked(record)
-    return DeferredScreening(_assess(p), _IDS, lambda: _explain(p))
+    return DeferredScreening(
+        _assess(p),
+        ids=_IDS,
+        explain=lambda: explain(DESCRIBED_CRITERIA, definitions=DESCRIBED_DEFINITIONS, p=p, info=CRITERIA,
+                                judgments=JUDGMENTS),
+    )
 
 
 def assess(record: object) -> Assessment:
@@ -4448,6 +3141,7 @@ def assess(record: object) -> Assessment:
 
 
 def decide(record: object) -> Decision:
-    """The decision alone, as evaluate() would give it, stopping as soon as it is settled.
-    Raises InvalidRecord if the record cannot be read."""
-    return _decide(_checked(record))
+    """The decision alone, as evaluate() would give it, stopping at the first top-level
+    criterion that settles it. Raises InvalidRecord if the record cannot be read."""
+    values: list[TriNA] = [NA] * 34
+    return decision(*verdict(TOP, p=_checked(record), m=_Memo(), values=values, stop=True))

@@ -1,13 +1,16 @@
-"""The fast path agrees with the facts: decide() and assess() give the decision, outcomes and
-missing facts that the reasons-and-all path (`evaluate(record).explain()`) gives, on JY231
-records with facts missing and on a protocol that uses every construct; the specialised record
-reader accepts, converts and rejects exactly as the runtime's readers do."""
+"""The one path per criterion agrees with its explanation: decide() and assess(), which run the
+generated criterion functions, give the decision, outcomes and missing facts that the runtime's
+explainer works out from the criteria's description (`evaluate(record).explain()`), on JY231
+records with facts missing and on a protocol that uses every construct; the module has one
+function per criterion and no second copy; the specialised record reader accepts, converts and
+rejects exactly as the runtime's readers do."""
 
 from __future__ import annotations
 
 import copy
 import json
 import pickle
+import re
 from types import ModuleType
 from typing import Any
 
@@ -295,6 +298,17 @@ def test_decide_stops_at_the_first_settling_criterion(jy231: ModuleType) -> None
     # I1 fails: nothing else is read, so facts that would be unknown or costly do not matter.
     assert jy231.decide({"age": 80, "consent_signed": True}).value == "ineligible"
     assert jy231.evaluate({"age": 80, "consent_signed": True}).decision.value == "ineligible"
+
+
+def test_one_function_per_criterion_quoting_its_lines(jy231: ModuleType) -> None:
+    source = (ROOT / "generated" / "jy231.py").read_text(encoding="utf-8")
+    functions = re.findall(r"^def (\w+)\(", source, re.MULTILINE)
+    criteria = [f for f in functions if f.startswith("criterion_")]
+    assert sorted(criteria) == sorted("criterion_" + c.id.replace(".", "_") for c in jy231.CRITERIA)
+    assert not [f for f in functions if f.startswith(("_assess_", "_decide_", "_crit_", "_fast_"))]
+    # every line of a condition written over two lines is quoted, not just its first
+    refractory = source[source.index("def define_refractory("):]
+    assert "# line 11: define refractory" in refractory and "# line 12: count(treatments where" in refractory
 
 
 # ---- the record reader ------------------------------------------------------------------------

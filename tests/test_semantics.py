@@ -3,7 +3,6 @@ generated module; and the laws of Kleene logic as properties of the runtime."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -177,46 +176,77 @@ def test_judgment(module: ModuleType, j: bool | None, expected: str) -> None:
 
 
 # ---- laws of the runtime's logic ------------------------------------------------------------
+#
+# The one three-valued logic the generated modules and their explainer decide with: True,
+# False, or the tuple of missing paths for unknown; NA for a part that does not apply.
 
-facts = st.sampled_from([True, False, None]).map(lambda v: rt.Fact(v, "", ("x",) if v is None else ()))
-values: Callable[[rt.Fact], bool | None] = lambda f: f.value  # noqa: E731
-
-
-@given(facts, facts)
-def test_commutativity(a: rt.Fact, b: rt.Fact) -> None:
-    assert values(rt.all_of(a, b)) == values(rt.all_of(b, a))
-    assert values(rt.any_of(a, b)) == values(rt.any_of(b, a))
+conditions = st.sampled_from([True, False, ("x",)])
+Tri = Any
 
 
-@given(facts, facts, facts)
-def test_associativity_and_distribution(a: rt.Fact, b: rt.Fact, c: rt.Fact) -> None:
-    assert values(rt.all_of(rt.all_of(a, b), c)) == values(rt.all_of(a, rt.all_of(b, c)))
-    assert values(rt.any_of(rt.any_of(a, b), c)) == values(rt.any_of(a, rt.any_of(b, c)))
-    assert values(rt.all_of(a, rt.any_of(b, c))) == values(rt.any_of(rt.all_of(a, b), rt.all_of(a, c)))
+def known(value: Tri) -> bool | None:
+    return value if isinstance(value, bool) else None
 
 
-@given(facts, facts)
-def test_de_morgan_and_absorption(a: rt.Fact, b: rt.Fact) -> None:
-    assert values(rt.negate(rt.all_of(a, b))) == values(rt.any_of(rt.negate(a), rt.negate(b)))
-    assert values(rt.negate(rt.any_of(a, b))) == values(rt.all_of(rt.negate(a), rt.negate(b)))
-    assert values(rt.all_of(a, rt.any_of(a, b))) == values(a)
-    assert values(rt.any_of(a, rt.all_of(a, b))) == values(a)
-    assert values(rt.all_of(a, rt.ALWAYS)) == values(a)
+@given(conditions, conditions)
+def test_commutativity(a: Tri, b: Tri) -> None:
+    assert known(rt.all3((a, b))) == known(rt.all3((b, a))) == known(rt.and3((a, b)))
+    assert known(rt.any3((a, b))) == known(rt.any3((b, a))) == known(rt.or3((a, b)))
 
 
-@given(st.lists(facts, min_size=1, max_size=6), st.integers(min_value=1, max_value=6))
-def test_at_least_agrees_with_its_definition(parts: list[rt.Fact], n: int) -> None:
-    true = sum(1 for p in parts if p.value is True)
-    unknown = sum(1 for p in parts if p.value is None)
+@given(conditions, conditions, conditions)
+def test_associativity_and_distribution(a: Tri, b: Tri, c: Tri) -> None:
+    assert known(rt.and3((rt.and3((a, b)), c))) == known(rt.and3((a, rt.and3((b, c)))))
+    assert known(rt.or3((rt.or3((a, b)), c))) == known(rt.or3((a, rt.or3((b, c)))))
+    assert known(rt.and3((a, rt.or3((b, c))))) == known(rt.or3((rt.and3((a, b)), rt.and3((a, c)))))
+
+
+@given(conditions, conditions)
+def test_de_morgan_and_absorption(a: Tri, b: Tri) -> None:
+    assert known(rt.not3(rt.and3((a, b)))) == known(rt.or3((rt.not3(a), rt.not3(b))))
+    assert known(rt.not3(rt.or3((a, b)))) == known(rt.and3((rt.not3(a), rt.not3(b))))
+    assert known(rt.and3((a, rt.or3((a, b))))) == known(a)
+    assert known(rt.or3((a, rt.and3((a, b))))) == known(a)
+    assert known(rt.and3((a, True))) == known(a)
+    assert rt.both(a, b) == rt.and3((a, b))
+
+
+@given(st.lists(conditions, min_size=1, max_size=6), st.integers(min_value=1, max_value=6))
+def test_at_least_agrees_with_its_definition(parts: list[Tri], n: int) -> None:
+    true = sum(1 for p in parts if p is True)
+    unknown = sum(1 for p in parts if not isinstance(p, bool))
     expected = True if true >= n else (False if true + unknown < n else None)
-    assert values(rt.at_least(n, *parts)) == expected
+    assert known(rt.count3(n, parts)) == expected
     if n == 1:
-        assert values(rt.at_least(1, *parts)) == values(rt.any_of(*parts))
+        assert rt.count3(1, parts) == rt.or3(parts)
     if n == len(parts):
-        assert values(rt.at_least(n, *parts)) == values(rt.all_of(*parts))
+        assert rt.count3(n, parts) == rt.and3(parts)
 
 
-@given(facts, facts)
-def test_unknown_results_name_what_is_missing(a: rt.Fact, b: rt.Fact) -> None:
-    for result in (rt.all_of(a, b), rt.any_of(a, b)):
-        assert (result.value is None) == bool(result.missing)
+@given(conditions, conditions)
+def test_unknown_results_name_what_is_missing(a: Tri, b: Tri) -> None:
+    for result in (rt.and3((a, b)), rt.or3((a, b)), rt.all3((a, b)), rt.any3((a, b))):
+        assert isinstance(result, bool) or result == ("x",)
+
+
+@given(st.lists(st.one_of(conditions, st.just(rt.NA)), max_size=5))
+def test_parts_that_do_not_apply_are_left_out(parts: list[Any]) -> None:
+    applying = [p for p in parts if p is not rt.NA]
+    for combine, plain in ((rt.all3, rt.and3), (rt.any3, rt.or3)):
+        if applying:
+            assert combine(parts) == plain(applying)
+        else:
+            assert combine(parts) is rt.NA
+
+
+@pytest.mark.parametrize(("condition", "body", "expected"), [
+    (True, ("x",), ("x",)), (False, True, rt.NA), (("c",), rt.NA, rt.NA),
+    (("c",), True, ("c",)), (("c",), ("x",), ("c", "x")),
+])
+def test_when_is_unsure_while_its_condition_is_unknown(condition: Any, body: Any, expected: Any) -> None:
+    value = rt.when3(condition, body)
+    assert value == expected
+    # unknown through its gate: it may vanish, so `requires at least` cannot count it as applying
+    assert (type(value) is rt.Unsure) == (isinstance(condition, tuple) and body is not rt.NA)
+    if type(value) is rt.Unsure:
+        assert isinstance(rt.at_least3(1, (value, rt.NA)), tuple)

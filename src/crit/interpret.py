@@ -1,19 +1,380 @@
 """The reference interpreter: evaluates a checked protocol directly on a record.
 
-It shares the standard-library runtime (three-valued logic, dates, record readers) and the
-wording of reasons with the generated evaluators, and none of their code generation: it is
-the oracle that the generated modules are tested against (`crit eval --interpret` uses it).
+It is the oracle the generated modules are tested against (`crit eval --interpret` uses it),
+so it decides outcomes with its own code: the reason-carrying `Fact` logic below, written
+for clarity, not speed. From the runtime it shares only the record readers, the value and
+result types, calendar arithmetic (`shift`) and the wording of values (`show`); the generated
+modules decide with the runtime's three-valued functions instead, and the differential tests
+compare the two on decisions, outcomes, missing facts and reasons.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, assert_never
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, NamedTuple, TypeVar, assert_never
 
 from crit import ir
 from crit import runtime as rt
 from crit.reasons import is_titer, members_text, path_of, range_text, text_of, unit_of, window_text
+
+# ---- the oracle's logic: Kleene logic with reasons ------------------------------------
+
+T = TypeVar("T")
+
+
+class Fact(NamedTuple):
+    """A three-valued truth (None is unknown) with its reason and the facts it lacks.
+
+    `applicable` is False for a part that does not apply, and None for an unknown part that
+    may turn out not to apply (a `when` whose condition is unknown): such a part must not be
+    counted as one that applies, or `requires at least` would decide on parts that may vanish."""
+
+    value: bool | None
+    reason: str
+    missing: tuple[str, ...] = ()
+    applicable: bool | None = True
+
+
+ALWAYS = Fact(True, "")
+
+# ---- three-valued logic -----------------------------------------------------------
+
+
+def _union(facts: Iterable[Fact]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for fact in facts:
+        for path in fact.missing:
+            seen[path] = None
+    return tuple(sorted(seen))
+
+
+def _join(facts: Iterable[Fact]) -> str:
+    return "; ".join(f.reason for f in facts if f.reason)
+
+
+def _applies(parts: Sequence[Fact]) -> bool | None:
+    """Whether a combination of applicable-or-maybe parts surely applies (None: maybe not)."""
+    return True if any(f.applicable for f in parts) else None
+
+
+def all_of(*facts: Fact) -> Fact:
+    """Kleene `and` over the applicable parts; not applicable when none applies."""
+    parts = [f for f in facts if f.applicable is not False]
+    if not parts:
+        return Fact(None, _join(facts), (), False)
+    false = [f for f in parts if f.value is False]
+    if false:
+        return Fact(False, _join(false))
+    unknown = [f for f in parts if f.value is None]
+    if unknown:
+        return Fact(None, _join(unknown), _union(unknown), _applies(parts))
+    return Fact(True, _join(parts))
+
+
+def any_of(*facts: Fact) -> Fact:
+    """Kleene `or` over the applicable parts; not applicable when none applies."""
+    parts = [f for f in facts if f.applicable is not False]
+    if not parts:
+        return Fact(None, _join(facts), (), False)
+    true = [f for f in parts if f.value is True]
+    if true:
+        return Fact(True, _join(true))
+    unknown = [f for f in parts if f.value is None]
+    if unknown:
+        return Fact(None, _join(unknown), _union(unknown), _applies(parts))
+    return Fact(False, _join(parts))
+
+
+def at_least(count: int, *facts: Fact) -> Fact:
+    """True once `count` parts are true; false once too few can still become true, and only
+    if some part surely applies (were every part to turn out not applicable, so would this)."""
+    parts = [f for f in facts if f.applicable is not False]
+    if not parts:
+        return Fact(None, _join(facts), (), False)
+    true = [f for f in parts if f.value is True]
+    unknown = [f for f in parts if f.value is None]
+    summary = f"{len(true)} of {len(parts)} met, needs {count}"
+    if len(true) >= count:
+        return Fact(True, f"{summary}: {_join(true)}")
+    applies = _applies(parts)
+    if len(true) + len(unknown) < count and applies:
+        return Fact(False, summary)
+    return Fact(None, f"{summary}, {len(unknown)} unknown: {_join(unknown)}", _union(unknown), applies)
+
+
+def negate(fact: Fact) -> Fact:
+    """Kleene `not`: the reason still describes the facts, so it is kept."""
+    if fact.value is None:
+        return fact
+    return Fact(not fact.value, fact.reason, (), fact.applicable)
+
+
+def when(condition: Fact, body: Fact) -> Fact:
+    """`when C: X`: not applicable if C is false; X if C is true; else unknown (unless X is
+    not applicable either way). X met with C unknown is still unknown: "met or not applicable"
+    decides nothing, since an exclusion that is met excludes and one not applicable does not."""
+    if condition.value is False:
+        return Fact(None, f"not applicable: {condition.reason}", (), False)
+    if condition.value is True or body.applicable is False:
+        return body
+    return Fact(None, _join((condition, body)), _union((condition, body)), None)
+
+
+def outcome(fact: Fact) -> rt.Outcome:
+    if fact.applicable is False:
+        return rt.Outcome.NOT_APPLICABLE
+    if fact.value is None:
+        return rt.Outcome.UNKNOWN
+    return rt.Outcome.MET if fact.value else rt.Outcome.NOT_MET
+
+
+def summary(criterion_id: str, fact: Fact) -> Fact:
+    """A sub-criterion as its parent sees it: the outcome by id, the details on its own row."""
+    return Fact(fact.value, f"{criterion_id} {outcome(fact).value}", fact.missing, fact.applicable)
+
+
+# ---- atoms ------------------------------------------------------------------------------
+
+_NEGATED = {">=": "<", "<=": ">", ">": "≤", "<": "≥", "=": "≠", "!=": "="}
+_SHOWN = {">=": "≥", "<=": "≤", ">": ">", "<": "<", "=": "=", "!=": "≠"}
+
+
+def _holds(left: Any, op: str, right: Any) -> bool:
+    if op == ">=":
+        return bool(left >= right)
+    if op == "<=":
+        return bool(left <= right)
+    if op == ">":
+        return bool(left > right)
+    if op == "<":
+        return bool(left < right)
+    if op == "=":
+        return bool(left == right)
+    return bool(left != right)
+
+
+def _missing(*pairs: tuple[Any, str]) -> tuple[str, ...]:
+    return tuple(sorted({path for value, path in pairs if value is None and path}))
+
+
+def _unknown(paths: tuple[str, ...], judgments: frozenset[str] = frozenset()) -> Fact:
+    words = [f"pending judgment: {p}" if p in judgments else f"missing: {p}" for p in paths]
+    return Fact(None, "; ".join(words), paths)
+
+
+def truth(value: bool | rt.Absent | None, path: str, judgment: bool = False) -> Fact:
+    """A bool field or a recorded judgment used as a condition."""
+    if value is None:
+        return _unknown((path,), frozenset((path,)) if judgment else frozenset())
+    if value is rt.NONE:
+        return Fact(False, f"{path}: none recorded")
+    return Fact(bool(value), f"{path}: {'yes' if value else 'no'}")
+
+
+def compare(left: Any, op: str, right: Any, left_path: str, right_path: str,
+            left_unit: str, right_text: str, titer: bool = False) -> Fact:
+    """`left op right` for numbers, quantities, titers, dates, text and truth values."""
+    missing = _missing((left, left_path), (right, right_path))
+    if missing:
+        return _unknown(missing)
+    if isinstance(left, rt.Lab):
+        left = left.value
+    if isinstance(right, rt.Lab):
+        right = right.value
+    shown_left = f"1:{left}" if titer and left is not rt.NONE else rt.show(left, left_unit)
+    if right_path:
+        shown_right = f"{right_path} " + (f"1:{right}" if titer else rt.show(right, left_unit))
+    else:
+        shown_right = right_text
+    if left is rt.NONE or right is rt.NONE:
+        return Fact(False, f"{left_path} {shown_left}")
+    held = _holds(left, op, right)
+    shown_op = _SHOWN[op] if held else _NEGATED[op]
+    return Fact(held, f"{left_path} {shown_left} {shown_op} {shown_right}")
+
+
+def compare_uln(lab: rt.Lab | rt.Absent | None, op: str, multiple: Decimal, path: str, unit: str,
+                multiple_text: str) -> Fact:
+    """`lab op k × ULN`, against the patient's own laboratory's upper limit of normal."""
+    if lab is None:
+        return _unknown((path,))
+    if lab is rt.NONE:
+        return Fact(False, f"{path}: none recorded")
+    exact = Fraction(lab.uln) * Fraction(multiple)
+    held = _holds(Fraction(lab.value), op, exact)
+    limit = rt.terminating(exact)
+    shown_op = _SHOWN[op] if held else _NEGATED[op]
+    return Fact(held, f"{path} {rt.show(lab.value, unit)} {shown_op} {multiple_text} × ULN "
+                      f"({rt.show(limit, unit)})")
+
+
+def between(value: Any, low: Any, high: Any, path: str, low_path: str, high_path: str,
+            unit: str, range_text: str, titer: bool = False) -> Fact:
+    """Inclusive at both ends, and exactly `low ≤ value and value ≤ high` in Kleene logic:
+    a value above a known upper bound is out of range even when the lower bound is missing."""
+    if isinstance(value, rt.Lab):
+        value = value.value
+    if value is None:
+        return _unknown(_missing((value, path), (low, low_path), (high, high_path)))
+    shown = f"1:{value}" if titer and value is not rt.NONE else rt.show(value, unit)
+    if value is rt.NONE or low is rt.NONE or high is rt.NONE:
+        return Fact(False, f"{path} {shown}")
+    above = None if low is None else bool(low <= value)
+    below = None if high is None else bool(value <= high)
+    if above is False or below is False:
+        return Fact(False, f"{path} {shown} is outside {range_text}")
+    if above is None or below is None:
+        return _unknown(_missing((low, low_path), (high, high_path)))
+    return Fact(True, f"{path} {shown} is within {range_text}")
+
+
+def member(value: str | rt.Absent | None, kind: str, members: frozenset[str], path: str,
+           members_text: str) -> Fact:
+    """Enum tests: `is`, `is not`, `is any of`."""
+    if value is None:
+        return _unknown((path,))
+    if value is rt.NONE:
+        return Fact(kind == "is_not", f"{path}: none recorded")
+    inside = value in members
+    held = not inside if kind == "is_not" else inside
+    if inside:
+        return Fact(held, f"{path} is {value}")
+    return Fact(held, f"{path} is {value}, not {members_text}")
+
+
+def has(value: frozenset[str] | rt.Absent | None, kind: str, members: frozenset[str], path: str,
+        members_text: str) -> Fact:
+    """Set tests: `has`, `has any of`, `has all of`."""
+    if value is None:
+        return _unknown((path,))
+    if value is rt.NONE:
+        value = frozenset()
+    found = value & members
+    held = found == members if kind == "has_all" else bool(found)
+    if held:
+        return Fact(True, f"{path} include {', '.join(sorted(found))}")
+    if kind == "has_all":
+        return Fact(False, f"{path} lack {', '.join(sorted(members - value))}")
+    return Fact(False, f"{path} include none of {members_text}")
+
+
+def window(value: datetime.date | rt.Absent | None, kind: str, amount: int, unit: str,
+           direction: str, anchor: datetime.date | rt.Absent | None, path: str, anchor_path: str,
+           text: str) -> Fact:
+    """Windows are inclusive at both ends and measured from the anchor date."""
+    missing = _missing((value, path), (anchor, anchor_path))
+    if missing:
+        return _unknown(missing)
+    if value is rt.NONE or anchor is rt.NONE:
+        return Fact(False, f"{path if value is rt.NONE else anchor_path}: none recorded")
+    assert isinstance(value, datetime.date) and isinstance(anchor, datetime.date)
+    held = _in_window(value, kind, amount, unit, direction, anchor)
+    return Fact(held, f"{path} {value.isoformat()} is {'' if held else 'not '}{text} "
+                      f"{anchor_path or 'the date'} {anchor.isoformat()}")
+
+
+def quantify(kind: str, items: Sequence[T] | rt.Absent | None, path: str,
+             test: Callable[[T, str], Fact]) -> Fact:
+    """`any(list where c)` and `all(list where c)`; an empty list has no item (any is false)."""
+    if items is None:
+        return _unknown((path,))
+    if items is rt.NONE:
+        items = ()
+    assert not isinstance(items, rt.Absent)
+    facts = [test(item, f"{path}[{index}]") for index, item in enumerate(items)]
+    if kind == "any":
+        result = any_of(*facts) if facts else Fact(False, "")
+        if result.value is False:
+            return Fact(False, f"no item of {path} matches ({len(facts)} recorded)")
+        if result.value is True:
+            first = next(f for f in facts if f.value is True)
+            return Fact(True, first.reason)
+        return Fact(None, result.reason, result.missing)
+    result = all_of(*facts) if facts else Fact(True, "")
+    if result.value is True:
+        return Fact(True, f"every item of {path} matches ({len(facts)} recorded)")
+    return Fact(result.value, result.reason, result.missing)
+
+
+def count(op: str, number: int, items: Sequence[T] | rt.Absent | None, path: str,
+          test: Callable[[T, str], Fact]) -> Fact:
+    """`count(list where c) op n`: unknown items make the count a range, compared soundly."""
+    if items is None:
+        return _unknown((path,))
+    if items is rt.NONE:
+        items = ()
+    assert not isinstance(items, rt.Absent)
+    facts = [test(item, f"{path}[{index}]") for index, item in enumerate(items)]
+    low = sum(1 for f in facts if f.value is True)
+    unknown = [f for f in facts if f.value is None]
+    high = low + len(unknown)
+    verdict = count_verdict(op, number, low, high)
+    counted = f"{low}" if low == high else f"{low} to {high}"
+    reason = f"{counted} of {len(facts)} {path} match, needs {_SHOWN[op]} {number}"
+    if verdict is not None:
+        return Fact(verdict, reason)
+    return Fact(None, f"{reason}: {_join(unknown)}", _union(unknown))
+
+
+def _in_window(value: datetime.date, kind: str, amount: int, unit: str, direction: str,
+               anchor: datetime.date) -> bool:
+    """Inclusive at both ends; the edge is the anchor moved on the calendar (rt.shift), or
+    the calendar's end when it would leave it."""
+    signed = -amount if direction == "before" else amount
+    try:
+        edge = rt.shift(anchor, signed, unit)
+    except OverflowError:
+        edge = datetime.date.min if signed < 0 else datetime.date.max
+    if direction == "before":
+        return edge <= value <= anchor if kind == "within" else value <= edge
+    return anchor <= value <= edge if kind == "within" else value >= edge
+
+
+def count_verdict(op: str, number: int, low: int, high: int) -> bool | None:
+    """`count op number` for a count known to lie in [low, high]: None unless every count in
+    the range gives the same answer."""
+    outcomes = {_holds(n, op, number) for n in range(low, high + 1)}
+    return outcomes.pop() if len(outcomes) == 1 else None
+
+
+def screen(criteria: Sequence[rt.CriterionInfo], facts: Mapping[str, Fact],
+           judgments: frozenset[str]) -> rt.Screening:
+    """The decision: ineligible on any failed inclusion or met exclusion; eligible only when
+    every inclusion is met (or not applicable) and every exclusion is not met (or not applicable)."""
+    results: list[rt.CriterionResult] = []
+    blocking: list[Fact] = []
+    decided_no = False
+    for info in criteria:
+        fact = facts[info.id]
+        result = outcome(fact)
+        results.append(rt.CriterionResult(info.id, info.title, info.section, result, fact.reason,
+                                       fact.missing if result is rt.Outcome.UNKNOWN else ()))
+        if info.parent is not None:
+            continue
+        if result is rt.Outcome.UNKNOWN:
+            blocking.append(fact)
+        elif result is (rt.Outcome.NOT_MET if info.section == "inclusion" else rt.Outcome.MET):
+            decided_no = True
+    if decided_no:
+        return rt.Screening(rt.Decision.INELIGIBLE, tuple(results), (), ())
+    if blocking:
+        paths = _union(blocking)
+        missing = tuple(p for p in paths if _field_of(p) not in judgments)
+        pending = tuple(p for p in paths if _field_of(p) in judgments)
+        return rt.Screening(rt.Decision.NEEDS_REVIEW, tuple(results), missing, pending)
+    return rt.Screening(rt.Decision.ELIGIBLE, tuple(results), (), ())
+
+
+def _field_of(path: str) -> str:
+    return re.split(r"[.\[]", path, maxsplit=1)[0]
+
+
+# ---- evaluating the IR -------------------------------------------------------------------
 
 Values = Mapping[str, Any]
 
@@ -23,7 +384,7 @@ class _Env:
     """What an expression can see: the patient's values, the definitions, a list item."""
 
     patient: Values
-    definitions: Mapping[str, rt.Fact]
+    definitions: Mapping[str, Fact]
     item: Values | None = None
     item_path: str = ""
 
@@ -109,42 +470,42 @@ class Interpreter:
         values = self.read(record, problems)
         if problems:
             raise rt.InvalidRecord(problems)
-        definitions: dict[str, rt.Fact] = {}
+        definitions: dict[str, Fact] = {}
         for definition in self.protocol.definitions:
             env = _Env(values, definitions)
             facts = [self.line(line, env) for line in definition.lines()]
-            definitions[definition.name] = facts[0] if len(facts) == 1 else rt.all_of(*facts)
+            definitions[definition.name] = facts[0] if len(facts) == 1 else all_of(*facts)
         env = _Env(values, definitions)
-        out: dict[str, rt.Fact] = {}
+        out: dict[str, Fact] = {}
         for criterion in self.protocol.inclusion + self.protocol.exclusion:
-            self.criterion(criterion, env, rt.ALWAYS, out)
-        return rt.screen(self.info, out, self.judgments)
+            self.criterion(criterion, env, ALWAYS, out)
+        return screen(self.info, out, self.judgments)
 
-    def criterion(self, c: ir.Criterion, env: _Env, gate: rt.Fact, out: dict[str, rt.Fact]) -> rt.Fact:
+    def criterion(self, c: ir.Criterion, env: _Env, gate: Fact, out: dict[str, Fact]) -> Fact:
         if c.applies is not None:
-            gate = rt.all_of(gate, self.expr(c.applies, env))
-        parts: list[rt.Fact] = []
+            gate = all_of(gate, self.expr(c.applies, env))
+        parts: list[Fact] = []
         for item in c.items:
             if isinstance(item, ir.Note):
                 continue
             if isinstance(item, ir.Criterion):
-                parts.append(rt.summary(item.id, self.criterion(item, env, gate, out)))
+                parts.append(summary(item.id, self.criterion(item, env, gate, out)))
             else:
                 parts.append(self.line(item, env))
         if c.combine == "any":
-            body = rt.any_of(*parts)
+            body = any_of(*parts)
         elif c.combine == "at_least":
-            body = rt.at_least(c.at_least, *parts)
+            body = at_least(c.at_least, *parts)
         else:
-            body = rt.all_of(*parts)
-        fact = rt.when(gate, body)
+            body = all_of(*parts)
+        fact = when(gate, body)
         out[c.id] = fact
         return fact
 
-    def line(self, item: ir.Line | ir.When, env: _Env) -> rt.Fact:
+    def line(self, item: ir.Line | ir.When, env: _Env) -> Fact:
         if isinstance(item, ir.Line):
             return self.expr(item.expr, env)
-        return rt.when(self.expr(item.condition, env), rt.all_of(*(self.line(b, env) for b in item.body)))
+        return when(self.expr(item.condition, env), all_of(*(self.line(b, env) for b in item.body)))
 
     def value(self, v: ir.Value, env: _Env) -> tuple[Any, str]:
         """A value and its path ('' for a literal)."""
@@ -155,57 +516,57 @@ class Interpreter:
             return env.item[v.field.name], path_of(v, env.item_path)
         return env.patient[v.field.name], v.field.name
 
-    def expr(self, e: ir.Expr, env: _Env) -> rt.Fact:
+    def expr(self, e: ir.Expr, env: _Env) -> Fact:
         if isinstance(e, ir.Compare):
             left, left_path = self.value(e.left, env)
             right, right_path = self.value(e.right, env)
-            return rt.compare(left, e.op, right, left_path, right_path, unit_of(e.left), text_of(e.right),
+            return compare(left, e.op, right, left_path, right_path, unit_of(e.left), text_of(e.right),
                               titer=is_titer(e.left))
         if isinstance(e, ir.UlnCompare):
             lab, path = self.value(e.lab, env)
-            return rt.compare_uln(lab, e.op, e.multiple, path, unit_of(e.lab), str(e.multiple))
+            return compare_uln(lab, e.op, e.multiple, path, unit_of(e.lab), str(e.multiple))
         if isinstance(e, ir.Between):
             value, path = self.value(e.value, env)
             low, low_path = self.value(e.low, env)
             high, high_path = self.value(e.high, env)
-            return rt.between(value, low, high, path, low_path, high_path, unit_of(e.value), range_text(e),
+            return between(value, low, high, path, low_path, high_path, unit_of(e.value), range_text(e),
                               titer=is_titer(e.value))
         if isinstance(e, ir.Member):
             value, path = self.value(e.value, env)
-            test = rt.member if e.kind.startswith("is") else rt.has
+            test = member if e.kind.startswith("is") else has
             return test(value, e.kind, frozenset(e.members), path, members_text(e.kind, e.members))
         if isinstance(e, ir.Window):
             value, path = self.value(e.value, env)
             anchor, anchor_path = self.value(e.anchor, env)
-            return rt.window(value, e.kind, e.amount, e.unit, e.direction, anchor, path, anchor_path,
+            return window(value, e.kind, e.amount, e.unit, e.direction, anchor, path, anchor_path,
                              window_text(e))
         if isinstance(e, ir.Truth):
-            return rt.Fact(e.value, "always" if e.value else "never")
+            return Fact(e.value, "always" if e.value else "never")
         if isinstance(e, ir.DefinitionRef):
             return env.definitions[e.name]
         if isinstance(e, ir.FieldRef):
             value, path = self.value(e, env)
-            return rt.truth(value, path, judgment=e.field.type.kind == "judgment")
+            return truth(value, path, judgment=e.field.type.kind == "judgment")
         if isinstance(e, ir.Not):
-            return rt.negate(self.expr(e.operand, env))
+            return negate(self.expr(e.operand, env))
         if isinstance(e, ir.And):
-            return rt.all_of(*(self.expr(x, env) for x in e.operands))
+            return all_of(*(self.expr(x, env) for x in e.operands))
         if isinstance(e, ir.Or):
-            return rt.any_of(*(self.expr(x, env) for x in e.operands))
+            return any_of(*(self.expr(x, env) for x in e.operands))
         if isinstance(e, ir.AtLeast):
-            return rt.at_least(e.count, *(self.expr(x, env) for x in e.operands))
+            return at_least(e.count, *(self.expr(x, env) for x in e.operands))
         if isinstance(e, ir.Quantified):
             items, path = self.value(e.items, env)
-            return rt.quantify(e.kind, items, path, self._test(e.condition, env))
+            return quantify(e.kind, items, path, self._test(e.condition, env))
         if isinstance(e, ir.CountCompare):
             items, path = self.value(e.items, env)
-            return rt.count(e.op, e.number, items, path, self._test(e.condition, env))
+            return count(e.op, e.number, items, path, self._test(e.condition, env))
         assert_never(e)
 
     def _test(self, condition: ir.Expr | None, env: _Env) -> Any:
-        def test(item: Values, at: str) -> rt.Fact:
+        def test(item: Values, at: str) -> Fact:
             if condition is None:
-                return rt.ALWAYS
+                return ALWAYS
             return self.expr(condition, _Env(env.patient, env.definitions, item, at))
 
         return test

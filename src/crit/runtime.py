@@ -1,8 +1,10 @@
-"""The evaluators' runtime: Kleene logic, outcomes, dates, and reading records.
+"""The evaluators' runtime: three-valued logic, outcomes, dates, reasons, reading records.
 
 Standard library only. Every generated evaluator embeds the block between the markers
-verbatim (generated code never imports crit), and the interpreter imports it, so both
-share one definition of the semantics. A test checks the embedded copies match.
+verbatim (generated code never imports crit); a test checks the embedded copies match.
+The generated code decides with the one three-valued logic below, and `explain` gives the
+reasons with the same functions. The reference interpreter (crit.interpret) shares only the
+readers, types, `shift` and `show`: it decides with its own code, as an oracle must.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import datetime
 import difflib
 import enum
 import math
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,22 +48,6 @@ class Decision(enum.StrEnum):
     ELIGIBLE = "eligible"
     INELIGIBLE = "ineligible"
     NEEDS_REVIEW = "needs review"
-
-
-class Fact(NamedTuple):
-    """A three-valued truth (None is unknown) with its reason and the facts it lacks.
-
-    `applicable` is False for a part that does not apply, and None for an unknown part that
-    may turn out not to apply (a `when` whose condition is unknown): such a part must not be
-    counted as one that applies, or `requires at least` would decide on parts that may vanish."""
-
-    value: bool | None
-    reason: str
-    missing: tuple[str, ...] = ()
-    applicable: bool | None = True
-
-
-ALWAYS = Fact(True, "")
 
 
 class Lab(NamedTuple):
@@ -136,121 +123,8 @@ class Screening:
         }
 
 
-# ---- three-valued logic -----------------------------------------------------------
 
-
-def _union(facts: Iterable[Fact]) -> tuple[str, ...]:
-    seen: dict[str, None] = {}
-    for fact in facts:
-        for path in fact.missing:
-            seen[path] = None
-    return tuple(sorted(seen))
-
-
-def _join(facts: Iterable[Fact]) -> str:
-    return "; ".join(f.reason for f in facts if f.reason)
-
-
-def _applies(parts: Sequence[Fact]) -> bool | None:
-    """Whether a combination of applicable-or-maybe parts surely applies (None: maybe not)."""
-    return True if any(f.applicable for f in parts) else None
-
-
-def all_of(*facts: Fact) -> Fact:
-    """Kleene `and` over the applicable parts; not applicable when none applies."""
-    parts = [f for f in facts if f.applicable is not False]
-    if not parts:
-        return Fact(None, _join(facts), (), False)
-    false = [f for f in parts if f.value is False]
-    if false:
-        return Fact(False, _join(false))
-    unknown = [f for f in parts if f.value is None]
-    if unknown:
-        return Fact(None, _join(unknown), _union(unknown), _applies(parts))
-    return Fact(True, _join(parts))
-
-
-def any_of(*facts: Fact) -> Fact:
-    """Kleene `or` over the applicable parts; not applicable when none applies."""
-    parts = [f for f in facts if f.applicable is not False]
-    if not parts:
-        return Fact(None, _join(facts), (), False)
-    true = [f for f in parts if f.value is True]
-    if true:
-        return Fact(True, _join(true))
-    unknown = [f for f in parts if f.value is None]
-    if unknown:
-        return Fact(None, _join(unknown), _union(unknown), _applies(parts))
-    return Fact(False, _join(parts))
-
-
-def at_least(count: int, *facts: Fact) -> Fact:
-    """True once `count` parts are true; false once too few can still become true, and only
-    if some part surely applies (were every part to turn out not applicable, so would this)."""
-    parts = [f for f in facts if f.applicable is not False]
-    if not parts:
-        return Fact(None, _join(facts), (), False)
-    true = [f for f in parts if f.value is True]
-    unknown = [f for f in parts if f.value is None]
-    summary = f"{len(true)} of {len(parts)} met, needs {count}"
-    if len(true) >= count:
-        return Fact(True, f"{summary}: {_join(true)}")
-    applies = _applies(parts)
-    if len(true) + len(unknown) < count and applies:
-        return Fact(False, summary)
-    return Fact(None, f"{summary}, {len(unknown)} unknown: {_join(unknown)}", _union(unknown), applies)
-
-
-def negate(fact: Fact) -> Fact:
-    """Kleene `not`: the reason still describes the facts, so it is kept."""
-    if fact.value is None:
-        return fact
-    return Fact(not fact.value, fact.reason, (), fact.applicable)
-
-
-def when(condition: Fact, body: Fact) -> Fact:
-    """`when C: X`: not applicable if C is false; X if C is true; else unknown (unless X is
-    not applicable either way). X met with C unknown is still unknown: "met or not applicable"
-    decides nothing, since an exclusion that is met excludes and one not applicable does not."""
-    if condition.value is False:
-        return Fact(None, f"not applicable: {condition.reason}", (), False)
-    if condition.value is True or body.applicable is False:
-        return body
-    return Fact(None, _join((condition, body)), _union((condition, body)), None)
-
-
-def outcome(fact: Fact) -> Outcome:
-    if fact.applicable is False:
-        return Outcome.NOT_APPLICABLE
-    if fact.value is None:
-        return Outcome.UNKNOWN
-    return Outcome.MET if fact.value else Outcome.NOT_MET
-
-
-def summary(criterion_id: str, fact: Fact) -> Fact:
-    """A sub-criterion as its parent sees it: the outcome by id, the details on its own row."""
-    return Fact(fact.value, f"{criterion_id} {outcome(fact).value}", fact.missing, fact.applicable)
-
-
-# ---- atoms ------------------------------------------------------------------------------
-
-_NEGATED = {">=": "<", "<=": ">", ">": "≤", "<": "≥", "=": "≠", "!=": "="}
-_SHOWN = {">=": "≥", "<=": "≤", ">": ">", "<": "<", "=": "=", "!=": "≠"}
-
-
-def _holds(left: Any, op: str, right: Any) -> bool:
-    if op == ">=":
-        return bool(left >= right)
-    if op == "<=":
-        return bool(left <= right)
-    if op == ">":
-        return bool(left > right)
-    if op == "<":
-        return bool(left < right)
-    if op == "=":
-        return bool(left == right)
-    return bool(left != right)
-
+# ---- numbers, dates and wording ------------------------------------------------------
 
 _EXACT = Context(prec=120, traps=[Inexact, Rounded, InvalidOperation])
 
@@ -306,109 +180,6 @@ def show(value: Any, unit: str = "") -> str:
     return f"{value} {unit}" if unit and isinstance(value, int) else str(value)
 
 
-def _missing(*pairs: tuple[Any, str]) -> tuple[str, ...]:
-    return tuple(sorted({path for value, path in pairs if value is None and path}))
-
-
-def _unknown(paths: tuple[str, ...], judgments: frozenset[str] = frozenset()) -> Fact:
-    words = [f"pending judgment: {p}" if p in judgments else f"missing: {p}" for p in paths]
-    return Fact(None, "; ".join(words), paths)
-
-
-def truth(value: bool | Absent | None, path: str, judgment: bool = False) -> Fact:
-    """A bool field or a recorded judgment used as a condition."""
-    if value is None:
-        return _unknown((path,), frozenset((path,)) if judgment else frozenset())
-    if value is NONE:
-        return Fact(False, f"{path}: none recorded")
-    return Fact(bool(value), f"{path}: {'yes' if value else 'no'}")
-
-
-def compare(left: Any, op: str, right: Any, left_path: str, right_path: str,
-            left_unit: str, right_text: str, titer: bool = False) -> Fact:
-    """`left op right` for numbers, quantities, titers, dates, text and truth values."""
-    missing = _missing((left, left_path), (right, right_path))
-    if missing:
-        return _unknown(missing)
-    if isinstance(left, Lab):
-        left = left.value
-    if isinstance(right, Lab):
-        right = right.value
-    shown_left = f"1:{left}" if titer and left is not NONE else show(left, left_unit)
-    if right_path:
-        shown_right = f"{right_path} " + (f"1:{right}" if titer else show(right, left_unit))
-    else:
-        shown_right = right_text
-    if left is NONE or right is NONE:
-        return Fact(False, f"{left_path} {shown_left}")
-    held = _holds(left, op, right)
-    shown_op = _SHOWN[op] if held else _NEGATED[op]
-    return Fact(held, f"{left_path} {shown_left} {shown_op} {shown_right}")
-
-
-def compare_uln(lab: Lab | Absent | None, op: str, multiple: Decimal, path: str, unit: str,
-                multiple_text: str) -> Fact:
-    """`lab op k × ULN`, against the patient's own laboratory's upper limit of normal."""
-    if lab is None:
-        return _unknown((path,))
-    if lab is NONE:
-        return Fact(False, f"{path}: none recorded")
-    limit = scale(lab.uln, multiple)
-    held = _holds(lab.value, op, limit)
-    shown_op = _SHOWN[op] if held else _NEGATED[op]
-    return Fact(held, f"{path} {show(lab.value, unit)} {shown_op} {multiple_text} × ULN "
-                      f"({show(limit, unit)})")
-
-
-def between(value: Any, low: Any, high: Any, path: str, low_path: str, high_path: str,
-            unit: str, range_text: str, titer: bool = False) -> Fact:
-    """Inclusive at both ends, and exactly `low ≤ value and value ≤ high` in Kleene logic:
-    a value above a known upper bound is out of range even when the lower bound is missing."""
-    if isinstance(value, Lab):
-        value = value.value
-    if value is None:
-        return _unknown(_missing((value, path), (low, low_path), (high, high_path)))
-    shown = f"1:{value}" if titer and value is not NONE else show(value, unit)
-    if value is NONE or low is NONE or high is NONE:
-        return Fact(False, f"{path} {shown}")
-    above = None if low is None else bool(low <= value)
-    below = None if high is None else bool(value <= high)
-    if above is False or below is False:
-        return Fact(False, f"{path} {shown} is outside {range_text}")
-    if above is None or below is None:
-        return _unknown(_missing((low, low_path), (high, high_path)))
-    return Fact(True, f"{path} {shown} is within {range_text}")
-
-
-def member(value: str | Absent | None, kind: str, members: frozenset[str], path: str,
-           members_text: str) -> Fact:
-    """Enum tests: `is`, `is not`, `is any of`."""
-    if value is None:
-        return _unknown((path,))
-    if value is NONE:
-        return Fact(kind == "is_not", f"{path}: none recorded")
-    inside = value in members
-    held = not inside if kind == "is_not" else inside
-    if inside:
-        return Fact(held, f"{path} is {value}")
-    return Fact(held, f"{path} is {value}, not {members_text}")
-
-
-def has(value: frozenset[str] | Absent | None, kind: str, members: frozenset[str], path: str,
-        members_text: str) -> Fact:
-    """Set tests: `has`, `has any of`, `has all of`."""
-    if value is None:
-        return _unknown((path,))
-    if value is NONE:
-        value = frozenset()
-    found = value & members
-    held = found == members if kind == "has_all" else bool(found)
-    if held:
-        return Fact(True, f"{path} include {', '.join(sorted(found))}")
-    if kind == "has_all":
-        return Fact(False, f"{path} lack {', '.join(sorted(members - value))}")
-    return Fact(False, f"{path} include none of {members_text}")
-
 
 def shift(day: datetime.date, amount: int, unit: str) -> datetime.date:
     """Days and weeks exactly; months and years on the calendar, clamped to the month's end."""
@@ -449,69 +220,790 @@ def window_holds(value: datetime.date, kind: str, amount: int, unit: str, direct
     return anchor <= value <= edge if kind == "within" else value >= edge
 
 
-def window(value: datetime.date | Absent | None, kind: str, amount: int, unit: str,
-           direction: str, anchor: datetime.date | Absent | None, path: str, anchor_path: str,
-           text: str) -> Fact:
-    """Windows are inclusive at both ends and measured from the anchor date."""
-    missing = _missing((value, path), (anchor, anchor_path))
-    if missing:
-        return _unknown(missing)
+
+# ---- three-valued logic -----------------------------------------------------------------
+#
+# The one logic every evaluator decides with. A condition's value is True, False, or, when
+# unknown, the tuple of the paths whose absence leaves it unknown (sorted, without repeats).
+# A criterion or a `when` line may also be NA (not applicable), or Unsure: unknown, and
+# perhaps not applicable.
+
+
+class NotApplicable(enum.Enum):
+    NA = "not applicable"
+
+
+NA = NotApplicable.NA
+
+
+class Unsure(tuple[str, ...]):
+    """An unknown value (its missing paths) that may also turn out not applicable: a `when`
+    whose condition is unknown. `requires at least` must not count it as a part that applies."""
+
+    __slots__ = ()
+
+
+Tri = bool | tuple[str, ...]
+TriNA = bool | tuple[str, ...] | NotApplicable
+
+
+class Unset(enum.Enum):
+    """A definition not worked out yet for this patient."""
+
+    UNSET = "unset"
+
+
+UNSET = Unset.UNSET
+
+
+def settle(unknown: tuple[str, ...], sure: bool) -> tuple[str, ...]:
+    """An unknown combination: surely applicable if `sure`, else perhaps not (Unsure)."""
+    if sure:
+        return unknown if type(unknown) is tuple else tuple(unknown)
+    return unknown if type(unknown) is Unsure else Unsure(unknown)
+
+
+def union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    """The paths missing from two unknowns, sorted, without repeats."""
+    if a == b or not b:
+        return a
+    if not a:
+        return b
+    return tuple(sorted({*a, *b}))
+
+
+def all3(values: Iterable[TriNA]) -> TriNA:
+    """Kleene `and` over the parts that apply; NA when none applies. Unknown parts that may
+    vanish (Unsure) leave the result Unsure unless some part surely applies."""
+    applicable = sure = False
+    unknown: tuple[str, ...] | None = None
+    for value in values:
+        if value is False:
+            return False
+        if value is NA:
+            continue
+        applicable = True
+        if value is True:
+            sure = True
+        else:
+            sure = sure or type(value) is not Unsure
+            unknown = value if unknown is None else union(unknown, value)
+    if not applicable:
+        return NA
+    return True if unknown is None else settle(unknown, sure)
+
+
+def any3(values: Iterable[TriNA]) -> TriNA:
+    """Kleene `or` over the parts that apply; NA when none applies."""
+    applicable = sure = False
+    unknown: tuple[str, ...] | None = None
+    for value in values:
+        if value is True:
+            return True
+        if value is NA:
+            continue
+        applicable = True
+        if value is False:
+            sure = True
+        else:
+            sure = sure or type(value) is not Unsure
+            unknown = value if unknown is None else union(unknown, value)
+    if not applicable:
+        return NA
+    return False if unknown is None else settle(unknown, sure)
+
+
+def at_least3(count: int, values: Iterable[TriNA]) -> TriNA:
+    """True once `count` parts are true; false once too few can still become true, and only
+    if some part surely applies (were every part to turn out not applicable, so would this)."""
+    applicable = sure = False
+    true = unknowns = 0
+    unknown: tuple[str, ...] = ()
+    for value in values:
+        if value is NA:
+            continue
+        applicable = True
+        if value is True:
+            true += 1
+            sure = True
+        elif value is False:
+            sure = True
+        else:
+            unknowns += 1
+            sure = sure or type(value) is not Unsure
+            unknown = union(unknown, value)
+    if not applicable:
+        return NA
+    if true >= count:
+        return True
+    if true + unknowns < count and sure:
+        return False
+    return settle(unknown, sure)
+
+
+def count3(count: int, values: Iterable[Tri]) -> Tri:
+    """`at least N of (…)` on conditions, which always apply."""
+    result = at_least3(count, values)
+    assert result is not NA
+    return result
+
+
+def and3(values: Iterable[Tri]) -> Tri:
+    """Kleene `and` of conditions, which always apply: `all3` without NA or Unsure."""
+    unknown: tuple[str, ...] | None = None
+    for value in values:
+        if value is False:
+            return False
+        if value is not True:
+            unknown = value if unknown is None else union(unknown, value)
+    return True if unknown is None else unknown
+
+
+def both(gate: Tri, condition: Tri) -> Tri:
+    """A sub-criterion's gate: its parent's gate and its own `when` condition (`and3` of two)."""
+    if gate is False or condition is False:
+        return False
+    if gate is True:
+        return condition
+    if condition is True:
+        return gate
+    return union(gate, condition)
+
+
+def or3(values: Iterable[Tri]) -> Tri:
+    """Kleene `or` of conditions, which always apply: `any3` without NA or Unsure."""
+    unknown: tuple[str, ...] | None = None
+    for value in values:
+        if value is True:
+            return True
+        if value is not False:
+            unknown = value if unknown is None else union(unknown, value)
+    return False if unknown is None else unknown
+
+
+def not3(value: Tri) -> Tri:
+    """Kleene `not`: unknown stays unknown."""
+    if value is True:
+        return False
+    if value is False:
+        return True
+    return value
+
+
+def when3(condition: TriNA, body: TriNA) -> TriNA:
+    """`when C: X`: NA if C is false; X if C is true; else unknown, and perhaps not applicable
+    (unless X is NA either way). X met with C unknown is still unknown: "met or not applicable"
+    decides nothing, since an exclusion that is met excludes and one not applicable does not."""
+    if condition is False:
+        return NA
+    if condition is True or body is NA:
+        return body
+    missing = () if condition is NA else condition
+    return Unsure(missing if body is True or body is False else union(missing, body))
+
+
+# ---- atoms: a condition on the patient's values -----------------------------------------
+#
+# A field's value is None when missing (unknown) and NONE when recorded as none; a condition
+# on a value recorded as none is false (`is not` and `has` read it as no value, the empty set).
+
+_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq,
+    "!=": operator.ne,
+}
+
+
+def _missing(*pairs: tuple[Any, str]) -> tuple[str, ...]:
+    return tuple(sorted({path for value, path in pairs if value is None and path}))
+
+
+def truth(value: bool | Absent | None, path: str) -> Tri:
+    """A bool field or a recorded judgment used as a condition."""
+    if value is None:
+        return (path,)
+    return value is True
+
+
+def compare(left: Any, op: str, right: Any, path: str, right_path: str = "") -> Tri:
+    """`left op right` for numbers, quantities, laboratory values, titers, dates, text and
+    truth values; `right` is a literal unless `right_path` names its field."""
+    if left is None or right is None:
+        return _missing((left, path), (right, right_path))
+    if left is NONE or right is NONE:
+        return False
+    if type(left) is Lab:
+        left = left.value
+    if type(right) is Lab:
+        right = right.value
+    return _OPERATORS[op](left, right)
+
+
+def compare_uln(lab: Lab | Absent | None, op: str, multiple: Exact, path: str) -> Tri:
+    """`lab op k × ULN`, against the patient's own laboratory's upper limit of normal."""
+    if lab is None:
+        return (path,)
+    if lab is NONE:
+        return False
+    return _OPERATORS[op](lab.value, scale(lab.uln, multiple))
+
+
+def between(value: Any, low: Any, high: Any, path: str, low_path: str = "", high_path: str = "") -> Tri:
+    """Inclusive at both ends, and exactly `low ≤ value and value ≤ high` in Kleene logic:
+    a value above a known upper bound is out of range even when the lower bound is missing."""
+    if type(value) is Lab:
+        value = value.value
+    if value is None:
+        return _missing((value, path), (low, low_path), (high, high_path))
+    if value is NONE or low is NONE or high is NONE:
+        return False
+    above = None if low is None else bool(low <= value)
+    below = None if high is None else bool(value <= high)
+    if above is False or below is False:
+        return False
+    if above is None or below is None:
+        return _missing((low, low_path), (high, high_path))
+    return True
+
+
+def member(value: str | Absent | None, kind: str, members: frozenset[str], path: str) -> Tri:
+    """Enum tests: `is`, `is any of` (kind "is", "is_any") and `is not` ("is_not")."""
+    if value is None:
+        return (path,)
+    if value is NONE:
+        return kind == "is_not"
+    return value not in members if kind == "is_not" else value in members
+
+
+def has(value: frozenset[str] | Absent | None, kind: str, members: frozenset[str], path: str) -> Tri:
+    """Set tests: `has`, `has any of` (kind "has", "has_any") and `has all of` ("has_all")."""
+    if value is None:
+        return (path,)
+    if value is NONE:
+        value = frozenset()
+    if kind == "has_all":
+        return members <= value
+    return not members.isdisjoint(value)
+
+
+def window(value: datetime.date | Absent | None, kind: str, amount: int, unit: str, direction: str,
+           anchor: datetime.date | Absent | None, path: str, anchor_path: str = "") -> Tri:
+    """`value within / at least N unit before / after anchor`: inclusive, from the anchor."""
+    if value is None or anchor is None:
+        return _missing((value, path), (anchor, anchor_path))
     if value is NONE or anchor is NONE:
-        return Fact(False, f"{path if value is NONE else anchor_path}: none recorded")
+        return False
     assert isinstance(value, datetime.date) and isinstance(anchor, datetime.date)
-    held = window_holds(value, kind, amount, unit, direction, anchor)
-    return Fact(held, f"{path} {value.isoformat()} is {'' if held else 'not '}{text} "
-                      f"{anchor_path or 'the date'} {anchor.isoformat()}")
+    return window_holds(value, kind, amount, unit, direction, anchor)
 
 
-def quantify(kind: str, items: Sequence[T] | Absent | None, path: str,
-             test: Callable[[T, str], Fact]) -> Fact:
-    """`any(list where c)` and `all(list where c)`; an empty list has no item (any is false)."""
+ItemTest = Callable[[Any, str, Any, Any], Tri]  # (item, its path, patient, definitions) -> value
+
+
+def any_item(items: Sequence[Any] | Absent | None, path: str, test: ItemTest | None = None,
+             p: Any = None, m: Any = None) -> Tri:
+    """`any(list where c)`: whether some item satisfies c (`test`); an empty list has none."""
     if items is None:
-        return _unknown((path,))
+        return (path,)
     if items is NONE:
-        items = ()
+        return False
     assert not isinstance(items, Absent)
-    facts = [test(item, f"{path}[{index}]") for index, item in enumerate(items)]
-    if kind == "any":
-        result = any_of(*facts) if facts else Fact(False, "")
-        if result.value is False:
-            return Fact(False, f"no item of {path} matches ({len(facts)} recorded)")
-        if result.value is True:
-            first = next(f for f in facts if f.value is True)
-            return Fact(True, first.reason)
-        return Fact(None, result.reason, result.missing)
-    result = all_of(*facts) if facts else Fact(True, "")
-    if result.value is True:
-        return Fact(True, f"every item of {path} matches ({len(facts)} recorded)")
-    return Fact(result.value, result.reason, result.missing)
+    if test is None:
+        return len(items) > 0
+    unknown: tuple[str, ...] | None = None
+    for index, item in enumerate(items):
+        value = test(item, f"{path}[{index}]", p, m)
+        if value is True:
+            return True
+        if value is not False:
+            unknown = value if unknown is None else union(unknown, value)
+    return False if unknown is None else unknown
 
 
-def count(op: str, number: int, items: Sequence[T] | Absent | None, path: str,
-          test: Callable[[T, str], Fact]) -> Fact:
-    """`count(list where c) op n`: unknown items make the count a range, compared soundly."""
+def all_item(items: Sequence[Any] | Absent | None, path: str, test: ItemTest | None = None,
+             p: Any = None, m: Any = None) -> Tri:
+    """`all(list where c)`: whether every item satisfies c; true of an empty list."""
     if items is None:
-        return _unknown((path,))
-    if items is NONE:
-        items = ()
+        return (path,)
+    if items is NONE or test is None:
+        return True
     assert not isinstance(items, Absent)
-    facts = [test(item, f"{path}[{index}]") for index, item in enumerate(items)]
-    low = sum(1 for f in facts if f.value is True)
-    unknown = [f for f in facts if f.value is None]
-    high = low + len(unknown)
-    verdict = count_verdict(op, number, low, high)
-    counted = f"{low}" if low == high else f"{low} to {high}"
-    reason = f"{counted} of {len(facts)} {path} match, needs {_SHOWN[op]} {number}"
-    if verdict is not None:
-        return Fact(verdict, reason)
-    return Fact(None, f"{reason}: {_join(unknown)}", _union(unknown))
+    unknown: tuple[str, ...] | None = None
+    for index, item in enumerate(items):
+        value = test(item, f"{path}[{index}]", p, m)
+        if value is False:
+            return False
+        if value is not True:
+            unknown = value if unknown is None else union(unknown, value)
+    return True if unknown is None else unknown
+
+
+def count_items(items: Sequence[Any] | Absent | None, op: str, number: int, path: str,
+                test: ItemTest | None = None, p: Any = None, m: Any = None) -> Tri:
+    """`count(list where c) op n`: with unknown items the count is a range, compared soundly."""
+    if items is None:
+        return (path,)
+    seq: Sequence[Any] = () if items is NONE else items
+    if test is None:
+        return _OPERATORS[op](len(seq), number)
+    low = high = 0
+    unknown: tuple[str, ...] | None = None
+    for index, item in enumerate(seq):
+        value = test(item, f"{path}[{index}]", p, m)
+        if value is True:
+            low += 1
+        elif value is not False:
+            high += 1
+            unknown = value if unknown is None else union(unknown, value)
+    verdict = count_verdict(op, number, low, low + high)
+    if verdict is None:
+        assert unknown is not None
+        return unknown
+    return verdict
 
 
 def count_verdict(op: str, number: int, low: int, high: int) -> bool | None:
     """`count op number` for a count known to lie in [low, high]: None unless every count in
     the range gives the same answer."""
-    outcomes = {_holds(n, op, number) for n in range(low, high + 1)}
+    holds = _OPERATORS[op]
+    outcomes = {holds(n, number) for n in range(low, high + 1)}
     return outcomes.pop() if len(outcomes) == 1 else None
+
+
+# ---- the decision -----------------------------------------------------------------------
+
+Criterion = Callable[[Any, Any, list[TriNA]], TriNA]  # (patient, definitions, values) -> value
+
+
+def outcome_of(value: TriNA) -> Outcome:
+    if value is True:
+        return Outcome.MET
+    if value is False:
+        return Outcome.NOT_MET
+    if value is NA:
+        return Outcome.NOT_APPLICABLE
+    return Outcome.UNKNOWN
+
+
+def verdict(top: Sequence[tuple[Criterion, bool]], p: Any, m: Any, values: list[TriNA],
+            stop: bool) -> tuple[bool, tuple[str, ...] | None]:
+    """The top-level criteria in order, each with the value that refuses the patient (False
+    for an inclusion, True for an exclusion): whether one refuses, and the paths missing from
+    those unknown. With `stop`, returns at the first that refuses. `values` gets every
+    criterion's value, nested ones included, by its index in CRITERIA."""
+    refused = False
+    unknown: tuple[str, ...] | None = None
+    for criterion, refuses in top:
+        value = criterion(p, m, values)
+        if value is refuses:
+            if stop:
+                return True, None
+            refused = True
+        elif value is not NA and type(value) is not bool:
+            unknown = value if unknown is None else union(unknown, value)
+    return refused, unknown
+
+
+def decision(refused: bool, unknown: tuple[str, ...] | None) -> Decision:
+    if refused:
+        return Decision.INELIGIBLE
+    return Decision.ELIGIBLE if unknown is None else Decision.NEEDS_REVIEW
+
+
+class Assessment(NamedTuple):
+    """What evaluate() finds, without the reasons: the decision, every criterion's outcome
+    (in the order of CRITERIA), and the missing facts and pending judgments."""
+
+    decision: Decision
+    outcomes: tuple[Outcome, ...]
+    missing: tuple[str, ...]
+    pending_judgments: tuple[str, ...]
+
+
+def assessment(values: Iterable[TriNA], refused: bool, unknown: tuple[str, ...] | None,
+               judgments: frozenset[str]) -> Assessment:
+    """The decision from the top-level values (see `verdict`), with every outcome: ineligible
+    if one refuses; else needs review if one is unknown, for want of `unknown`; else eligible."""
+    outcomes = tuple(map(outcome_of, values))
+    if refused:
+        return Assessment(Decision.INELIGIBLE, outcomes, (), ())
+    if unknown is not None:
+        missing = tuple(p for p in unknown if _field_of(p) not in judgments)
+        pending = tuple(p for p in unknown if _field_of(p) in judgments)
+        return Assessment(Decision.NEEDS_REVIEW, outcomes, missing, pending)
+    return Assessment(Decision.ELIGIBLE, outcomes, (), ())
+
+
+class DeferredScreening(Screening):
+    """A Screening whose per-criterion results (reasons and missing facts) are worked out when
+    first read. The decision, outcomes, missing facts and pending judgments are known at once,
+    so screening many patients does not pay for reasons nobody reads. It equals, pickles and
+    prints as the Screening that `explain()` returns."""
+
+    __slots__ = ("_assessment", "_explain", "_explained", "_ids")
+    _assessment: Assessment
+    _explain: Callable[[], Screening]
+    _explained: Screening | None
+    _ids: tuple[str, ...]
+
+    def __init__(self, assessed: Assessment, ids: tuple[str, ...],
+                 explain: Callable[[], Screening]) -> None:
+        object.__setattr__(self, "decision", assessed.decision)
+        object.__setattr__(self, "missing", assessed.missing)
+        object.__setattr__(self, "pending_judgments", assessed.pending_judgments)
+        object.__setattr__(self, "_assessment", assessed)
+        object.__setattr__(self, "_ids", ids)
+        object.__setattr__(self, "_explain", explain)
+        object.__setattr__(self, "_explained", None)
+
+    @property
+    def criteria(self) -> tuple[CriterionResult, ...]:
+        return self.explain().criteria
+
+    @property
+    def assessment(self) -> Assessment:
+        return self._assessment
+
+    def explain(self) -> Screening:
+        explained = self._explained
+        if explained is None:
+            explained = self._explain()
+            object.__setattr__(self, "_explained", explained)
+        return explained
+
+    def outcome(self, criterion_id: str) -> Outcome:
+        try:
+            return self._assessment.outcomes[self._ids.index(criterion_id)]
+        except ValueError:
+            raise KeyError(criterion_id) from None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Screening):
+            return NotImplemented
+        return self.explain() == (other.explain() if isinstance(other, DeferredScreening) else other)
+
+    def __hash__(self) -> int:
+        return hash(self.explain())
+
+    def __repr__(self) -> str:
+        return repr(self.explain())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_plain, (self.explain(),))
+
+
+def _plain(screening: Screening) -> Screening:
+    return screening
+
+
+
+
+
+# ---- reasons on demand ------------------------------------------------------------------
+#
+# Each generated module describes its criteria as data, and `explain` walks the description
+# with a patient's values: it works out every node's value with the functions above, as the
+# module's own code does, and writes why. The description's nodes are tuples, tag first:
+#
+#   values       ("p", attr, name) a patient field, ("it", attr, name) a field of the list
+#                item being visited, ("k", value) a literal
+#   conditions   ("truth", value, judgment)  ("const", bool)  ("define", attr)
+#                ("compare", left, op, right, unit, right_text, titer)
+#                ("uln", lab, op, multiple, unit, multiple_text)
+#                ("between", value, low, high, unit, range_text, titer)
+#                ("member" | "has", value, kind, members, members_text)
+#                ("window", value, kind, amount, unit, direction, anchor, text)
+#                ("not", c)  ("and" | "or", (c, …))  ("at_least", n, (c, …))
+#                ("any" | "all", items, c or None)  ("count", items, op, n, c or None)
+#   lines        a condition, or ("when", c, (line, …))
+#   criteria     ("criterion", id, index in CRITERIA, gate c or None, combine, n, (line or criterion, …))
+#   definitions  (attr, (condition, …)), in dependency order
+
+Reasoned = tuple[TriNA, str]  # a value and why
+
+_NEGATED = {">=": "<", "<=": ">", ">": "≤", "<": "≥", "=": "≠", "!=": "="}
+_SHOWN = {">=": "≥", "<=": "≤", ">": ">", "<": "<", "=": "=", "!=": "≠"}
+
+
+def _join(parts: Iterable[Reasoned]) -> str:
+    return "; ".join(reason for _, reason in parts if reason)
+
+
+def _unknown(paths: tuple[str, ...], judgment: bool = False) -> str:
+    return "; ".join(f"pending judgment: {p}" if judgment else f"missing: {p}" for p in paths)
+
+
+def _is_unknown(value: TriNA) -> bool:
+    return value is not NA and type(value) is not bool
+
+
+def _all(parts: Sequence[Reasoned]) -> Reasoned:
+    value = all3(v for v, _ in parts)
+    if value is NA:
+        return NA, _join(parts)
+    if value is False:
+        return value, _join(f for f in parts if f[0] is False)
+    if value is True:
+        return value, _join(f for f in parts if f[0] is not NA)
+    return value, _join(f for f in parts if _is_unknown(f[0]))
+
+
+def _any(parts: Sequence[Reasoned]) -> Reasoned:
+    value = any3(v for v, _ in parts)
+    if value is NA:
+        return NA, _join(parts)
+    if value is True:
+        return value, _join(f for f in parts if f[0] is True)
+    if value is False:
+        return value, _join(f for f in parts if f[0] is not NA)
+    return value, _join(f for f in parts if _is_unknown(f[0]))
+
+
+def _at_least(count: int, parts: Sequence[Reasoned]) -> Reasoned:
+    value = at_least3(count, (v for v, _ in parts))
+    if value is NA:
+        return NA, _join(parts)
+    true = [f for f in parts if f[0] is True]
+    unknown = [f for f in parts if _is_unknown(f[0])]
+    summary = f"{len(true)} of {sum(1 for f in parts if f[0] is not NA)} met, needs {count}"
+    if value is True:
+        return value, f"{summary}: {_join(true)}"
+    if value is False:
+        return value, summary
+    return value, f"{summary}, {len(unknown)} unknown: {_join(unknown)}"
+
+
+def _alike(value: Tri, parts: Sequence[Reasoned]) -> list[Reasoned]:
+    """The conditions that gave an `and` or `or` its value: those of that value, or the unknown."""
+    if type(value) is bool:
+        return [f for f in parts if f[0] is value]
+    return [f for f in parts if _is_unknown(f[0])]
+
+
+def _when(condition: Reasoned, body: Reasoned) -> Reasoned:
+    value = when3(condition[0], body[0])
+    if condition[0] is False:
+        return value, f"not applicable: {condition[1]}"
+    if condition[0] is True or body[0] is NA:
+        return value, body[1]
+    return value, _join((condition, body))
+
+
+class _Scope(NamedTuple):
+    """What a condition can see: the patient, the definitions, the list item being visited."""
+
+    p: Any
+    definitions: dict[str, Reasoned]
+    it: Any = None
+    at: str = ""
+
+
+def _value(ref: tuple[Any, ...], scope: _Scope) -> tuple[Any, str]:
+    """A value and its path ('' for a literal)."""
+    if ref[0] == "k":
+        return ref[1], ""
+    if ref[0] == "p":
+        return getattr(scope.p, ref[1]), ref[2]
+    return getattr(scope.it, ref[1]), f"{scope.at}.{ref[2]}"
+
+
+def _display(value: Any, unit: str, titer: bool) -> str:
+    return f"1:{value}" if titer and value is not NONE else show(value, unit)
+
+
+def _condition(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
+    tag = node[0]
+    if tag == "truth":
+        value, path = _value(node[1], scope)
+        result = truth(value, path)
+        if type(result) is tuple:
+            return result, _unknown(result, node[2])
+        return result, f"{path}: none recorded" if value is NONE else f"{path}: {'yes' if value else 'no'}"
+    if tag == "const":
+        return node[1], "always" if node[1] else "never"
+    if tag == "define":
+        return scope.definitions[node[1]]
+    if tag == "compare":
+        _, left_ref, op, right_ref, unit, right_text, titer = node
+        left, path = _value(left_ref, scope)
+        right, right_path = _value(right_ref, scope)
+        result = compare(left, op, right, path, right_path)
+        if type(result) is tuple:
+            return result, _unknown(result)
+        left = left.value if type(left) is Lab else left
+        right = right.value if type(right) is Lab else right
+        shown = _display(left, unit, titer)
+        if left is NONE or right is NONE:
+            return result, f"{path} {shown}"
+        other = f"{right_path} {_display(right, unit, titer)}" if right_path else right_text
+        return result, f"{path} {shown} {_SHOWN[op] if result else _NEGATED[op]} {other}"
+    if tag == "uln":
+        _, lab_ref, op, multiple, unit, multiple_text = node
+        lab, path = _value(lab_ref, scope)
+        result = compare_uln(lab, op, multiple, path)
+        if type(result) is tuple:
+            return result, _unknown(result)
+        if lab is NONE:
+            return result, f"{path}: none recorded"
+        return result, (f"{path} {show(lab.value, unit)} {_SHOWN[op] if result else _NEGATED[op]} "
+                        f"{multiple_text} × ULN ({show(scale(lab.uln, multiple), unit)})")
+    if tag == "between":
+        _, value_ref, low_ref, high_ref, unit, range_text, titer = node
+        value, path = _value(value_ref, scope)
+        low, low_path = _value(low_ref, scope)
+        high, high_path = _value(high_ref, scope)
+        result = between(value, low, high, path, low_path, high_path)
+        if type(result) is tuple:
+            return result, _unknown(result)
+        value = value.value if type(value) is Lab else value
+        shown = _display(value, unit, titer)
+        if value is NONE or low is NONE or high is NONE:
+            return result, f"{path} {shown}"
+        return result, f"{path} {shown} is {'within' if result else 'outside'} {range_text}"
+    if tag == "member":
+        _, value_ref, kind, members, members_text = node
+        value, path = _value(value_ref, scope)
+        result = member(value, kind, members, path)
+        if type(result) is tuple:
+            return result, _unknown(result)
+        if value is NONE:
+            return result, f"{path}: none recorded"
+        if value in members:
+            return result, f"{path} is {value}"
+        return result, f"{path} is {value}, not {members_text}"
+    if tag == "has":
+        _, value_ref, kind, members, members_text = node
+        value, path = _value(value_ref, scope)
+        result = has(value, kind, members, path)
+        if type(result) is tuple:
+            return result, _unknown(result)
+        found = members & (frozenset() if value is NONE else value)
+        if result:
+            return result, f"{path} include {', '.join(sorted(found))}"
+        if kind == "has_all":
+            return result, f"{path} lack {', '.join(sorted(members - found))}"
+        return result, f"{path} include none of {members_text}"
+    if tag == "window":
+        _, value_ref, kind, amount, unit, direction, anchor_ref, text = node
+        value, path = _value(value_ref, scope)
+        anchor, anchor_path = _value(anchor_ref, scope)
+        result = window(value, kind, amount, unit, direction, anchor, path, anchor_path)
+        if type(result) is tuple:
+            return result, _unknown(result)
+        if value is NONE or anchor is NONE:
+            return result, f"{path if value is NONE else anchor_path}: none recorded"
+        return result, (f"{path} {value.isoformat()} is {'' if result else 'not '}{text} "
+                        f"{anchor_path or 'the date'} {anchor.isoformat()}")
+    if tag == "not":
+        inner = _condition(node[1], scope)
+        return not3(inner[0]), inner[1]  # type: ignore[arg-type]
+    if tag == "and":
+        parts = [_condition(c, scope) for c in node[1]]
+        both = and3(v for v, _ in parts)  # type: ignore[misc]
+        return both, _join(_alike(both, parts))
+    if tag == "or":
+        parts = [_condition(c, scope) for c in node[1]]
+        either = or3(v for v, _ in parts)  # type: ignore[misc]
+        return either, _join(_alike(either, parts))
+    if tag == "at_least":
+        return _at_least(node[1], [_condition(c, scope) for c in node[2]])
+    if tag in ("any", "all", "count"):
+        return _quantified(node, scope)
+    raise AssertionError(f"no condition {tag!r}")
+
+
+def _quantified(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
+    tag = node[0]
+    items, path = _value(node[1], scope)
+    test = node[-1]
+    if items is None:
+        return (path,), _unknown((path,))
+    seq = () if items is NONE else items
+    facts: dict[str, Reasoned] = {}
+    for index, item in enumerate(seq):
+        at = f"{path}[{index}]"
+        facts[at] = (True, "") if test is None else _condition(test, _Scope(scope.p, scope.definitions, item, at))
+
+    def known(item: Any, at: str, p: Any, m: Any) -> Tri:
+        value = facts[at][0]
+        assert value is not NA
+        return value
+
+    parts = list(facts.values())
+    if tag == "count":
+        _, _, op, number, _ = node
+        result = count_items(items, op, number, path, known)
+        low = sum(1 for v, _ in parts if v is True)
+        unknown = [f for f in parts if _is_unknown(f[0])]
+        counted = f"{low}" if not unknown else f"{low} to {low + len(unknown)}"
+        reason = f"{counted} of {len(parts)} {path} match, needs {_SHOWN[op]} {number}"
+        return result, reason if type(result) is bool else f"{reason}: {_join(unknown)}"
+    if tag == "any":
+        result = any_item(items, path, known)
+        if result is False:
+            return result, f"no item of {path} matches ({len(parts)} recorded)"
+        if result is True:
+            return result, next(r for v, r in parts if v is True)
+        return result, _join(f for f in parts if _is_unknown(f[0]))
+    result = all_item(items, path, known)
+    if result is True:
+        return result, f"every item of {path} matches ({len(parts)} recorded)"
+    if result is False:
+        return result, _join(f for f in parts if f[0] is False)
+    return result, _join(f for f in parts if _is_unknown(f[0]))
+
+
+def _line(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
+    if node[0] == "when":
+        return _when(_condition(node[1], scope), _all([_line(line, scope) for line in node[2]]))
+    return _condition(node, scope)
+
+
+def _criterion(node: tuple[Any, ...], gate: Reasoned, scope: _Scope, out: list[Reasoned]) -> Reasoned:
+    _, _, index, applies, combine, count, parts = node
+    if applies is not None:
+        gate = _all([gate, _condition(applies, scope)])
+    facts: list[Reasoned] = []
+    for part in parts:
+        if part[0] == "criterion":
+            value = _criterion(part, gate, scope, out)[0]
+            facts.append((value, f"{part[1]} {outcome_of(value).value}"))
+        else:
+            facts.append(_line(part, scope))
+    if combine == "any":
+        body = _any(facts)
+    elif combine == "at_least":
+        body = _at_least(count, facts)
+    else:
+        body = _all(facts)
+    fact = _when(gate, body)
+    out[index] = fact
+    return fact
+
+
+def explain(criteria: Sequence[tuple[Any, ...]], definitions: Sequence[tuple[str, tuple[Any, ...]]],
+            p: Any, info: Sequence[CriterionInfo], judgments: frozenset[str]) -> Screening:
+    """The screening with every criterion's reason, from the criteria's description."""
+    scope = _Scope(p, {})
+    for attr, lines in definitions:
+        facts = [_condition(line, scope) for line in lines]
+        scope.definitions[attr] = facts[0] if len(facts) == 1 else _all(facts)
+    out: list[Reasoned] = [(NA, "")] * len(info)
+    refused = False
+    unknown: tuple[str, ...] | None = None
+    for node in criteria:
+        value = _criterion(node, (True, ""), scope, out)[0]
+        refusing = info[node[2]].section != "inclusion"  # the value that refuses the patient
+        if value is refusing:
+            refused = True
+        elif _is_unknown(value):
+            assert isinstance(value, tuple)
+            unknown = value if unknown is None else union(unknown, value)
+    assessed = assessment((v for v, _ in out), refused, unknown, judgments)
+    results = tuple(
+        CriterionResult(i.id, i.title, i.section, outcome, reason,
+                        tuple(value) if outcome is Outcome.UNKNOWN else ())  # type: ignore[arg-type]
+        for i, outcome, (value, reason) in zip(info, assessed.outcomes, out, strict=True))
+    return Screening(assessed.decision, results, assessed.missing, assessed.pending_judgments)
 
 
 # ---- reading records -----------------------------------------------------------------
@@ -864,285 +1356,6 @@ def _not_member(raw: object, members: Sequence[str]) -> str:
             return f"{_shown(raw)} is not one of {', '.join(members)}; did you mean '{close[0]}'?"
         return f"{_shown(raw)} is not one of {', '.join(members)}"
     return f"expected one of {', '.join(members)}, got {_kind(raw)}"
-
-
-def screen(criteria: Sequence[CriterionInfo], facts: Mapping[str, Fact],
-           judgments: frozenset[str]) -> Screening:
-    """The decision: ineligible on any failed inclusion or met exclusion; eligible only when
-    every inclusion is met (or not applicable) and every exclusion is not met (or not applicable)."""
-    results: list[CriterionResult] = []
-    blocking: list[Fact] = []
-    decided_no = False
-    for info in criteria:
-        fact = facts[info.id]
-        result = outcome(fact)
-        results.append(CriterionResult(info.id, info.title, info.section, result, fact.reason,
-                                       fact.missing if result is Outcome.UNKNOWN else ()))
-        if info.parent is not None:
-            continue
-        if result is Outcome.UNKNOWN:
-            blocking.append(fact)
-        elif result is (Outcome.NOT_MET if info.section == "inclusion" else Outcome.MET):
-            decided_no = True
-    if decided_no:
-        return Screening(Decision.INELIGIBLE, tuple(results), (), ())
-    if blocking:
-        paths = _union(blocking)
-        missing = tuple(p for p in paths if _field_of(p) not in judgments)
-        pending = tuple(p for p in paths if _field_of(p) in judgments)
-        return Screening(Decision.NEEDS_REVIEW, tuple(results), missing, pending)
-    return Screening(Decision.ELIGIBLE, tuple(results), (), ())
-
-
-# ---- the fast path: outcomes without reasons ------------------------------------------
-#
-# decide() and assess() work out the same three-valued outcomes as the facts above, without
-# writing reasons. A condition's value is True, False, or, when unknown, the tuple of the
-# paths whose absence leaves it unknown: sorted, without repeats, the `missing` of the Fact
-# the functions above would give. A criterion or `when` line may also be NA, not applicable.
-
-
-class NotApplicable(enum.Enum):
-    NA = "not applicable"
-
-
-NA = NotApplicable.NA
-
-
-class Unsure(tuple[str, ...]):
-    """An unknown value (its missing paths) that may also turn out not applicable: a `when`
-    whose condition is unknown. `requires at least` must not count it as a part that applies."""
-
-    __slots__ = ()
-
-
-def settle(unknown: tuple[str, ...], sure: bool) -> tuple[str, ...]:
-    """An unknown combination: surely applicable if `sure`, else perhaps not (Unsure)."""
-    if sure:
-        return unknown if type(unknown) is tuple else tuple(unknown)
-    return unknown if type(unknown) is Unsure else Unsure(unknown)
-
-
-Tri = bool | tuple[str, ...]
-TriNA = bool | tuple[str, ...] | NotApplicable
-
-
-class Unset(enum.Enum):
-    """A definition the fast path has not needed yet."""
-
-    UNSET = "unset"
-
-
-UNSET = Unset.UNSET
-
-
-def union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
-    """The paths missing from two unknowns, as `_union` gives them."""
-    if a == b or not b:
-        return a
-    if not a:
-        return b
-    return tuple(sorted({*a, *b}))
-
-
-def all3(values: Iterable[TriNA]) -> TriNA:
-    """`all_of` on values."""
-    applicable = sure = False
-    unknown: tuple[str, ...] | None = None
-    for value in values:
-        if value is False:
-            return False
-        if value is NA:
-            continue
-        applicable = True
-        if value is True:
-            sure = True
-        else:
-            sure = sure or type(value) is not Unsure
-            unknown = value if unknown is None else union(unknown, value)
-    if not applicable:
-        return NA
-    return True if unknown is None else settle(unknown, sure)
-
-
-def any3(values: Iterable[TriNA]) -> TriNA:
-    """`any_of` on values."""
-    applicable = sure = False
-    unknown: tuple[str, ...] | None = None
-    for value in values:
-        if value is True:
-            return True
-        if value is NA:
-            continue
-        applicable = True
-        if value is False:
-            sure = True
-        else:
-            sure = sure or type(value) is not Unsure
-            unknown = value if unknown is None else union(unknown, value)
-    if not applicable:
-        return NA
-    return False if unknown is None else settle(unknown, sure)
-
-
-def at_least3(count: int, values: Iterable[TriNA]) -> TriNA:
-    """`at_least` on values."""
-    applicable = sure = False
-    true = unknowns = 0
-    unknown: tuple[str, ...] = ()
-    for value in values:
-        if value is NA:
-            continue
-        applicable = True
-        if value is True:
-            true += 1
-            sure = True
-        elif value is False:
-            sure = True
-        else:
-            unknowns += 1
-            sure = sure or type(value) is not Unsure
-            unknown = union(unknown, value)
-    if not applicable:
-        return NA
-    if true >= count:
-        return True
-    if true + unknowns < count and sure:
-        return False
-    return settle(unknown, sure)
-
-
-def count3(count: int, values: Iterable[Tri]) -> Tri:
-    """`at least N of (…)` on conditions, which always apply."""
-    result = at_least3(count, values)
-    assert result is not NA
-    return result
-
-
-def when3(condition: TriNA, body: TriNA) -> TriNA:
-    """`when` on values."""
-    if condition is False:
-        return NA
-    if condition is True or body is NA:
-        return body
-    missing = () if condition is NA else condition
-    return Unsure(missing if body is True or body is False else union(missing, body))
-
-
-def between3(value: Any, low: Any, high: Any, path: str, low_path: str, high_path: str) -> Tri:
-    """`between` on values."""
-    if isinstance(value, Lab):
-        value = value.value
-    if value is None:
-        return _missing((value, path), (low, low_path), (high, high_path))
-    if value is NONE or low is NONE or high is NONE:
-        return False
-    above = None if low is None else bool(low <= value)
-    below = None if high is None else bool(value <= high)
-    if above is False or below is False:
-        return False
-    if above is None or below is None:
-        return _missing((low, low_path), (high, high_path))
-    return True
-
-
-def window3(value: datetime.date | Absent | None, kind: str, amount: int, unit: str,
-            direction: str, anchor: datetime.date | Absent | None, path: str,
-            anchor_path: str) -> Tri:
-    """`window` on values."""
-    if value is None or anchor is None:
-        missing = _missing((value, path), (anchor, anchor_path))
-        if missing:
-            return missing
-    if value is NONE or anchor is NONE:
-        return False
-    assert isinstance(value, datetime.date) and isinstance(anchor, datetime.date)
-    return window_holds(value, kind, amount, unit, direction, anchor)
-
-
-class Assessment(NamedTuple):
-    """What evaluate() finds, without the reasons: the decision, every criterion's outcome
-    (in the order of CRITERIA), and the missing facts and pending judgments."""
-
-    decision: Decision
-    outcomes: tuple[Outcome, ...]
-    missing: tuple[str, ...]
-    pending_judgments: tuple[str, ...]
-
-
-def assessment(outcomes: tuple[Outcome, ...], refused: bool, unknown: tuple[str, ...] | None,
-               judgments: frozenset[str]) -> Assessment:
-    """The decision as `screen` makes it, from the top-level values: `refused` if an inclusion
-    is not met or an exclusion is met; `unknown`, the missing paths, if any is unknown."""
-    if refused:
-        return Assessment(Decision.INELIGIBLE, outcomes, (), ())
-    if unknown is not None:
-        missing = tuple(p for p in unknown if _field_of(p) not in judgments)
-        pending = tuple(p for p in unknown if _field_of(p) in judgments)
-        return Assessment(Decision.NEEDS_REVIEW, outcomes, missing, pending)
-    return Assessment(Decision.ELIGIBLE, outcomes, (), ())
-
-
-class DeferredScreening(Screening):
-    """A Screening whose per-criterion results (reasons and missing facts) are worked out when
-    first read. The decision, outcomes, missing facts and pending judgments are known at once,
-    so screening many patients does not pay for reasons nobody reads. It equals, pickles and
-    prints as the Screening that `explain()` returns."""
-
-    __slots__ = ("_assessment", "_explain", "_explained", "_ids")
-    _assessment: Assessment
-    _explain: Callable[[], Screening]
-    _explained: Screening | None
-    _ids: tuple[str, ...]
-
-    def __init__(self, assessed: Assessment, ids: tuple[str, ...],
-                 explain: Callable[[], Screening]) -> None:
-        object.__setattr__(self, "decision", assessed.decision)
-        object.__setattr__(self, "missing", assessed.missing)
-        object.__setattr__(self, "pending_judgments", assessed.pending_judgments)
-        object.__setattr__(self, "_assessment", assessed)
-        object.__setattr__(self, "_ids", ids)
-        object.__setattr__(self, "_explain", explain)
-        object.__setattr__(self, "_explained", None)
-
-    @property
-    def criteria(self) -> tuple[CriterionResult, ...]:
-        return self.explain().criteria
-
-    @property
-    def assessment(self) -> Assessment:
-        return self._assessment
-
-    def explain(self) -> Screening:
-        explained = self._explained
-        if explained is None:
-            explained = self._explain()
-            object.__setattr__(self, "_explained", explained)
-        return explained
-
-    def outcome(self, criterion_id: str) -> Outcome:
-        try:
-            return self._assessment.outcomes[self._ids.index(criterion_id)]
-        except ValueError:
-            raise KeyError(criterion_id) from None
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Screening):
-            return NotImplemented
-        return self.explain() == (other.explain() if isinstance(other, DeferredScreening) else other)
-
-    def __hash__(self) -> int:
-        return hash(self.explain())
-
-    def __repr__(self) -> str:
-        return repr(self.explain())
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_plain, (self.explain(),))
-
-
-def _plain(screening: Screening) -> Screening:
-    return screening
 
 
 def _field_of(path: str) -> str:

@@ -6,6 +6,8 @@ evaluate(record) -> Screening: the decision (eligible / ineligible / needs revie
 criterion's outcome with its reason, and the missing facts that would settle the case.
 assess(record) -> Assessment: the same without the reasons: decision, outcomes, missing facts.
 decide(record) -> Decision: the decision alone, stopping at the first criterion that settles it.
+All three take their outcomes from the one function per criterion below; the reasons are
+written on demand by the runtime's explainer from DESCRIBED_CRITERIA, the same criteria as data.
 validate(record) -> list[Problem]: what in the record cannot be read, by field path.
 Standard library only; missing data never makes a patient eligible.
 """
@@ -52,7 +54,7 @@ _UNITS_1: dict[str, Exact] = {'g/dL': Decimal('10')}
 _UNITS_2: dict[str, Exact] = {}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DoseRecord:
     """One Dose item of a patient's list."""
 
@@ -75,14 +77,17 @@ def _read_Dose(raw: object, at: str, pr: list[Problem]) -> DoseRecord | None:
         return None
     assert isinstance(raw, dict)
     return DoseRecord(
-        mg=None if (v := raw.get('mg')) is None else read_decimal_fast(v, at + '.mg', pr),
-        given=None if (v := raw.get('given')) is None else read_date_fast(v, at + '.given', pr),
+        # mg
+        None if (v := raw.get('mg')) is None else read_decimal_fast(v, at + '.mg', pr),
+        # given
+        None if (v := raw.get('given')) is None else read_date_fast(v, at + '.given', pr),
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Patient:
-    """One patient's record, read and converted to canonical units."""
+    """One patient's record, read and converted to canonical units (built positionally:
+    reading the record is most of the work of deciding)."""
 
     screening: datetime.date | Absent | None
     age: int | Absent | None
@@ -117,156 +122,42 @@ def _read(record: object, pr: list[Problem]) -> Patient:
     raw = record if fast or check_keys(record, "", _PATIENT_KEYS, pr) else {}
     assert isinstance(raw, dict)
     return Patient(
-        screening=None if (v := raw.get('screening')) is None else read_date_fast(v, 'screening', pr),
-        age=None if (v := raw.get('age')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'age', pr),
-        arm=None if (v := raw.get('arm')) is None else v if type(v) is str and v in _MEMBERS_Arm else read_enum(v, 'arm', pr, _ENUM_Arm),
-        hb=None if (v := raw.get('hb')) is None else read_quantity_fast(v, 'hb', pr, 'g/L', _UNITS_1),
-        alt=None if (v := raw.get('alt')) is None else read_lab_fast(v, 'alt', pr, 'U/L', _UNITS_2),
-        ana=None if (v := raw.get('ana')) is None else read_titer_fast(v, 'ana', pr),
-        vaccine=(NONE if 'vaccine' in raw else None) if (v := raw.get('vaccine')) is None else read_date_fast(v, 'vaccine', pr),
-        doses=None if (v := raw.get('doses')) is None else read_list(v, 'doses', pr, _read_Dose),
-        fit=None if (v := raw.get('fit')) is None else v if v is True or v is False else read_bool(v, 'fit', pr),
+        # screening
+        None if (v := raw.get('screening')) is None else read_date_fast(v, 'screening', pr),
+        # age
+        None if (v := raw.get('age')) is None else v if type(v) is int and -_BIG < v < _BIG else read_integer(v, 'age', pr),
+        # arm
+        None if (v := raw.get('arm')) is None else v if type(v) is str and v in _MEMBERS_Arm else read_enum(v, 'arm', pr, _ENUM_Arm),
+        # hb
+        None if (v := raw.get('hb')) is None else read_quantity_fast(v, 'hb', pr, 'g/L', _UNITS_1),
+        # alt
+        None if (v := raw.get('alt')) is None else read_lab_fast(v, 'alt', pr, 'U/L', _UNITS_2),
+        # ana
+        None if (v := raw.get('ana')) is None else read_titer_fast(v, 'ana', pr),
+        # vaccine
+        (NONE if 'vaccine' in raw else None) if (v := raw.get('vaccine')) is None else read_date_fast(v, 'vaccine', pr),
+        # doses
+        None if (v := raw.get('doses')) is None else read_list(v, 'doses', pr, _read_Dose),
+        # fit
+        None if (v := raw.get('fit')) is None else v if v is True or v is False else read_bool(v, 'fit', pr),
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Derived:
-    """The protocol's definitions, evaluated once per patient."""
-
-    adult: Fact
-
-
-def _derive(p: Patient) -> Derived:
-    # line 23: define adult "An adult": age >= 18
-    def_adult = compare(p.age, '>=', 18, 'age', '', '', '18')
-    return Derived(
-        adult=def_adult,
-    )
-
-
-def _crit_I1(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 26: I1 "Adult with hemoglobin of at least 60 g/L"
-    fact = when(
-        gate,
-        all_of(
-            # line 27: adult
-            d.adult,
-            # line 28: hb >= 6 g/dL
-            compare(p.hb, '>=', Decimal('60'), 'hb', '', 'g/L', '6 g/dL'),
-        ),
-    )
-    out['I1'] = fact
-    return fact
-
-
-def _crit_I2(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 30: I2 "Either arm, by rule" requires any
-    fact = when(
-        gate,
-        any_of(
-            # I2.1 Arm A with a raised titer
-            summary('I2.1', _crit_I2_1(p, d, gate, out)),
-            # I2.2 Arm B
-            summary('I2.2', _crit_I2_2(p, d, gate, out)),
-        ),
-    )
-    out['I2'] = fact
-    return fact
-
-
-def _crit_I2_1(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 31: I2.1 "Arm A with a raised titer" when arm is a
-    gate = all_of(gate, member(p.arm, 'is', frozenset({'a'}), 'arm', 'a'))
-    fact = when(gate, all_of(compare(p.ana, '>=', 160, 'ana', '', '', '1:160', titer=True)))
-    out['I2.1'] = fact
-    return fact
-
-
-def _crit_I2_2(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 33: I2.2 "Arm B"
-    fact = when(gate, all_of(member(p.arm, 'is', frozenset({'b'}), 'arm', 'b')))
-    out['I2.2'] = fact
-    return fact
-
-
-def _crit_I3(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 35: I3 "Doses"
-    fact = when(
-        gate,
-        all_of(
-            # line 36: count(doses where mg >= 10 and given within 2 weeks before screening) >= 1
-            count(
-                '>=',
-                1,
-                p.doses,
-                'doses',
-                lambda it, at: all_of(
-                    compare(it.mg, '>=', Decimal('10'), at + '.mg', '', '', '10'),
-                    window(
-                        it.given,
-                        'within',
-                        2,
-                        'weeks',
-                        'before',
-                        p.screening,
-                        at + '.given',
-                        'screening',
-                        'within 2 weeks before',
-                    ),
-                ),
-            ),
-            # line 37: alt <= 2.5 x ULN
-            compare_uln(p.alt, '<=', Decimal('2.5'), 'alt', 'U/L', '2.5'),
-        ),
-    )
-    out['I3'] = fact
-    return fact
-
-
-def _crit_E1(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 40: E1 "Live vaccine within 4 weeks"
-    fact = when(
-        gate,
-        all_of(
-            # line 41: vaccine within 4 weeks before screening
-            window(
-                p.vaccine,
-                'within',
-                4,
-                'weeks',
-                'before',
-                p.screening,
-                'vaccine',
-                'screening',
-                'within 4 weeks before',
-            ),
-        ),
-    )
-    out['E1'] = fact
-    return fact
-
-
-def _crit_E2(p: Patient, d: Derived, gate: Fact, out: dict[str, Fact]) -> Fact:
-    # line 42: E2 "Not fit"
-    fact = when(gate, all_of(negate(truth(p.fit, 'fit', judgment=True))))
-    out['E2'] = fact
-    return fact
-
-
-# ---- the fast path: outcomes without reasons (see the runtime) -------------------------
+# ---- the criteria: one function each, in the runtime's three-valued logic -------------------
+#
+# A value is True (met), False (not met), NA (not applicable), or when unknown the tuple of
+# the paths whose absence leaves it unknown (Unsure: and perhaps not applicable). Each
+# criterion stores its value in `o` at its index in CRITERIA; `g` is its parent's gate.
 
 _K1 = Decimal('60')
-_K2 = Decimal('10')
-_K3 = Decimal('2.5')
-_MET = Outcome.MET
-_NOT_MET = Outcome.NOT_MET
-_UNKNOWN = Outcome.UNKNOWN
-_NOT_APPLICABLE = Outcome.NOT_APPLICABLE
-_IDS: tuple[str, ...] = tuple(info.id for info in CRITERIA)
+_K2 = frozenset({'a'})
+_K3 = frozenset({'b'})
+_K4 = Decimal('10')
+_K5 = Decimal('2.5')
 
 
 class _Memo:
-    """The definitions the fast path has worked out for one patient."""
+    """The definitions worked out so far for one patient."""
 
     __slots__ = ("adult",)
 
@@ -274,299 +165,177 @@ class _Memo:
         self.adult: Tri | Unset = UNSET
 
 
-def _loop_1(items: list[DoseRecord] | Absent | None, p: Patient, m: _Memo) -> Tri:
-    # line 36: count(doses where mg >= 10 and given within 2 weeks before screening) >= 1
-    if items is None:
-        return ('doses',)
-    seq = () if items is NONE else items
-    unknown: tuple[str, ...] | None = None
-    low = high = 0
-    for i, it in enumerate(seq):
-        v: Tri = (
-            False if (t4 := (
-                (f'doses[{i}].mg',) if (t1 := it.mg) is None
-                else False if t1 is NONE
-                else t1 >= _K2
-            )) is False
-            else t4 if (t5 := (
-                _missing((it.given, f'doses[{i}].given'), (p.screening, 'screening')) if (t2 := it.given) is None or (t3 := p.screening) is None
-                else False if t2 is NONE or t3 is NONE
-                else window_holds(t2, 'within', 2, 'weeks', 'before', t3)
-            )) is True
-            else t5 if t5 is False or t4 is True
-            else union(t4, t5)
-        )
-        if v is True:
-            low += 1
-        elif v is not False:
-            high += 1
-            unknown = v if unknown is None else union(unknown, v)
-    verdict = count_verdict('>=', 1, low, low + high)
-    if verdict is None:
-        assert unknown is not None
-        return unknown
-    return verdict
-
-
-def _fast_adult(p: Patient, m: _Memo) -> Tri:
+def define_adult(p: Patient, m: _Memo) -> Tri:
     # line 23: define adult "An adult": age >= 18
     v = m.adult
     if v is UNSET:
-        v = m.adult = (('age',) if (t1 := p.age) is None else False if t1 is NONE else t1 >= 18)
+        v = m.adult = compare(p.age, op='>=', right=18, path='age')
     return v
 
 
-def _assess_I1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I1(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 26: I1 "Adult with hemoglobin of at least 60 g/L"
-    # line 27: adult
-    # line 28: hb >= 6 g/dL
-    v: TriNA = (
-        False if (t2 := _fast_adult(p, m)) is False
-        else t2 if (t3 := (('hb',) if (t1 := p.hb) is None else False if t1 is NONE else t1 >= _K1)) is True
-        else t3 if t3 is False or t2 is True
-        else union(t2, t3)
-    )
-    o[0] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    # line 29: note "A note that renders but does not compute."
+    v: TriNA = all3((define_adult(p, m), compare(p.hb, op='>=', right=_K1, path='hb')))
+    o[0] = v
     return v
 
 
-def _assess_I2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_I2(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 30: I2 "Either arm, by rule" requires any
-    v: TriNA = any3((
-        # I2.1 Arm A with a raised titer
-        _assess_I2_1(p, m, g, o),
-        # I2.2 Arm B
-        _assess_I2_2(p, m, g, o),
+    v: TriNA = any3((criterion_I2_1(p, m, o, g), criterion_I2_2(p, m, o, g)))
+    o[1] = v
+    return v
+
+
+def criterion_I2_1(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
+    # line 31: I2.1 "Arm A with a raised titer" when arm is a
+    g = member(p.arm, kind='is', members=_K2, path='arm')
+    if g is False:
+        return NA
+    # line 32: ana >= 1:160
+    v: TriNA = compare(p.ana, op='>=', right=160, path='ana')
+    v = when3(g, v)
+    o[2] = v
+    return v
+
+
+def criterion_I2_2(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
+    # line 33: I2.2 "Arm B"
+    # line 34: arm is b
+    v: TriNA = member(p.arm, kind='is', members=_K3, path='arm')
+    o[3] = v
+    return v
+
+
+def criterion_I3(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
+    # line 35: I3 "Doses"
+    v: TriNA = all3((
+        # line 36: count(doses where mg >= 10 and given within 2 weeks before screening) >= 1
+        count_items(p.doses, op='>=', number=1, path='doses', test=where_1, p=p, m=m),
+        # line 37: alt <= 2.5 x ULN
+        compare_uln(p.alt, op='<=', multiple=_K5, path='alt'),
     ))
-    o[1] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[4] = v
     return v
 
 
-def _assess_I2_1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
-    # line 31: I2.1 "Arm A with a raised titer" when arm is a
-    g = (('arm',) if (t1 := p.arm) is None else False if t1 is NONE else t1 == 'a')
-    if g is False:
-        return NA
-    # line 32: ana >= 1:160
-    v: TriNA = (('ana',) if (t2 := p.ana) is None else False if t2 is NONE else t2 >= 160)
-    v = when3(g, v)
-    o[2] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
-    return v
-
-
-def _assess_I2_2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
-    # line 33: I2.2 "Arm B"
-    # line 34: arm is b
-    v: TriNA = (('arm',) if (t1 := p.arm) is None else False if t1 is NONE else t1 == 'b')
-    o[3] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
-    return v
-
-
-def _assess_I3(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
-    # line 35: I3 "Doses"
+def where_1(it: DoseRecord, at: str, p: Patient, m: _Memo) -> Tri:
     # line 36: count(doses where mg >= 10 and given within 2 weeks before screening) >= 1
-    # line 37: alt <= 2.5 x ULN
-    v: TriNA = (
-        False if (t2 := _loop_1(p.doses, p, m)) is False
-        else t2 if (t3 := (
-            ('alt',) if (t1 := p.alt) is None
-            else False if t1 is NONE
-            else t1.value <= scale(t1.uln, _K3)
-        )) is True
-        else t3 if t3 is False or t2 is True
-        else union(t2, t3)
-    )
-    o[4] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
-    return v
+    return and3((
+        compare(it.mg, op='>=', right=_K4, path=at + '.mg'),
+        window(
+            it.given,
+            kind='within',
+            amount=2,
+            unit='weeks',
+            direction='before',
+            anchor=p.screening,
+            path=at + '.given',
+            anchor_path='screening',
+        ),
+    ))
 
 
-def _assess_E1(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_E1(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 40: E1 "Live vaccine within 4 weeks"
     # line 41: vaccine within 4 weeks before screening
-    v: TriNA = (
-        _missing((p.vaccine, 'vaccine'), (p.screening, 'screening')) if (t1 := p.vaccine) is None or (t2 := p.screening) is None
-        else False if t1 is NONE or t2 is NONE
-        else window_holds(t1, 'within', 4, 'weeks', 'before', t2)
+    v: TriNA = window(
+        p.vaccine,
+        kind='within',
+        amount=4,
+        unit='weeks',
+        direction='before',
+        anchor=p.screening,
+        path='vaccine',
+        anchor_path='screening',
     )
-    o[5] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    o[5] = v
     return v
 
 
-def _assess_E2(p: Patient, m: _Memo, g: Tri, o: list[Outcome]) -> TriNA:
+def criterion_E2(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:
     # line 42: E2 "Not fit"
     # line 43: not fit
-    v: TriNA = (
-        not t1 if (t1 := (('fit',) if (t2 := p.fit) is None else t2 is True)) is True or t1 is False
-        else t1
-    )
-    o[6] = _MET if v is True else _NOT_MET if v is False else _NOT_APPLICABLE if v is NA else _UNKNOWN
+    v: TriNA = not3(truth(p.fit, 'fit'))
+    o[6] = v
     return v
 
 
-def _assess(p: Patient) -> Assessment:
-    m = _Memo()
-    o = [_NOT_APPLICABLE] * 7
-    refused = False
-    unknown: tuple[str, ...] | None = None
-    v: TriNA = _assess_I1(p, m, True, o)
-    if v is False:
-        refused = True
-    elif v is not True and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    v = _assess_I2(p, m, True, o)
-    if v is False:
-        refused = True
-    elif v is not True and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    v = _assess_I3(p, m, True, o)
-    if v is False:
-        refused = True
-    elif v is not True and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    v = _assess_E1(p, m, True, o)
-    if v is True:
-        refused = True
-    elif v is not False and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    v = _assess_E2(p, m, True, o)
-    if v is True:
-        refused = True
-    elif v is not False and v is not NA:
-        unknown = v if unknown is None else union(unknown, v)
-    return assessment(tuple(o), refused, unknown, JUDGMENTS)
+# Each top-level criterion, and the value that makes the patient ineligible.
+TOP: tuple[tuple[Criterion, bool], ...] = (
+    (criterion_I1, False),  # inclusion
+    (criterion_I2, False),  # inclusion
+    (criterion_I3, False),  # inclusion
+    (criterion_E1, True),  # exclusion
+    (criterion_E2, True),  # exclusion
+)
 
 
-def _decide_I1(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 26: I1 "Adult with hemoglobin of at least 60 g/L"
-    # line 27: adult
-    # line 28: hb >= 6 g/dL
-    v: TriNA = (
-        False if (t2 := _fast_adult(p, m)) is False
-        else t2 if (t3 := (('hb',) if (t1 := p.hb) is None else False if t1 is NONE else t1 >= _K1)) is True
-        else t3 if t3 is False or t2 is True
-        else union(t2, t3)
-    )
-    return v
+# ---- reasons on demand: the criteria as data, explained by the runtime -----------------------
 
+DESCRIBED_DEFINITIONS: tuple[tuple[str, tuple[Any, ...]], ...] = (
+    ('adult', (('compare', ('p', 'age', 'age'), '>=', ('k', 18), '', '18', False),)),
+)
 
-def _decide_I2(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 30: I2 "Either arm, by rule" requires any
-    unknown: tuple[str, ...] | None = None
-    applicable = sure = False
-    # I2.1 Arm A with a raised titer
-    v: TriNA = _decide_I2_1(p, m, g)
-    if v is True:
-        return True
-    if v is not NA:
-        applicable = True
-        if v is not False:
-            unknown = v
-            sure = sure or type(v) is not Unsure
-        else:
-            sure = True
-    # I2.2 Arm B
-    v = _decide_I2_2(p, m, g)
-    if v is True:
-        return True
-    if v is not NA:
-        applicable = True
-        if v is not False:
-            unknown = v
-            sure = sure or type(v) is not Unsure
-        else:
-            sure = True
-    v = NA if not applicable else False if unknown is None else settle(unknown, sure)
-    return v
-
-
-def _decide_I2_1(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 31: I2.1 "Arm A with a raised titer" when arm is a
-    g = (('arm',) if (t1 := p.arm) is None else False if t1 is NONE else t1 == 'a')
-    if g is False:
-        return NA
-    # line 32: ana >= 1:160
-    v: TriNA = (('ana',) if (t2 := p.ana) is None else False if t2 is NONE else t2 >= 160)
-    v = when3(g, v)
-    return v
-
-
-def _decide_I2_2(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 33: I2.2 "Arm B"
-    # line 34: arm is b
-    v: TriNA = (('arm',) if (t1 := p.arm) is None else False if t1 is NONE else t1 == 'b')
-    return v
-
-
-def _decide_I3(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 35: I3 "Doses"
-    # line 36: count(doses where mg >= 10 and given within 2 weeks before screening) >= 1
-    # line 37: alt <= 2.5 x ULN
-    v: TriNA = (
-        False if (t2 := _loop_1(p.doses, p, m)) is False
-        else t2 if (t3 := (
-            ('alt',) if (t1 := p.alt) is None
-            else False if t1 is NONE
-            else t1.value <= scale(t1.uln, _K3)
-        )) is True
-        else t3 if t3 is False or t2 is True
-        else union(t2, t3)
-    )
-    return v
-
-
-def _decide_E1(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 40: E1 "Live vaccine within 4 weeks"
-    # line 41: vaccine within 4 weeks before screening
-    v: TriNA = (
-        _missing((p.vaccine, 'vaccine'), (p.screening, 'screening')) if (t1 := p.vaccine) is None or (t2 := p.screening) is None
-        else False if t1 is NONE or t2 is NONE
-        else window_holds(t1, 'within', 4, 'weeks', 'before', t2)
-    )
-    return v
-
-
-def _decide_E2(p: Patient, m: _Memo, g: Tri) -> TriNA:
-    # line 42: E2 "Not fit"
-    # line 43: not fit
-    v: TriNA = (
-        not t1 if (t1 := (('fit',) if (t2 := p.fit) is None else t2 is True)) is True or t1 is False
-        else t1
-    )
-    return v
-
-
-def _decide(p: Patient) -> Decision:
-    m = _Memo()
-    unknown = False
-    v = _decide_I1(p, m, True)
-    if v is False:
-        return Decision.INELIGIBLE
-    if v is not True and v is not NA:
-        unknown = True
-    v = _decide_I2(p, m, True)
-    if v is False:
-        return Decision.INELIGIBLE
-    if v is not True and v is not NA:
-        unknown = True
-    v = _decide_I3(p, m, True)
-    if v is False:
-        return Decision.INELIGIBLE
-    if v is not True and v is not NA:
-        unknown = True
-    v = _decide_E1(p, m, True)
-    if v is True:
-        return Decision.INELIGIBLE
-    if v is not False and v is not NA:
-        unknown = True
-    v = _decide_E2(p, m, True)
-    if v is True:
-        return Decision.INELIGIBLE
-    if v is not False and v is not NA:
-        unknown = True
-    return Decision.NEEDS_REVIEW if unknown else Decision.ELIGIBLE
+DESCRIBED_CRITERIA: tuple[tuple[Any, ...], ...] = (
+    ('criterion', 'I1', 0, None, 'all', 0, (
+        ('define', 'adult'),
+        ('compare', ('p', 'hb', 'hb'), '>=', ('k', _K1), 'g/L', '6 g/dL', False),
+    )),
+    ('criterion', 'I2', 1, None, 'any', 0, (
+        (
+            'criterion',
+            'I2.1',
+            2,
+            ('member', ('p', 'arm', 'arm'), 'is', _K2, 'a'),
+            'all',
+            0,
+            (('compare', ('p', 'ana', 'ana'), '>=', ('k', 160), '', '1:160', True),),
+        ),
+        ('criterion', 'I2.2', 3, None, 'all', 0, (('member', ('p', 'arm', 'arm'), 'is', _K3, 'b'),)),
+    )),
+    ('criterion', 'I3', 4, None, 'all', 0, (
+        (
+            'count',
+            ('p', 'doses', 'doses'),
+            '>=',
+            1,
+            ('and', (
+                ('compare', ('it', 'mg', 'mg'), '>=', ('k', _K4), '', '10', False),
+                (
+                    'window',
+                    ('it', 'given', 'given'),
+                    'within',
+                    2,
+                    'weeks',
+                    'before',
+                    ('p', 'screening', 'screening'),
+                    'within 2 weeks before',
+                ),
+            )),
+        ),
+        ('uln', ('p', 'alt', 'alt'), '<=', _K5, 'U/L', '2.5'),
+    )),
+    ('criterion', 'E1', 5, None, 'all', 0, (
+        (
+            'window',
+            ('p', 'vaccine', 'vaccine'),
+            'within',
+            4,
+            'weeks',
+            'before',
+            ('p', 'screening', 'screening'),
+            'within 4 weeks before',
+        ),
+    )),
+    ('criterion', 'E2', 6, None, 'all', 0, (('not', ('truth', ('p', 'fit', 'fit'), True)),)),
+)
 
 
 # ---- the API ---------------------------------------------------------------------------
+
+_IDS: tuple[str, ...] = tuple(info.id for info in CRITERIA)
 
 
 def validate(record: object) -> list[Problem]:
@@ -584,22 +353,22 @@ def _checked(record: object) -> Patient:
     return p
 
 
-def _explain(p: Patient) -> Screening:
-    d = _derive(p)
-    out: dict[str, Fact] = {}
-    _crit_I1(p, d, ALWAYS, out)
-    _crit_I2(p, d, ALWAYS, out)
-    _crit_I3(p, d, ALWAYS, out)
-    _crit_E1(p, d, ALWAYS, out)
-    _crit_E2(p, d, ALWAYS, out)
-    return screen(CRITERIA, out, JUDGMENTS)
+def _assess(p: Patient) -> Assessment:
+    values: list[TriNA] = [NA] * 7
+    refused, unknown = verdict(TOP, p=p, m=_Memo(), values=values, stop=False)
+    return assessment(values, refused=refused, unknown=unknown, judgments=JUDGMENTS)
 
 
 def evaluate(record: object) -> Screening:
     """Screen one patient record (a JSON object). Raises InvalidRecord if it cannot be read.
     The reasons are worked out when first read (see DeferredScreening)."""
     p = _checked(record)
-    return DeferredScreening(_assess(p), _IDS, lambda: _explain(p))
+    return DeferredScreening(
+        _assess(p),
+        ids=_IDS,
+        explain=lambda: explain(DESCRIBED_CRITERIA, definitions=DESCRIBED_DEFINITIONS, p=p, info=CRITERIA,
+                                judgments=JUDGMENTS),
+    )
 
 
 def assess(record: object) -> Assessment:
@@ -609,6 +378,7 @@ def assess(record: object) -> Assessment:
 
 
 def decide(record: object) -> Decision:
-    """The decision alone, as evaluate() would give it, stopping as soon as it is settled.
-    Raises InvalidRecord if the record cannot be read."""
-    return _decide(_checked(record))
+    """The decision alone, as evaluate() would give it, stopping at the first top-level
+    criterion that settles it. Raises InvalidRecord if the record cannot be read."""
+    values: list[TriNA] = [NA] * 7
+    return decision(*verdict(TOP, p=_checked(record), m=_Memo(), values=values, stop=True))
