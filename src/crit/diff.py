@@ -22,17 +22,19 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import jinja2
 
 from crit import ir
 from crit.driver import Loaded, display_path
-from crit.emit.markdown import code_span, inline
+from crit.emit.markdown import code_span, comment_text, inline
 from crit.english import describe, describe_type
+from crit.files import GENERATED_MARK, UnsafeWrite, is_generated, same_file, write_atomic
 from crit.logic import TRUE, Solver, eligible, expand, key, neg
 from crit.pipeline import compile_or_fail, evaluator
+from crit.process import EXIT_USAGE
 
 TIGHTENED, LOOSENED, SAME, UNCLEAR = "tightened", "loosened", "no effect", "unclear"
 UNDECIDED = "crit could not decide"
@@ -716,16 +718,57 @@ def diff_command(old_file: Path, new_file: Path, records_file: Path | None, outp
     """Compare two versions of a protocol, criterion by criterion, as Markdown for reviewers."""
     old, old_loaded = compile_or_fail(old_file)
     new, new_loaded = compile_or_fail(new_file)
+    if output is not None:
+        _refuse_output(output, [*old_loaded.sources, *new_loaded.sources], records_file)
     report = compare(old, new)
     if records_file is not None:
         records = _read_records(records_file)
         screen_records(report, records, _module(old, old_loaded), _module(new, new_loaded))
-    text = render(report)
+    text = _mark(old_file, new_file) + render(report)
     if output is None:
         click.echo(text, nl=False)
-    else:
-        output.write_text(text, encoding="utf-8", newline="\n")
-        click.echo(f"wrote {display_path(output)}", err=True)
+        return
+    try:
+        write_atomic(output, text)  # refuses a link that appeared since, and never follows one
+    except UnsafeWrite as err:
+        _usage(f"cannot write -o {output}: {err}")
+    except OSError as err:
+        _usage(f"cannot write -o {output}: {err.strerror or err}")
+    click.echo(f"wrote {display_path(output)}", err=True)
+
+
+def _mark(old_file: Path, new_file: Path) -> str:
+    """The report's first line: crit's `@generated` mark (in an HTML comment, invisible when
+    rendered), so that `-o` may replace an earlier diff and nothing else."""
+    about = (f"from {display_path(old_file)} and {display_path(new_file)} — do not edit; "
+             "rerun `crit diff` to regenerate.")
+    return f"<!-- {GENERATED_MARK} {comment_text(about)} -->\n"
+
+
+def _usage(message: str) -> NoReturn:
+    click.echo(f"crit: {message}", err=True)
+    raise click.exceptions.Exit(EXIT_USAGE)
+
+
+def _refuse_output(output: Path, sources: Sequence[str], records_file: Path | None) -> None:
+    """`-o` may not name a file crit read (either protocol, anything they import, the records),
+    a symbolic link, a directory, or an existing file crit did not write: one line, exit 2,
+    before the comparison runs."""
+    read = [(f"{source}, which a protocol reads", Path(source)) for source in sources]
+    if records_file is not None:
+        read.append((f"the records {records_file}", records_file))
+    for what, path in read:
+        if same_file(output, path):
+            _usage(f"-o {output} names {what}; crit will not overwrite it")
+    if output.is_symlink():
+        _usage(f"-o {output} is a symbolic link; crit does not write through links: give another name")
+    if output.is_dir():
+        _usage(f"-o {output} is a directory; give a file name")
+    if not output.parent.is_dir():
+        _usage(f"-o {output}: directory {output.parent} does not exist")
+    if output.exists() and output.is_file() and output.stat().st_size and not is_generated(output):
+        _usage(f"-o {output} exists and crit did not write it; crit will not overwrite it: "
+               "delete it or choose another name")
 
 
 def _module(protocol: ir.Protocol, loaded: Loaded) -> ModuleType:
