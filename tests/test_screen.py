@@ -252,21 +252,65 @@ def test_an_output_that_names_an_input_or_another_output_is_refused_before_anyth
 # ---- issue 8: one bad record is one error row (item 8) ---------------------------------------
 
 
-def test_an_unclosed_quote_in_a_csv_spoils_only_its_own_line(tmp_path: Path) -> None:
+def test_an_unclosed_quote_in_a_csv_costs_only_the_lines_it_took(tmp_path: Path) -> None:
+    """A quote left open takes the lines up to where CSV finds it invalid (here a quote closes
+    and text follows it), as one error row; reading goes on after them, so the rest of the file
+    is screened (it once swallowed every later row)."""
     source = tmp_path / "in.csv"
-    source.write_text('id,age,sex\n1,40,female\n2,"40,female\n3,41,male\n4,42,"fe""male"\n5,43,"male\n',
+    source.write_text('id,age,sex\n1,40,female\n2,"40,female\n3,41,male\n4,42,"fe""male"\n5,43,male\n'
+                      '6,44,"male\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    code, _ = run(JY231, source, "-o", out, "-q")
+    found = rows(out)
+    assert code == 3
+    assert [r["record"] for r in found] == [1, 2, 3, 4]
+    assert [r["id"] for r in found] == ["1", None, "5", None]
+    assert found[1]["error"] == "lines 3-5: not valid CSV: ',' expected after '\"'; these lines are not read"
+    assert found[2]["error"] is None or "line 6" in found[2]["error"]
+    assert found[3]["error"] == ("line 7: a quoted cell is not closed on this line")
+
+
+def test_a_quoted_csv_cell_may_hold_line_breaks_and_never_makes_a_record(tmp_path: Path) -> None:
+    """RFC 4180: a quoted cell may span lines (Excel and Python's csv write them so). The cell's
+    second line once became a patient of its own ("P9 on file)"), eligible."""
+    protocol = tmp_path / "p.crit"
+    protocol.write_text('protocol P "p"\n\npatient\n  age: integer "Age"\n  hb: integer "Hb"\n  x: integer "X"\n\n'
+                        'inclusion\n  I1 "Adults"\n    age >= 18\n', encoding="utf-8")
+    source = tmp_path / "in.csv"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")  # as Excel writes it: CRLF, the break inside quotes too
+    writer.writerows([["age", "hb", "x", "id"], ["10", "60", "1", "P1 (note: see\r\n30,60,1,P9 on file)"],
+                      ["30\r\n", "60", "1", "P2"], ["40", "60", "1", "P3"]])
+    source.write_bytes(buffer.getvalue().encode("utf-8"))
+    out = tmp_path / "out.jsonl"
+    code, _ = run(protocol, source, "-o", out, "-q")
+    found = rows(out)
+    assert code == 0, found
+    assert [(r["record"], r["id"], r["decision"]) for r in found] == [
+        (1, "P1 (note: see\r\n30,60,1,P9 on file)", "ineligible"), (2, "P2", "eligible"), (3, "P3", "eligible")]
+
+
+def test_a_quote_left_open_takes_at_most_the_bounded_span(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crit import cohort
+
+    monkeypatch.setattr(cohort, "MAX_RECORD_LINES", 3)
+    source = tmp_path / "in.csv"
+    source.write_text('id,age,sex\n1,"40,female\n2,40,female\n3,40,female\n4,40,female\n5,40,female\n',
                       encoding="utf-8")
     out = tmp_path / "out.jsonl"
     code, _ = run(JY231, source, "-o", out, "-q")
     found = rows(out)
     assert code == 3
-    assert [r["record"] for r in found] == [1, 2, 3, 4, 5]
-    assert [r["id"] for r in found] == ["1", None, "3", "4", None]
-    assert found[1]["error"] == ("line 3: a quoted cell is not closed on this line "
-                                 "(a record is one line; a cell cannot span lines)")
-    assert found[2]["decision"] != "error" or "line 4" not in found[2]["error"]
-    assert "female" not in str(found[2]["error"]) and found[3]["error"] != found[1]["error"]
-    assert found[4]["error"].startswith("line 6: a quoted cell is not closed")
+    assert [r["id"] for r in found] == [None, "4", "5"]  # lines 2-4 are one record; reading resumes at line 5
+    assert found[0]["error"] == ("lines 2-4: a quoted cell is still open after 3 lines (3 lines and 1 MiB at most); "
+                                 "these lines are not read")
+    assert found[1]["error"] is None or "line 5" in found[1]["error"]
+    monkeypatch.setattr(cohort, "MAX_RECORD_LINES", 64)
+    monkeypatch.setattr(cohort, "LINE_LIMIT", 30)  # the bound in bytes too: line 4 would take it to 37
+    code, _ = run(JY231, source, "-o", out, "-q")
+    assert [r["id"] for r in rows(out)] == [None, "3", "4", "5"]
+    assert rows(out)[0]["error"] == ("lines 2-3: a quoted cell is still open after 2 lines (64 lines and 30 bytes "
+                                     "at most); these lines are not read")
 
 
 def test_an_oversized_cell_or_line_is_one_error_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

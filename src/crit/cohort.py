@@ -4,8 +4,9 @@ line), a JSON document (one patient object, or a list of them) or CSV (one patie
 
 Every record is bounded, so that one bad record costs one error row and never the cohort: a
 line (or an item of a JSON list) longer than `LINE_LIMIT` is read past in pieces and becomes
-an error item; in CSV a record is one line, so an unclosed quote spoils only its own line, and
-reading goes on with the next. JSON text, whole records or cells, is read by
+an error item; in CSV a record is a line, or several when a quoted cell holds line breaks, and
+a quote left open spoils at most `MAX_RECORD_LINES` lines (one error row), after which reading
+goes on. JSON text, whole records or cells, is read by
 `crit.records.loads`: exact decimals, a key given twice, nesting too deep and numbers too long
 are problems by path, never crashes. A UTF-8 byte-order mark at the start is ignored.
 """
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # the worker processes never import the compiler
     from crit import ir
 
 LINE_LIMIT = 1 << 20  # bytes in one record: a line of JSON Lines or CSV, or an item of a JSON list
+MAX_RECORD_LINES = 64  # lines one CSV record may span (a quoted cell holding line breaks)
 MAX_LIST_INDEX = 999  # the highest list item a CSV column may name (`treatments[999].start`)
 _BOM = b"\xef\xbb\xbf"
 
@@ -262,22 +264,80 @@ def jsonl_items(stream: IO[bytes], meter: Meter) -> Iterator[Item]:
 _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
+class _Unbounded(Exception):
+    """A CSV record whose quoted cell runs past the bound (or into a line too long to read)."""
+
+
+class _Lines:
+    """Lines with one line of push-back: the line that would take a record past its bound is
+    left for the next record."""
+
+    def __init__(self, lines: Iterator[tuple[int, bytes | None]]) -> None:
+        self.lines = lines
+        self.back: list[tuple[int, bytes | None]] = []
+
+    def __iter__(self) -> Iterator[tuple[int, bytes | None]]:
+        return self
+
+    def __next__(self) -> tuple[int, bytes | None]:
+        return self.back.pop() if self.back else next(self.lines)
+
+
+class _CsvRecord:
+    """The lines of one CSV record, handed to `csv.reader` as it asks for them: it asks for the
+    next line only while a quoted cell is open, so a record ends where CSV says it does. The
+    record may span at most `MAX_RECORD_LINES` lines and `LINE_LIMIT` bytes; a line that would
+    take it past either is left unread and `_Unbounded` stops the record. Every line it took
+    belongs to this record, whatever happens."""
+
+    def __init__(self, line: int, raw: bytes, lines: _Lines) -> None:
+        self.first = line
+        self.last = line
+        self.raw = raw
+        self.lines = lines
+        self.size = len(raw)
+
+    def texts(self) -> Iterator[str]:
+        yield self.raw.decode("utf-8", "surrogateescape")
+        for line, raw in self.lines:
+            if raw is None or line - self.first + 1 > MAX_RECORD_LINES or self.size + len(raw) > LINE_LIMIT:
+                self.lines.back.append((line, raw))  # not this record's: the next one starts there
+                raise _Unbounded(f"a quoted cell is still open after {self.last - self.first + 1:,} "
+                                 f"line{'s' if self.last > self.first else ''} "
+                                 f"({MAX_RECORD_LINES} lines and {_limit_text()} at most)")
+            self.last = line
+            self.size += len(raw)
+            yield raw.decode("utf-8", "surrogateescape")
+
+    def where(self) -> str:
+        return f"line {self.first}" if self.last == self.first else f"lines {self.first}-{self.last}"
+
+    def cells(self) -> list[str]:
+        """The record's cells; `csv.Error` or `_Unbounded` if it is not valid CSV."""
+        return next(csv.reader(self.texts(), strict=True), [])
+
+
 def _csv_line(raw: bytes) -> list[str]:
-    """The cells of one CSV line; a quoted cell must close on its line."""
+    """The cells of one CSV line (the header): a quoted cell must close on its line."""
     return next(csv.reader([raw.decode("utf-8", "surrogateescape")], strict=True), [])
 
 
-def _csv_problem(err: csv.Error) -> str:
+def _csv_problem(err: csv.Error, spanned: bool = False) -> str:
     if "unexpected end of data" in str(err):
-        return "a quoted cell is not closed on this line (a record is one line; a cell cannot span lines)"
-    return f"not valid CSV: {err}"
+        if spanned:
+            return "a quoted cell is not closed before the end of the file; these lines are not read"
+        return "a quoted cell is not closed on this line"
+    return f"not valid CSV: {err}" + ("; these lines are not read" if spanned else "")
 
 
 def csv_items(stream: IO[bytes], meter: Meter) -> tuple[list[str], Iterator[Item]]:
-    """The header, and the rows as items. Each line is one record, read on its own: a line
-    that is not valid CSV (an unclosed quote, say), not UTF-8, too long, or with the wrong
-    number of cells is one error row, and reading goes on with the next line."""
-    lines = _lines(stream, meter)
+    """The header, and the rows as items. A record is a line, or several when a quoted cell
+    holds line breaks (as RFC 4180, Excel and Python's csv write them), so that no line of a
+    cell is ever read as a record of its own. A record that is not valid CSV (a quote left
+    open, say), not UTF-8, too long, or with the wrong number of cells is one error row, and
+    reading goes on after the lines it took: a quote left open takes at most MAX_RECORD_LINES
+    lines (or LINE_LIMIT bytes), never the rest of the file."""
+    lines = _Lines(_lines(stream, meter))
     header: list[str] = []
     for line, raw in lines:
         if raw is None:
@@ -301,16 +361,20 @@ def csv_items(stream: IO[bytes], meter: Meter) -> tuple[list[str], Iterator[Item
             if raw is None:
                 yield number, line, None, _too_long(line)
                 continue
+            record = _CsvRecord(line, raw, lines)
             try:
-                cells = _csv_line(raw)
+                cells = record.cells()
             except csv.Error as err:
-                yield number, line, [], f"line {line}: {_csv_problem(err)}"
+                yield number, line, [], f"{record.where()}: {_csv_problem(err, record.last != line)}"
+                continue
+            except _Unbounded as err:
+                yield number, line, [], f"{record.where()}: {err}; these lines are not read"
                 continue
             problem = None
             if _SURROGATE.search("".join(cells)):
-                problem = f"line {line}: not valid UTF-8"
+                problem = f"{record.where()}: not valid UTF-8"
             elif len(cells) != len(header):
-                problem = f"line {line}: {len(cells)} cells, but the header has {len(header)} columns"
+                problem = f"{record.where()}: {len(cells)} cells, but the header has {len(header)} columns"
             yield number, line, cells, problem
 
     return header, rows()
