@@ -301,8 +301,6 @@ def test_py_name_is_a_fixed_injective_mapping() -> None:
         py_name("not a name")
 
 
-@pytest.mark.xfail(strict=True, reason="emit/python.py still has its own py_name, which maps "
-                   "both 'class' and 'class_' to 'class_'; it must call crit.names.py_name")
 def test_fields_named_like_python_keywords_compile(tmp_path: Path) -> None:
     names = ["class", "class_", "type", "match", "case", "None_", "print", "list_", "await"]
     fields = "".join(f'  {n}: integer "{n}"\n' for n in names)

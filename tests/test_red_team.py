@@ -230,3 +230,24 @@ def test_decide_exits_early_only_as_when_would(evaluator: Build) -> None:
     assert decisions(evaluators, record) == {"needs review"}
     assert decisions(evaluators, record | {"g": False}) == {"eligible"}
     assert decisions(evaluators, record | {"g": True}) == {"ineligible"}
+
+
+# ---- found by the second red team: exponents no measurement needs -------------------------
+
+@pytest.mark.parametrize("text", ['{"alt": {"value": 1e999999999, "uln": 40}}', '{"weight": -1E+999999999}',
+                                  '{"weight": {"value": 1e-999999999, "unit": "kg"}}'])
+def test_extreme_exponents_are_refused_when_read(text: str) -> None:
+    """1e999999999 overflowed (exit 4, the cohort lost) and 1e-999999999 g/dL made the
+    conversion to g/L run forever."""
+    with pytest.raises(RecordSyntaxError, match="beyond any measurement"):
+        loads(text)
+
+
+@pytest.mark.parametrize("value", [Decimal("1e999999999"), Decimal("-1e999999999"), Decimal("1e-999999999"),
+                                   Decimal("1e-41"), 1e-171])
+def test_extreme_numbers_from_python_are_problems_not_crashes(evaluator: Build, value: Any) -> None:
+    for e in both(evaluator, UNITS):
+        for record in ({"weight": value}, {"weight": {"value": value, "unit": "kg"}},
+                       {"alt": {"value": value, "uln": 40}}):
+            problems = [str(p) for p in e.validate(record)]
+            assert len(problems) == 1 and "out of range" in problems[0], (record, problems)

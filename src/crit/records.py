@@ -39,14 +39,21 @@ def _number(text: str) -> int | Decimal:
     if len(text) > MAX_NUMBER_DIGITS:
         raise _TooLong(text)
     if "." in text or "e" in text or "E" in text:
-        return Decimal(text)
+        value = Decimal(text)
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and not -MAX_NUMBER_DIGITS <= exponent <= MAX_NUMBER_DIGITS:
+            raise _TooLong(text, exponent)
+        return value
     return int(text)
 
 
 class _TooLong(ValueError):
-    def __init__(self, text: str) -> None:
+    """A number longer than any measurement, or written with an exponent no measurement needs."""
+
+    def __init__(self, text: str, exponent: int | None = None) -> None:
         super().__init__(text)
         self.text = text
+        self.exponent = exponent
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -106,8 +113,13 @@ def loads(text: str, where: str = "") -> Any:
         value = json.loads(text, parse_float=_number, parse_int=_number, parse_constant=_constant,
                            object_pairs_hook=pairs)
     except _TooLong as err:
-        raise RecordSyntaxError([Problem(where or "record", f"a number of {len(err.text)} characters is "
-                                         f"longer than any measurement ({MAX_NUMBER_DIGITS} at most)")]) from None
+        if err.exponent is not None:
+            message = (f"the number {err.text} is beyond any measurement (an exponent from "
+                       f"-{MAX_NUMBER_DIGITS} to {MAX_NUMBER_DIGITS} at most)")
+        else:
+            message = (f"a number of {len(err.text)} characters is longer than any measurement "
+                       f"({MAX_NUMBER_DIGITS} at most)")
+        raise RecordSyntaxError([Problem(where or "record", message)]) from None
     except RecursionError:
         raise RecordSyntaxError([Problem(where or "record", f"nested more than {MAX_DEPTH} levels deep")]) from None
     except json.JSONDecodeError as err:

@@ -1010,6 +1010,7 @@ def explain(criteria: Sequence[tuple[Any, ...]], definitions: Sequence[tuple[str
 
 _TITER = re.compile(r"1:([1-9][0-9]{0,8})")
 _LIMIT = Decimal(10) ** 15
+_PLACES = 40  # decimal places a record's number may have
 
 
 def _kind(raw: object) -> str:
@@ -1050,10 +1051,23 @@ def read_decimal(raw: object, path: str, problems: list[Problem]) -> Decimal | N
     except (InvalidOperation, ValueError):
         problems.append(Problem(path, "expected a number"))
         return None
-    if abs(value) >= _LIMIT:
-        problems.append(Problem(path, f"{raw!r} is out of range"))
+    if not _measurable(value):
+        problems.append(Problem(path, f"{_number_text(raw)} is out of range"))
         return None
     return value
+
+
+def _measurable(value: Decimal) -> bool:
+    """Within ±10^15 and written with at most 40 decimal places: compared, never computed with,
+    so that 1E+999999999 cannot overflow and 1E-999999999 cannot make a conversion run forever."""
+    exponent = value.as_tuple().exponent
+    return -_LIMIT < value < _LIMIT and isinstance(exponent, int) and exponent >= -_PLACES
+
+
+def _number_text(value: Decimal | int | float) -> str:
+    """A number as a person writes it, shortened if long: `1E+40`, `1e+300`, `12.5`."""
+    text = repr(value) if isinstance(value, float) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def read_integer(raw: object, path: str, problems: list[Problem]) -> int | None:
@@ -1062,15 +1076,15 @@ def read_integer(raw: object, path: str, problems: list[Problem]) -> int | None:
     if isinstance(raw, bool) or not isinstance(raw, int):
         problems.append(Problem(path, f"expected a whole number, got {_kind(raw)}"))
         return None
-    if abs(raw) >= _LIMIT:
-        problems.append(Problem(path, f"{raw!r} is out of range"))
+    if not -_LIMIT < raw < _LIMIT:
+        problems.append(Problem(path, f"{_number_text(raw)} is out of range"))
         return None
     return raw
 
 
 def _whole(raw: float | Decimal) -> bool:
     if isinstance(raw, Decimal):
-        return raw.is_finite() and abs(raw) < _LIMIT and raw == raw.to_integral_value()
+        return raw.is_finite() and _measurable(raw) and raw == raw.to_integral_value()
     return math.isfinite(raw) and raw == int(raw)
 
 
@@ -1238,12 +1252,14 @@ def read_decimal_fast(raw: object, path: str, problems: list[Problem]) -> Decima
             return Decimal(raw)
     elif kind is Decimal:
         assert isinstance(raw, Decimal)
-        if raw.is_finite() and -_LIMIT < raw < _LIMIT:
+        if raw.is_finite() and _measurable(raw):
             return raw
     elif kind is float:
         assert isinstance(raw, float)
         if -_BIG_FLOAT < raw < _BIG_FLOAT:  # false for nan and infinities
-            return Decimal(repr(raw))
+            value = Decimal(repr(raw))
+            if _measurable(value):
+                return value
     return read_decimal(raw, path, problems)
 
 
@@ -1298,13 +1314,14 @@ def _number_fast(raw: object) -> Decimal | None:
     kind = type(raw)
     if kind is Decimal:
         assert isinstance(raw, Decimal)
-        return raw if raw.is_finite() and -_LIMIT < raw < _LIMIT else None
+        return raw if raw.is_finite() and _measurable(raw) else None
     if kind is int:
         assert isinstance(raw, int)
         return Decimal(raw) if -_BIG < raw < _BIG else None
     if kind is float:
         assert isinstance(raw, float)
-        return Decimal(repr(raw)) if -_BIG_FLOAT < raw < _BIG_FLOAT else None
+        value = Decimal(repr(raw)) if -_BIG_FLOAT < raw < _BIG_FLOAT else None
+        return value if value is not None and _measurable(value) else None
     return None
 
 

@@ -8,8 +8,6 @@ source with non-printable characters escaped, so no input can inject code.
 from __future__ import annotations
 
 import datetime
-import keyword
-import re
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -19,6 +17,8 @@ from typing import assert_never
 import jinja2
 
 from crit import ir
+from crit.diagnostics import split_lines
+from crit.names import py_name
 from crit.reasons import is_titer, members_text, range_text, text_of, unit_of, window_text
 from crit.units import decimal_text
 
@@ -37,13 +37,6 @@ def runtime_block() -> str:
 def inert(text: str) -> str:
     """Text safe inside a `#` comment: one line, every non-printable character escaped."""
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
-
-
-def py_name(name: str) -> str:
-    """A .crit name as a Python attribute: keywords get a trailing underscore."""
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
-        raise ValueError(f"not a crit name: {name!r}")
-    return name + "_" if keyword.iskeyword(name) or keyword.issoftkeyword(name) else name
 
 
 # ---- a tiny code layout: calls that break one argument per line when too long ----------
@@ -518,7 +511,7 @@ def _environment() -> jinja2.Environment:
 
 def emit_python(protocol: ir.Protocol, source_text: str = "") -> str:
     """The evaluator module for `protocol`; `source_text` is quoted in comments when given."""
-    lines = tuple(source_text.splitlines())
+    lines = tuple(split_lines(source_text))
     writer = _Writer(protocol, lines)
     defined = [writer.definition(d) for d in protocol.definitions]
     tops = protocol.inclusion + protocol.exclusion
