@@ -491,12 +491,33 @@ def test_a_json_file_is_one_document_a_patient_or_a_list_of_them(tmp_path: Path)
     assert found[1]["error"] == f"line {first_line_of_b}: age: given more than once"
     assert found[3]["error"] == f"line {first_line_of_b + 2}: record: nested more than 64 levels deep"
     assert [r["id"] for r in found][::2] == ["a", "c", "e"]
-    # a list cut short: what was read is screened, and the cut is an error row
+    # a list cut short: what was read is screened, and the cut record is one error row saying so
     many.write_text("[\n" + ",\n".join(items[:3]) + ",\n" + items[4][:40], encoding="utf-8")
     assert run(JY231, many, "-o", out, "-q")[0] == 3
     found = rows(out)
-    assert [r["decision"] for r in found] == ["eligible", "error", "eligible", "error", "error"]
-    assert found[-1]["error"].endswith("the document ends before its list is closed; the file may be cut short")
+    assert [r["decision"] for r in found] == ["eligible", "error", "eligible", "error"]
+    cut_line = 2 + sum(item.count("\n") + 1 for item in items[:3])
+    assert found[-1]["error"] == (f"line {cut_line}: the document ends before its list is closed; "
+                                  "the file may be cut short")
+
+
+@pytest.mark.parametrize(("text", "rows_expected"), [
+    ('[{"id": "a"},\n{"id": "b", "age":', 2),  # cut inside the last record
+    ('[{"id": "a"},\n{"id": "b"}', 2),  # cut after it, before the bracket
+    ('[{"id": "a"},\n', 2),  # cut after a comma: the records after it are lost
+    ('[\n', 1),
+])
+def test_a_cut_json_list_gives_one_error_row_for_the_cut(tmp_path: Path, text: str, rows_expected: int) -> None:
+    """One cut record at the end of a .json list gave two error rows ("Expecting ',' delimiter"
+    and "the document ends before its list is closed")."""
+    source = tmp_path / "in.json"
+    source.write_text(text, encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert run(JY231, source, "-o", out, "-q")[0] == 3
+    found = rows(out)
+    assert len(found) == rows_expected
+    assert found[-1]["error"] == (f"line 2: the document ends before its list is closed; "
+                                  "the file may be cut short")
 
 
 def test_a_byte_order_mark_is_accepted_in_every_format(tmp_path: Path) -> None:

@@ -487,15 +487,18 @@ class _JsonList:
         self.line += chunk.count(b"\n")
 
     def end(self) -> None:
-        """The document ended before its list closed: a truncated file, most likely."""
+        """The document ended before its list closed: a truncated file, most likely. The item
+        it ends in (or after) is one error row, saying so, and not parsed: it may be cut short,
+        and a parse error on top would make two rows of one record."""
         if self.closed:
             return
-        if self.buffer.strip(_SPACE) or self.skipped:
-            self._finish(self.line, last=True)
+        text = bytes(self.buffer)
+        stripped = text.lstrip(_SPACE)
+        line = self.start + text[:len(text) - len(stripped)].count(b"\n") if stripped or self.skipped else self.line
         self.number += 1
-        self.items.append((self.number, self.line, None,
-                           f"line {self.line}: the document ends before its list is closed; the file may be "
-                           "cut short"))
+        self.items.append((self.number, line, None,
+                           f"line {line}: the document ends before its list is closed; the file may be cut short"))
+        self.buffer.clear()
 
 
 def json_items(stream: IO[bytes], meter: Meter) -> Iterator[Item]:
