@@ -516,7 +516,7 @@ def test_a_cut_json_list_gives_one_error_row_for_the_cut(tmp_path: Path, text: s
     assert run(JY231, source, "-o", out, "-q")[0] == 3
     found = rows(out)
     assert len(found) == rows_expected
-    assert found[-1]["error"] == (f"line 2: the document ends before its list is closed; "
+    assert found[-1]["error"] == ("line 2: the document ends before its list is closed; "
                                   "the file may be cut short")
 
 
