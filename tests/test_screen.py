@@ -177,12 +177,15 @@ def test_csv_problems_become_error_rows_with_the_reason(tmp_path: Path) -> None:
     assert [r["id"] for r in found] == ["1", "2", "3", "4", "5"]  # a CSV id is text, kept on error rows
 
 
-def test_a_duplicate_csv_column_is_a_usage_error(tmp_path: Path) -> None:
+def test_a_duplicate_csv_column_makes_the_input_unreadable(tmp_path: Path) -> None:
+    """Exit 3 as for any input that cannot be read (it was 2, a usage error), in one line."""
     source = tmp_path / "in.csv"
     source.write_text("id,age,age\n1,2,3\n", encoding="utf-8")
     out = tmp_path / "out.csv"
     code, result = run(JY231, source, "-o", out)
-    assert code == 2 and "'age' twice" in result.stderr and not out.exists()
+    assert code == 3 and not out.exists()
+    assert result.stderr == f"crit: {source}: the CSV header names the column 'age' twice; nothing screened\n"
+    assert list(tmp_path.iterdir()) == [source]  # no temporary file left
 
 
 # ---- the command's edges ---------------------------------------------------------------------
@@ -551,11 +554,11 @@ def test_a_csv_list_item_keeps_its_column_number(tmp_path: Path) -> None:
     assert "treatments[1].start" in found[0]["missing"]
 
 
-def test_a_csv_column_naming_a_far_list_item_is_a_usage_error(tmp_path: Path) -> None:
+def test_a_csv_column_naming_a_far_list_item_makes_the_input_unreadable(tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     source.write_text("id,treatments[100000000].agent\n1,x\n", encoding="utf-8")
     code, result = run(JY231, source, "-o", tmp_path / "out.jsonl")
-    assert code == 2 and "treatments[100000000].agent" in result.stderr and result.stderr.count("\n") == 1
+    assert code == 3 and "treatments[100000000].agent" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_the_readme_csv_cohort_command_works_and_screens_like_json_lines(tmp_path: Path) -> None:

@@ -570,8 +570,9 @@ def _screen(protocol: ir.Protocol, loaded: Any, stream: IO[bytes], records: Path
             job = Job(str(module_path), name, in_format, out_format, schema_kinds(protocol),
                       tuple(header), combine, bool(reports))
             Columns(job.header, job.kinds)  # a bad header is a usage error, before any output
-        except HeaderError as err:
-            _refuse(f"{records}: {err}")
+        except HeaderError as err:  # the input cannot be read as a cohort: exit 3, as for an unreadable file
+            click.echo(f"crit: {records}: {err}; nothing screened", err=True)
+            raise Failure(EXIT_RECORD) from None
         size = records.stat().st_size if str(records) != "-" and records.is_file() else None
         bar = _Progress(show, size, f"screening {records.name}")
         counts: collections.Counter[str] = collections.Counter()
