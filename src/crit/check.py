@@ -17,7 +17,7 @@ from crit.english import counted
 from crit.names import did_you_mean, reserved_reason
 from crit.units import Unit, UnitError, decimal_text, exact_decimal, factor, parse_unit
 
-_FLIP = {">=": "<=", "<=": ">=", ">": "<", "<": ">", "=": "=", "!=": "!="}
+_FLIP: dict[ir.CompareOp, ir.CompareOp] = {">=": "<=", "<=": ">=", ">": "<", "<": ">", "=": "=", "!=": "!="}
 _NUMERIC = ("integer", "decimal", "quantity", "lab")
 
 
@@ -194,7 +194,7 @@ class _Checker:
                     also.append((other_unit, exact_decimal(factor(other_unit, unit))))
                 except UnitError as err:
                     self.error("E104", other.span, err.message, err.hint)
-            return ir.Type(t.kind, unit=unit, also=tuple(also))
+            return ir.Type(ir.narrow(t.kind, ("quantity", "lab")), unit=unit, also=tuple(also))
         if t.kind == "set":
             assert t.name is not None
             enum = self.enums.get(t.name)
@@ -217,7 +217,7 @@ class _Checker:
                 return None
             return ir.Type("list", record=t.name)
         if t.kind in ir.BASE_TYPES:
-            return ir.Type(t.kind)
+            return ir.Type(ir.narrow(t.kind, ir.BASE_TYPES))
         if t.kind in self.enums:
             return ir.Type("enum", enum=self.enums[t.kind])
         hint = did_you_mean(t.kind, [*ir.BASE_TYPES, *self.enums, "quantity", "lab"])
@@ -280,7 +280,7 @@ class _Checker:
         return [name for name in order if name in self.checked_defs]
 
     # ---- criteria ----
-    def criterion(self, c: ast.Criterion, section: str, parent: ast.Criterion | None,
+    def criterion(self, c: ast.Criterion, section: ir.Section, parent: ast.Criterion | None,
                   scope: _Scope) -> ir.Criterion:
         prefix = "I" if section == "inclusion" else "E"
         if c.id in self.criterion_ids:
@@ -315,7 +315,7 @@ class _Checker:
             self.error("E209", c.id_span,
                        f"criterion {c.id} requires at least {c.at_least} of {counted(len(parts), 'part')}",
                        f"use a number from 1 to {len(parts)}")
-        return ir.Criterion(c.id, c.title, section, c.combine, c.at_least, applies,
+        return ir.Criterion(c.id, c.title, section, ir.narrow(c.combine, ir.COMBINES), c.at_least, applies,
                             tuple(items), c.span)
 
     def body_line(self, item: ast.Line | ast.When, scope: _Scope) -> ir.Line | ir.When:
@@ -339,7 +339,7 @@ class _Checker:
                 self.error("E209", e.span, f"at least {e.count} of {len(operands)} can never be "
                            + ("met" if e.count > len(operands) else "anything but met"),
                            f"use a number from 1 to {len(operands)}")
-            return ir.AtLeast(e.count, operands, e.kind, e.span)
+            return ir.AtLeast(e.count, operands, ir.narrow(e.kind, ir.AT_LEAST_KINDS), e.span)
         if isinstance(e, ast.BoolLit):
             return ir.Truth(e.value, e.span)
         if isinstance(e, ast.Ref):
@@ -365,7 +365,7 @@ class _Checker:
                            f"say what every item must satisfy: all({e.list_name.name} where …)")
                 return ir.Truth(False, e.span)
             cond = self.condition(e.condition, self.item_scope(scope, record)) if e.condition else None
-            return ir.Quantified(e.kind, items, record, cond, e.span)
+            return ir.Quantified(ir.narrow(e.kind, ir.QUANTIFIED_KINDS), items, record, cond, e.span)
         kind = _literal_kind(e)
         self.error("E208", e.span, f"a {kind} is not a condition",
                    "a line must be true or false, e.g. a comparison: hemoglobin >= 60 g/L")
@@ -511,7 +511,7 @@ class _Checker:
         return None
 
     def compare(self, e: ast.Compare, scope: _Scope) -> ir.Expr:
-        left, right, op = e.left, e.right, e.op
+        left, right, op = e.left, e.right, ir.narrow(e.op, ir.COMPARE_OPS)
         if not isinstance(left, (ast.Ref, ast.Quantifier)) and isinstance(right, (ast.Ref, ast.Quantifier)):
             left, right, op = right, left, _FLIP[op]
         if isinstance(left, ast.Quantifier) and left.kind == "count":
@@ -534,7 +534,7 @@ class _Checker:
             return ir.Truth(False, e.span)
         return ir.Compare(op, field, other, e.span)
 
-    def count_compare(self, e: ast.Compare, q: ast.Quantifier, right: ast.Expr, op: str,
+    def count_compare(self, e: ast.Compare, q: ast.Quantifier, right: ast.Expr, op: ir.CompareOp,
                       scope: _Scope) -> ir.Expr:
         items, record = self.list_ref(q.list_name, scope)
         if not isinstance(right, ast.Number) or "." in right.text:
@@ -590,7 +590,7 @@ class _Checker:
                 self.error("E203", member.span,
                            f"'{member.name}' is not a member of {t.enum.name}",
                            did_you_mean(member.name, members) or f"{t.enum.name} has: " + ", ".join(members))
-        return ir.Member(e.kind, field, tuple(m.name for m in e.members), e.span)
+        return ir.Member(ir.narrow(e.kind, ir.MEMBER_KINDS), field, tuple(m.name for m in e.members), e.span)
 
     def window(self, e: ast.Window, scope: _Scope) -> ir.Expr:
         value = self.date_value(e.value, scope)
@@ -600,7 +600,9 @@ class _Checker:
                        "give the window a length, e.g. within 4 weeks before screening")
         if value is None or anchor is None:
             return ir.Truth(False, e.span)
-        return ir.Window(e.kind, value, e.duration.amount, e.duration.unit, e.direction, anchor, e.span)
+        return ir.Window(ir.narrow(e.kind, ir.WINDOW_KINDS), value, e.duration.amount,
+                         ir.narrow(e.duration.unit, ir.WINDOW_UNITS), ir.narrow(e.direction, ir.DIRECTIONS),
+                         anchor, e.span)
 
     def date_value(self, e: ast.Expr, scope: _Scope) -> ir.Value | None:
         if isinstance(e, ast.DateLit):

@@ -14,7 +14,7 @@ from typing import assert_never
 from crit import ir
 
 _SYMBOLS = {">=": "≥", "<=": "≤", ">": ">", "<": "<", "=": "=", "!=": "≠"}
-_OPPOSITE = {">=": "<", "<=": ">", ">": "<=", "<": ">=", "=": "!=", "!=": "="}
+_OPPOSITE: dict[ir.CompareOp, ir.CompareOp] = {">=": "<", "<=": ">", ">": "<=", "<": ">=", "=": "!=", "!=": "="}
 
 # Member kind: (wording, negated wording, conjunction for the last member).
 _MEMBER = {

@@ -9,13 +9,53 @@ import datetime
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
+from typing import Literal, TypeVar, get_args
 
 from crit.ast import Span
 from crit.units import Unit
 
-# ---- types --------------------------------------------------------------------------
+# ---- the closed sets of kinds ----------------------------------------------------------
+# Each kind is a `Literal`, so mypy knows every value a backend must handle; the tuples
+# beside them are the same sets at run time, for `narrow`.
 
-BASE_TYPES = ("bool", "integer", "decimal", "text", "date", "titer", "judgment")
+BaseKind = Literal["bool", "integer", "decimal", "text", "date", "titer", "judgment"]
+TypeKind = BaseKind | Literal["quantity", "lab", "enum", "set", "list"]
+Scope = Literal["patient", "item"]
+ConstKind = Literal["number", "titer", "date", "text", "bool"]
+CompareOp = Literal[">=", "<=", ">", "<", "=", "!="]
+MemberKind = Literal["is", "is_not", "is_any", "has", "has_any", "has_all"]
+WindowKind = Literal["within", "at_least"]
+WindowUnit = Literal["days", "weeks", "months", "years"]
+Direction = Literal["before", "after"]
+AtLeastKind = Literal["at_least", "any", "all"]
+QuantifiedKind = Literal["any", "all"]
+Section = Literal["inclusion", "exclusion"]
+Combine = Literal["all", "any", "at_least"]
+
+BASE_TYPES: tuple[BaseKind, ...] = get_args(BaseKind)
+TYPE_KINDS: tuple[TypeKind, ...] = (*BASE_TYPES, "quantity", "lab", "enum", "set", "list")
+COMPARE_OPS: tuple[CompareOp, ...] = get_args(CompareOp)
+MEMBER_KINDS: tuple[MemberKind, ...] = get_args(MemberKind)
+WINDOW_KINDS: tuple[WindowKind, ...] = get_args(WindowKind)
+WINDOW_UNITS: tuple[WindowUnit, ...] = get_args(WindowUnit)
+DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
+AT_LEAST_KINDS: tuple[AtLeastKind, ...] = get_args(AtLeastKind)
+QUANTIFIED_KINDS: tuple[QuantifiedKind, ...] = get_args(QuantifiedKind)
+COMBINES: tuple[Combine, ...] = get_args(Combine)
+
+_K = TypeVar("_K", bound=str)
+
+
+def narrow(value: str, allowed: tuple[_K, ...]) -> _K:
+    """`value` as one of `allowed`: where a string from the parser becomes a kind.
+    The grammar admits only these values, so anything else is a bug in crit, not in the protocol."""
+    for option in allowed:
+        if value == option:
+            return option
+    raise ValueError(f"internal error: {value!r} is not one of {', '.join(allowed)}")
+
+
+# ---- types --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +75,7 @@ class EnumType:
 class Type:
     """A field's type. `kind` is a base type or quantity, lab, enum, set, list."""
 
-    kind: str
+    kind: TypeKind
     unit: Unit | None = None  # quantity and lab: the canonical unit
     also: tuple[tuple[Unit, Decimal | Fraction], ...] = ()  # other units, exact factor to canonical
     enum: EnumType | None = None  # enum and set
@@ -81,7 +121,7 @@ class FieldRef:
     """A patient field, or (scope "item") a field of the list item a quantifier is visiting."""
 
     field: Field
-    scope: str  # "patient" | "item"
+    scope: Scope
     span: Span
 
 
@@ -89,7 +129,7 @@ class FieldRef:
 class Const:
     """A literal, already in the unit of what it is compared with."""
 
-    kind: str  # "number" | "titer" | "date" | "text" | "bool"
+    kind: ConstKind
     value: Decimal | Fraction | int | datetime.date | str | bool  # Fraction: no decimal writes it
     display: str  # as the author meant it: "60 g/L", "1:80", "2025-06-26"
     span: Span
@@ -100,7 +140,7 @@ Value = FieldRef | Const
 
 @dataclass(frozen=True, slots=True)
 class Compare:
-    op: str  # >= <= > < = !=
+    op: CompareOp
     left: Value
     right: Value
     span: Span
@@ -110,7 +150,7 @@ class Compare:
 class UlnCompare:
     """`lab op k × ULN`: compares the lab value with k times its own upper limit."""
 
-    op: str
+    op: CompareOp
     lab: FieldRef
     multiple: Decimal
     span: Span
@@ -128,7 +168,7 @@ class Between:
 class Member:
     """`is`, `is not`, `is any of` (enums); `has`, `has any of`, `has all of` (sets)."""
 
-    kind: str  # "is" | "is_not" | "is_any" | "has" | "has_any" | "has_all"
+    kind: MemberKind
     value: FieldRef
     members: tuple[str, ...]
     span: Span
@@ -138,11 +178,11 @@ class Member:
 class Window:
     """`value within N unit before/after anchor`, `value at least N unit before/after anchor`."""
 
-    kind: str  # "within" | "at_least"
+    kind: WindowKind
     value: Value
     amount: int
-    unit: str  # days | weeks | months | years
-    direction: str  # before | after
+    unit: WindowUnit
+    direction: Direction
     anchor: Value
     span: Span
 
@@ -182,7 +222,7 @@ class Or:
 class AtLeast:
     count: int
     operands: tuple[Expr, ...]
-    kind: str  # "at_least" | "any" | "all": how the author wrote it
+    kind: AtLeastKind  # how the author wrote it
     span: Span
 
 
@@ -190,7 +230,7 @@ class AtLeast:
 class Quantified:
     """`any(list where c)` or `all(list where c)`: whether some / every item satisfies c."""
 
-    kind: str  # "any" | "all"
+    kind: QuantifiedKind
     items: FieldRef
     record: Record
     condition: Expr | None
@@ -201,7 +241,7 @@ class Quantified:
 class CountCompare:
     """`count(list where c) op n`: with unknown items the count is a range, compared soundly."""
 
-    op: str
+    op: CompareOp
     items: FieldRef
     record: Record
     condition: Expr | None
@@ -240,8 +280,8 @@ class Note:
 class Criterion:
     id: str
     title: str
-    section: str  # "inclusion" | "exclusion"
-    combine: str  # "all" | "any" | "at_least"
+    section: Section
+    combine: Combine
     at_least: int
     applies: Expr | None
     items: tuple[Line | When | Note | Criterion, ...]
