@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
+from typing import assert_never
 
 from crit import ast, ir
 from crit.diagnostics import Collector
@@ -327,49 +328,56 @@ class _Checker:
     # ---- expressions ----
     def condition(self, e: ast.Expr, scope: _Scope) -> ir.Expr:
         """An expression that must be true or false."""
-        if isinstance(e, ast.Not):
-            return ir.Not(self.condition(e.operand, scope), e.span)
-        if isinstance(e, ast.And):
-            return ir.And(tuple(self.condition(x, scope) for x in e.operands), e.span)
-        if isinstance(e, ast.Or):
-            return ir.Or(tuple(self.condition(x, scope) for x in e.operands), e.span)
-        if isinstance(e, ast.AtLeast):
-            operands = tuple(self.condition(x, scope) for x in e.operands)
-            if not 1 <= e.count <= len(operands):
-                self.error("E209", e.span, f"at least {e.count} of {len(operands)} can never be "
-                           + ("met" if e.count > len(operands) else "anything but met"),
-                           f"use a number from 1 to {len(operands)}")
-            return ir.AtLeast(e.count, operands, ir.narrow(e.kind, ir.AT_LEAST_KINDS), e.span)
-        if isinstance(e, ast.BoolLit):
-            return ir.Truth(e.value, e.span)
-        if isinstance(e, ast.Ref):
-            return self.ref_condition(e, scope)
-        if isinstance(e, ast.Compare):
-            return self.compare(e, scope)
-        if isinstance(e, ast.Between):
-            return self.between(e, scope)
-        if isinstance(e, ast.Membership):
-            return self.membership(e, scope)
-        if isinstance(e, ast.Window):
-            return self.window(e, scope)
-        if isinstance(e, ast.Quantifier):
-            if e.kind == "count":
-                self.error("E208", e.span, "count(...) is a number, not a condition",
-                           "compare it, e.g. count(treatments where immunosuppressive) >= 2")
+        match e:
+            case ast.Not():
+                return ir.Not(self.condition(e.operand, scope), e.span)
+            case ast.And():
+                return ir.And(tuple(self.condition(x, scope) for x in e.operands), e.span)
+            case ast.Or():
+                return ir.Or(tuple(self.condition(x, scope) for x in e.operands), e.span)
+            case ast.AtLeast():
+                operands = tuple(self.condition(x, scope) for x in e.operands)
+                if not 1 <= e.count <= len(operands):
+                    self.error("E209", e.span, f"at least {e.count} of {len(operands)} can never be "
+                               + ("met" if e.count > len(operands) else "anything but met"),
+                               f"use a number from 1 to {len(operands)}")
+                return ir.AtLeast(e.count, operands, ir.narrow(e.kind, ir.AT_LEAST_KINDS), e.span)
+            case ast.BoolLit():
+                return ir.Truth(e.value, e.span)
+            case ast.Ref():
+                return self.ref_condition(e, scope)
+            case ast.Compare():
+                return self.compare(e, scope)
+            case ast.Between():
+                return self.between(e, scope)
+            case ast.Membership():
+                return self.membership(e, scope)
+            case ast.Window():
+                return self.window(e, scope)
+            case ast.Quantifier():
+                return self.quantified(e, scope)
+            case ast.Number() | ast.QuantityLit() | ast.UlnLit() | ast.TiterLit() | ast.DateLit() | ast.TextLit():
+                self.error("E208", e.span, f"a {_literal_kind(e)} is not a condition",
+                           "a line must be true or false, e.g. a comparison: hemoglobin >= 60 g/L")
                 return ir.Truth(False, e.span)
-            items, record = self.list_ref(e.list_name, scope)
-            if items is None or record is None:
-                return ir.Truth(False, e.span)
-            if e.condition is None and e.kind == "all":
-                self.error("E207", e.span, f"all({e.list_name.name}) needs a condition",
-                           f"say what every item must satisfy: all({e.list_name.name} where …)")
-                return ir.Truth(False, e.span)
-            cond = self.condition(e.condition, self.item_scope(scope, record)) if e.condition else None
-            return ir.Quantified(ir.narrow(e.kind, ir.QUANTIFIED_KINDS), items, record, cond, e.span)
-        kind = _literal_kind(e)
-        self.error("E208", e.span, f"a {kind} is not a condition",
-                   "a line must be true or false, e.g. a comparison: hemoglobin >= 60 g/L")
-        return ir.Truth(False, e.span)
+            case _:
+                assert_never(e)
+
+    def quantified(self, e: ast.Quantifier, scope: _Scope) -> ir.Expr:
+        """`any(list where c)` or `all(list where c)` as a condition; `count(...)` is a number."""
+        if e.kind == "count":
+            self.error("E208", e.span, "count(...) is a number, not a condition",
+                       "compare it, e.g. count(treatments where immunosuppressive) >= 2")
+            return ir.Truth(False, e.span)
+        items, record = self.list_ref(e.list_name, scope)
+        if items is None or record is None:
+            return ir.Truth(False, e.span)
+        if e.condition is None and e.kind == "all":
+            self.error("E207", e.span, f"all({e.list_name.name}) needs a condition",
+                       f"say what every item must satisfy: all({e.list_name.name} where …)")
+            return ir.Truth(False, e.span)
+        cond = self.condition(e.condition, self.item_scope(scope, record)) if e.condition else None
+        return ir.Quantified(ir.narrow(e.kind, ir.QUANTIFIED_KINDS), items, record, cond, e.span)
 
     def item_scope(self, scope: _Scope, record: ir.Record) -> _Scope:
         return _Scope(scope.fields, scope.definitions, record)

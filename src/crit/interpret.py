@@ -144,18 +144,22 @@ _NEGATED = {">=": "<", "<=": ">", ">": "≤", "<": "≥", "=": "≠", "!=": "="}
 _SHOWN = {">=": "≥", "<=": "≤", ">": ">", "<": "<", "=": "=", "!=": "≠"}
 
 
-def _holds(left: Any, op: str, right: Any) -> bool:
-    if op == ">=":
-        return bool(left >= right)
-    if op == "<=":
-        return bool(left <= right)
-    if op == ">":
-        return bool(left > right)
-    if op == "<":
-        return bool(left < right)
-    if op == "=":
-        return bool(left == right)
-    return bool(left != right)
+def _holds(left: Any, op: ir.CompareOp, right: Any) -> bool:
+    match op:
+        case ">=":
+            return bool(left >= right)
+        case "<=":
+            return bool(left <= right)
+        case ">":
+            return bool(left > right)
+        case "<":
+            return bool(left < right)
+        case "=":
+            return bool(left == right)
+        case "!=":
+            return bool(left != right)
+        case _:
+            assert_never(op)
 
 
 def _missing(*pairs: tuple[Any, str]) -> tuple[str, ...]:
@@ -176,7 +180,7 @@ def truth(value: bool | rt.Absent | None, path: str, judgment: bool = False) -> 
     return Fact(bool(value), f"{path}: {'yes' if value else 'no'}")
 
 
-def compare(left: Any, op: str, right: Any, left_path: str, right_path: str,
+def compare(left: Any, op: ir.CompareOp, right: Any, left_path: str, right_path: str,
             left_unit: str, right_text: str, titer: bool = False) -> Fact:
     """`left op right` for numbers, quantities, titers, dates, text and truth values."""
     missing = _missing((left, left_path), (right, right_path))
@@ -198,7 +202,7 @@ def compare(left: Any, op: str, right: Any, left_path: str, right_path: str,
     return Fact(held, f"{left_path} {shown_left} {shown_op} {shown_right}")
 
 
-def compare_uln(lab: rt.Lab | rt.Absent | None, op: str, multiple: Decimal, path: str, unit: str,
+def compare_uln(lab: rt.Lab | rt.Absent | None, op: ir.CompareOp, multiple: Decimal, path: str, unit: str,
                 multiple_text: str) -> Fact:
     """`lab op k × ULN`, against the patient's own laboratory's upper limit of normal."""
     if lab is None:
@@ -301,7 +305,7 @@ def quantify(kind: str, items: Sequence[T] | rt.Absent | None, path: str,
     return Fact(result.value, result.reason, result.missing)
 
 
-def count(op: str, number: int, items: Sequence[T] | rt.Absent | None, path: str,
+def count(op: ir.CompareOp, number: int, items: Sequence[T] | rt.Absent | None, path: str,
           test: Callable[[T, str], Fact]) -> Fact:
     """`count(list where c) op n`: unknown items make the count a range, compared soundly."""
     if items is None:
@@ -335,7 +339,7 @@ def _in_window(value: datetime.date, kind: str, amount: int, unit: str, directio
     return anchor <= value <= edge if kind == "within" else value >= edge
 
 
-def count_verdict(op: str, number: int, low: int, high: int) -> bool | None:
+def count_verdict(op: ir.CompareOp, number: int, low: int, high: int) -> bool | None:
     """`count op number` for a count known to lie in [low, high]: None unless every count in
     the range gives the same answer."""
     outcomes = {_holds(n, op, number) for n in range(low, high + 1)}
@@ -429,35 +433,43 @@ class Interpreter:
 
     def _reader(self, t: ir.Type) -> Any:
         kind = t.kind
-        if kind in ("bool", "judgment"):
-            return rt.read_bool
-        simple = {"integer": rt.read_integer, "decimal": rt.read_decimal, "text": rt.read_text,
-                  "date": rt.read_date, "titer": rt.read_titer}
-        if kind in simple:
-            return simple[kind]
-        if kind in ("quantity", "lab"):
-            assert t.unit is not None
-            factors = {unit.text: factor for unit, factor in t.also}
-            read = rt.read_quantity if kind == "quantity" else rt.read_lab
-            unit = t.unit.text
-            return lambda raw, at, pr: read(raw, at, pr, unit, factors)
-        if kind in ("enum", "set"):
-            assert t.enum is not None
-            members = t.enum.member_names()
-            read_member = rt.read_enum if kind == "enum" else rt.read_set
-            return lambda raw, at, pr: read_member(raw, at, pr, members)
-        if kind == "list":
-            assert t.record is not None
-            record = self.records[t.record]
+        match kind:
+            case "bool" | "judgment":
+                return rt.read_bool
+            case "integer":
+                return rt.read_integer
+            case "decimal":
+                return rt.read_decimal
+            case "text":
+                return rt.read_text
+            case "date":
+                return rt.read_date
+            case "titer":
+                return rt.read_titer
+            case "quantity" | "lab":
+                assert t.unit is not None
+                factors = {unit.text: factor for unit, factor in t.also}
+                read = rt.read_quantity if kind == "quantity" else rt.read_lab
+                unit = t.unit.text
+                return lambda raw, at, pr: read(raw, at, pr, unit, factors)
+            case "enum" | "set":
+                assert t.enum is not None
+                members = t.enum.member_names()
+                read_member = rt.read_enum if kind == "enum" else rt.read_set
+                return lambda raw, at, pr: read_member(raw, at, pr, members)
+            case "list":
+                assert t.record is not None
+                record = self.records[t.record]
 
-            def read_item(raw: object, at: str, pr: list[rt.Problem]) -> dict[str, Any] | None:
-                if not rt.check_keys(raw, at, [f.name for f in record.fields], pr):
-                    return None
-                assert isinstance(raw, dict)
-                return self._read_fields(raw, record.fields, at, pr)
+                def read_item(raw: object, at: str, pr: list[rt.Problem]) -> dict[str, Any] | None:
+                    if not rt.check_keys(raw, at, [f.name for f in record.fields], pr):
+                        return None
+                    assert isinstance(raw, dict)
+                    return self._read_fields(raw, record.fields, at, pr)
 
-            return lambda raw, at, pr: rt.read_list(raw, at, pr, read_item)
-        raise AssertionError(f"no reader for {kind}")
+                return lambda raw, at, pr: rt.read_list(raw, at, pr, read_item)
+            case _:
+                assert_never(kind)
 
     def validate(self, record: object) -> list[rt.Problem]:
         problems: list[rt.Problem] = []
