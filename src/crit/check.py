@@ -6,7 +6,7 @@ Errors are collected rather than raised one at a time, so an author sees them al
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -687,16 +687,4 @@ def _compare_hint_for(t: ir.Type) -> str:
     return "compare it with a number: X >= 18"
 
 
-def iter_exprs(expr: ir.Expr) -> Iterable[ir.Expr]:
-    """Every node of an expression tree, depth first."""
-    yield expr
-    if isinstance(expr, ir.Not):
-        yield from iter_exprs(expr.operand)
-    elif isinstance(expr, (ir.And, ir.Or, ir.AtLeast)):
-        for operand in expr.operands:
-            yield from iter_exprs(operand)
-    elif isinstance(expr, (ir.Quantified, ir.CountCompare)) and expr.condition is not None:
-        yield from iter_exprs(expr.condition)
-
-
-__all__ = ["check", "decimal_text", "iter_exprs"]
+__all__ = ["check", "decimal_text"]

@@ -6,10 +6,11 @@ read only this.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import Literal, TypeVar, get_args
+from typing import Literal, TypeVar, assert_never, get_args
 
 from crit.ast import Span
 from crit.units import Unit
@@ -254,6 +255,43 @@ Expr = (
     | Not | And | Or | AtLeast | Quantified | CountCompare
 )
 
+Node = Expr | Const
+
+
+def walk(node: Node) -> Iterator[Node]:
+    """Every node of a condition, depth first: its sub-conditions, the values compared in it,
+    a quantifier's list and its item condition. Written once, for every tool that collects."""
+    yield node
+    match node:
+        case Not(operand=operand):
+            yield from walk(operand)
+        case And(operands=operands) | Or(operands=operands) | AtLeast(operands=operands):
+            for operand in operands:
+                yield from walk(operand)
+        case Compare(left=left, right=right):
+            yield from walk(left)
+            yield from walk(right)
+        case UlnCompare(lab=lab):
+            yield from walk(lab)
+        case Between(value=value, low=low, high=high):
+            yield from walk(value)
+            yield from walk(low)
+            yield from walk(high)
+        case Member(value=value):
+            yield from walk(value)
+        case Window(value=value, anchor=anchor):
+            yield from walk(value)
+            yield from walk(anchor)
+        case Quantified(items=items, condition=condition) | CountCompare(items=items, condition=condition):
+            yield from walk(items)
+            if condition is not None:
+                yield from walk(condition)
+        case Truth() | DefinitionRef() | FieldRef() | Const():
+            pass
+        case _:
+            assert_never(node)
+
+
 # ---- criteria --------------------------------------------------------------------------
 
 
@@ -292,6 +330,22 @@ class Criterion:
 
     def notes(self) -> tuple[str, ...]:
         return tuple(item.text for item in self.items if isinstance(item, Note))
+
+    def conditions(self) -> tuple[Expr, ...]:
+        """The conditions written in this criterion (not in its sub-criteria), in order:
+        `applies`, then each line and each `when` condition."""
+        out: list[Expr] = [] if self.applies is None else [self.applies]
+
+        def visit(items: tuple[Line | When | Note | Criterion, ...] | tuple[Line | When, ...]) -> None:
+            for item in items:
+                if isinstance(item, Line):
+                    out.append(item.expr)
+                elif isinstance(item, When):
+                    out.append(item.condition)
+                    visit(item.body)
+
+        visit(self.items)
+        return tuple(out)
 
     def walk(self) -> tuple[Criterion, ...]:
         """This criterion and all below it, in protocol order."""

@@ -256,9 +256,7 @@ class _Linter:
         definitions: set[str] = set()
         pending: list[ir.Expr] = []
         for c in self.protocol.criteria():
-            if c.applies is not None:
-                pending.append(c.applies)
-            pending += _item_exprs(c.items)
+            pending += c.conditions()
         while pending:
             expr = pending.pop()
             for kind, used in _uses(expr):
@@ -317,17 +315,6 @@ def _descendants(c: ir.Criterion) -> list[str]:
     return [d.id for d in c.walk()[1:]]
 
 
-def _item_exprs(items: Iterable[ir.Line | ir.When | ir.Note | ir.Criterion]) -> list[ir.Expr]:
-    out: list[ir.Expr] = []
-    for item in items:
-        if isinstance(item, ir.Line):
-            out.append(item.expr)
-        elif isinstance(item, ir.When):
-            out.append(item.condition)
-            out += _item_exprs(item.body)
-    return out
-
-
 def _signature(c: ir.Criterion) -> object:
     """A criterion's conditions without its id, title and notes (order of parts aside)."""
     parts: list[object] = []
@@ -342,22 +329,11 @@ def _signature(c: ir.Criterion) -> object:
 def _uses(expr: ir.Expr) -> Iterator[tuple[str, str]]:
     """("define", name) for each definition the condition uses, ("field", name) for each
     patient field (a list's items are read through the list, which counts as its use)."""
-    for node in _nodes(expr):
+    for node in ir.walk(expr):
         if isinstance(node, ir.DefinitionRef):
             yield "define", node.name
         elif isinstance(node, ir.FieldRef) and node.scope == "patient":
             yield "field", node.field.name
-
-
-def _nodes(expr: object) -> Iterator[object]:
-    """Every IR node under `expr` (values included), depth first."""
-    yield expr
-    if dataclasses.is_dataclass(expr) and not isinstance(expr, type) and not isinstance(expr, ir.Field | ir.Record):
-        for f in dataclasses.fields(expr):
-            value = getattr(expr, f.name)
-            for item in value if isinstance(value, tuple) else (value,):
-                if dataclasses.is_dataclass(item):
-                    yield from _nodes(item)
 
 
 __all__ = ["as_errors", "id_span", "lint", "structure"]
