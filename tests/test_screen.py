@@ -743,3 +743,15 @@ def test_rerunning_keeps_the_mode_of_an_existing_output(tmp_path: Path) -> None:
     run(*args)
     assert stat.S_IMODE(out.stat().st_mode) == 0o640
     assert stat.S_IMODE(md.stat().st_mode) == 0o600
+
+
+def test_an_output_that_is_a_device_is_refused(tmp_path: Path) -> None:
+    """Renaming a finished output over /dev/null (or a pipe) would replace the device itself."""
+    import os
+
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    # (a pipe, not /dev/null itself: should this regress, the test must not replace a system file)
+    code, result = run(JY231, COHORT / "patients.jsonl", "-o", fifo, "-q")
+    assert code == 2 and result.stderr.startswith(f"crit: -o {fifo} is not a regular file"), result.stderr
+    assert fifo.exists() and not fifo.is_file()
