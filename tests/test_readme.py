@@ -39,7 +39,8 @@ SKIPPED = {
     "pip install -e '.[dev]'": "installs the project: the suite runs on the installed project",
     "python -m pytest": "the test suite itself",
     "CRIT_DIFF_SEED=100 CRIT_DIFF_EXAMPLES=100 CRIT_DIFF_RECORDS=500 CRIT_DIFF_COMPLETIONS=2 python -m pytest "
-    "tests/test_differential.py -q -s -k \"random_protocols or zz\"": "one chunk of the long differential run (10 minutes)",
+    "tests/test_differential.py -q -s -k \"random_protocols or zz\"":
+        "one chunk of the long differential run (10 minutes)",
     "python benchmarks/run.py": "the full benchmark (about 12 minutes)",
     "python benchmarks/run.py --quick": "the quick benchmark (about 2 minutes)",
 }

@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from conftest import ROOT
-from crit import report
+from crit import files, report
 from crit.report import Criterion, Tally
 
 CRITERIA = (
@@ -228,7 +228,8 @@ def test_hostile_file_names_ids_and_messages_stay_text_in_both_reports(tmp_path:
                                                  "-o", str(tmp_path / "out.jsonl"), "-q", "--report", str(md),
                                                  "--report", str(page)])
     assert result.exception is not None and getattr(result.exception, "code", None) == 3
-    text = md.read_text(encoding="utf-8")
+    mark, text = md.read_text(encoding="utf-8").split("\n", 1)  # line 1: crit's @generated mark
+    assert files.is_generated(md) and mark.count("-->") == 1 and "<script" not in mark and "\n" not in mark
     bare = re.sub(r"\\.", "", text)  # what is left once every backslash-escaped character is taken out
     for bad in ("<", "](", "![", "\u2028", "&lt;"):
         assert bad not in bare, bad

@@ -764,6 +764,8 @@ def _refuse_output(output: Path, sources: Sequence[str], records_file: Path | No
         _usage(f"-o {output} is a symbolic link; crit does not write through links: give another name")
     if output.is_dir():
         _usage(f"-o {output} is a directory; give a file name")
+    if output.exists() and not output.is_file():  # a device or a pipe: renaming over it would replace it
+        _usage(f"-o {output} is not a regular file; crit will not replace it: choose another name")
     if not output.parent.is_dir():
         _usage(f"-o {output}: directory {output.parent} does not exist")
     if output.exists() and output.is_file() and output.stat().st_size and not is_generated(output):

@@ -408,8 +408,11 @@ def _refuse_foreign(output: Path, reports: Sequence[Path]) -> None:
     written = ([("-o", output, is_results)] if str(output) != "-" else []) + [
         ("--report", path, is_generated) for path in reports]
     for flag, path, crits in written:
-        if path.is_symlink() or not path.is_file():
-            continue  # nothing there (a link is refused when written; a device or directory too)
+        if path.is_symlink() or not path.exists():
+            continue  # nothing there (a link is refused when written)
+        if not path.is_file():  # a device (/dev/null) or a pipe: renaming over it would replace it
+            _refuse(f"{flag} {path} is not a regular file; crit will not replace it: choose another name "
+                    "(or -o - for standard output)")
         try:
             empty = path.stat().st_size == 0
         except OSError:
