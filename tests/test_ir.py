@@ -12,6 +12,8 @@ import pytest
 from conftest import ROOT, compile_text
 from crit import ir
 from crit.driver import Loaded, load
+from crit.english import describe_type
+from crit.units import parse_unit
 
 
 def _values(alias: object) -> set[str]:
@@ -108,3 +110,18 @@ inclusion
     shown = [type(e).__name__ for e in protocol.inclusion[0].conditions()]
     assert shown == ["FieldRef", "Compare", "FieldRef", "Not"]
     assert [type(e).__name__ for e in protocol.inclusion[0].children()[0].conditions()] == ["Compare"]
+
+
+def test_every_type_kind_has_english() -> None:
+    enum = ir.EnumType("Dx", None, (("SLE", None),))
+    parts: dict[str, dict[str, object]] = {
+        "quantity": {"unit": parse_unit("g/L")}, "lab": {"unit": parse_unit("g/L")},
+        "enum": {"enum": enum}, "set": {"enum": enum}, "list": {"record": "Drug"},
+    }
+    shown = {kind: describe_type(ir.Type(kind, **parts.get(kind, {}))) for kind in ir.TYPE_KINDS}  # type: ignore[arg-type]
+    assert shown == {
+        "bool": "yes or no", "integer": "whole number", "decimal": "number", "text": "text", "date": "date",
+        "titer": "titer (1:N)", "judgment": "judgment (recorded by the investigator)",
+        "quantity": "quantity in g/L", "lab": "lab value in g/L with its own ULN",
+        "enum": "one of Dx", "set": "set of Dx", "list": "list of Drug",
+    }

@@ -13,11 +13,11 @@ from typing import assert_never
 
 from crit import ir
 
-_SYMBOLS = {">=": "≥", "<=": "≤", ">": ">", "<": "<", "=": "=", "!=": "≠"}
+_SYMBOLS: dict[ir.CompareOp, str] = {">=": "≥", "<=": "≤", ">": ">", "<": "<", "=": "=", "!=": "≠"}
 _OPPOSITE: dict[ir.CompareOp, ir.CompareOp] = {">=": "<", "<=": ">", ">": "<=", "<": ">=", "=": "!=", "!=": "="}
 
 # Member kind: (wording, negated wording, conjunction for the last member).
-_MEMBER = {
+_MEMBER: dict[ir.MemberKind, tuple[str, str, str]] = {
     "is": ("is", "is not", "or"),
     "is_not": ("is not", "is", "or"),
     "is_any": ("is one of", "is none of", "or"),
@@ -25,10 +25,10 @@ _MEMBER = {
     "has_any": ("includes any of", "includes none of", "or"),
     "has_all": ("includes all of", "does not include all of", "and"),
 }
-_WINDOW = {"within": "within", "at_least": "at least"}
-_QUANTIFIER = {"any": ("any", "no"), "all": ("every", "not every")}
+_WINDOW: dict[ir.WindowKind, str] = {"within": "within", "at_least": "at least"}
+_QUANTIFIER: dict[ir.QuantifiedKind, tuple[str, str]] = {"any": ("any", "no"), "all": ("every", "not every")}
 
-_BASE_TYPES = {
+_BASE_TYPES: dict[ir.BaseKind, str] = {
     "bool": "yes or no",
     "integer": "whole number",
     "decimal": "number",
@@ -42,7 +42,7 @@ _BASE_TYPES = {
 _SCALED_QUANTITY = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?) (?:[x×] )?(?P<unit>[0-9].*)")
 
 
-def operator_symbol(op: str) -> str:
+def operator_symbol(op: ir.CompareOp) -> str:
     """The sign a clinician reads for an IR operator: `>=` is `≥`."""
     return _SYMBOLS[op]
 
@@ -83,19 +83,23 @@ def counted(count: int, noun: str) -> str:
 def describe_type(t: ir.Type) -> str:
     """A field's type for the glossary: `quantity in g/L (also g/dL)`."""
     also = f" (also {', '.join(unit.text for unit, _ in t.also)})" if t.also else ""
-    if t.kind == "quantity" and t.unit is not None:
-        return f"quantity in {t.unit.text}{also}"
-    if t.kind == "lab" and t.unit is not None:
-        return f"lab value in {t.unit.text}{also} with its own ULN"
-    if t.kind == "enum" and t.enum is not None:
-        return f"one of {t.enum.name}"
-    if t.kind == "set" and t.enum is not None:
-        return f"set of {t.enum.name}"
-    if t.kind == "list" and t.record is not None:
-        return f"list of {t.record}"
-    if t.kind in _BASE_TYPES:
-        return _BASE_TYPES[t.kind]
-    raise ValueError(f"no English for the type kind '{t.kind}'")
+    kind = t.kind
+    match kind:
+        case "quantity" | "lab":
+            assert t.unit is not None
+            if kind == "lab":
+                return f"lab value in {t.unit.text}{also} with its own ULN"
+            return f"quantity in {t.unit.text}{also}"
+        case "enum" | "set":
+            assert t.enum is not None
+            return f"{'one' if kind == 'enum' else 'set'} of {t.enum.name}"
+        case "list":
+            assert t.record is not None
+            return f"list of {t.record}"
+        case "bool" | "integer" | "decimal" | "text" | "date" | "titer" | "judgment":
+            return _BASE_TYPES[kind]
+        case _:
+            assert_never(kind)
 
 
 def _render(expr: ir.Expr, negated: bool) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from crit import ir
 
-_WINDOW_WORDS = {"within": "within", "at_least": "at least"}
+_WINDOW_WORDS: dict[ir.WindowKind, str] = {"within": "within", "at_least": "at least"}
 
 
 def unit_of(value: ir.Value) -> str:
@@ -31,7 +31,7 @@ def range_text(between: ir.Between) -> str:
     return f"{text_of(between.low)}–{text_of(between.high)}"
 
 
-def members_text(kind: str, members: tuple[str, ...]) -> str:
+def members_text(kind: ir.MemberKind, members: tuple[str, ...]) -> str:
     """`SLE`, `one of SLE, SS`, or for long lists `any of the 15 listed`."""
     if len(members) == 1:
         return members[0]
