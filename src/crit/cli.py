@@ -24,9 +24,9 @@ from crit.diagnostics import render_all
 from crit.english import counted
 from crit.files import UnsafeWrite, is_generated, refuse_symlink, write_atomic
 from crit.interpret import Interpreter
-from crit.pipeline import compile_or_fail, evaluator, outputs
+from crit.pipeline import compile_or_fail, evaluator, outputs, read_records
 from crit.process import EXIT_ERRORS, EXIT_INTERNAL, EXIT_OK, EXIT_RECORD, EXIT_USAGE, Failure
-from crit.records import RecordSyntaxError, loads
+from crit.text import terminal as shown
 
 
 def _protocol_files(directory: Path) -> list[Path]:
@@ -188,28 +188,6 @@ def _write_generated(out_dir: Path, changed: list[tuple[Path, str]]) -> None:
         raise UnsafeWrite(f"cannot write into {out_dir}: {err.strerror or err}") from None
 
 
-def _read_records(path: Path) -> list[Any]:
-    """The records in a JSON file (an object, or a list of them), read exactly by
-    `crit.records.loads`; anything unreadable is one line per problem and exit 3."""
-    try:
-        text = path.read_text(encoding="utf-8") if str(path) != "-" else sys.stdin.read()
-    except (OSError, UnicodeDecodeError) as err:
-        click.echo(f"crit: cannot read {shown(str(path))}: {shown(str(err))}", err=True)
-        raise Failure(EXIT_RECORD) from None
-    try:
-        data = loads(text)
-    except RecordSyntaxError as err:
-        syntax = err.syntax
-        if syntax is not None:  # where the text stops being JSON, as file:line:column
-            place = f"{shown(str(path))}:{syntax.lineno}:{syntax.colno}"
-            click.echo(f"crit: {place}: not valid JSON: {syntax.msg}", err=True)
-        for problem in err.problems if syntax is None else ():
-            where = "" if problem.path == "record" else f"{shown(problem.path)}: "
-            click.echo(f"crit: {shown(str(path))}: {where}{shown(problem.message)}", err=True)
-        raise Failure(EXIT_RECORD) from None
-    return data if isinstance(data, list) else [data]
-
-
 @cli.command(name="eval")
 @click.argument("protocol_file", type=click.Path(path_type=Path))
 @click.argument("record_file", type=click.Path(path_type=Path))
@@ -219,7 +197,7 @@ def _read_records(path: Path) -> list[Any]:
 def eval_(protocol_file: Path, record_file: Path, as_json: bool, interpret: bool) -> None:
     """Screen the patient record(s) in RECORD_FILE (a JSON object or a list of them; - for stdin)."""
     protocol, loaded = compile_or_fail(protocol_file)
-    records = _read_records(record_file)
+    records = read_records(record_file)
     module: Any
     if interpret:
         module = Interpreter(protocol)
@@ -262,12 +240,6 @@ def json_text(value: Any, indent: str | None = "") -> str:
     if isinstance(value, list | tuple) and value:
         return "[" + start + gap.join(json_text(item, inner) for item in value) + end + "]"
     return json.dumps(list(value) if isinstance(value, tuple) else value, ensure_ascii=False, allow_nan=False)
-
-
-def shown(text: str) -> str:
-    """Text from a record, safe on a terminal line: every character that does not print (line
-    breaks, escapes, bidirectional controls) is written as its Python escape, `\\n`, `\\x1b`."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _label(ident: object) -> str:

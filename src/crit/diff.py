@@ -16,7 +16,6 @@ decision changes are listed with the criteria that changed for them.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,7 +32,7 @@ from crit.emit.markdown import code_span, comment_text, inline
 from crit.english import describe, describe_type
 from crit.files import GENERATED_MARK, UnsafeWrite, is_generated, same_file, write_atomic
 from crit.logic import TRUE, Solver, eligible, expand, key, neg
-from crit.pipeline import compile_or_fail, evaluator
+from crit.pipeline import compile_or_fail, evaluator, read_records
 from crit.process import EXIT_USAGE
 
 TIGHTENED, LOOSENED, SAME, UNCLEAR = "tightened", "loosened", "no effect", "unclear"
@@ -722,7 +721,7 @@ def diff_command(old_file: Path, new_file: Path, records_file: Path | None, outp
         _refuse_output(output, [*old_loaded.sources, *new_loaded.sources], records_file)
     report = compare(old, new)
     if records_file is not None:
-        records = _read_records(records_file)
+        records = read_records(records_file)
         screen_records(report, records, _module(old, old_loaded), _module(new, new_loaded))
     text = _mark(old_file, new_file) + render(report)
     if output is None:
@@ -775,18 +774,6 @@ def _refuse_output(output: Path, sources: Sequence[str], records_file: Path | No
 
 def _module(protocol: ir.Protocol, loaded: Loaded) -> ModuleType:
     return evaluator(protocol, loaded)
-
-
-def _read_records(path: Path) -> list[Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        click.echo(f"crit: cannot read {path}: {err}", err=True)
-        raise click.exceptions.Exit(3) from None
-    except json.JSONDecodeError as err:
-        click.echo(f"crit: {path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}", err=True)
-        raise click.exceptions.Exit(3) from None
-    return data if isinstance(data, list) else [data]
 
 
 __all__ = ["Change", "CriterionChange", "Report", "compare", "diff_command", "render", "screen_records"]

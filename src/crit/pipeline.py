@@ -10,9 +10,11 @@ without the compiler (exit codes, importing an evaluator) is in `crit.process`.
 from __future__ import annotations
 
 import itertools
+import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import click
 
@@ -22,7 +24,9 @@ from crit.driver import Loaded, load
 from crit.emit.markdown import emit_markdown
 from crit.emit.python import emit_python
 from crit.english import counted
-from crit.process import EXIT_ERRORS, Failure, import_evaluator
+from crit.process import EXIT_ERRORS, EXIT_RECORD, Failure, import_evaluator
+from crit.records import RecordSyntaxError, loads
+from crit.text import terminal
 
 
 def compile_or_fail(path: Path) -> tuple[ir.Protocol, Loaded]:
@@ -54,3 +58,25 @@ def evaluator(protocol: ir.Protocol, loaded: Loaded) -> ModuleType:
         path = Path(tmp) / f"{stem}.py"
         path.write_text(emit_python(protocol, loaded.sources.get(protocol.source, "")), encoding="utf-8")
         return import_evaluator(path, f"_crit_evaluator_{next(_modules)}_{stem}")
+
+
+def read_records(path: Path) -> list[Any]:
+    """The records in a JSON file (an object, or a list of them), read exactly by
+    `crit.records.loads`; anything unreadable is one line per problem and exit 3."""
+    try:
+        text = path.read_text(encoding="utf-8") if str(path) != "-" else sys.stdin.read()
+    except (OSError, UnicodeDecodeError) as err:
+        click.echo(f"crit: cannot read {terminal(str(path))}: {terminal(str(err))}", err=True)
+        raise Failure(EXIT_RECORD) from None
+    try:
+        data = loads(text)
+    except RecordSyntaxError as err:
+        syntax = err.syntax
+        if syntax is not None:  # where the text stops being JSON, as file:line:column
+            place = f"{terminal(str(path))}:{syntax.lineno}:{syntax.colno}"
+            click.echo(f"crit: {place}: not valid JSON: {syntax.msg}", err=True)
+        for problem in err.problems if syntax is None else ():
+            where = "" if problem.path == "record" else f"{terminal(problem.path)}: "
+            click.echo(f"crit: {terminal(str(path))}: {where}{terminal(problem.message)}", err=True)
+        raise Failure(EXIT_RECORD) from None
+    return data if isinstance(data, list) else [data]

@@ -10,11 +10,14 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import click
+
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_RECORD, EXIT_INTERNAL = 0, 1, 2, 3, 4
 
 
-class Failure(Exception):
-    """A failure already explained to the user; carries the exit code."""
+class Failure(click.exceptions.Exit):
+    """A failure already explained to the user; carries the exit code. A click `Exit`, so that a
+    command run on its own (click's standalone mode, a test's CliRunner) exits with that code too."""
 
     def __init__(self, code: int) -> None:
         super().__init__(code)

@@ -24,6 +24,12 @@ def visible(text: object) -> str:
     return _CONTROL.sub(_escape_control, str(text))
 
 
+def terminal(text: str) -> str:
+    """Text from a record, safe on a terminal line: every character that does not print (line
+    breaks, escapes, bidirectional controls) is written as its Python escape, `\\n`, `\\x1b`."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _escape_control(match: re.Match[str]) -> str:
     char = match.group()
     if char in _NAMED:
