@@ -74,7 +74,7 @@ def _constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number in JSON")
 
 
-def _depth_problem(value: Any, path: str, depth: int, out: list[Problem]) -> None:
+def _structure_problems(value: Any, path: str, depth: int, out: list[Problem]) -> None:
     """Duplicate keys (by path) and excessive depth, in one walk; runs only when needed."""
     if depth > MAX_DEPTH:
         out.append(Problem(path or "record", f"nested more than {MAX_DEPTH} levels deep"))
@@ -84,10 +84,10 @@ def _depth_problem(value: Any, path: str, depth: int, out: list[Problem]) -> Non
             for key in value.repeated:
                 out.append(Problem(f"{path}.{key}" if path else key, "given more than once"))
         for key, item in value.items():
-            _depth_problem(item, f"{path}.{key}" if path else key, depth + 1, out)
+            _structure_problems(item, f"{path}.{key}" if path else key, depth + 1, out)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _depth_problem(item, f"{path}[{index}]", depth + 1, out)
+            _structure_problems(item, f"{path}[{index}]", depth + 1, out)
 
 
 def _deep(text: str) -> bool:
@@ -130,7 +130,7 @@ def loads(text: str, where: str = "") -> Any:
         raise RecordSyntaxError([Problem(where or "record", f"not valid JSON: {err}")]) from None
     if flagged or _deep(text):
         problems: list[Problem] = []
-        _depth_problem(value, where, 0, problems)
+        _structure_problems(value, where, 0, problems)
         if problems:
             raise RecordSyntaxError(problems)
     return value
