@@ -46,16 +46,16 @@ import naive  # noqa: E402
 import synthetic  # noqa: E402
 
 from crit import runtime  # noqa: E402
-from crit.check import check  # noqa: E402
+from crit.backends.python import emit_python  # noqa: E402
+from crit.check.checker import check  # noqa: E402
 from crit.cli import outputs  # noqa: E402
 from crit.driver import MAX_SOURCE_BYTES, Loaded, load  # noqa: E402
-from crit.emit.python import emit_python  # noqa: E402
-from crit.screen import import_module  # noqa: E402
+from crit.screening.screen import import_module  # noqa: E402
 from crit.syntax import parse  # noqa: E402
 
 JY231 = ROOT / "protocols" / "jy231.crit"
 # `crit screen` as the crit command runs it, whether or not cli.py registers it yet.
-SCREEN = ("import sys; from crit.cli import cli, main; from crit.screen import screen_command; "
+SCREEN = ("import sys; from crit.cli import cli, main; from crit.screening.screen import screen_command; "
           "cli.add_command(screen_command); sys.exit(main())")
 
 

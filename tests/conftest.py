@@ -11,8 +11,8 @@ from types import ModuleType
 import pytest
 
 from crit import ir
-from crit.check import check
-from crit.emit.python import emit_python
+from crit.backends.python import emit_python
+from crit.check.checker import check
 from crit.syntax import parse
 
 ROOT = Path(__file__).resolve().parents[1]

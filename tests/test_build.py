@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 
 from conftest import ROOT, compile_text, import_module
-from crit.emit.python import emit_python, runtime_block
+from crit.backends.python import emit_python, runtime_block
 from crit.syntax.grammar import parser
 
 SMALL = '''protocol DEMO "A small demonstration protocol"

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from conftest import ROOT, compile_text, import_module
 from crit import ir
-from crit.emit.python import emit_python
+from crit.backends.python import emit_python
 
 BASE: dict[str, Any] = json.loads((ROOT / "examples" / "patient-sle.json").read_text(encoding="utf-8"))
 JY231_TEXT = (ROOT / "protocols" / "jy231.crit").read_text(encoding="utf-8")

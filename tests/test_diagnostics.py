@@ -20,10 +20,11 @@ import pytest
 
 from crit import cli, ir
 from crit.ast import Span
-from crit.check import check
-from crit.diagnostics import CritError, Diagnostic, render, render_all, split_lines
+from crit.check.checker import check
+from crit.diagnostics import CritError, Diagnostic, render, render_all
 from crit.driver import Loaded, load
 from crit.syntax import parse
+from crit.text import split_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 ERRORS = ROOT / "tests" / "errors"

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, compile_text
-from crit.diff import compare, diff_command, render
 from crit.driver import Loaded, load
 from crit.interpret import Interpreter
 from crit.logic import Solver
+from crit.tools.diff import compare, diff_command, render
 from test_fmt import _ATOMS, _EXAMPLES, well_typed_protocols
 from test_lint import complete_records
 

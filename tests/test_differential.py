@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, compile_text, import_module
+from crit.backends.python import emit_python
 from crit.driver import load
-from crit.emit.python import emit_python
 from crit.interpret import Interpreter
 from strategies import Schema, completions, holes, protocols, records
 

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, compile_text
-from crit import fmt as fmt_module
-from crit.fmt import FormatError, fmt_command, format_source
-from crit.lint import structure
+from crit.tools import fmt as fmt_module
+from crit.tools.fmt import FormatError, fmt_command, format_source
+from crit.tools.lint import structure
 from strategies import protocols
 
 JY231 = (ROOT / "protocols" / "jy231.crit").read_text(encoding="utf-8")

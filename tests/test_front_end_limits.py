@@ -13,13 +13,13 @@ import pytest
 from conftest import compile_text, import_module
 from crit import cli
 from crit.ast import Span
+from crit.backends.python import PYTHON_RESERVED, emit_python, py_name
+from crit.check.names import RESERVED_WORDS, did_you_mean, lookalike
+from crit.check.units import factor, parse_unit
 from crit.diagnostics import CritError, Diagnostic
 from crit.driver import MAX_SOURCE_BYTES, Loaded, load, project_root
-from crit.emit.python import emit_python
-from crit.names import PYTHON_RESERVED, RESERVED_WORDS, did_you_mean, lookalike, py_name
 from crit.syntax import keywords
 from crit.syntax.parse import MAX_NESTING
-from crit.units import factor, parse_unit
 
 HEADER = 'protocol D "Deep"\n\nrecord T "Item"\n  v: bool\n\npatient\n  a: bool\n  b: bool\n  t: list of T\n\n'
 

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crit.diagnostics import CritError, render_all, split_lines
+from crit.check.names import _LOOKALIKES
+from crit.diagnostics import CritError, render_all
 from crit.driver import Loaded, load
-from crit.names import _LOOKALIKES
+from crit.text import split_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 JY231 = (ROOT / "protocols" / "jy231.crit").read_text(encoding="utf-8")

@@ -11,9 +11,9 @@ import pytest
 
 from conftest import ROOT, compile_text
 from crit import ir
+from crit.check.units import parse_unit
 from crit.driver import Loaded, load
 from crit.english import describe_type
-from crit.units import parse_unit
 
 
 def _values(alias: object) -> set[str]:

@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import ROOT
-from crit import protocol_tests
-from crit.protocol_tests import Case, read_tests, run_case
+from crit.tools import protocol_tests
+from crit.tools.protocol_tests import Case, read_tests, run_case
 
 BASE: dict[str, Any] = json.loads((ROOT / "examples" / "patient-sle.json").read_text(encoding="utf-8"))
 

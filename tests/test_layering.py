@@ -41,6 +41,42 @@ def _imports() -> dict[str, set[str]]:
 
 IMPORTS = _imports()
 
+# The stages, bottom up. A module may import from its own layer or any layer below, never above.
+LAYERS: list[tuple[str, set[str]]] = [
+    ("runtime", {"crit.runtime"}),
+    ("shared", {"crit", "crit.text", "crit.templating", "crit.files", "crit.process", "crit.ast"}),
+    ("ir", {"crit.ir", "crit.english", "crit.reasons", "crit.diagnostics"}),
+    ("sources", {"crit.sources", "crit.sources.records", "crit.sources.cohort"}),
+    ("screening engines", {"crit.screening", "crit.screening.report", "crit.screening.python_engine"}),
+    ("front end", {"crit.syntax", "crit.syntax.grammar", "crit.syntax.parse", "crit.syntax.__main__",
+                   "crit.check", "crit.check.checker", "crit.check.names", "crit.check.units",
+                   "crit.check.unit_table", "crit.driver"}),
+    ("backends", {"crit.backends", "crit.backends.python", "crit.backends.markdown", "crit.interpret",
+                  "crit.logic", "crit.logic.formula", "crit.logic.solver"}),
+    ("pipeline", {"crit.pipeline"}),
+    ("commands", {"crit.tools", "crit.tools.fmt", "crit.tools.lint", "crit.tools.check", "crit.tools.diff",
+                  "crit.tools.protocol_tests", "crit.screening.screen"}),
+    ("command line", {"crit.cli", "crit.__main__"}),
+]
+
+
+def _layer(module: str) -> int:
+    for number, (_, members) in enumerate(LAYERS):
+        if module in members:
+            return number
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS in tests/test_layering.py")
+
+
+def test_every_module_has_a_layer() -> None:
+    for module in IMPORTS:
+        _layer(module)
+
+
+@pytest.mark.parametrize("module", sorted(IMPORTS))
+def test_imports_point_down(module: str) -> None:
+    upward = sorted(dep for dep in IMPORTS[module] if _layer(dep) > _layer(module))
+    assert upward == [], f"{module} ({LAYERS[_layer(module)][0]}) imports from above: {upward}"
+
 
 def test_the_runtime_imports_nothing_from_crit() -> None:
     """Generated evaluators embed it verbatim: it must stand alone."""
@@ -51,11 +87,10 @@ def test_nothing_imports_the_command_line() -> None:
     assert {m for m, deps in IMPORTS.items() if "crit.cli" in deps} <= {"crit.__main__"}
 
 
-@pytest.mark.parametrize("module", ["crit.process", "crit.cohort", "crit.text", "crit.files", "crit.records"])
-def test_what_screening_workers_import_needs_no_compiler(module: str) -> None:
-    compiler = {"crit.check", "crit.driver", "crit.syntax", "crit.emit.python", "crit.emit.markdown", "crit.lint",
-                "crit.logic", "crit.pipeline"}
-    assert not (_closure(module) & compiler)
+def test_what_screening_workers_import_needs_no_compiler() -> None:
+    """Workers are spawned: they import the engine's module, never the parser or checker."""
+    compiler = {m for m in IMPORTS if LAYERS[_layer(m)][0] in ("front end", "backends", "pipeline")}
+    assert not (_closure("crit.screening.python_engine") & compiler)
 
 
 def _closure(module: str) -> set[str]:
@@ -74,6 +109,24 @@ def test_no_import_cycle() -> None:
     assert cycles == []
 
 
-def test_backends_read_the_checked_protocol_not_the_front_end() -> None:
-    for backend in ("crit.emit.python", "crit.emit.markdown"):
-        assert not (IMPORTS[backend] & {"crit.syntax", "crit.syntax.parse", "crit.check", "crit.driver"}), backend
+@pytest.mark.parametrize("backend", ["crit.backends.python", "crit.backends.markdown", "crit.interpret"])
+def test_backends_read_only_the_checked_protocol_and_the_runtime(backend: str) -> None:
+    allowed = LAYERS[0][1] | LAYERS[1][1] | LAYERS[2][1] | {"crit.backends"}
+    assert _closure(backend) <= allowed, sorted(_closure(backend) - allowed)
+
+
+def test_no_crit_import_is_hidden_in_a_function() -> None:
+    """crit's own imports sit at the top of a module, where a reader (and this test) sees the
+    layering. Heavy third-party libraries (pint, rich, jinja2) may be imported where first
+    needed, for start-up time; the command line's table of lazily loaded commands (`_COMMANDS`,
+    by module name) is how a command's own dependencies stay out of the others' start-up."""
+    hidden = []
+    for path in SRC.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if (isinstance(inner, ast.Import) and any(a.name.startswith("crit") for a in inner.names)) \
+                            or (isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith("crit")):
+                        hidden.append(f"{path.relative_to(SRC)}:{inner.lineno}")
+    assert hidden == []

@@ -17,8 +17,8 @@ from crit import cli, ir
 from crit.diagnostics import render
 from crit.driver import Loaded, load
 from crit.interpret import Interpreter
-from crit.lint import as_errors, lint
 from crit.logic import NOWHERE, Solver, conj, criterion_parts, eligible, expand, neg
+from crit.tools.lint import as_errors, lint
 from test_fmt import _EXAMPLES, _SCHEMA, well_typed_protocols
 
 HEAD = '''protocol L "Lint"
@@ -376,12 +376,8 @@ def test_the_soundness_records_fit_the_random_schema(record: dict[str, Any]) -> 
     assert Interpreter(protocol).validate(record) == []
 
 
-# ---- `crit check` (lint and --strict are wired into src/crit/cli.py by its owner) ------------
+# ---- `crit check` (lint and --strict, in src/crit/tools/check.py) ----------------------------
 
-WIRED = any(param.name == "strict" for param in cli.check.params)
-
-
-@pytest.mark.skipif(not WIRED, reason="crit check does not run lint yet (see /tmp/cli-issue5.md)")
 def test_crit_check_prints_warnings_and_strict_makes_them_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import ROOT, compile_text
 from crit import files, ir
+from crit.backends.markdown import emit_markdown
 from crit.driver import load
-from crit.emit.markdown import emit_markdown
 from crit.english import counted, describe, describe_type
 
 Golden = Callable[[str, str], None]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from crit import protocol_tests
+from crit.tools import protocol_tests
 
 PROTOCOL = '''protocol P "Small"
 

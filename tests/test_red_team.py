@@ -17,7 +17,7 @@ import pytest
 
 from conftest import compile_text
 from crit.interpret import Interpreter
-from crit.records import RecordSyntaxError, loads
+from crit.sources.records import RecordSyntaxError, loads
 
 Build = Callable[[str], ModuleType]
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from conftest import ROOT
-from crit import files, report
-from crit.report import Criterion, Tally
+from crit import files
+from crit.screening import report
+from crit.screening.report import Criterion, Tally
 
 CRITERIA = (
     Criterion("I1", "Adult", "inclusion", None),
@@ -118,7 +119,7 @@ def test_html_report_is_one_self_contained_page() -> None:
 
 
 def test_the_report_of_a_screened_cohort_adds_up(tmp_path: Path) -> None:
-    from crit.screen import screen_command
+    from crit.screening.screen import screen_command
 
     md, page = tmp_path / "report.md", tmp_path / "report.html"
     result = CliRunner().invoke(screen_command, [str(ROOT / "protocols" / "jy231.crit"),
@@ -185,7 +186,7 @@ def test_the_chart_legend_says_what_each_colour_counts() -> None:
 
 
 def test_the_report_of_the_sample_cohort_names_its_unreadable_records(tmp_path: Path) -> None:
-    from crit.screen import screen_command
+    from crit.screening.screen import screen_command
 
     md = tmp_path / "report.md"
     CliRunner().invoke(screen_command, [str(ROOT / "protocols" / "jy231.crit"),
@@ -210,7 +211,7 @@ def test_hostile_file_names_ids_and_messages_stay_text_in_both_reports(tmp_path:
     import html.parser
     import json
 
-    from crit.screen import screen_command
+    from crit.screening.screen import screen_command
 
     base = json.loads((ROOT / "examples" / "patient-sle.json").read_text(encoding="utf-8"))
     records = []

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from conftest import ROOT
-from crit import screen
 from crit.process import Failure
-from crit.screen import screen_command
+from crit.screening import screen
+from crit.screening.screen import screen_command
 
 JY231 = ROOT / "protocols" / "jy231.crit"
 COHORT = ROOT / "examples" / "cohort"
@@ -113,7 +113,7 @@ def test_lines_that_cannot_be_read_get_error_rows(tmp_path: Path) -> None:
     assert found[2]["error"] == "record: expected an object, got text"
     assert found[3]["error"].startswith("line 6: ") and "1e999 is beyond any measurement" in found[3]["error"]
     assert found[4]["error"] == "line 7: not valid UTF-8 (byte 0xff)"
-    assert found[5]["error"] == "line 8: record: nested more than 64 levels deep"  # read by crit.records
+    assert found[5]["error"] == "line 8: record: nested more than 64 levels deep"  # read by crit.sources.records
     assert found[6]["id"] == 7
 
 
@@ -294,7 +294,7 @@ def test_a_quoted_csv_cell_may_hold_line_breaks_and_never_makes_a_record(tmp_pat
 
 
 def test_a_quote_left_open_takes_at_most_the_bounded_span(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from crit import cohort
+    from crit.sources import cohort
 
     monkeypatch.setattr(cohort, "MAX_RECORD_LINES", 3)
     source = tmp_path / "in.csv"
@@ -317,7 +317,7 @@ def test_a_quote_left_open_takes_at_most_the_bounded_span(tmp_path: Path, monkey
 
 
 def test_an_oversized_cell_or_line_is_one_error_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from crit import cohort
+    from crit.sources import cohort
 
     source = tmp_path / "in.csv"
     deep = "[" * 3000 + "]" * 3000
@@ -340,7 +340,7 @@ def test_an_oversized_cell_or_line_is_one_error_row(tmp_path: Path, monkeypatch:
 
 
 def test_json_lines_are_read_exactly_and_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from crit import cohort
+    from crit.sources import cohort
 
     monkeypatch.setattr(cohort, "LINE_LIMIT", 8192)
     good = json.dumps(BASE)
@@ -608,7 +608,7 @@ def test_json_output_is_strict_json_whatever_the_ids(tmp_path: Path) -> None:
         raise AssertionError(f"{name} is not JSON")
 
     found = [json.loads(line, parse_constant=refuse) for line in out.read_text(encoding="utf-8").splitlines()]
-    # 1e400 is a number no measurement needs: a problem when read (crit.records), so no id either
+    # 1e400 is a number no measurement needs: a problem when read (crit.sources.records), so no id either
     assert [r["id"] for r in found] == [None, "NaN", None, None, None, "1.50", "true", "[1, 2]", '{"a": 1.0}', 12]
     assert found[0]["error"].startswith("line 1: record: not valid JSON")
     whole = tmp_path / "out.json"
@@ -636,7 +636,7 @@ def test_result_files_honour_the_umask(tmp_path: Path) -> None:
 
 
 def test_screen_renders_no_markdown_of_the_protocol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from crit.emit import markdown
+    from crit.backends import markdown
 
     def refuse(*args: object, **kwargs: object) -> str:
         raise AssertionError("crit screen rendered the protocol's Markdown")

@@ -68,7 +68,7 @@ T, F, U = True, False, None
 @pytest.fixture(scope="module")
 def module(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
     from conftest import compile_text, import_module
-    from crit.emit.python import emit_python
+    from crit.backends.python import emit_python
 
     path = tmp_path_factory.mktemp("semantics") / "truth.py"
     path.write_text(emit_python(compile_text(PROTOCOL), PROTOCOL), encoding="utf-8")

@@ -1,5 +1,5 @@
 """What `crit build` spends before compiling anything: the parser comes from the saved tables and
-the units from `crit.unit_table`, never from building the grammar or pint's registry, and both
+the units from `crit.check.unit_table`, never from building the grammar or pint's registry, and both
 give exactly what they would give built afresh (issue 9 item 7)."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pytest
 from lark import Lark
 from lark.exceptions import UnexpectedInput
 
-import crit.units as units
+import crit.check.units as units
+from crit.check.unit_table import KNOWN
 from crit.syntax import grammar
-from crit.unit_table import KNOWN
 
 ROOT = Path(__file__).resolve().parents[1]
 JY231 = ROOT / "protocols" / "jy231.crit"
@@ -114,7 +114,8 @@ def test_saved_parser_reads_every_protocol_as_the_built_one(options: dict[str, b
 
 @pytest.mark.parametrize("name", sorted(KNOWN))
 def test_every_table_unit_is_what_pint_says(name: str) -> None:
-    assert KNOWN[name] == units.pint_entry(name), "run `python -m crit.units` and commit src/crit/unit_table.py"
+    assert KNOWN[name] == units.pint_entry(name), \
+        "run `python -m crit.check.units` and commit src/crit/check/unit_table.py"
 
 
 def test_the_table_holds_the_names_it_was_made_from() -> None:

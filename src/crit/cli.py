@@ -20,7 +20,6 @@ from typing import Any
 import click
 
 from crit import __version__
-from crit.diagnostics import render_all
 from crit.english import counted
 from crit.files import UnsafeWrite, is_generated, refuse_symlink, write_atomic
 from crit.interpret import Interpreter
@@ -34,9 +33,14 @@ def _protocol_files(directory: Path) -> list[Path]:
 
 
 # The authoring, reviewing and screening tools live in modules of their own, imported when their
-# command runs: `crit build` should not pay for z3 (diff) or the screening engines at start-up.
-_COMMANDS = {"fmt": ("crit.fmt", "fmt_command"), "diff": ("crit.diff", "diff_command"),
-             "test": ("crit.protocol_tests", "test_command"), "screen": ("crit.screen", "screen_command")}
+# command runs: `crit build` should not pay for z3 (check, diff) or the screening engines at start-up.
+_COMMANDS = {
+    "check": ("crit.tools.check", "check_command"),
+    "fmt": ("crit.tools.fmt", "fmt_command"),
+    "diff": ("crit.tools.diff", "diff_command"),
+    "test": ("crit.tools.protocol_tests", "test_command"),
+    "screen": ("crit.screening.screen", "screen_command"),
+}
 
 
 class _Commands(click.Group):
@@ -59,37 +63,6 @@ class _Commands(click.Group):
 def cli(ctx: click.Context, debug: bool) -> None:
     """crit: compile clinical-trial eligibility criteria into evaluators and readable text."""
     ctx.obj = {"debug": debug}
-
-
-@cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--strict", is_flag=True, help="Treat lint warnings (W…) as errors.")
-def check(files: Sequence[Path], strict: bool) -> None:
-    """Parse, type-check and lint protocol FILES; print every error and warning with its place
-    and a hint."""
-    from crit.lint import as_errors, lint  # here, not at the top: it loads z3, which only check needs
-
-    failed = False
-    for path in files:
-        try:
-            protocol, loaded = compile_or_fail(path)
-        except Failure:
-            failed = True
-            continue
-        warnings = lint(protocol)
-        if strict and warnings:
-            errors = as_errors(warnings)
-            click.echo(render_all(errors, loaded.sources), err=True)
-            click.echo(f"\n{counted(len(errors), 'error')} in {path}", err=True)
-            failed = True
-            continue
-        if warnings:
-            click.echo(render_all(warnings, loaded.sources) + "\n", err=True)
-        noted = f", {counted(len(warnings), 'warning')}" if warnings else ""
-        click.echo(f"{path}: ok ({protocol.id}, {counted(len(protocol.criteria()), 'criterion')}, "
-                   f"{counted(len(protocol.fields), 'field')}{noted})")
-    if failed:
-        raise Failure(EXIT_ERRORS)
 
 
 @cli.command()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from crit.ast import Span
 from crit.english import counted
+from crit.text import split_lines
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,15 +49,6 @@ class Collector:
             raise CritError(self.items)
 
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-
-
-def split_lines(text: str) -> list[str]:
-    """The source's lines as the lexer counts them: broken only at \\n, \\r\\n and \\r.
-
-    `str.splitlines` also breaks at U+2028, U+0085, form feed…, which may sit inside a quoted
-    label; quoting by it would show a later diagnostic against the wrong line."""
-    return _LINE_BREAK.split(text)
 
 
 def render(diagnostic: Diagnostic, sources: Mapping[str, str]) -> str:

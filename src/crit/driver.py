@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from crit import ast, ir
-from crit.check import check
-from crit.diagnostics import CritError, Diagnostic, split_lines
+from crit.check.checker import check
+from crit.diagnostics import CritError, Diagnostic
 from crit.syntax import parse
+from crit.text import split_lines
 
 
 @dataclass

@@ -13,7 +13,6 @@ from fractions import Fraction
 from typing import Literal, TypeVar, assert_never, get_args
 
 from crit.ast import Span
-from crit.units import Unit
 
 # ---- the closed sets of kinds ----------------------------------------------------------
 # Each kind is a `Literal`, so mypy knows every value a backend must handle; the tuples
@@ -57,6 +56,16 @@ def narrow(value: str, allowed: tuple[_K, ...]) -> _K:
 
 
 # ---- types --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A unit as the protocol writes it, with its meaning: `scale` × pint `expression`."""
+
+    text: str
+    scale: Fraction
+    expression: str
+    dimension: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,13 +19,13 @@ from typing import Any
 import click
 
 from crit import ir
+from crit.backends.markdown import emit_markdown
+from crit.backends.python import emit_python
 from crit.diagnostics import CritError, render_all
 from crit.driver import Loaded, load
-from crit.emit.markdown import emit_markdown
-from crit.emit.python import emit_python
 from crit.english import counted
 from crit.process import EXIT_ERRORS, EXIT_RECORD, Failure, import_evaluator
-from crit.records import RecordSyntaxError, loads
+from crit.sources.records import RecordSyntaxError, loads
 from crit.text import terminal
 
 
@@ -62,7 +62,7 @@ def evaluator(protocol: ir.Protocol, loaded: Loaded) -> ModuleType:
 
 def read_records(path: Path) -> list[Any]:
     """The records in a JSON file (an object, or a list of them), read exactly by
-    `crit.records.loads`; anything unreadable is one line per problem and exit 3."""
+    `crit.sources.records.loads`; anything unreadable is one line per problem and exit 3."""
     try:
         text = path.read_text(encoding="utf-8") if str(path) != "-" else sys.stdin.read()
     except (OSError, UnicodeDecodeError) as err:

@@ -93,7 +93,7 @@ def json_text(value: Any) -> str:
 
 
 def json_source(value: Any) -> str:
-    """The JSON text of a value as read (`crit.records.loads`): finite Decimals as the numbers
+    """The JSON text of a value as read (`crit.sources.records.loads`): finite Decimals as the numbers
     they were written as (`1.0` stays `1.0`), anything not JSON (a NaN) as a string."""
     if isinstance(value, dict):
         return "{" + ", ".join(f"{json_text(str(k))}: {json_source(v)}" for k, v in value.items()) + "}"
@@ -105,3 +105,22 @@ def json_source(value: Any) -> str:
         return json_text(value)
     except (TypeError, ValueError):
         return json_text(repr(value))
+
+
+def decimal_text(value: Decimal) -> str:
+    """Plain notation, never scientific: `60`, `0.25`, `20000`."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def split_lines(text: str) -> list[str]:
+    """The source's lines as the lexer counts them: broken only at \\n, \\r\\n and \\r.
+
+    `str.splitlines` also breaks at U+2028, U+0085, form feed…, which may sit inside a quoted
+    label; quoting by it would show a later diagnostic against the wrong line."""
+    return _LINE_BREAK.split(text)

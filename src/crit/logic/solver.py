@@ -40,8 +40,9 @@ from typing import Any
 import z3
 
 from crit import ir
+from crit.check.units import UnitError, factor
+from crit.ir import Unit
 from crit.logic.formula import expand, key, neg
-from crit.units import Unit, UnitError, factor
 
 DEFAULT_TIMEOUT_MS = 2000
 """Each question's budget; past it the answer is None ("could not decide")."""

@@ -15,9 +15,10 @@ from lark.exceptions import (
 )
 
 from crit import ast
-from crit.diagnostics import Collector, CritError, Diagnostic, split_lines
-from crit.names import lookalike
+from crit.check.names import lookalike
+from crit.diagnostics import Collector, CritError, Diagnostic
 from crit.syntax.grammar import IndentationError_, parser
+from crit.text import split_lines
 
 # What each terminal is called when we tell an author what we expected.
 _TOKEN_NAMES = {

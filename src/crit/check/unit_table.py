@@ -1,7 +1,7 @@
 """Units crit reads without importing pint: each name's dimensions (with powers) and its exact
 size in pint's root units.
 
-Made from pint 0.25.3 by `python -m crit.units`; do not edit by hand.
+Made from pint 0.25.3 by `python -m crit.check.units`; do not edit by hand.
 tests/test_startup.py checks every entry against the installed pint.
 """
 

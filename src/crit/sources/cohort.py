@@ -7,7 +7,7 @@ line (or an item of a JSON list) longer than `LINE_LIMIT` is read past in pieces
 an error item; in CSV a record is a line, or several when a quoted cell holds line breaks, and
 a quote left open spoils at most `MAX_RECORD_LINES` lines (one error row), after which reading
 goes on. JSON text, whole records or cells, is read by
-`crit.records.loads`: exact decimals, a key given twice, nesting too deep and numbers too long
+`crit.sources.records.loads`: exact decimals, a key given twice, nesting too deep and numbers too long
 are problems by path, never crashes. A UTF-8 byte-order mark at the start is ignored.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from crit import records as json_records
+from crit.sources import records as json_records
 
 if TYPE_CHECKING:  # the worker processes never import the compiler
     from crit import ir
@@ -77,7 +77,7 @@ class Columns:
       fields: `last_live_vaccine` = `null` means never).
     - Numbers are read as exact decimals, `true`/`false` (also `yes`/`no`, `y`/`n`, `1`/`0`) as
       true and false; a set of members is written `a;b` (`[]` for none); a cell that holds a
-      JSON array or object (`[{"agent": …}]`) is read as JSON, by `crit.records.loads` (a
+      JSON array or object (`[{"agent": …}]`) is read as JSON, by `crit.sources.records.loads` (a
       number too long, nesting too deep or a key given twice makes an error row). A cell that
       cannot be read as its field's type is passed on as text, and the evaluator reports it
       with its path.

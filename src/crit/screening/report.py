@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from crit import text
+from crit import templating
 
 ELIGIBLE, INELIGIBLE, NEEDS_REVIEW, ERROR = "eligible", "ineligible", "needs review", "error"
 _PENDING_LIMIT = 20_000  # distinct outcome vectors kept before folding them into the counts
@@ -249,31 +249,14 @@ def _context(tally: Tally, about: About) -> dict[str, Any]:
     }
 
 
-def _environment(html_page: bool) -> Any:
-    """The Jinja environment for a report. In HTML every `{{ … }}` passes through
-    `crit.text.html` (templates cannot forget it); in Markdown every value that is not a
-    number goes through the `md` filter (inline text) or the `code` filter (a code span)."""
-    import jinja2  # only the process that writes the report needs it
-
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("crit", "templates"), autoescape=False, keep_trailing_newline=True,
-        trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
-        finalize=text.html if html_page else None,
-    )
-    env.filters["md"] = text.markdown
-    env.filters["code"] = text.markdown_code
-    env.filters["n"] = lambda n: f"{n:,}"
-    return env
-
-
 def markdown(tally: Tally, about: About) -> str:
-    return str(_environment(False).get_template("report.md.j2").render(**_context(tally, about)))
+    return str(templating.environment().get_template("report.md.j2").render(**_context(tally, about)))
 
 
 def html(tally: Tally, about: About) -> str:
     context = _context(tally, about)
     context["chart"] = _chart(context["attrition"], context["screened"], context["total"], tally.errors)
-    return str(_environment(True).get_template("report.html.j2").render(**context))
+    return str(templating.html().get_template("report.html.j2").render(**context))
 
 
 def _chart(steps: list[dict[str, Any]], screened: int, total: int, errors: int) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """`crit test`: a protocol's own tests, written as patients with the decision they must get.
 
 A test file is JSON, so authors can read and write it without Python; it is read as records are
-(`crit.records.loads`: numbers exact, a key given twice is a mistake named by its path):
+(`crit.sources.records.loads`: numbers exact, a key given twice is a mistake named by its path):
 
     {
       "protocol": "../jy231.crit",
@@ -35,11 +35,11 @@ from typing import Any
 import click
 
 from crit import ir
+from crit.check.names import did_you_mean
 from crit.driver import display_path
 from crit.english import counted
-from crit.names import did_you_mean
 from crit.pipeline import compile_or_fail, evaluator
-from crit.records import RecordSyntaxError, loads
+from crit.sources.records import RecordSyntaxError, loads
 
 DECISIONS = ("eligible", "ineligible", "needs review")
 OUTCOMES = ("met", "not met", "unknown", "not applicable")
@@ -114,7 +114,7 @@ def read_tests(path: Path) -> TestFile:
 
 
 def _json(text: str) -> Any:
-    """A test file's JSON, read as records are (`crit.records.loads`): numbers exact, a key given
+    """A test file's JSON, read as records are (`crit.sources.records.loads`): numbers exact, a key given
     twice an error by its path, a BOM ignored."""
     try:
         return loads(text)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import jinja2
-
-from crit import ir
+from crit import ir, templating
 from crit.english import count_heading, describe, describe_type
 
 _READING_GUIDE = (
@@ -66,7 +64,7 @@ class _Table:
 
 def emit_markdown(protocol: ir.Protocol) -> str:
     """The protocol's Markdown rendering: criteria, definitions and the field glossary."""
-    template = _environment().get_template("protocol.md.j2")
+    template = templating.environment().get_template("protocol.md.j2")
     return template.render(
         generated=comment_text(protocol.source),
         title=f"# {inline(protocol.id)} — {inline(protocol.title)}",
@@ -81,17 +79,6 @@ def emit_markdown(protocol: ir.Protocol) -> str:
             _Section("Definitions", tuple(_definition_block(d) for d in protocol.definitions)),
         ],
         tables=_glossary(protocol),
-    )
-
-
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("crit", "templates"),
-        autoescape=False,  # Markdown, not HTML: `inline` does the escaping that matters here
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
     )
 
 

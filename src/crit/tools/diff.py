@@ -24,11 +24,10 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 import click
-import jinja2
 
-from crit import ir
+from crit import ir, templating
+from crit.backends.markdown import code_span, comment_text, inline
 from crit.driver import Loaded, display_path
-from crit.emit.markdown import code_span, comment_text, inline
 from crit.english import describe, describe_type
 from crit.files import GENERATED_MARK, UnsafeWrite, is_generated, same_file, write_atomic
 from crit.logic import TRUE, Solver, eligible, expand, key, neg
@@ -641,10 +640,7 @@ def _without(record: Any, names: set[str]) -> Any:
 
 def render(report: Report) -> str:
     """The report as Markdown: every string worded and escaped here, laid out by diff.md.j2."""
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("crit", "templates"), autoescape=False,
-        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
-    )
+    env = templating.environment()
     old, new = report.old, report.new
     effects = report.effects()
     counts = Counter(c.status for c in report.criteria)

@@ -8,22 +8,44 @@ source with non-printable characters escaped, so no input can inject code.
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import assert_never
 
-import jinja2
-
-from crit import ir
-from crit.diagnostics import split_lines
-from crit.names import py_name
+from crit import ir, templating
 from crit.reasons import is_titer, members_text, range_text, text_of, unit_of, window_text
-from crit.units import decimal_text
+from crit.text import decimal_text, split_lines
 
 _RUNTIME = Path(__file__).resolve().parents[1] / "runtime.py"
 _WIDTH = 100
+
+
+# ---- names in generated Python -----------------------------------------------------------------
+
+# Python's keywords and soft keywords on every supported version (3.11 to 3.13), written out:
+# `keyword.issoftkeyword` differs between versions, and generated code must not.
+PYTHON_RESERVED = frozenset({
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class",
+    "continue", "def", "del", "elif", "else", "except", "finally", "for", "from", "global",
+    "if", "import", "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return",
+    "try", "while", "with", "yield",
+    "case", "match", "type", "_",
+})
+
+
+def py_name(name: str) -> str:
+    """A crit name as a Python identifier, the same on every Python version, one to one.
+
+    A name that is a Python keyword or soft keyword, possibly followed by underscores, gets
+    one more underscore: `class` → `class_`, `class_` → `class__`, `type` → `type_`; every other
+    name is itself. No two crit names give the same identifier (a name that ends in `_` and
+    is mangled keeps its underscores, so it cannot meet the mangled keyword)."""
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+        raise ValueError(f"not a crit name: {name!r}")
+    return name + "_" if name.rstrip("_") in PYTHON_RESERVED else name
 
 
 def runtime_block() -> str:
@@ -498,17 +520,6 @@ def _criteria_info(protocol: ir.Protocol) -> list[str]:
     return out
 
 
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("crit", "templates"),
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )
-
-
 def emit_python(protocol: ir.Protocol, source_text: str = "") -> str:
     """The evaluator module for `protocol`; `source_text` is quoted in comments when given."""
     lines = tuple(split_lines(source_text))
@@ -529,7 +540,7 @@ def emit_python(protocol: ir.Protocol, source_text: str = "") -> str:
         "source": protocol.source, "sha256": protocol.source_hash,
     }
     slots = tuple(sorted(name for name, _ in defined))
-    template = _environment().get_template("evaluator.py.j2")
+    template = templating.environment().get_template("evaluator.py.j2")
     return template.render(
         protocol=protocol,
         source=inert(protocol.source),

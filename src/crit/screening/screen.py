@@ -1,6 +1,6 @@
 """`crit screen`: screen a cohort file with a protocol, one result row per input record.
 
-The input is streamed, one bounded record at a time (`crit.cohort` reads JSON Lines, JSON
+The input is streamed, one bounded record at a time (`crit.sources.cohort` reads JSON Lines, JSON
 documents and CSV). Each record gives exactly one output row, in input order, even when it
 cannot be read (a row with decision "error" and the reason), so the output has as many rows
 as the input has records. `--jobs N` screens batches in N processes, at most a few batches in
@@ -15,303 +15,45 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import csv
-import io
 import os
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
-from decimal import Decimal
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO, TYPE_CHECKING, Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import click
 
-from crit import records as json_records
-from crit import report, text
-from crit.cohort import (
+from crit import ir
+from crit.backends.markdown import comment_text
+from crit.backends.python import emit_python
+from crit.files import GENERATED_MARK, AtomicFile, UnsafeWrite, is_generated, same_file
+from crit.pipeline import compile_or_fail
+from crit.process import EXIT_RECORD, EXIT_USAGE, Failure
+from crit.screening import report
+from crit.screening.python_engine import COLUMNS, Job, Screener, batches, screen_batches
+from crit.sources import records as json_records
+from crit.sources.cohort import (
     Columns,
     HeaderError,
-    Item,
     Meter,
-    RowError,
     csv_items,
     json_items,
     jsonl_items,
     schema_kinds,
-    syntax_message,
 )
-from crit.files import GENERATED_MARK, AtomicFile, UnsafeWrite, is_generated, same_file
-from crit.process import EXIT_RECORD, EXIT_USAGE, Failure, import_evaluator
-
-if TYPE_CHECKING:  # the worker processes never import the compiler
-    from crit import ir
 
 BATCH = 500  # records per unit of work
 FORMATS = ("jsonl", "json", "csv")
-COLUMNS = ("record", "id", "decision", "decided_by", "missing", "pending_judgments", "error")
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report them
 
 
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread so that a terminated screen unwinds (removing its
     temporary files, stopping its workers) as an interrupted one does."""
-
-
-# ---- screening a batch (in this process or a worker) -------------------------------------------
-
-
-@dataclass(frozen=True)
-class Job:
-    """What screening needs, in a form that can be sent to worker processes."""
-
-    module_path: str
-    module_name: str
-    input_format: str
-    output_format: str
-    kinds: dict[str, Any]
-    header: tuple[str, ...]
-    combine: tuple[str, ...]  # per criterion, in CRITERIA order: all, any, at_least
-    tally: bool
-
-
-def result_id(value: Any) -> str | int | None:
-    """The id written to the results: text and whole numbers as they are; any other value
-    (a decimal, true, a list) as its JSON text, so the output is always strict JSON."""
-    if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    if isinstance(value, Decimal):
-        return str(value)
-    return text.json_source(value)
-
-
-class Screener:
-    """Screens batches of items into output text, decision counts and a report tally."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        module = import_evaluator(job.module_path, job.module_name)
-        self.assess: Callable[[object], Any] = module.assess
-        self.invalid: type[Exception] = module.InvalidRecord
-        info = module.CRITERIA
-        self.criteria = tuple(report.Criterion(c.id, c.title, c.section, c.parent) for c in info)
-        self.ids = tuple(c.id for c in info)
-        position = {c.id: i for i, c in enumerate(info)}
-        self.tops = tuple((i, c.section == "inclusion") for i, c in enumerate(info) if c.parent is None)
-        self.children: dict[int, list[int]] = collections.defaultdict(list)
-        for i, c in enumerate(info):
-            if c.parent is not None:
-                self.children[position[c.parent]].append(i)
-        self.outcome = module.Outcome
-        self.decision = module.Decision
-        self.columns = Columns(job.header, job.kinds) if job.input_format == "csv" else None
-
-    def run(self, batch: Sequence[Item]) -> tuple[str, collections.Counter[str], report.Tally | None]:
-        tally = report.Tally(self.criteria) if self.job.tally else None
-        decisions: collections.Counter[str] = collections.Counter()
-        rows = [self.one(item, tally, decisions) for item in batch]
-        return self.text(rows), decisions, tally  # unflushed: the outcome vectors are folded once, at the end
-
-    def one(self, item: Item, tally: report.Tally | None, decisions: collections.Counter[str]) -> tuple[Any, ...]:
-        number, line, payload, problem = item
-        record_id: Any = self.columns.id_of(payload) if self.columns is not None and isinstance(payload, list) else None
-        if problem is None:
-            try:
-                record = self.parse(payload, line)
-                if isinstance(record, dict):
-                    record_id = record.get("id")
-                assessed = self.assess(record)
-            except RowError as err:
-                problem = str(err)
-            except self.invalid as err:
-                problem = str(err)
-        shown = result_id(record_id)
-        if problem is not None:
-            decisions[report.ERROR] += 1
-            if tally is not None:
-                tally.add_error(number, "" if shown is None else str(shown), problem)
-            return number, shown, report.ERROR, (), (), (), problem
-        decision = assessed.decision.value
-        decisions[decision] += 1
-        if tally is not None:
-            tally.add(decision, "|".join(assessed.outcomes), assessed.missing + assessed.pending_judgments,
-                      f"record {number}" if shown is None or shown == "" else str(shown))
-        return (number, shown, decision, self.decided_by(assessed), assessed.missing,
-                assessed.pending_judgments, None)
-
-    def parse(self, payload: bytes | list[str] | None, line: int) -> Any:
-        if self.columns is not None:
-            assert isinstance(payload, list)
-            try:
-                return self.columns.record(payload)
-            except RowError as err:
-                raise RowError(f"line {line}: {err}") from None
-        assert isinstance(payload, bytes)
-        try:
-            decoded = payload.decode("utf-8")
-        except UnicodeDecodeError as err:
-            at = line + payload.count(b"\n", 0, err.start)
-            raise RowError(f"line {at}: not valid UTF-8 (byte {payload[err.start]:#04x})") from None
-        try:
-            return json_records.loads(decoded)
-        except json_records.RecordSyntaxError as err:
-            raise RowError(syntax_message(err, line, self.job.input_format)) from None
-
-    def decided_by(self, assessed: Any) -> tuple[str, ...]:
-        """The top-level criteria that decided an ineligible or needs-review patient, each
-        followed by the sub-criteria (under an `all`) that made it so."""
-        decision = assessed.decision
-        if decision is self.decision.ELIGIBLE:
-            return ()
-        outcomes = assessed.outcomes
-        refused = decision is self.decision.INELIGIBLE
-        out: list[str] = []
-        for index, inclusion in self.tops:
-            value = outcomes[index]
-            if refused:
-                hit = value is (self.outcome.NOT_MET if inclusion else self.outcome.MET)
-            else:
-                hit = value is self.outcome.UNKNOWN
-            if hit:
-                self.drill(index, value, outcomes, out)
-        return tuple(out)
-
-    def drill(self, index: int, value: Any, outcomes: Sequence[Any], out: list[str]) -> None:
-        out.append(self.ids[index])
-        if self.job.combine[index] == "all" and value in (self.outcome.NOT_MET, self.outcome.UNKNOWN):
-            for child in self.children.get(index, ()):
-                if outcomes[child] is value:
-                    self.drill(child, value, outcomes, out)
-
-    def text(self, rows: list[tuple[Any, ...]]) -> str:
-        """The rows as CSV (every cell neutralised against formulas) or as strict JSON, one
-        object per line."""
-        if self.job.output_format == "csv":
-            buffer = io.StringIO()
-            writer = csv.writer(buffer, lineterminator="\n")
-            quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)  # csv leaves a lone \r bare
-            cell = text.csv_cell
-            for number, record_id, decision, decided, missing, pending, error in rows:
-                row = (number, cell(record_id), cell(decision), cell(";".join(decided)), cell(";".join(missing)),
-                       cell(";".join(pending)), cell(error))
-                (quoted if any("\r" in str(c) for c in row) else writer).writerow(row)
-            return buffer.getvalue()
-        return "".join(
-            text.json_text(dict(zip(COLUMNS, (n, i, d, list(by), list(m), list(p), e), strict=True))) + "\n"
-            for n, i, d, by, m, p, e in rows)
-
-
-Screened = tuple[str, collections.Counter[str], report.Tally | None]
-
-
-IN_FLIGHT = 3  # batches handed to each worker process before its first result is collected
-
-
-def _serve(job: Job, connection: Any) -> None:
-    """A worker process: screens the batches it receives, in order, until its connection
-    closes. A thread takes the batches in as they come, so that the main process never waits
-    to hand one over while this one waits to hand back a result. It leaves Ctrl-C to the main
-    process, which stops it: no worker traceback."""
-    import queue
-    import threading
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    screener = Screener(job)
-    inbox: queue.SimpleQueue[list[Item] | None] = queue.SimpleQueue()
-
-    def receive() -> None:
-        while True:
-            try:
-                inbox.put(connection.recv())
-            except (EOFError, OSError):
-                inbox.put(None)
-                return
-
-    threading.Thread(target=receive, daemon=True).start()
-    while True:
-        batch = inbox.get()
-        if batch is None:
-            return
-        try:
-            screened: Screened | Exception = screener.run(batch)
-        except Exception as err:  # a bug: the main process reports it, as for one process
-            screened = err
-        connection.send(screened)
-
-
-def _batches(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
-    batch: list[Item] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def screen_batches(job: Job, batches: Iterator[list[Item]], jobs: int) -> Generator[Screened, None, None]:
-    """The screened batches, in input order. With several jobs, each worker process has its
-    own pipe; batches are handed out in turn, at most IN_FLIGHT per worker, and collected in
-    the same order, so the input is read only as fast as results are written. The workers
-    share no lock, so killing one (or all, as SIGTERM to the process group does) cannot hang
-    the rest; close the generator (or exhaust it) and every worker is stopped and reaped."""
-    if jobs <= 1:
-        screener = Screener(job)
-        for batch in batches:
-            yield screener.run(batch)
-        return
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")  # no inherited threads or open files
-    workers: list[tuple[Any, Any]] = []
-    # The workers are born with Ctrl-C ignored (an ignored signal stays ignored across exec), so
-    # that none prints a traceback, even while it starts; the main process stops them. Ctrl-C
-    # in the few milliseconds it takes to start them is lost: press it again.
-    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        for _ in range(jobs):
-            mine, theirs = context.Pipe()
-            process = context.Process(target=_serve, args=(job, theirs), daemon=True)
-            workers.append((process, mine))
-            process.start()
-            theirs.close()
-    finally:
-        signal.signal(signal.SIGINT, ignored)
-    finished = False
-    try:
-        busy: collections.deque[tuple[Any, Any]] = collections.deque()  # in the order handed out
-        for number, batch in enumerate(batches):
-            if len(busy) >= IN_FLIGHT * jobs:
-                yield _collect(*busy.popleft())
-            process, connection = workers[number % jobs]
-            connection.send(batch)
-            busy.append((process, connection))
-        while busy:
-            yield _collect(*busy.popleft())
-        finished = True
-    finally:
-        for process, connection in workers:
-            connection.close()  # a worker waiting for work ends on its own
-            if not finished:
-                process.kill()  # an interrupted one is stopped mid-batch
-        for process, _ in workers:
-            process.join()
-
-
-def _collect(process: Any, connection: Any) -> Screened:
-    try:
-        result: Screened | Exception = connection.recv()
-    except (EOFError, OSError):
-        process.join(1)
-        raise RuntimeError(f"a screening process stopped unexpectedly (exit code {process.exitcode})") from None
-    if isinstance(result, Exception):
-        raise result
-    return result
 
 
 # ---- progress and summary ----------------------------------------------------------------------
@@ -450,8 +192,6 @@ def is_results(path: Path) -> bool:
 def report_mark(records: Path, source: str) -> str:
     """The first line of a report: crit's `@generated` mark, so that a rerun may replace the
     report and nothing else; the names in it cannot end the comment (`comment_text`)."""
-    from crit.emit.markdown import comment_text  # not at the top: workers never import the compiler
-
     about = f"from {records} screened with {source} — do not edit; rerun `crit screen` to regenerate."
     return f"<!-- {GENERATED_MARK} {comment_text(about)} -->\n"
 
@@ -513,7 +253,6 @@ def screen_command(protocol_file: Path, records: Path, output: Path, input_forma
     jobs = jobs or os.cpu_count() or 1
 
     # Here rather than at the top: the worker processes import this module and never the compiler.
-    from crit.pipeline import compile_or_fail
 
     protocol, loaded = compile_or_fail(protocol_file)
     _refuse_sources(tuple(loaded.sources), output, reports)
@@ -546,8 +285,6 @@ def _screen(protocol: ir.Protocol, loaded: Any, stream: IO[bytes], records: Path
             ) -> tuple[collections.Counter[str], float]:
     """Screen the stream into the output and the reports; each is written under a temporary
     name and renamed into place only when everything is complete."""
-    from crit.emit.python import emit_python  # not at the top: workers never import the compiler
-
     with contextlib.ExitStack() as stack:
         try:
             out: IO[str] = sys.stdout if str(output) == "-" else stack.enter_context(AtomicFile(output, newline=""))
@@ -582,7 +319,7 @@ def _screen(protocol: ir.Protocol, loaded: Any, stream: IO[bytes], records: Path
         tally = report.Tally(Screener(job).criteria) if reports else None
         started = time.perf_counter()
         try:
-            with contextlib.closing(screen_batches(job, _batches(items, BATCH), jobs)) as screened:
+            with contextlib.closing(screen_batches(job, batches(items, BATCH), jobs)) as screened:
                 first = True
                 if out_format == "csv":
                     out.write(",".join(COLUMNS) + "\n")

@@ -5,7 +5,7 @@ the clinical notation it does not read (`10^9/L`, `mL/min/1.73m2`, `%`) is handl
 Generated evaluators never import this module: they receive the factors as exact decimals.
 
 Building pint's registry costs more than compiling a protocol, so the common clinical units are
-also in `crit.unit_table`, made from pint by `python -m crit.units` and checked against it by
+also in `crit.check.unit_table`, made from pint by `python -m crit.check.units` and checked against it by
 tests/test_startup.py: a unit made only of those names is read without pint, and pint is
 imported for any other, with the same answers and the same errors either way.
 """
@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from crit.check.unit_table import KNOWN
+from crit.ir import Unit
 from crit.runtime import terminating
-from crit.unit_table import KNOWN
+from crit.text import decimal_text
 
 
 class UnitError(Exception):
@@ -30,14 +31,6 @@ class UnitError(Exception):
         self.hint = hint
 
 
-@dataclass(frozen=True, slots=True)
-class Unit:
-    """A unit as the protocol writes it, with its meaning: `scale` × pint `expression`."""
-
-    text: str
-    scale: Fraction
-    expression: str
-    dimension: str
 
 
 _FACTOR = re.compile(
@@ -62,7 +55,7 @@ _EXTRA_DEFINITIONS = (
 )
 
 
-# What each expression made only of `crit.unit_table` names means: dimension, size in root units.
+# What each expression made only of `crit.check.unit_table` names means: dimension, size in root units.
 _KNOWN_EXPRESSIONS: dict[str, tuple[str, Fraction]] = {}
 
 
@@ -219,15 +212,7 @@ def exact_decimal(value: Fraction) -> Decimal | Fraction:
     return Decimal(decimal_text(exact)) if isinstance(exact, Decimal) else exact
 
 
-def decimal_text(value: Decimal) -> str:
-    """Plain notation, never scientific: `60`, `0.25`, `20000`."""
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
-
-
-# The names `crit.unit_table` holds: the common units of clinical reports that pint reads exactly.
+# The names `crit.check.unit_table` holds: the common units of clinical reports that pint reads exactly.
 TABLE_NAMES = (
     "g kg mg ug ng pg lb oz",
     "L dL cL mL uL nL fL",
@@ -240,7 +225,7 @@ TABLE_NAMES = (
 
 
 def pint_entry(name: str) -> tuple[tuple[tuple[str, int], ...], str]:
-    """What pint says a unit name means, as `crit.unit_table` records it: its dimensions with
+    """What pint says a unit name means, as `crit.check.unit_table` records it: its dimensions with
     their powers, and its size in pint's root units as an exact fraction."""
     quantity = _registry().Quantity(Fraction(1), f"({name})")
     if not quantity._is_multiplicative:
@@ -254,14 +239,14 @@ def pint_entry(name: str) -> tuple[tuple[tuple[str, int], ...], str]:
 
 
 def table_source() -> str:
-    """The text of `crit.unit_table`, made from pint."""
+    """The text of `crit.check.unit_table`, made from pint."""
     import pint
 
     lines = [f"    {name!r}: {pint_entry(name)!r}," for group in TABLE_NAMES for name in group.split()]
     return (
         '"""Units crit reads without importing pint: each name\'s dimensions (with powers) and its exact\n'
         "size in pint's root units.\n\n"
-        f"Made from pint {pint.__version__} by `python -m crit.units`; do not edit by hand.\n"
+        f"Made from pint {pint.__version__} by `python -m crit.check.units`; do not edit by hand.\n"
         "tests/test_startup.py checks every entry against the installed pint.\n"
         '"""\n\n'
         "KNOWN: dict[str, tuple[tuple[tuple[str, int], ...], str]] = {\n" + "\n".join(lines) + "\n}\n"

@@ -93,28 +93,3 @@ def reserved_reason(name: str) -> str | None:
     if CRITERION_ID.fullmatch(name):
         return f"'{name}' is written like a criterion id"
     return None
-
-
-# ---- names in generated Python -----------------------------------------------------------------
-
-# Python's keywords and soft keywords on every supported version (3.11 to 3.13), written out:
-# `keyword.issoftkeyword` differs between versions, and generated code must not.
-PYTHON_RESERVED = frozenset({
-    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class",
-    "continue", "def", "del", "elif", "else", "except", "finally", "for", "from", "global",
-    "if", "import", "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return",
-    "try", "while", "with", "yield",
-    "case", "match", "type", "_",
-})
-
-
-def py_name(name: str) -> str:
-    """A crit name as a Python identifier, the same on every Python version, one to one.
-
-    A name that is a Python keyword or soft keyword, possibly followed by underscores, gets
-    one more underscore: `class` → `class_`, `class_` → `class__`, `type` → `type_`; every other
-    name is itself. No two crit names give the same identifier (a name that ends in `_` and
-    is mangled keeps its underscores, so it cannot meet the mangled keyword)."""
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
-        raise ValueError(f"not a crit name: {name!r}")
-    return name + "_" if name.rstrip("_") in PYTHON_RESERVED else name

@@ -13,10 +13,12 @@ from fractions import Fraction
 from typing import assert_never
 
 from crit import ast, ir
+from crit.check.names import did_you_mean, reserved_reason
+from crit.check.units import UnitError, exact_decimal, factor, parse_unit
 from crit.diagnostics import Collector
 from crit.english import counted
-from crit.names import did_you_mean, reserved_reason
-from crit.units import Unit, UnitError, decimal_text, exact_decimal, factor, parse_unit
+from crit.ir import Unit
+from crit.text import decimal_text
 
 _FLIP: dict[ir.CompareOp, ir.CompareOp] = {">=": "<=", "<=": ">=", ">": "<", "<": ">", "=": "=", "!=": "!="}
 _NUMERIC = ("integer", "decimal", "quantity", "lab")

@@ -1,0 +1,1 @@
+"""Where patient records come from: JSON read exactly (`records`), cohort files (`cohort`)."""
