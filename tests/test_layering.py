@@ -44,7 +44,8 @@ IMPORTS = _imports()
 # The stages, bottom up. A module may import from its own layer or any layer below, never above.
 LAYERS: list[tuple[str, set[str]]] = [
     ("runtime", {"crit.runtime"}),
-    ("shared", {"crit", "crit.text", "crit.templating", "crit.files", "crit.process", "crit.ast"}),
+    ("shared", {"crit", "crit.text", "crit.templating", "crit.files", "crit.process", "crit.ast",
+                "crit.config"}),
     ("ir", {"crit.ir", "crit.english", "crit.reasons", "crit.diagnostics"}),
     ("sources", {"crit.sources", "crit.sources.records", "crit.sources.cohort"}),
     ("screening engines", {"crit.screening", "crit.screening.report", "crit.screening.python_engine"}),
@@ -55,7 +56,8 @@ LAYERS: list[tuple[str, set[str]]] = [
                   "crit.logic", "crit.logic.formula", "crit.logic.solver"}),
     ("pipeline", {"crit.pipeline"}),
     ("commands", {"crit.tools", "crit.tools.fmt", "crit.tools.lint", "crit.tools.check", "crit.tools.diff",
-                  "crit.tools.protocol_tests", "crit.screening.screen"}),
+                  "crit.tools.protocol_tests", "crit.screening.screen",
+                  "crit.lsp", "crit.lsp.analysis", "crit.lsp.server"}),
     ("command line", {"crit.cli", "crit.__main__"}),
 ]
 

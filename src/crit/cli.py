@@ -40,6 +40,7 @@ _COMMANDS = {
     "diff": ("crit.tools.diff", "diff_command"),
     "test": ("crit.tools.protocol_tests", "test_command"),
     "screen": ("crit.screening.screen", "screen_command"),
+    "lsp": ("crit.lsp.server", "lsp_command"),
 }
 
 

@@ -109,11 +109,28 @@ def read_source(path: Path, shown: str, loaded: Loaded, span: ast.Span | None = 
     return text
 
 
-def load(path: Path, loaded: Loaded | None = None) -> ir.Protocol:
-    """Parse and check the protocol at `path`. Raises `CritError` with every diagnostic."""
+def given_source(text: str, shown: str, loaded: Loaded) -> str:
+    """A protocol's text handed over rather than read (an editor's unsaved buffer), held to the
+    same bound as a file and kept, like a file's text, so diagnostics can quote it."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_SOURCE_BYTES - loaded.bytes_read:
+        raise _refuse(shown, None, f"{shown} is larger than {MAX_SOURCE_BYTES >> 10} KiB",
+                      "a protocol and its schemas are far smaller; check that this is the right file")
+    loaded.bytes_read += size
+    text = text.removeprefix("\ufeff")
+    loaded.sources[shown] = text
+    return text
+
+
+def load(path: Path, loaded: Loaded | None = None, text: str | None = None) -> ir.Protocol:
+    """Parse and check the protocol at `path`. Raises `CritError` with every diagnostic.
+
+    `text`, when given, is the protocol's own text, used instead of the file at `path` (the
+    language server passes the editor's buffer, saved or not); its imports are still read
+    from disk, relative to `path`."""
     loaded = loaded if loaded is not None else Loaded()
     shown = display_path(path)
-    text = read_source(path, shown, loaded)
+    text = read_source(path, shown, loaded) if text is None else given_source(text, shown, loaded)
     module = parse(text, shown)
     imported: list[ast.Module] = []
     digest = hashlib.sha256()
