@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from crit import __version__
+from crit.config import ConfigError, load_config
 from crit.english import counted
 from crit.files import UnsafeWrite, is_generated, refuse_symlink, write_atomic
 from crit.interpret import Interpreter
@@ -68,17 +69,26 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 @cli.command()
 @click.argument("file", required=False, type=click.Path(path_type=Path))
-@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("generated"),
-              show_default=True, help="Directory for the generated files.")
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Directory for the generated files (default: `output` in [tool.crit], else generated).")
 @click.option("--check", "check_only", is_flag=True,
               help="Write nothing; exit 1 if any generated file is missing or stale.")
-@click.option("--protocols", "protocol_dir", type=click.Path(path_type=Path), default=Path("protocols"),
-              show_default=True, help="Where to find protocols when no FILE is given.")
-def build(file: Path | None, out_dir: Path, check_only: bool, protocol_dir: Path) -> None:
+@click.option("--protocols", "protocol_dir", type=click.Path(path_type=Path), default=None,
+              help="Where to find protocols when no FILE is given (default: `protocols` in [tool.crit], "
+                   "else protocols).")
+def build(file: Path | None, out_dir: Path | None, check_only: bool, protocol_dir: Path | None) -> None:
     """Compile FILE (or every protocols/*.crit) to OUTPUT/NAME.py and OUTPUT/NAME.md."""
-    sources = [file] if file is not None else _protocol_files(protocol_dir)
+    try:
+        config = load_config()
+    except ConfigError as err:
+        click.echo(f"crit: {err}", err=True)
+        raise Failure(EXIT_USAGE) from None
+    out_dir = config.output if out_dir is None else out_dir
+    directories = config.protocols if protocol_dir is None else (protocol_dir,)
+    sources = [file] if file is not None else [p for d in directories for p in _protocol_files(d)]
     if not sources:
-        click.echo(f"crit: no .crit files in {protocol_dir}/", err=True)
+        shown = ", ".join(f"{d}/" for d in directories)
+        click.echo(f"crit: no .crit files in {shown}", err=True)
         raise Failure(EXIT_USAGE)
     stale: list[Path] = []
     failed = refused = False
