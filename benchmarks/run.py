@@ -25,6 +25,7 @@ import argparse
 import gc
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import build_time  # noqa: E402
 import cohort  # noqa: E402
 import handwritten  # noqa: E402
 import naive  # noqa: E402
@@ -48,9 +50,10 @@ import synthetic  # noqa: E402
 from crit import runtime  # noqa: E402
 from crit.backends.python import emit_python  # noqa: E402
 from crit.check.checker import check  # noqa: E402
-from crit.cli import outputs  # noqa: E402
 from crit.driver import MAX_SOURCE_BYTES, Loaded, load  # noqa: E402
-from crit.screening.screen import import_module  # noqa: E402
+from crit.interpret import Interpreter  # noqa: E402
+from crit.pipeline import outputs  # noqa: E402
+from crit.process import import_evaluator  # noqa: E402
 from crit.syntax import parse  # noqa: E402
 
 JY231 = ROOT / "protocols" / "jy231.crit"
@@ -192,16 +195,12 @@ def compile_times(quick: bool, tmp: Path) -> None:
     total = sum(best) * 1000
     say(f"  JY231 in process, parser warm:  {total:6.1f} ms  (parse and check {best[0] * 1000:.1f} ms, "
         f"emit {best[1] * 1000:.1f} ms)   target <= 50 ms: {'met' if total <= 50 else 'MISSED'}")
-    crit = Path(sys.executable).parent / "crit"
-    command = [str(crit)] if crit.exists() else [sys.executable, "-m", "crit.cli"]
-    walls = []
-    for _ in range(5):
-        start = time.perf_counter()
-        subprocess.run([*command, "build", str(JY231), "-o", str(tmp / "build")], check=True, capture_output=True,
-                       cwd=ROOT)
-        walls.append(time.perf_counter() - start)
-    wall = min(walls)
-    say(f"  `crit build protocols/jy231.crit` as a process: {wall:5.2f} s   target <= 0.5 s: "
+    variant = build_time.Variant("working tree", build_time.environment(None, tmp / "pycache"))
+    build_time.measure([variant], 5 if quick else 9, tmp / "build")
+    name = "crit build protocols/jy231.crit"
+    wall, cpu = statistics.median(variant.walls[name]), statistics.median(variant.cpus[name])
+    say(f"  `crit build protocols/jy231.crit` as a process, median of {len(variant.walls[name])} runs: "
+        f"{wall:5.2f} s wall, {cpu:5.2f} s CPU (load {build_time.load()})   target <= 0.5 s: "
         f"{'met' if wall <= 0.5 else 'MISSED'}")
     say("  synthetic protocols, best of runs. 'per criterion': the time beyond the 10-criterion protocol's")
     say("  (the schema and fixed costs), per added criterion; 'gc off': the same with Python's cyclic")
@@ -404,14 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         protocol = load(JY231, loaded)
         module_path = tmp / "jy231.py"
         module_path.write_text(outputs(protocol, loaded)["jy231.py"], encoding="utf-8")
-        module = import_module(str(module_path), "_crit_bench_jy231")
+        module = import_evaluator(module_path, "_crit_bench_jy231")
         walker = naive.NaiveWalker(protocol)
-        try:
-            from crit.interpret import Interpreter  # being written alongside: optional
-            interpreter: Any | None = Interpreter(protocol)
-        except ImportError as err:
-            interpreter = None
-            say(f"note: crit.interpret is not importable yet ({err}); skipping the interpreter comparison")
+        interpreter = Interpreter(protocol)
 
         records = list(cohort.cohort(size, args.seed))
         decisions = Counter((outcomes_of(module, r) or ("unreadable",))[0] for r in records)
