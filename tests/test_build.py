@@ -104,7 +104,7 @@ def test_builds_are_byte_identical_under_different_hash_seeds(tmp_path: Path) ->
                        cwd=ROOT, env=env, check=True, capture_output=True)
         outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
     assert outputs[0] == outputs[1]
-    assert set(outputs[0]) == {"jy231.py", "jy231.md"}
+    assert set(outputs[0]) == {"jy231.py", "jy231.md", "jy231.sql"}
 
 
 def test_every_evaluator_embeds_the_runtime_verbatim() -> None:
@@ -183,7 +183,7 @@ def test_every_artefact_carries_the_generated_mark(monkeypatch: pytest.MonkeyPat
     monkeypatch.chdir(ROOT)
     loaded = Loaded()
     artefacts = outputs(load(Path("protocols/jy231.crit"), loaded), loaded)
-    assert set(artefacts) == {"jy231.py", "jy231.md"}
+    assert set(artefacts) == {"jy231.py", "jy231.md", "jy231.sql"}
     for name, text in artefacts.items():
         assert GENERATED_MARK.encode() in text.encode("utf-8")[:512], name
     assert GENERATED_MARK in (ROOT / "generated" / "jy231.md").read_text(encoding="utf-8").split("\n")[0]

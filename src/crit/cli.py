@@ -41,6 +41,7 @@ _COMMANDS = {
     "diff": ("crit.tools.diff", "diff_command"),
     "test": ("crit.tools.protocol_tests", "test_command"),
     "screen": ("crit.screening.screen", "screen_command"),
+    "schema": ("crit.tools.schema", "schema_command"),
     "lsp": ("crit.lsp.server", "lsp_command"),
 }
 
@@ -76,8 +77,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--protocols", "protocol_dir", type=click.Path(path_type=Path), default=None,
               help="Where to find protocols when no FILE is given (default: `protocols` in [tool.crit], "
                    "else protocols).")
-def build(file: Path | None, out_dir: Path | None, check_only: bool, protocol_dir: Path | None) -> None:
-    """Compile FILE (or every protocols/*.crit) to OUTPUT/NAME.py and OUTPUT/NAME.md."""
+@click.option("--sql", "sql", type=click.Choice(["duckdb", "spark", "postgres", "bigquery", "trino"]),
+              default="duckdb", show_default=True,
+              help="Dialect of the SQL query: NAME.sql for duckdb, NAME.DIALECT.sql for another.")
+def build(file: Path | None, out_dir: Path | None, check_only: bool, protocol_dir: Path | None, sql: str) -> None:
+    """Compile FILE (or every protocols/*.crit) to OUTPUT/NAME.py, OUTPUT/NAME.md and OUTPUT/NAME.sql."""
     try:
         config = load_config()
     except ConfigError as err:
@@ -95,10 +99,11 @@ def build(file: Path | None, out_dir: Path | None, check_only: bool, protocol_di
     for path in sources:
         try:
             protocol, loaded = compile_or_fail(path)
+            artefacts = outputs(protocol, loaded, sql)
         except Failure:
             failed = True
             continue
-        changed = [(out_dir / name, text) for name, text in outputs(protocol, loaded).items()
+        changed = [(out_dir / name, text) for name, text in artefacts.items()
                    if _current(out_dir / name) != text.encode("utf-8")]
         if check_only:
             stale += [target for target, _ in changed]

@@ -1,0 +1,788 @@
+"""The SQL backend: a checked protocol becomes one query over its table layout
+(`crit.sources.tables`) that gives, per patient, every criterion's outcome, the decision and
+the missing facts, as the Python evaluator does.
+
+    emit_sql(protocol, dialect) -> str
+        The SQL file: a header comment (source, sha256) and the query, written by sqlglot in
+        `dialect` (duckdb is the reference; spark, postgres, bigquery and trino are transpiled
+        from the same expressions). Raises CritError (codes S2xx) for a construct this backend
+        cannot translate.
+
+The query's columns: `patient_id`, `decision` ('eligible', 'ineligible', 'needs review'), one
+column per criterion named by its id ('met', 'not met', 'unknown', 'not applicable'), and
+`missing` and `pending_judgments` (the paths, sorted, joined by ', '; '' when none).
+
+Encoding. A condition is a nullable BOOLEAN (NULL is unknown) built with SQL's own AND, OR and
+NOT, which are Kleene's; tests on it are written `CASE WHEN c THEN … WHEN NOT c THEN … ELSE …`,
+never `IS TRUE` (which sqlglot rewrites to a bare predicate for some dialects). A criterion is a
+small integer that is never NULL: 0 not met, 1 met, 2 not applicable, 3 unknown, 4 unknown and
+perhaps not applicable (the runtime's Unsure). Why a value is unknown follows the runtime: the
+missing paths of an unknown node are those of its unknown parts, down to the atoms, so for each
+path crit computes a flag "this path makes the patient's decision unknown"; paths inside lists
+(`treatments[0].end`) come from a per-quantifier table of the unknown items' paths.
+
+Every value is computed once: compound nodes become columns of a chain of common table
+expressions (`_l1`, `_l2`, …, each adding columns to the one before), quantifiers aggregate
+their items in tables of their own (`_q1_items`, `_q1_agg`, `_q1_paths`). Generated names start
+with `_`, which no crit name does, so they cannot meet a field's column.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from fractions import Fraction
+from typing import Never, assert_never
+
+from sqlglot import exp
+
+from crit import ir
+from crit import runtime as rt
+from crit.ast import Span
+from crit.diagnostics import CritError, Diagnostic
+from crit.sources import tables
+from crit.sources.tables import PATIENT_ID, PATIENTS, FieldLayout, Layout
+
+DIALECTS = ("duckdb", "spark", "postgres", "bigquery", "trino")
+
+# criterion codes
+NOT_MET, MET, NA, UNKNOWN, UNSURE = 0, 1, 2, 3, 4
+
+Src = tuple[str, str]  # ("f", patient field) | ("i", item field) | ("q", quantifier number)
+
+
+@dataclass(frozen=True)
+class Sql:
+    """An expression and the level of the chain it needs (0: the tables themselves)."""
+
+    e: exp.Expr
+    level: int = 0
+
+
+@dataclass(frozen=True)
+class Cond:
+    """A condition (nullable BOOLEAN) or a criterion code, with for each path that may make it
+    unknown the flag that it does (which implies the node is unknown)."""
+
+    value: Sql
+    contrib: Mapping[Src, Sql] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Val:
+    """A value compared by an atom: the expression, whether it is missing, whether recorded as
+    none, its path, and for quantities the factor from the canonical unit to the stored one."""
+
+    e: Sql
+    missing: Sql | None = None
+    none: Sql | None = None
+    src: Src | None = None
+    uln: Sql | None = None
+    to_storage: Fraction | None = None
+    placed: FieldLayout | None = None
+
+
+def _error(code: str, span: Span, message: str, hint: str) -> CritError:
+    return CritError([Diagnostic(code=code, severity="error", span=span, message=message, hint=hint)])
+
+
+def untranslatable(node: Never) -> CritError:
+    """The `assert_never` of this backend: mypy requires every IR kind to be handled before it
+    (a kind added to the IR is a type error here until translated); at run time, a kind merged
+    without a translation is this backend's compile error, with its place, never dropped."""
+    span: Span = getattr(node, "span")  # noqa: B009 (the node's type is Never to mypy)
+    kind = type(node).__name__
+    return _error("S201", span, f"the SQL backend cannot translate {kind} yet",
+                  "evaluate this protocol with the Python evaluator (`crit eval`, `crit screen --engine python`)")
+
+
+# ---- small builders -----------------------------------------------------------------------------
+
+
+def ident(name: str) -> exp.Identifier:
+    return exp.to_identifier(name, quoted=True)
+
+
+def column(name: str, table: str) -> exp.Column:
+    return exp.Column(this=ident(name), table=exp.to_identifier(table))
+
+
+def lit(value: str) -> exp.Literal:
+    return exp.Literal.string(value)
+
+
+def num(value: int) -> exp.Expr:
+    return exp.Literal.number(value)
+
+
+def true() -> exp.Boolean:
+    return exp.Boolean(this=True)
+
+
+def false() -> exp.Boolean:
+    return exp.Boolean(this=False)
+
+
+def lv(*parts: Sql | None) -> int:
+    return max((p.level for p in parts if p is not None), default=0)
+
+
+def case(whens: Iterable[tuple[exp.Expr, exp.Expr]], default: exp.Expr | None = None) -> exp.Case:
+    ifs = [exp.If(this=c, true=v) for c, v in whens]
+    return exp.Case(ifs=ifs, default=default)
+
+
+def and_(*parts: exp.Expr) -> exp.Expr:
+    return exp.and_(*parts) if len(parts) > 1 else parts[0]
+
+
+def or_(*parts: exp.Expr) -> exp.Expr:
+    return exp.or_(*parts) if len(parts) > 1 else parts[0]
+
+
+def not_(e: exp.Expr) -> exp.Expr:
+    return exp.not_(exp.Paren(this=e) if isinstance(e, exp.Connector | exp.Binary) else e)
+
+
+def is_null(e: exp.Expr) -> exp.Expr:
+    return exp.Is(this=exp.Paren(this=e) if not isinstance(e, exp.Column) else e, expression=exp.Null())
+
+
+def paren(e: exp.Expr) -> exp.Expr:
+    return e if isinstance(e, exp.Column | exp.Literal | exp.Paren | exp.Boolean | exp.Case) else exp.Paren(this=e)
+
+
+_COMPARE: dict[str, type[exp.Binary]] = {">=": exp.GTE, "<=": exp.LTE, ">": exp.GT, "<": exp.LT, "=": exp.EQ,
+                                         "!=": exp.NEQ}
+
+
+def compare(op: ir.CompareOp, left: exp.Expr, right: exp.Expr) -> exp.Expr:
+    return _COMPARE[op](this=paren(left), expression=paren(right))
+
+
+def decimal_type(digits: int, places: int, dialect: str) -> exp.DataType:
+    kind = "BIGDECIMAL" if dialect == "bigquery" else "DECIMAL"
+    return exp.DataType.build(f"{kind}({max(digits, places + 1, 1)}, {places})")
+
+
+def decimal_literal(value: Decimal, dialect: str) -> exp.Expr:
+    """An exact decimal: CAST('1.3' AS DECIMAL(2, 1)) (BigQuery reads 1.3 as a float)."""
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    places = max(0, -exponent)
+    text = format(value, "f")
+    return exp.Cast(this=lit(text), to=decimal_type(len(digits) + max(0, exponent), places, dialect))
+
+
+# ---- the compiler -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Quantifier:
+    number: int
+    items_table: str
+    list_field: str
+    patient_level: int  # the level of the chain its items join
+    flags: list[tuple[Src, str]]  # per-item flag columns: (source, column name)
+    agg_level: int  # the level at which its counts join the chain
+
+
+class _Compiler:
+    def __init__(self, protocol: ir.Protocol, layout: Layout, dialect: str) -> None:
+        self.protocol = protocol
+        self.layout = layout
+        self.dialect = dialect
+        self.levels: dict[int, list[tuple[str, exp.Expr]]] = {}
+        self.joins: dict[int, list[_Quantifier]] = {}
+        self.ctes: dict[int, list[tuple[str, exp.Expr]]] = {}  # item CTEs, by the level they join
+        self.counter = 0
+        self.quantifiers: list[_Quantifier] = []
+        self.definitions: dict[str, Cond] = {}
+        self.item: tuple[str, ir.Record] | None = None  # in an item condition: its table and record
+        self.codes: dict[str, Sql] = {}  # criterion id -> its code column
+        self.tops: list[tuple[ir.Criterion, Cond]] = []
+        self.judgments = {f.name for f in protocol.fields if f.type.kind == "judgment"}
+
+    # ---- the chain of columns ----
+    def name(self, prefix: str) -> str:
+        self.counter += 1
+        return f"_{prefix}{self.counter}"
+
+    def keep(self, value: Sql, prefix: str = "n") -> Sql:
+        """`value` as a column of the chain (inside an item condition: the expression itself)."""
+        if self.item is not None or isinstance(value.e, exp.Column | exp.Boolean):
+            return value
+        level = value.level + 1
+        name = self.name(prefix)
+        self.levels.setdefault(level, []).append((name, value.e))
+        return Sql(column(name, "p"), level)
+
+    # ---- values ----
+    def value(self, v: ir.Value) -> Val:
+        match v:
+            case ir.Const():
+                return Val(Sql(self.const(v.value)))
+            case ir.FieldRef():
+                return self.field(v)
+            case _:
+                assert_never(v)
+
+    def const(self, value: Decimal | Fraction | int | datetime.date | str | bool,
+              to_storage: Fraction | None = None, span: Span | None = None) -> exp.Expr:
+        if isinstance(value, bool):
+            return true() if value else false()
+        if isinstance(value, Decimal | Fraction) or (isinstance(value, int) and to_storage is not None):
+            exact = Fraction(value) * (to_storage or 1)
+            if not tables.terminating(exact):
+                raise _error("S202", span or self.protocol.fields[0].span,
+                             f"{rt.show(value)} is no exact decimal in the unit its field is stored in",
+                             "write the limit in a unit that is a decimal multiple of the field's stored unit")
+            decimal = rt.terminating(exact)
+            assert isinstance(decimal, Decimal)
+            return decimal_literal(decimal, self.dialect)
+        if isinstance(value, int):
+            return num(value)
+        if isinstance(value, datetime.date):
+            return exp.Cast(this=lit(value.isoformat()), to=exp.DataType.build("DATE"))
+        return lit(value)
+
+    def field(self, ref: ir.FieldRef) -> Val:
+        if ref.scope == "item":
+            if self.item is None or ref.field not in self.item[1].fields:
+                raise self.untranslated(ref.span, "a field of an enclosing list's item inside a nested quantifier")
+            table, alias, src = self.item[0], "it", ("i", ref.field.name)
+        else:
+            table, alias, src = PATIENTS, "p", ("f", ref.field.name)
+        placed = self.layout.of(table, ref.field.name)
+        kind = ref.field.type.kind
+        none = Sql(column(placed.column("none").name, alias)) if ref.field.optional else None
+        uln = Sql(column(placed.column("uln").name, alias)) if kind == "lab" else None
+        if kind == "set":
+            assert ref.field.type.enum is not None
+            first = placed.columns[0]
+            value = Sql(column(first.name, alias))
+            missing = Sql(is_null(value.e))
+        else:
+            main = placed.column("items" if kind == "list" else "value")
+            value = Sql(column(main.name, alias))
+            missing = Sql(is_null(value.e))
+            if none is not None and kind != "list":
+                missing = Sql(and_(missing.e, not_(none.e)))
+        return Val(value, missing, none, src, uln, placed.to_storage if kind in ("quantity", "lab") else None,
+                   placed)
+
+    def untranslated(self, span: Span, what: str) -> CritError:
+        return _error("S201", span, f"the SQL backend cannot translate {what}",
+                      "evaluate this protocol with the Python evaluator (`crit eval`, `crit screen --engine python`)")
+
+    # ---- conditions ----
+    def cond(self, e: ir.Expr) -> Cond:
+        match e:
+            case ir.Compare():
+                return self.compare(e)
+            case ir.UlnCompare():
+                lab = self.field(e.lab)
+                assert lab.uln is not None
+                limit = exp.Mul(this=paren(lab.uln.e), expression=decimal_literal(e.multiple, self.dialect))
+                return self.atom([lab], compare(e.op, lab.e.e, limit))
+            case ir.Between():
+                return self.between(e)
+            case ir.Member():
+                return self.member(e)
+            case ir.Window():
+                return self.window(e)
+            case ir.Truth():
+                return Cond(Sql(true() if e.value else false()))
+            case ir.DefinitionRef():
+                return self.definitions[e.name]
+            case ir.FieldRef():
+                v = self.field(e)
+                return self.atom([v], v.e.e)
+            case ir.Not():
+                inner = self.cond(e.operand)
+                return Cond(Sql(not_(inner.value.e), inner.value.level), inner.contrib)
+            case ir.And() | ir.Or():
+                parts = [self.cond(x) for x in e.operands]
+                joined = (and_ if isinstance(e, ir.And) else or_)(*(paren(p.value.e) for p in parts))
+                return self.node(Sql(joined, lv(*(p.value for p in parts))), parts)
+            case ir.AtLeast():
+                parts = [self.cond(x) for x in e.operands]
+                kept = [self.keep(p.value) if len(parts) > 1 else p.value for p in parts]
+                trues = self._sum([case([(k.e, num(1))], num(0)) for k in kept])
+                unknowns = self._sum([case([(is_null(k.e), num(1))], num(0)) for k in kept])
+                value = case([(exp.GTE(this=paren(trues), expression=num(e.count)), true()),
+                              (exp.LT(this=exp.Paren(this=exp.Add(this=paren(trues), expression=paren(unknowns))),
+                                      expression=num(e.count)), false())])
+                return self.node(Sql(value, lv(*kept)), parts)
+            case ir.Quantified() | ir.CountCompare():
+                return self.quantifier(e)
+            case _:
+                raise untranslatable(e)
+
+    @staticmethod
+    def _sum(terms: list[exp.Expr]) -> exp.Expr:
+        total = terms[0]
+        for term in terms[1:]:
+            total = exp.Add(this=total, expression=term)
+        return total
+
+    def node(self, value: Sql, parts: Iterable[Cond], coded: bool = False) -> Cond:
+        """A compound node: kept as a column; a path makes it unknown when it is unknown (a
+        criterion code of 3 or 4 when `coded`) and the path makes some part unknown."""
+        kept = self.keep(value)
+        guard = exp.GTE(this=kept.e, expression=num(UNKNOWN)) if coded else is_null(kept.e)
+        sources: dict[Src, list[Sql]] = {}
+        for part in parts:
+            for src, flag in part.contrib.items():
+                sources.setdefault(src, []).append(flag)
+        contrib = {src: Sql(and_(guard, paren(or_(*(paren(f.e) for f in flags)))), max(kept.level, lv(*flags)))
+                   for src, flags in sources.items()}
+        return Cond(kept, contrib)
+
+    def atom(self, values: list[Val], test: exp.Expr) -> Cond:
+        """An atom on `values`: unknown when one is missing, false when one is recorded as none,
+        else `test`. Without a value that may be recorded as none, `test` alone is NULL exactly
+        when a value is missing (a missing value's columns are NULL); the paths that make it
+        unknown are then all its missing values', as the runtime's `_missing` lists them."""
+        missing = [v.missing.e for v in values if v.missing is not None]
+        nones = [v.none.e for v in values if v.none is not None]
+        level = lv(*(v.e for v in values))
+        if nones:
+            test = case([(or_(*missing), exp.Null()), (or_(*nones), false())], test)
+        contrib: dict[Src, Sql] = {}
+        for v in values:
+            if v.src is not None and v.missing is not None:
+                flag = v.missing.e
+                contrib[v.src] = Sql(or_(contrib[v.src].e, flag) if v.src in contrib else flag, level)
+        return Cond(Sql(test, level), contrib)
+
+    def atom_contrib(self, value: Sql, values: list[Val]) -> Cond:
+        contrib: dict[Src, Sql] = {}
+        for v in values:
+            if v.src is not None and v.missing is not None:
+                flag = and_(is_null(value.e), v.missing.e)
+                contrib[v.src] = Sql(or_(contrib[v.src].e, flag) if v.src in contrib else flag, value.level)
+        return Cond(value, contrib)
+
+    def storage(self, values: list[ir.Value], span: Span) -> Fraction | None:
+        """The factor from the canonical unit to the stored one, shared by the fields compared."""
+        fields = [self.field(v) for v in values if isinstance(v, ir.FieldRef)]
+        factors = {v.to_storage for v in fields if v.to_storage is not None}
+        if len(factors) > 1:
+            raise self.untranslated(span, "a comparison between quantities stored in different units")
+        return factors.pop() if factors else None
+
+    def operand(self, v: ir.Value, to_storage: Fraction | None) -> Val:
+        if isinstance(v, ir.Const):
+            return Val(Sql(self.const(v.value, to_storage, v.span)))
+        return self.field(v)
+
+    def compare(self, e: ir.Compare) -> Cond:
+        factor = self.storage([e.left, e.right], e.span)
+        left, right = self.operand(e.left, factor), self.operand(e.right, factor)
+        return self.atom([left, right], compare(e.op, left.e.e, right.e.e))
+
+    def between(self, e: ir.Between) -> Cond:
+        factor = self.storage([e.value, e.low, e.high], e.span)
+        value, low, high = (self.operand(x, factor) for x in (e.value, e.low, e.high))
+        whens: list[tuple[exp.Expr, exp.Expr]] = []
+        if value.missing is not None:
+            whens.append((value.missing.e, exp.Null()))
+        nones = [x.none.e for x in (value, low, high) if x.none is not None]
+        if nones:
+            whens.append((or_(*nones), false()))
+        below_low = compare(">", low.e.e, value.e.e)
+        above_high = compare(">", value.e.e, high.e.e)
+        if low.missing is not None:
+            below_low = and_(not_(low.missing.e), below_low)
+        if high.missing is not None:
+            above_high = and_(not_(high.missing.e), above_high)
+        whens.append((or_(paren(below_low), paren(above_high)), false()))
+        bounds = [x.missing.e for x in (low, high) if x.missing is not None]
+        if bounds:
+            whens.append((or_(*bounds), exp.Null()))
+        result = Sql(case(whens, true()), lv(value.e, low.e, high.e))
+        return self.atom_contrib(result, [value, low, high])
+
+    def member(self, e: ir.Member) -> Cond:
+        v = self.field(e.value)
+        t = e.value.field.type
+        if e.kind in ("is", "is_not", "is_any"):
+            test: exp.Expr = exp.In(this=v.e.e, expressions=[lit(m) for m in e.members])
+            if e.kind == "is_not":
+                test = not_(test)
+            if v.none is None:
+                return self.atom([v], test)
+            assert v.missing is not None  # recorded none: `is not` holds, `is` does not
+            value = case([(v.missing.e, exp.Null()), (v.none.e, true() if e.kind == "is_not" else false())], test)
+            return self.atom([replace(v, none=None)], value)
+        assert t.enum is not None and v.placed is not None
+        members = [column(v.placed.column("member", m).name, "p" if e.value.scope == "patient" else "it")
+                   for m in e.members]  # a set recorded as none has every member column false
+        return self.atom([replace(v, none=None)], paren(and_(*members) if e.kind == "has_all" else or_(*members)))
+
+    def window(self, e: ir.Window) -> Cond:
+        value, anchor = self.value(e.value), self.value(e.anchor)
+        amount = -e.amount if e.direction == "before" else e.amount
+        if isinstance(e.anchor, ir.Const):
+            assert isinstance(e.anchor.value, datetime.date)
+            try:
+                day = rt.shift(e.anchor.value, amount, e.unit)
+            except (OverflowError, ValueError):
+                day = datetime.date.max if amount > 0 else datetime.date.min
+            edge: exp.Expr = self.const(day)
+        else:
+            count, unit = amount, "DAY"
+            if e.unit == "weeks":
+                count = amount * 7
+            elif e.unit in ("months", "years"):
+                count, unit = amount * (12 if e.unit == "years" else 1), "MONTH"
+            edge = exp.Cast(this=exp.DateAdd(this=anchor.e.e, expression=num(count), unit=exp.Var(this=unit)),
+                            to=exp.DataType.build("DATE"))
+        v, a = value.e.e, anchor.e.e
+        if e.direction == "before":
+            test = and_(compare("<=", edge, v), compare("<=", v, a)) if e.kind == "within" else compare("<=", v, edge)
+        else:
+            test = and_(compare("<=", a, v), compare("<=", v, edge)) if e.kind == "within" else compare(">=", v, edge)
+        return self.atom([value, anchor], test)
+
+    # ---- quantifiers ----
+    def quantifier(self, e: ir.Quantified | ir.CountCompare) -> Cond:
+        """A quantifier over a patient's list is a patient-level value, even inside another
+        list's item condition (it does not depend on that item)."""
+        if e.items.scope == "item":
+            raise self.untranslated(e.span, "a quantifier over a list inside a list's items")
+        outer, self.item = self.item, None
+        try:
+            return self._quantifier(e)
+        finally:
+            self.item = outer
+
+    def _quantifier(self, e: ir.Quantified | ir.CountCompare) -> Cond:
+        lst = replace(self.field(e.items), none=None)  # a list recorded as none is empty: 0 items
+        assert lst.placed is not None and lst.placed.items is not None and lst.missing is not None
+        items = lst.e.e  # the number of items; NULL when the list is missing (none: 0)
+        if e.condition is None:
+            if isinstance(e, ir.CountCompare):
+                test: exp.Expr = compare(e.op, items, num(e.number))
+            else:
+                test = exp.GT(this=items, expression=num(0)) if e.kind == "any" else true()
+            return self.atom([lst], test)
+        self.item = (lst.placed.items, e.record)
+        try:
+            condition = self.cond(e.condition)
+        finally:
+            self.item = None
+        q = _Quantifier(len(self.quantifiers) + 1, lst.placed.items, e.items.field.name, condition.value.level,
+                        [], 0)
+        self.quantifiers.append(q)
+        prefix = f"_q{q.number}"
+        selected: list[exp.Expr] = [
+            exp.alias_(column(PATIENT_ID, "it"), PATIENT_ID, quoted=True),
+            exp.alias_(column("ordinal_1", "it"), "ordinal_1", quoted=True),
+            exp.alias_(condition.value.e, "_v", quoted=True),
+        ]
+        for index, (src, flag) in enumerate(sorted(condition.contrib.items())):
+            name = f"_c{index}"
+            q.flags.append((src, name))
+            selected.append(exp.alias_(flag.e, name, quoted=True))
+        source = self.level_table(q.patient_level)
+        items_query = (exp.select(*selected)
+                       .from_(exp.alias_(exp.Table(this=ident(q.items_table)), "it", table=True))
+                       .join(exp.alias_(exp.Table(this=ident(source)), "p", table=True),
+                             on=exp.EQ(this=column(PATIENT_ID, "it"), expression=column(PATIENT_ID, "p"))))
+        v = column("_v", "i")
+        counts = (exp.select(
+            exp.alias_(column(PATIENT_ID, "i"), PATIENT_ID, quoted=True),
+            exp.alias_(exp.Sum(this=case([(v, num(1))], num(0))), f"{prefix}_t", quoted=True),
+            exp.alias_(exp.Sum(this=case([(is_null(v), num(1))], num(0))), f"{prefix}_u", quoted=True),
+            exp.alias_(exp.Sum(this=case([(not_(v), num(1))], num(0))), f"{prefix}_f", quoted=True))
+            .from_(exp.alias_(exp.Table(this=ident(f"{prefix}_items")), "i", table=True))
+            .group_by(column(PATIENT_ID, "i")))
+        self.ctes.setdefault(q.patient_level, []).extend(
+            [(f"{prefix}_items", items_query), (f"{prefix}_agg", counts)])
+        q.agg_level = q.patient_level + 1
+        self.joins.setdefault(q.agg_level, []).append(q)
+        paths = self.paths_query(q)
+        if paths is not None:
+            self.ctes[q.patient_level].append((f"{prefix}_paths", paths))
+        level = q.agg_level
+
+        def count(suffix: str) -> exp.Expr:
+            return exp.Coalesce(this=column(f"{prefix}_{suffix}", "p"), expressions=[num(0)])
+
+        t, u, f = count("t"), count("u"), count("f")
+        whens: list[tuple[exp.Expr, exp.Expr]] = [(lst.missing.e, exp.Null())]
+        if isinstance(e, ir.CountCompare):
+            high = exp.Paren(this=exp.Add(this=t, expression=u))
+            n = num(e.number)
+            yes, no = {
+                ">=": (exp.GTE(this=t, expression=n), exp.LT(this=high, expression=n)),
+                ">": (exp.GT(this=t, expression=n), exp.LTE(this=high, expression=n)),
+                "<=": (exp.LTE(this=high, expression=n), exp.GT(this=t, expression=n)),
+                "<": (exp.LT(this=high, expression=n), exp.GTE(this=t, expression=n)),
+                "=": (and_(exp.EQ(this=t, expression=n), exp.EQ(this=high, expression=n)),
+                      or_(exp.LT(this=high, expression=n), exp.GT(this=t, expression=n))),
+                "!=": (or_(exp.LT(this=high, expression=n), exp.GT(this=t, expression=n)),
+                       and_(exp.EQ(this=t, expression=n), exp.EQ(this=high, expression=n))),
+            }[e.op]
+            whens += [(yes, true()), (no, false())]
+        elif e.kind == "any":
+            whens += [(exp.GT(this=t, expression=num(0)), true()), (exp.EQ(this=u, expression=num(0)), false())]
+        else:
+            whens += [(exp.GT(this=f, expression=num(0)), false()), (exp.EQ(this=u, expression=num(0)), true())]
+        value = self.keep(Sql(case(whens), level))
+        contrib: dict[Src, Sql] = {("f", e.items.field.name): Sql(and_(is_null(value.e), lst.missing.e), value.level)}
+        if paths is not None:
+            contrib[("q", str(q.number))] = Sql(and_(is_null(value.e), not_(lst.missing.e)), value.level)
+        return Cond(value, contrib)
+
+    def paths_query(self, q: _Quantifier) -> exp.Expr | None:
+        """The paths that make the quantifier's unknown items unknown, one row each."""
+        selects: list[exp.Select] = []
+        table = exp.alias_(exp.Table(this=ident(f"_q{q.number}_items")), "i", table=True)
+        for src, flag in q.flags:
+            kind, name = src
+            where = and_(is_null(column("_v", "i")), column(flag, "i"))
+            if kind == "q":
+                other = exp.alias_(exp.Table(this=ident(f"_q{name}_paths")), "o", table=True)
+                selects.append(exp.select(exp.alias_(column(PATIENT_ID, "i"), PATIENT_ID, quoted=True),
+                                          exp.alias_(column("path", "o"), "path", quoted=True))
+                               .from_(table).join(other, on=exp.EQ(this=column(PATIENT_ID, "i"),
+                                                                   expression=column(PATIENT_ID, "o")))
+                               .where(where))
+                continue
+            if kind == "i":
+                path: exp.Expr = exp.Concat(expressions=[
+                    lit(f"{q.list_field}["), exp.Cast(this=column("ordinal_1", "i"), to=exp.DataType.build("VARCHAR")),
+                    lit(f"].{name}")])
+            else:
+                path = lit(name)
+            selects.append(exp.select(exp.alias_(column(PATIENT_ID, "i"), PATIENT_ID, quoted=True),
+                                      exp.alias_(path, "path", quoted=True)).from_(table).where(where))
+        if not selects:
+            return None
+        query: exp.Expr = selects[0]
+        for select in selects[1:]:
+            query = exp.union(query, select, distinct=False, copy=False)
+        return query
+
+    def level_table(self, level: int) -> str:
+        return PATIENTS if level == 0 else f"_l{level}"
+
+    # ---- criteria ----
+    def code(self, c: Cond) -> Cond:
+        """A condition as a criterion code: 1 met, 0 not met, 3 unknown."""
+        v = c.value
+        value = Sql(case([(v.e, num(MET)), (not_(v.e), num(NOT_MET))], num(UNKNOWN)), v.level)
+        return Cond(value, c.contrib)
+
+    def combine(self, kind: str, count: int, parts: list[Cond]) -> Cond:
+        codes = [self.keep(p.value) if len(parts) > 1 else p.value for p in parts]
+        cs = [c.e for c in codes]
+
+        def each(test: exp.Expr | list[int], op: str) -> exp.Expr:
+            tests = [exp.In(this=c, expressions=[num(x) for x in test]) if isinstance(test, list)
+                     else exp.EQ(this=c, expression=test) for c in cs]
+            return and_(*tests) if op == "all" else or_(*tests)
+
+        if kind == "all":
+            value: exp.Expr = case([
+                (each(num(NOT_MET), "any"), num(NOT_MET)),
+                (each(num(NA), "all"), num(NA)),
+                (each([MET, NA], "all"), num(MET)),
+                (each([MET, UNKNOWN], "any"), num(UNKNOWN))], num(UNSURE))
+        elif kind == "any":
+            value = case([
+                (each(num(MET), "any"), num(MET)),
+                (each(num(NA), "all"), num(NA)),
+                (each([NOT_MET, NA], "all"), num(NOT_MET)),
+                (each([NOT_MET, UNKNOWN], "any"), num(UNKNOWN))], num(UNSURE))
+        else:
+            trues = self._sum([case([(exp.EQ(this=c, expression=num(MET)), num(1))], num(0)) for c in cs])
+            unknowns = self._sum([case([(exp.GTE(this=c, expression=num(UNKNOWN)), num(1))], num(0)) for c in cs])
+            sure = each([NOT_MET, MET, UNKNOWN], "any")
+            value = case([
+                (each(num(NA), "all"), num(NA)),
+                (exp.GTE(this=exp.Paren(this=trues), expression=num(count)), num(MET)),
+                (and_(exp.LT(this=exp.Paren(this=exp.Add(this=exp.Paren(this=trues),
+                                                          expression=exp.Paren(this=unknowns))),
+                             expression=num(count)), paren(sure)), num(NOT_MET)),
+                (sure, num(UNKNOWN))], num(UNSURE))
+        return self.node(Sql(value, lv(*codes)), parts, coded=True)
+
+    def when(self, gate: Cond, body: Cond) -> Cond:
+        """`when3`: not applicable if the gate is false, the body if it is true, else unknown and
+        perhaps not applicable (unless the body is not applicable either way)."""
+        g, b = gate.value.e, body.value.e
+        value = case([(not_(g), num(NA)), (g, b), (exp.EQ(this=b, expression=num(NA)), num(NA))], num(UNSURE))
+        return self.node(Sql(value, lv(gate.value, body.value)), [gate, body], coded=True)
+
+    def line(self, item: ir.Line | ir.When) -> Cond:
+        if isinstance(item, ir.Line):
+            return self.code(self.cond(item.expr))
+        body = [self.line(b) for b in item.body]
+        inner = body[0] if len(body) == 1 else self.combine("all", 0, body)
+        return self.when(self.cond(item.condition), inner)
+
+    def criterion(self, c: ir.Criterion, gate: Cond | None, gated: bool) -> Cond:
+        if c.applies is not None:
+            own = self.cond(c.applies)
+            if gated and gate is not None:
+                both = Sql(and_(paren(gate.value.e), paren(own.value.e)), lv(gate.value, own.value))
+                gate = self.node(both, [gate, own])
+            else:
+                gate = self.node(own.value, [own])
+        parts: list[Cond] = []
+        for item in c.items:
+            if isinstance(item, ir.Note):
+                continue
+            if isinstance(item, ir.Criterion):
+                parts.append(self.criterion(item, gate, gated or c.applies is not None))
+            else:
+                parts.append(self.line(item))
+        combined = parts[0] if len(parts) == 1 and c.combine != "at_least" else \
+            self.combine(c.combine, c.at_least, parts)
+        if (gated or c.applies is not None) and gate is not None:
+            combined = self.when(gate, combined)
+        kept = self.keep(combined.value, "c")
+        result = Cond(kept, combined.contrib)
+        self.codes[c.id] = kept
+        return result
+
+    def definition(self, d: ir.Definition) -> None:
+        lines = d.lines()
+        parts = [self.cond(x.expr) for x in lines]
+        if len(parts) == 1:
+            value = parts[0]
+        else:
+            value = self.node(Sql(and_(*(paren(p.value.e) for p in parts)), lv(*(p.value for p in parts))), parts)
+        kept = self.keep(value.value, "d")
+        contrib = {src: self.keep(flag, "m") for src, flag in value.contrib.items()}
+        self.definitions[d.name] = Cond(kept, contrib)
+
+    # ---- the query ----
+    def compile(self) -> exp.Expr:
+        for d in self.protocol.definitions:
+            self.definition(d)
+        for top in self.protocol.inclusion + self.protocol.exclusion:
+            self.tops.append((top, self.criterion(top, None, False)))
+        refused = or_(*(exp.EQ(this=self.codes[c.id].e,
+                               expression=num(NOT_MET if c.section == "inclusion" else MET)) for c, _ in self.tops))
+        unknown = or_(*(exp.GTE(this=self.codes[c.id].e, expression=num(UNKNOWN)) for c, _ in self.tops))
+        refused_col = self.keep(Sql(refused, lv(*self.codes.values())), "r")
+        unknown_col = self.keep(Sql(unknown, lv(*self.codes.values())), "u")
+        sources: dict[Src, list[Sql]] = {}
+        for _, top_value in self.tops:
+            for src, flag in top_value.contrib.items():
+                sources.setdefault(src, []).append(flag)
+        flags: list[tuple[Src, Sql]] = []
+        for src, found in sorted(sources.items()):
+            flag = Sql(and_(not_(refused_col.e), paren(or_(*(paren(f.e) for f in found)))),
+                       max(refused_col.level, lv(*found)))
+            flags.append((src, self.keep(flag, "m")))
+        last = max(self.levels) if self.levels else 0
+        for level in self.joins:
+            last = max(last, level)
+        outcome = {MET: "met", NOT_MET: "not met", NA: "not applicable"}
+        final: list[exp.Expr] = [exp.alias_(column(PATIENT_ID, "p"), PATIENT_ID, quoted=True)]
+        final.append(exp.alias_(case([(refused_col.e, lit("ineligible")), (unknown_col.e, lit("needs review"))],
+                                     lit("eligible")), "decision", quoted=True))
+        for criterion in self.protocol.criteria():
+            code = self.codes[criterion.id].e
+            final.append(exp.alias_(case([(exp.EQ(this=code, expression=num(k)), lit(v)) for k, v in outcome.items()],
+                                         lit("unknown")), criterion.id, quoted=True))
+        ctes: list[tuple[str, exp.Expr]] = []
+        for level in range(0, last + 1):
+            if level > 0:
+                ctes.append((f"_l{level}", self.level_query(level)))
+            ctes.extend(self.ctes.get(level, []))
+        # the missing paths, one row each, then joined per patient in order
+        rows: list[exp.Select] = []
+        source = exp.alias_(exp.Table(this=ident(f"_l{last}")), "p", table=True)
+        for (kind, name), flag in flags:
+            judgment = kind == "f" and name in self.judgments
+            marker = true() if judgment else false()
+            if kind == "q":
+                other = exp.alias_(exp.Table(this=ident(f"_q{name}_paths")), "o", table=True)
+                rows.append(exp.select(exp.alias_(column(PATIENT_ID, "p"), PATIENT_ID, quoted=True),
+                                       exp.alias_(column("path", "o"), "path", quoted=True),
+                                       exp.alias_(marker, "_j", quoted=True))
+                            .from_(source).join(other, on=exp.EQ(this=column(PATIENT_ID, "p"),
+                                                                 expression=column(PATIENT_ID, "o")))
+                            .where(flag.e))
+            else:
+                rows.append(exp.select(exp.alias_(column(PATIENT_ID, "p"), PATIENT_ID, quoted=True),
+                                       exp.alias_(lit(name), "path", quoted=True),
+                                       exp.alias_(marker, "_j", quoted=True)).from_(source).where(flag.e))
+        query = exp.select(*final).from_(source)
+        if rows:
+            union: exp.Expr = rows[0]
+            for r in rows[1:]:
+                union = exp.union(union, r, distinct=False, copy=False)
+            ctes.append(("_missing", exp.select(column(PATIENT_ID, "m"), column("path", "m"), column("_j", "m"))
+                         .distinct().from_(exp.alias_(exp.Subquery(this=union), "m", table=True))))
+            path = column("path", "m")
+
+            def joined(judgment: bool) -> exp.Expr:
+                picked = case([(column("_j", "m") if judgment else not_(column("_j", "m")), path)])
+                return exp.GroupConcat(this=exp.Order(this=picked, expressions=[
+                    exp.Ordered(this=path, nulls_first=False)]), separator=lit(", "))
+
+            ctes.append(("_paths", exp.select(
+                exp.alias_(column(PATIENT_ID, "m"), PATIENT_ID, quoted=True),
+                exp.alias_(joined(False), "missing", quoted=True),
+                exp.alias_(joined(True), "pending_judgments", quoted=True))
+                .from_(exp.alias_(exp.Table(this=ident("_missing")), "m", table=True))
+                .group_by(column(PATIENT_ID, "m"))))
+            query = query.join(exp.alias_(exp.Table(this=ident("_paths")), "x", table=True),
+                               on=exp.EQ(this=column(PATIENT_ID, "p"), expression=column(PATIENT_ID, "x")),
+                               join_type="left")
+            final_missing: list[exp.Expr] = [exp.Coalesce(this=column(c, "x"), expressions=[lit("")])
+                             for c in ("missing", "pending_judgments")]
+        else:
+            final_missing = [lit(""), lit("")]
+        query = query.select(exp.alias_(final_missing[0], "missing", quoted=True),
+                             exp.alias_(final_missing[1], "pending_judgments", quoted=True), copy=False)
+        materialized = True if self.dialect in ("duckdb", "postgres") else None
+        for name, cte in ctes:  # materialized where the engine allows it: no expression is inlined twice
+            query = query.with_(ident(name), as_=cte, materialized=materialized, copy=False)
+        return query
+
+    def level_query(self, level: int) -> exp.Select:
+        select = exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("p")))
+        for q in self.joins.get(level, []):
+            for suffix in ("t", "u", "f"):
+                name = f"_q{q.number}_{suffix}"
+                select = select.select(exp.alias_(column(name, f"a{q.number}"), name, quoted=True), copy=False)
+        for name, e in self.levels.get(level, []):
+            select = select.select(exp.alias_(e, name, quoted=True), copy=False)
+        select = select.from_(exp.alias_(exp.Table(this=ident(self.level_table(level - 1))), "p", table=True))
+        for q in self.joins.get(level, []):
+            select = select.join(exp.alias_(exp.Table(this=ident(f"_q{q.number}_agg")), f"a{q.number}", table=True),
+                                 on=exp.EQ(this=column(PATIENT_ID, "p"), expression=column(PATIENT_ID, f"a{q.number}")),
+                                 join_type="left")
+        return select
+
+
+def comment_safe(text: str) -> str:
+    """Text safe in a `--` comment: one line, non-printable characters escaped."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def emit_sql(protocol: ir.Protocol, dialect: str = "duckdb") -> str:
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown SQL dialect {dialect!r}; use one of {', '.join(DIALECTS)}")
+    layout = tables.layout(protocol)
+    query = _Compiler(protocol, layout, dialect).compile()
+    header = [
+        f"-- @generated by crit from {comment_safe(protocol.source)} — do not edit; run `crit build` to regenerate.",
+        f"-- source sha256: {protocol.source_hash}",
+        f"-- Protocol {comment_safe(protocol.id)}: {comment_safe(protocol.title)}",
+        f"-- SQL dialect: {dialect}. Tables: `crit schema {comment_safe(protocol.source)} --sql {dialect}`.",
+        "-- One row per patient: decision, each criterion's outcome (a column named by its id),",
+        "-- the missing facts and pending judgments (paths joined by ', ').",
+    ]
+    return "\n".join(header) + "\n" + query.sql(dialect=dialect, pretty=True) + ";\n"

@@ -1,0 +1,107 @@
+"""The SQL backend on DuckDB against the reference interpreter: random protocols and records
+(tests/strategies.py), loaded through `crit.sources.tables.rows` and decided by the emitted
+DuckDB query, must give every criterion outcome, the decision, the missing facts and the
+pending judgments that `crit.interpret` gives. And the JY231 vignettes.
+
+A longer run: CRIT_SQL_EXAMPLES=200 CRIT_SQL_RECORDS=40 python -m pytest tests/test_sql_differential.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from conftest import ROOT, compile_text
+from crit import ir
+from crit.backends.sql import emit_sql
+from crit.driver import load
+from crit.interpret import Interpreter
+from crit.sources import tables
+from crit.sources.records import loads
+from strategies import Schema, protocols, records
+
+EXAMPLES = int(os.environ.get("CRIT_SQL_EXAMPLES", "12"))
+RECORDS_PER_PROTOCOL = int(os.environ.get("CRIT_SQL_RECORDS", "15"))
+
+
+@pytest.fixture(scope="module")
+def connection() -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect()
+    yield con
+    con.close()
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, protocol: ir.Protocol,
+            patients: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """The emitted DuckDB query's rows for `patients` (id, validated record), by patient id."""
+    layout = tables.layout(protocol)
+    for table in reversed(layout.tables):
+        con.execute(f'DROP TABLE IF EXISTS "{table.name}"')
+    for statement in tables.create_statements(protocol, "duckdb"):
+        con.execute(statement)
+    batches: dict[str, list[tuple[object, ...]]] = {t.name: [] for t in layout.tables}
+    for patient_id, record in patients:
+        for name, rows in tables.rows(layout, patient_id, record).items():
+            batches[name].extend(rows)
+    for table in layout.tables:
+        rows = batches[table.name]
+        if rows:
+            marks = ", ".join("?" * len(table.columns))
+            con.executemany(f'INSERT INTO "{table.name}" VALUES ({marks})', rows)
+    cursor = con.execute(emit_sql(protocol, "duckdb"))
+    names = [d[0] for d in cursor.description]
+    return {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
+
+
+def expected_row(interpreter: Interpreter, record: dict[str, Any]) -> dict[str, Any]:
+    screening = interpreter.evaluate(record)
+    row: dict[str, Any] = {"decision": screening.decision.value, "missing": ", ".join(screening.missing),
+                           "pending_judgments": ", ".join(screening.pending_judgments)}
+    row.update({c.id: c.outcome.value for c in screening.criteria})
+    return row
+
+
+def check_agreement(con: duckdb.DuckDBPyConnection, protocol: ir.Protocol,
+                    cases: list[dict[str, Any]]) -> int:
+    """Runs the records the interpreter accepts through SQL; returns how many were compared."""
+    interpreter = Interpreter(protocol)
+    patients = [(f"r{i}", record) for i, record in enumerate(cases) if not interpreter.validate(record)]
+    got = run_sql(con, protocol, patients)
+    assert sorted(got) == sorted(pid for pid, _ in patients)
+    for patient_id, record in patients:
+        row = got[patient_id]
+        expected = expected_row(interpreter, record)
+        assert {k: row[k] for k in expected} == expected, (patient_id, record)
+    return len(patients)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(protocols(), st.data())
+def test_random_protocols_agree_with_the_interpreter(connection: duckdb.DuckDBPyConnection,
+                                                     case: tuple[str, Schema], data: st.DataObject) -> None:
+    source, schema = case
+    protocol = compile_text(source)
+    cases = [data.draw(records(schema)) for _ in range(RECORDS_PER_PROTOCOL)]
+    # exactly as crit reads them: numbers as decimals from their JSON text
+    cases = [loads(json.dumps(c)) for c in cases]
+    check_agreement(connection, protocol, cases)
+
+
+def test_jy231_vignettes_through_sql(connection: duckdb.DuckDBPyConnection) -> None:
+    from test_jy231 import VIGNETTES
+
+    protocol = load(ROOT / "protocols" / "jy231.crit")
+    cases = [record for _, record, _, _ in VIGNETTES]
+    assert check_agreement(connection, protocol, cases) == len(VIGNETTES)
+    got = run_sql(connection, protocol, [(f"v{i}", r) for i, r in enumerate(cases)])
+    for i, (_, _, decision, _) in enumerate(VIGNETTES):
+        assert got[f"v{i}"]["decision"] == decision
