@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +31,9 @@ inclusion
   I1 "Adult"
     age >= 18
 """
+
+SCHEMA = 'patient\n  age: integer "Age"\n'
+USES_SCHEMA = 'protocol T3 "Uses a schema"\n\nimport "schemas/s.crit"\n\ninclusion\n  I1 "Adult"\n    age >= 18\n'
 
 
 def test_python_dash_m_crit() -> None:
@@ -65,7 +67,7 @@ def test_tool_crit_sets_build_and_check_defaults(project: Path, capsys: pytest.C
     assert (config.protocols, config.output, config.strict) == ((Path("trials"),), Path("out"), True)
 
     assert main(["build"]) == 0
-    assert sorted(p.name for p in (project / "out").iterdir()) == ["t2.md", "t2.py"]
+    assert {"t2.md", "t2.py"} <= {p.name for p in (project / "out").iterdir()}
     assert main(["build", "--check"]) == 0
     assert main(["check", "trials/t2.crit"]) == 1  # strict: the W005 warning is an error
     assert "error[W005]" in capsys.readouterr().err
@@ -119,9 +121,10 @@ def run_hook(hook: dict[str, Any], files: list[str]) -> int:
 def test_pre_commit_hooks_run(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     hooks = {h["id"]: h for h in load_manifest(str(ROOT / ".pre-commit-hooks.yaml"))}
     configure(project, 'protocols = ["trials"]\noutput = "out"\n')
-    shutil.copy(ROOT / "protocols" / "jy231.crit", project / "trials")
-    shutil.copytree(ROOT / "protocols" / "schemas", project / "trials" / "schemas")
-    staged = ["trials/jy231.crit", "trials/t2.crit", "README.md"]
+    (project / "trials" / "schemas").mkdir()
+    (project / "trials" / "schemas" / "s.crit").write_text(SCHEMA, encoding="utf-8")
+    (project / "trials" / "t3.crit").write_text(USES_SCHEMA, encoding="utf-8")
+    staged = ["trials/t3.crit", "trials/schemas/s.crit", "trials/t2.crit", "README.md"]
     assert main(["build"]) == 0
     assert [run_hook(hooks[name], staged) for name in hooks] == [0, 0, 0]
 
@@ -136,5 +139,10 @@ def test_pre_commit_hooks_run(project: Path, capsys: pytest.CaptureFixture[str])
     assert "error[E201]" in capsys.readouterr().err
     messy.write_text(WARNED.replace("age >= 18", "age >= 21"), encoding="utf-8")
     assert run_hook(hooks["crit-check"], staged) == 0
+    schema = project / "trials" / "schemas" / "s.crit"
+    schema.write_text(SCHEMA.replace("integer", "integr"), encoding="utf-8")
+    assert run_hook(hooks["crit-check"], ["trials/schemas/s.crit"]) == 1  # through t3, which imports it
+    assert "error[E10" in capsys.readouterr().err
+    schema.write_text(SCHEMA, encoding="utf-8")
     assert run_hook(hooks["crit-build-check"], staged) == 1  # t2 changed, out/ did not
     assert "stale: out/t2.py" in capsys.readouterr().err
