@@ -319,6 +319,7 @@ async def test_completion(client: LanguageClient, project: Path) -> None:
 async def test_outline(client: LanguageClient, project: Path) -> None:
     path = project / "outline.crit"
     text = PROTOCOL.replace('  I2 "Lupus, treated"\n', '  I2 "Lupus, treated"\n    I2.1 "Nested"\n      age >= 20\n')
+    text = text.replace("inclusion\n", "inclusion\n  # adults with lupus\n\n")
     await open_document(client, path, text)
     symbols = await client.text_document_document_symbol_async(
         lsp.DocumentSymbolParams(lsp.TextDocumentIdentifier(uri_of(path))))
@@ -330,6 +331,8 @@ async def test_outline(client: LanguageClient, project: Path) -> None:
     i2 = (inclusion.children or [])[1]
     assert [c.name for c in (i2.children or [])] == ["I2.1"] and i2.detail == "Lupus, treated"
     assert i2.selection_range.start == position(text, "I2")
+    assert inclusion.selection_range.start == lsp.Position(text.split("\n").index("inclusion"), 0)
+    assert inclusion.range.start.line == inclusion.selection_range.start.line
 
 
 async def test_formatting_is_crit_fmt(client: LanguageClient, project: Path) -> None:

@@ -611,8 +611,8 @@ def outline(module: ast.Module, sources: dict[str, str]) -> list[Symbol]:
     for title, criteria in (("inclusion", module.inclusion), ("exclusion", module.exclusion)):
         if criteria:
             spans = [c.span for c in criteria]
-            whole = Span(spans[0].file, spans[0].line, 1, spans[-1].end_line, spans[-1].end_column)
-            head = Span(whole.file, max(whole.line - 1, 1), 1, max(whole.line - 1, 1), 1 + len(title))
+            head = _section_head(sources, spans[0], title)
+            whole = Span(spans[0].file, head.line, 1, spans[-1].end_line, spans[-1].end_column)
             out.append(Symbol(title, f"{len(criteria)} criteria", "section", _enclose(whole, head), head,
                               tuple(criterion(c) for c in criteria)))
     for define in module.defines:
@@ -631,6 +631,16 @@ def outline(module: ast.Module, sources: dict[str, str]) -> list[Symbol]:
         name = _name_span(sources, enum.span, enum.name)
         out.append(Symbol(enum.name, enum.label or "", "enum", _enclose(enum.span, name), name))
     return out
+
+
+def _section_head(sources: dict[str, str], first: Span, word: str) -> Span:
+    """Where `inclusion` or `exclusion` is written: the last line above its first criterion
+    that starts with the word (comments and blank lines may stand between)."""
+    lines = split_lines(sources.get(first.file, ""))
+    for number in range(min(first.line - 1, len(lines)), 0, -1):
+        if re.match(rf"{word}\b", lines[number - 1]):
+            return Span(first.file, number, 1, number, 1 + len(word))
+    return Span(first.file, first.line, first.column, first.line, first.column + len(word))
 
 
 def _field_symbol(decl: ast.FieldDecl, sources: dict[str, str]) -> Symbol:
