@@ -99,6 +99,21 @@ def test_sarif_validates_against_the_sarif_2_1_0_schema(protocols: tuple[Path, P
         assert location["region"] == {"startLine": 8, "startColumn": column, "endLine": 8, "endColumn": column + 4}
 
 
+def test_sarif_names_files_outside_the_working_directory_by_absolute_uri(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "here").mkdir()
+    outside = tmp_path / "elsewhere" / "a b%.crit"
+    outside.write_text(BROKEN, encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "here")
+    _, out, _ = run("--format", "sarif", str(outside))
+    log = json.loads(out)
+    jsonschema.Draft4Validator(SCHEMA).validate(log)
+    location = log["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert location == {"uri": outside.resolve().as_uri()}
+    assert location["uri"].endswith("/elsewhere/a%20b%25.crit")
+
+
 def test_sarif_schema_rejects_what_is_not_sarif() -> None:
     """The validation above can fail: a log without a version, or with a level SARIF does not
     know, is refused."""

@@ -188,18 +188,19 @@ def _sarif_result(diagnostic: Diagnostic, rule_index: int) -> dict[str, Any]:
         "level": _SARIF_LEVELS[diagnostic.severity],
         "message": {"text": text},
         "locations": [{"physicalLocation": {
-            "artifactLocation": {"uri": _uri(span.file), "uriBaseId": "%SRCROOT%"},
+            "artifactLocation": _artifact(span.file),
             "region": region,
         }}],
     }
 
 
-def _uri(file: str) -> str:
-    """A file name as a URI reference: relative (to `%SRCROOT%`) when it is, percent-encoded."""
+def _artifact(file: str) -> dict[str, str]:
+    """A file as a SARIF artifact location: a percent-encoded URI relative to `%SRCROOT%` (the
+    working directory) when the file is under it, else an absolute `file:` URI."""
     path = Path(file)
     if path.is_absolute():
-        return path.as_uri()
-    return quote(path.as_posix(), safe="/")
+        return {"uri": path.as_uri()}
+    return {"uri": quote(path.as_posix(), safe="/"), "uriBaseId": "%SRCROOT%"}
 
 
 # ---- GitHub workflow commands ---------------------------------------------------------------
