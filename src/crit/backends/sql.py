@@ -101,6 +101,12 @@ def untranslatable(node: Never) -> CritError:
 # ---- small builders -----------------------------------------------------------------------------
 
 
+def _alias(expression: exp.Expr, alias: str, table: bool = False, quoted: bool | None = None) -> exp.Expr:
+    """`expression AS alias`, without copying the expression (sqlglot's builders copy by default,
+    which on a protocol's worth of nested expressions costs seconds)."""
+    return exp.alias_(expression, alias, table=table, quoted=quoted, copy=False)
+
+
 def ident(name: str) -> exp.Identifier:
     return exp.to_identifier(name, quoted=True)
 
@@ -135,15 +141,15 @@ def case(whens: Iterable[tuple[exp.Expr, exp.Expr]], default: exp.Expr | None = 
 
 
 def and_(*parts: exp.Expr) -> exp.Expr:
-    return exp.and_(*parts) if len(parts) > 1 else parts[0]
+    return exp.and_(*parts, copy=False) if len(parts) > 1 else parts[0]
 
 
 def or_(*parts: exp.Expr) -> exp.Expr:
-    return exp.or_(*parts) if len(parts) > 1 else parts[0]
+    return exp.or_(*parts, copy=False) if len(parts) > 1 else parts[0]
 
 
 def not_(e: exp.Expr) -> exp.Expr:
-    return exp.not_(exp.Paren(this=e) if isinstance(e, exp.Connector | exp.Binary) else e)
+    return exp.not_(exp.Paren(this=e) if isinstance(e, exp.Connector | exp.Binary) else e, copy=False)
 
 
 def is_null(e: exp.Expr) -> exp.Expr:
@@ -230,15 +236,16 @@ class _Compiler:
                 assert_never(v)
 
     def const(self, value: Decimal | Fraction | int | datetime.date | str | bool,
-              to_storage: Fraction | None = None, span: Span | None = None) -> exp.Expr:
+              to_storage: Fraction | None = None, c: ir.Const | None = None, unit: str | None = None) -> exp.Expr:
         if isinstance(value, bool):
             return true() if value else false()
         if isinstance(value, Decimal | Fraction) or (isinstance(value, int) and to_storage is not None):
             exact = Fraction(value) * (to_storage or 1)
             if not tables.terminating(exact):
-                raise _error("S202", span or self.protocol.fields[0].span,
-                             f"{rt.show(value)} is no exact decimal in the unit its field is stored in",
-                             "write the limit in a unit that is a decimal multiple of the field's stored unit")
+                assert c is not None  # only a converted limit can fail to terminate
+                raise _error("S202", c.span, f"{c.display} is no exact decimal in {unit}, the unit the SQL "
+                             "layout stores the field in",
+                             f"write the limit in {unit} or in a unit that is a decimal multiple of it")
             decimal = rt.terminating(exact)
             assert isinstance(decimal, Decimal)
             return decimal_literal(decimal, self.dialect)
@@ -366,17 +373,20 @@ class _Compiler:
                 contrib[v.src] = Sql(or_(contrib[v.src].e, flag) if v.src in contrib else flag, value.level)
         return Cond(value, contrib)
 
-    def storage(self, values: list[ir.Value], span: Span) -> Fraction | None:
-        """The factor from the canonical unit to the stored one, shared by the fields compared."""
+    def storage(self, values: list[ir.Value], span: Span) -> tuple[Fraction, str] | None:
+        """The factor from the canonical unit to the stored one, and that unit, shared by the
+        fields compared."""
         fields = [self.field(v) for v in values if isinstance(v, ir.FieldRef)]
-        factors = {v.to_storage for v in fields if v.to_storage is not None}
-        if len(factors) > 1:
+        units = {(v.to_storage, v.placed.storage) for v in fields
+                 if v.to_storage is not None and v.placed is not None and v.placed.storage is not None}
+        if len(units) > 1:
             raise self.untranslated(span, "a comparison between quantities stored in different units")
-        return factors.pop() if factors else None
+        return units.pop() if units else None
 
-    def operand(self, v: ir.Value, to_storage: Fraction | None) -> Val:
+    def operand(self, v: ir.Value, storage: tuple[Fraction, str] | None) -> Val:
         if isinstance(v, ir.Const):
-            return Val(Sql(self.const(v.value, to_storage, v.span)))
+            factor, unit = storage if storage is not None else (None, None)
+            return Val(Sql(self.const(v.value, factor, v, unit)))
         return self.field(v)
 
     def compare(self, e: ir.Compare) -> Cond:
@@ -480,26 +490,26 @@ class _Compiler:
         self.quantifiers.append(q)
         prefix = f"_q{q.number}"
         selected: list[exp.Expr] = [
-            exp.alias_(column(PATIENT_ID, "it"), PATIENT_ID, quoted=True),
-            exp.alias_(column("ordinal_1", "it"), "ordinal_1", quoted=True),
-            exp.alias_(condition.value.e, "_v", quoted=True),
+            _alias(column(PATIENT_ID, "it"), PATIENT_ID, quoted=True),
+            _alias(column("ordinal_1", "it"), "ordinal_1", quoted=True),
+            _alias(condition.value.e, "_v", quoted=True),
         ]
         for index, (src, flag) in enumerate(sorted(condition.contrib.items())):
             name = f"_c{index}"
             q.flags.append((src, name))
-            selected.append(exp.alias_(flag.e, name, quoted=True))
+            selected.append(_alias(flag.e, name, quoted=True))
         source = self.level_table(q.patient_level)
-        items_query = (exp.select(*selected)
-                       .from_(exp.alias_(exp.Table(this=ident(q.items_table)), "it", table=True))
-                       .join(exp.alias_(exp.Table(this=ident(source)), "p", table=True),
+        items_query = (exp.select(*selected, copy=False)
+                       .from_(_alias(exp.Table(this=ident(q.items_table)), "it", table=True))
+                       .join(_alias(exp.Table(this=ident(source)), "p", table=True),
                              on=exp.EQ(this=column(PATIENT_ID, "it"), expression=column(PATIENT_ID, "p"))))
         v = column("_v", "i")
         counts = (exp.select(
-            exp.alias_(column(PATIENT_ID, "i"), PATIENT_ID, quoted=True),
-            exp.alias_(exp.Sum(this=case([(v, num(1))], num(0))), f"{prefix}_t", quoted=True),
-            exp.alias_(exp.Sum(this=case([(is_null(v), num(1))], num(0))), f"{prefix}_u", quoted=True),
-            exp.alias_(exp.Sum(this=case([(not_(v), num(1))], num(0))), f"{prefix}_f", quoted=True))
-            .from_(exp.alias_(exp.Table(this=ident(f"{prefix}_items")), "i", table=True))
+            _alias(column(PATIENT_ID, "i"), PATIENT_ID, quoted=True),
+            _alias(exp.Sum(this=case([(v, num(1))], num(0))), f"{prefix}_t", quoted=True),
+            _alias(exp.Sum(this=case([(is_null(v), num(1))], num(0))), f"{prefix}_u", quoted=True),
+            _alias(exp.Sum(this=case([(not_(v), num(1))], num(0))), f"{prefix}_f", quoted=True))
+            .from_(_alias(exp.Table(this=ident(f"{prefix}_items")), "i", table=True))
             .group_by(column(PATIENT_ID, "i")))
         self.ctes.setdefault(q.patient_level, []).extend(
             [(f"{prefix}_items", items_query), (f"{prefix}_agg", counts)])
@@ -542,17 +552,17 @@ class _Compiler:
     def paths_query(self, q: _Quantifier) -> exp.Expr | None:
         """The paths that make the quantifier's unknown items unknown, one row each."""
         selects: list[exp.Select] = []
-        table = exp.alias_(exp.Table(this=ident(f"_q{q.number}_items")), "i", table=True)
+        table = _alias(exp.Table(this=ident(f"_q{q.number}_items")), "i", table=True)
         for src, flag in q.flags:
             kind, name = src
             where = and_(is_null(column("_v", "i")), column(flag, "i"))
             if kind == "q":
-                other = exp.alias_(exp.Table(this=ident(f"_q{name}_paths")), "o", table=True)
-                selects.append(exp.select(exp.alias_(column(PATIENT_ID, "i"), PATIENT_ID, quoted=True),
-                                          exp.alias_(column("path", "o"), "path", quoted=True))
+                other = _alias(exp.Table(this=ident(f"_q{name}_paths")), "o", table=True)
+                selects.append(exp.select(_alias(column(PATIENT_ID, "i"), PATIENT_ID, quoted=True),
+                                          _alias(column("path", "o"), "path", quoted=True))
                                .from_(table).join(other, on=exp.EQ(this=column(PATIENT_ID, "i"),
                                                                    expression=column(PATIENT_ID, "o")))
-                               .where(where))
+                               .where(where, copy=False))
                 continue
             if kind == "i":
                 path: exp.Expr = exp.Concat(expressions=[
@@ -560,8 +570,8 @@ class _Compiler:
                     lit(f"].{name}")])
             else:
                 path = lit(name)
-            selects.append(exp.select(exp.alias_(column(PATIENT_ID, "i"), PATIENT_ID, quoted=True),
-                                      exp.alias_(path, "path", quoted=True)).from_(table).where(where))
+            selects.append(exp.select(_alias(column(PATIENT_ID, "i"), PATIENT_ID, quoted=True),
+                                      _alias(path, "path", quoted=True)).from_(table).where(where, copy=False))
         if not selects:
             return None
         query: exp.Expr = selects[0]
@@ -687,12 +697,12 @@ class _Compiler:
         for level in self.joins:
             last = max(last, level)
         outcome = {MET: "met", NOT_MET: "not met", NA: "not applicable"}
-        final: list[exp.Expr] = [exp.alias_(column(PATIENT_ID, "p"), PATIENT_ID, quoted=True)]
-        final.append(exp.alias_(case([(refused_col.e, lit("ineligible")), (unknown_col.e, lit("needs review"))],
+        final: list[exp.Expr] = [_alias(column(PATIENT_ID, "p"), PATIENT_ID, quoted=True)]
+        final.append(_alias(case([(refused_col.e, lit("ineligible")), (unknown_col.e, lit("needs review"))],
                                      lit("eligible")), "decision", quoted=True))
         for criterion in self.protocol.criteria():
             code = self.codes[criterion.id].e
-            final.append(exp.alias_(case([(exp.EQ(this=code, expression=num(k)), lit(v)) for k, v in outcome.items()],
+            final.append(_alias(case([(exp.EQ(this=code, expression=num(k)), lit(v)) for k, v in outcome.items()],
                                          lit("unknown")), criterion.id, quoted=True))
         ctes: list[tuple[str, exp.Expr]] = []
         for level in range(0, last + 1):
@@ -701,29 +711,29 @@ class _Compiler:
             ctes.extend(self.ctes.get(level, []))
         # the missing paths, one row each, then joined per patient in order
         rows: list[exp.Select] = []
-        source = exp.alias_(exp.Table(this=ident(f"_l{last}")), "p", table=True)
+        source = _alias(exp.Table(this=ident(f"_l{last}")), "p", table=True)
         for (kind, name), flag in flags:
             judgment = kind == "f" and name in self.judgments
             marker = true() if judgment else false()
             if kind == "q":
-                other = exp.alias_(exp.Table(this=ident(f"_q{name}_paths")), "o", table=True)
-                rows.append(exp.select(exp.alias_(column(PATIENT_ID, "p"), PATIENT_ID, quoted=True),
-                                       exp.alias_(column("path", "o"), "path", quoted=True),
-                                       exp.alias_(marker, "_j", quoted=True))
+                other = _alias(exp.Table(this=ident(f"_q{name}_paths")), "o", table=True)
+                rows.append(exp.select(_alias(column(PATIENT_ID, "p"), PATIENT_ID, quoted=True),
+                                       _alias(column("path", "o"), "path", quoted=True),
+                                       _alias(marker, "_j", quoted=True))
                             .from_(source).join(other, on=exp.EQ(this=column(PATIENT_ID, "p"),
                                                                  expression=column(PATIENT_ID, "o")))
-                            .where(flag.e))
+                            .where(flag.e, copy=False))
             else:
-                rows.append(exp.select(exp.alias_(column(PATIENT_ID, "p"), PATIENT_ID, quoted=True),
-                                       exp.alias_(lit(name), "path", quoted=True),
-                                       exp.alias_(marker, "_j", quoted=True)).from_(source).where(flag.e))
-        query = exp.select(*final).from_(source)
+                rows.append(exp.select(_alias(column(PATIENT_ID, "p"), PATIENT_ID, quoted=True),
+                                       _alias(lit(name), "path", quoted=True),
+                                       _alias(marker, "_j", quoted=True)).from_(source).where(flag.e, copy=False))
+        query = exp.select(*final, copy=False).from_(source, copy=False)
         if rows:
             union: exp.Expr = rows[0]
             for r in rows[1:]:
                 union = exp.union(union, r, distinct=False, copy=False)
             ctes.append(("_missing", exp.select(column(PATIENT_ID, "m"), column("path", "m"), column("_j", "m"))
-                         .distinct().from_(exp.alias_(exp.Subquery(this=union), "m", table=True))))
+                         .distinct().from_(_alias(exp.Subquery(this=union), "m", table=True))))
             path = column("path", "m")
 
             def joined(judgment: bool) -> exp.Expr:
@@ -732,20 +742,20 @@ class _Compiler:
                     exp.Ordered(this=path, nulls_first=False)]), separator=lit(", "))
 
             ctes.append(("_paths", exp.select(
-                exp.alias_(column(PATIENT_ID, "m"), PATIENT_ID, quoted=True),
-                exp.alias_(joined(False), "missing", quoted=True),
-                exp.alias_(joined(True), "pending_judgments", quoted=True))
-                .from_(exp.alias_(exp.Table(this=ident("_missing")), "m", table=True))
+                _alias(column(PATIENT_ID, "m"), PATIENT_ID, quoted=True),
+                _alias(joined(False), "missing", quoted=True),
+                _alias(joined(True), "pending_judgments", quoted=True))
+                .from_(_alias(exp.Table(this=ident("_missing")), "m", table=True))
                 .group_by(column(PATIENT_ID, "m"))))
-            query = query.join(exp.alias_(exp.Table(this=ident("_paths")), "x", table=True),
+            query = query.join(_alias(exp.Table(this=ident("_paths")), "x", table=True),
                                on=exp.EQ(this=column(PATIENT_ID, "p"), expression=column(PATIENT_ID, "x")),
                                join_type="left")
             final_missing: list[exp.Expr] = [exp.Coalesce(this=column(c, "x"), expressions=[lit("")])
                              for c in ("missing", "pending_judgments")]
         else:
             final_missing = [lit(""), lit("")]
-        query = query.select(exp.alias_(final_missing[0], "missing", quoted=True),
-                             exp.alias_(final_missing[1], "pending_judgments", quoted=True), copy=False)
+        query = query.select(_alias(final_missing[0], "missing", quoted=True),
+                             _alias(final_missing[1], "pending_judgments", quoted=True), copy=False)
         materialized = True if self.dialect in ("duckdb", "postgres") else None
         for name, cte in ctes:  # materialized where the engine allows it: no expression is inlined twice
             query = query.with_(ident(name), as_=cte, materialized=materialized, copy=False)
@@ -756,12 +766,12 @@ class _Compiler:
         for q in self.joins.get(level, []):
             for suffix in ("t", "u", "f"):
                 name = f"_q{q.number}_{suffix}"
-                select = select.select(exp.alias_(column(name, f"a{q.number}"), name, quoted=True), copy=False)
+                select = select.select(_alias(column(name, f"a{q.number}"), name, quoted=True), copy=False)
         for name, e in self.levels.get(level, []):
-            select = select.select(exp.alias_(e, name, quoted=True), copy=False)
-        select = select.from_(exp.alias_(exp.Table(this=ident(self.level_table(level - 1))), "p", table=True))
+            select = select.select(_alias(e, name, quoted=True), copy=False)
+        select = select.from_(_alias(exp.Table(this=ident(self.level_table(level - 1))), "p", table=True))
         for q in self.joins.get(level, []):
-            select = select.join(exp.alias_(exp.Table(this=ident(f"_q{q.number}_agg")), f"a{q.number}", table=True),
+            select = select.join(_alias(exp.Table(this=ident(f"_q{q.number}_agg")), f"a{q.number}", table=True),
                                  on=exp.EQ(this=column(PATIENT_ID, "p"), expression=column(PATIENT_ID, f"a{q.number}")),
                                  join_type="left")
         return select

@@ -278,7 +278,7 @@ def sql_type(column: Column, dialect: str) -> exp.DataType:
 
 
 def create_table(table: Table, dialect: str) -> exp.Create:
-    defs: list[exp.Expression] = []
+    defs: list[exp.Expr] = []
     for column in table.columns:
         constraints = [] if column.nullable else [exp.ColumnConstraint(kind=exp.NotNullColumnConstraint())]
         defs.append(exp.ColumnDef(this=exp.to_identifier(column.name, quoted=True),
