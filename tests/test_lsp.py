@@ -177,6 +177,17 @@ async def test_diagnostics_are_crit_checks_own_with_lint_warnings(client: Langua
     assert as_check(warned, diagnostics, text) == {e for e in expected if e[0] == str(warned)}
 
 
+async def test_strict_in_tool_crit_makes_warnings_errors(client: LanguageClient, project: Path) -> None:
+    """As `crit check` does in a project whose pyproject.toml says `strict = true`."""
+    strict = project / "strict"
+    (strict / "schemas").mkdir(parents=True)
+    (strict / "schemas" / "s.crit").write_text(SCHEMA, encoding="utf-8")
+    (strict / "pyproject.toml").write_text('[tool.crit]\nstrict = true\n', encoding="utf-8")
+    text = PROTOCOL.replace("    age >= 18\n", "    age >= 80\n    age <= 20\n")
+    diagnostics = await open_document(client, strict / "w.crit", text)
+    assert [(d.code, d.severity) for d in diagnostics] == [("W001", lsp.DiagnosticSeverity.Error)]
+
+
 async def test_the_editors_text_is_compiled_not_the_file(client: LanguageClient, project: Path) -> None:
     path = project / "unsaved.crit"
     clean = PROTOCOL.replace("anaemic\n", "anaemic\n    hemoglobin >= 50 g/L\n")

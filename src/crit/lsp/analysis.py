@@ -23,7 +23,7 @@ from crit.driver import Loaded, display_path, load
 from crit.english import count_heading, describe, describe_type
 from crit.syntax import parse
 from crit.text import split_lines
-from crit.tools.lint import lint
+from crit.tools.lint import as_errors, lint
 
 Span = ast.Span
 
@@ -41,10 +41,11 @@ class Compiled:
     protocol: ir.Protocol | None  # the checked protocol, if it checks
 
 
-def compile_text(path: Path, text: str) -> Compiled:
+def compile_text(path: Path, text: str, strict: bool = False) -> Compiled:
     """Compile the editor's `text` for the file at `path` (its imports read from disk), then
-    lint it if it checks. A schema file (no protocol header, no criteria) is only parsed: it is
-    checked as part of the protocols that import it."""
+    lint it if it checks, its warnings made errors if `strict` (as `crit check --strict`). A
+    schema file (no protocol header, no criteria) is only parsed: it is checked as part of the
+    protocols that import it."""
     shown = display_path(path)
     loaded = Loaded()
     text = text.removeprefix("\ufeff")
@@ -63,7 +64,8 @@ def compile_text(path: Path, text: str) -> Compiled:
         protocol = load(path, loaded, text=text)
     except CritError as err:
         return Compiled(shown, err.diagnostics, loaded.sources, module, None)
-    return Compiled(shown, lint(protocol), loaded.sources, module, protocol)
+    warnings = lint(protocol)
+    return Compiled(shown, as_errors(warnings) if strict else warnings, loaded.sources, module, protocol)
 
 
 _RECOVERY_ATTEMPTS = 8

@@ -17,6 +17,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import from_fs_path, to_fs_path
 
 from crit import __version__
+from crit.config import ConfigError, load_config
 from crit.diagnostics import CritError, Diagnostic
 from crit.driver import display_path
 from crit.lsp import analysis
@@ -54,6 +55,7 @@ class CritServer(LanguageServer):
         self.indexes: dict[str, analysis.Index] = {}
         self.published: dict[str, set[str]] = {}  # document → the files it published diagnostics for
         self.pending: dict[str, asyncio.Task[None]] = {}
+        self.config_errors: set[str] = set()  # shown once each
 
     # ---- positions ----
     def client_column(self, text: str | None, line: int, column: int) -> int:
@@ -81,7 +83,8 @@ class CritServer(LanguageServer):
     # ---- diagnostics ----
     def validate(self, uri: str) -> None:
         document = self.workspace.get_text_document(uri)
-        compiled = analysis.compile_text(Path(to_fs_path(uri) or document.path), document.source)
+        path = Path(to_fs_path(uri) or document.path)
+        compiled = analysis.compile_text(path, document.source, self.strict(path))
         index = analysis.build_index(compiled, self.indexes.get(uri))
         if index is not None:
             self.indexes[uri] = index
@@ -96,6 +99,17 @@ class CritServer(LanguageServer):
         for shown in sorted(files):
             target = uri if shown == compiled.shown else self.file_uri(shown)
             self.publish(target, by_file.get(shown, []))
+
+    def strict(self, path: Path) -> bool:
+        """`strict` from the document's project's [tool.crit], as `crit check` reads it there; a
+        table crit cannot use is shown to the user once, and the defaults used meanwhile."""
+        try:
+            return load_config(path.parent).strict
+        except ConfigError as err:
+            if str(err) not in self.config_errors:
+                self.config_errors.add(str(err))
+                self.window_show_message(lsp.ShowMessageParams(type=lsp.MessageType.Warning, message=f"crit: {err}"))
+            return False
 
     def file_uri(self, shown: str) -> str:
         path = Path(shown)
