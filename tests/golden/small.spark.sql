@@ -393,10 +393,8 @@ WITH `_q1_items` AS (
 ), `_paths` AS (
   SELECT
     m.`patient_id` AS `patient_id`,
-    LISTAGG(CASE WHEN NOT m.`_j` THEN m.`path` END, ', ') WITHIN GROUP (ORDER BY
-      m.`path` NULLS LAST) AS `missing`,
-    LISTAGG(CASE WHEN m.`_j` THEN m.`path` END, ', ') WITHIN GROUP (ORDER BY
-      m.`path` NULLS LAST) AS `pending_judgments`
+    ARRAY_JOIN(ARRAY_SORT(COLLECT_LIST(CASE WHEN NOT m.`_j` THEN m.`path` END)), ', ') AS `missing`,
+    ARRAY_JOIN(ARRAY_SORT(COLLECT_LIST(CASE WHEN m.`_j` THEN m.`path` END)), ', ') AS `pending_judgments`
   FROM `_missing` AS m
   GROUP BY
     m.`patient_id`

@@ -738,6 +738,8 @@ class _Compiler:
 
             def joined(judgment: bool) -> exp.Expr:
                 picked = case([(column("_j", "m") if judgment else not_(column("_j", "m")), path)])
+                if self.dialect == "spark":  # Spark before 4 has no LISTAGG: sort the collected paths
+                    return exp.ArrayToString(this=exp.ArraySort(this=exp.ArrayAgg(this=picked)), expression=lit(", "))
                 return exp.GroupConcat(this=exp.Order(this=picked, expressions=[
                     exp.Ordered(this=path, nulls_first=False)]), separator=lit(", "))
 
