@@ -113,3 +113,26 @@ def test_the_extension_registers_the_grammar_and_starts_crit_lsp() -> None:
     checked = subprocess.run([node, "--check", str(main)], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stderr
     assert "vscode-languageclient/node" in main.read_text(encoding="utf-8")
+
+
+# Lines in the forms the language is growing (plausible ranges, analytes, derived values, counts
+# per volume, distinct counts): highlighted already, so that a protocol using them stays scoped.
+GROWING = """\
+  hemoglobin: quantity g/L also g/dL from 20 to 250 g/L "Hemoglobin"
+  glucose: quantity mmol/L also mg/dL as glucose molar mass 180.156 g/mol
+define bmi "BMI" in kg/m^2 = weight / (height × height)
+    (140 - age) × (weight in kg) / (72 × (creatinine in mg/dL)) × 0.85 if sex is female,
+    count(different agent in treatments where immunosuppressive) >= 2
+    neutrophils >= 1500 /mm3
+"""
+
+
+def test_growing_forms_are_scoped(tmp_path: Path) -> None:
+    path = tmp_path / "growing.crit"
+    path.write_text(GROWING, encoding="utf-8")
+    lines = tokenize(path)["growing.crit"]
+    assert unscoped(lines) == []
+    units = [text for _, tokens in lines for text, scopes in tokens if scopes[-1] == "constant.other.unit.crit"]
+    assert units == ["g/L", "g/dL", "g/L", "mmol/L", "mg/dL", "g/mol", "kg/m^2", "kg", "mg/dL", "/mm3"]
+    names = [text for _, tokens in lines[4:5] for text, scopes in tokens if scopes[-1] == "variable.other.crit"]
+    assert names == ["agent", "treatments", "immunosuppressive"]  # `in` before a list is not a unit
