@@ -58,6 +58,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("pipeline", {"crit.pipeline"}),
     ("commands", {"crit.tools", "crit.tools.fmt", "crit.tools.lint", "crit.tools.check", "crit.tools.diff",
                   "crit.tools.protocol_tests", "crit.tools.schema", "crit.screening.screen",
+                  "crit.screening.sql_engine",
                   "crit.lsp", "crit.lsp.analysis", "crit.lsp.server"}),
     ("command line", {"crit.cli", "crit.__main__"}),
 ]

@@ -65,7 +65,7 @@ def test_every_record_gets_one_row_in_order(tmp_path: Path, jy231: ModuleType) -
 
 def test_decided_by_names_the_criteria_and_the_sub_criteria_under_them(tmp_path: Path) -> None:
     records = [{**BASE, "id": "a", "hemoglobin": 50}, {**BASE, "id": "b", "age": 80, "ecog": 3},
-               {k: v for k, v in BASE.items() if k != "alt"}, {**BASE, "diagnosis": "other"}]
+               {k: v for k, v in BASE.items() if k != "alt"}, {**BASE, "id": "d", "diagnosis": "other"}]
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     out = tmp_path / "out.jsonl"
@@ -345,8 +345,10 @@ def test_json_lines_are_read_exactly_and_bounded(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(cohort, "LINE_LIMIT", 8192)
     good = json.dumps(BASE)
     lines = [good, '{"id": "dup", "age": 10, "age": 30}', '{"id": "big", "age": ' + "9" * 5000 + "}",
-             '{"x": ' + "[" * 3000 + "]" * 3000 + "}", '{"id": "long", "note": "' + "x" * 20000 + '"}', good,
-             json.dumps({**BASE, "hemoglobin": "HB"}).replace('"HB"', '{"value": 59.99999999999999999, "unit": "g/L"}')]
+             '{"x": ' + "[" * 3000 + "]" * 3000 + "}", '{"id": "long", "note": "' + "x" * 20000 + '"}',
+             json.dumps({**BASE, "id": "again"}),
+             json.dumps({**BASE, "id": "exact", "hemoglobin": "HB"}).replace(
+                 '"HB"', '{"value": 59.99999999999999999, "unit": "g/L"}')]
     source = tmp_path / "in.jsonl"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"

@@ -12,7 +12,7 @@ import collections
 import csv
 import io
 import signal
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -24,6 +24,8 @@ from crit.sources import records as json_records
 from crit.sources.cohort import Columns, Item, RowError, syntax_message
 
 COLUMNS = ("record", "id", "decision", "decided_by", "missing", "pending_judgments", "error")
+# A batch screened: its rows as text, its decisions, its tally, and its screened records' ids.
+Screened = tuple[str, collections.Counter[str], report.Tally | None, tuple[tuple[int, str], ...]]
 
 # ---- screening a batch (in this process or a worker) -------------------------------------------
 
@@ -52,6 +54,16 @@ def result_id(value: Any) -> str | int | None:
     return text.json_source(value)
 
 
+def id_key(value: Any) -> str:
+    """How two records' ids are compared: as JSON text, so that 7 and "7" are different ids."""
+    return text.json_source(value)
+
+
+def duplicate_id(value: Any, first: int) -> str:
+    """The error of a record whose id an earlier screened record (number `first`) gave."""
+    return f"id: {text.json_source(value)} is already the id of record {first}"
+
+
 class Screener:
     """Screens batches of items into output text, decision counts and a report tally."""
 
@@ -73,13 +85,19 @@ class Screener:
         self.decision = module.Decision
         self.columns = Columns(job.header, job.kinds) if job.input_format == "csv" else None
 
-    def run(self, batch: Sequence[Item]) -> tuple[str, collections.Counter[str], report.Tally | None]:
+    def run(self, batch: Sequence[Item], duplicates: Mapping[int, int] | None = None) -> Screened:
+        """The batch's rows as text, its decisions, its tally (unflushed: the outcome vectors are
+        folded once, at the end) and the ids of its screened records, `(record, id_key(id))`, for
+        the caller to find ids given twice. `duplicates` maps a record's number to the earlier
+        record that gave its id: that record is an error row (`duplicate_id`)."""
         tally = report.Tally(self.criteria) if self.job.tally else None
         decisions: collections.Counter[str] = collections.Counter()
-        rows = [self.one(item, tally, decisions) for item in batch]
-        return self.text(rows), decisions, tally  # unflushed: the outcome vectors are folded once, at the end
+        ids: list[tuple[int, str]] = []
+        rows = [self.one(item, tally, decisions, ids, duplicates or {}) for item in batch]
+        return self.text(rows), decisions, tally, tuple(ids)
 
-    def one(self, item: Item, tally: report.Tally | None, decisions: collections.Counter[str]) -> tuple[Any, ...]:
+    def one(self, item: Item, tally: report.Tally | None, decisions: collections.Counter[str],
+            ids: list[tuple[int, str]], duplicates: Mapping[int, int]) -> tuple[Any, ...]:
         number, line, payload, problem = item
         record_id: Any = self.columns.id_of(payload) if self.columns is not None and isinstance(payload, list) else None
         if problem is None:
@@ -92,6 +110,11 @@ class Screener:
                 problem = str(err)
             except self.invalid as err:
                 problem = str(err)
+        if problem is None and record_id is not None:
+            if number in duplicates:
+                problem = duplicate_id(record_id, duplicates[number])
+            else:
+                ids.append((number, id_key(record_id)))
         shown = result_id(record_id)
         if problem is not None:
             decisions[report.ERROR] += 1
@@ -168,7 +191,6 @@ class Screener:
             for n, i, d, by, m, p, e in rows)
 
 
-Screened = tuple[str, collections.Counter[str], report.Tally | None]
 
 
 IN_FLIGHT = 3  # batches handed to each worker process before its first result is collected

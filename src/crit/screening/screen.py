@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import os
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, NoReturn
@@ -33,8 +34,8 @@ from crit.backends.python import emit_python
 from crit.files import GENERATED_MARK, AtomicFile, UnsafeWrite, is_generated, same_file
 from crit.pipeline import compile_or_fail
 from crit.process import EXIT_RECORD, EXIT_USAGE, Failure
-from crit.screening import report
-from crit.screening.python_engine import COLUMNS, Job, Screener, batches, screen_batches
+from crit.screening import report, sql_engine
+from crit.screening.python_engine import COLUMNS, Job, Screened, Screener, batches, screen_batches
 from crit.sources import records as json_records
 from crit.sources.cohort import (
     Columns,
@@ -48,6 +49,8 @@ from crit.sources.cohort import (
 
 BATCH = 500  # records per unit of work
 FORMATS = ("jsonl", "json", "csv")
+INPUT_FORMATS = (*FORMATS, "parquet")
+ENGINES = ("auto", "python", "duckdb", "spark")
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report them
 
 
@@ -110,13 +113,32 @@ def _format(path: Path, given: str | None, what: str) -> str:
     if given is not None:
         return given
     suffix = path.suffix.lower()
+    if what == "input" and (suffix == ".parquet" or (str(path) != "-" and path.is_dir())):
+        return "parquet"
     if suffix == ".csv":
         return "csv"
     if suffix == ".json":
         return "json"
     if suffix in (".jsonl", ".ndjson") or str(path) == "-":
         return "jsonl"
-    _refuse(f"cannot tell the {what} format of {path} from its name; give --{what}-format jsonl, json or csv")
+    kinds = "jsonl, json, csv or parquet" if what == "input" else "jsonl, json or csv"
+    _refuse(f"cannot tell the {what} format of {path} from its name; give --{what}-format {kinds}")
+
+
+def choose_engine(given: str, in_format: str) -> str:
+    """`--engine auto`: DuckDB for a Parquet cohort (columnar data is where SQL wins), the
+    Python engine for JSON Lines, JSON and CSV. Those are checked record by record in Python
+    whichever engine screens them, and that check costs about as much as the Python engine's
+    whole screening (README, "Screening at scale"): DuckDB never wins there, at any size."""
+    if given == "auto":
+        return "duckdb" if in_format == "parquet" else "python"
+    if given == "python" and in_format == "parquet":
+        _refuse("--engine python reads JSON Lines, JSON and CSV; screen a Parquet cohort with --engine duckdb "
+                "or spark")
+    if given == "spark" and in_format != "parquet":
+        _refuse("--engine spark reads a Parquet cohort (a directory with a file per table: crit schema "
+                "PROTOCOL --sql spark); screen JSON Lines, JSON and CSV with --engine python or duckdb")
+    return given
 
 
 def _refuse_overwrites(protocol_file: Path, records: Path, output: Path, reports: Sequence[Path]) -> None:
@@ -218,11 +240,12 @@ def _terminable() -> Iterator[None]:
 
 @click.command("screen")
 @click.argument("protocol_file", type=click.Path(path_type=Path, dir_okay=False))
-@click.argument("records", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True))
+@click.argument("records", type=click.Path(path_type=Path, allow_dash=True))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
               help="Where to write one result row per record (.jsonl, .json or .csv; - for stdout).")
-@click.option("--input-format", type=click.Choice(FORMATS),
-              help="jsonl, json (one document) or csv (default: from the file name).")
+@click.option("--input-format", type=click.Choice(INPUT_FORMATS),
+              help="jsonl, json (one document), csv or parquet (a directory with a file per table; "
+                   "default: from the file name).")
 @click.option("--output-format", type=click.Choice(FORMATS), help="jsonl, json or csv (default: from the file name).")
 @click.option("--report", "reports", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Also write the attrition report (.md or .html); may be given twice.")
@@ -231,9 +254,15 @@ def _terminable() -> Iterator[None]:
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when stderr is a terminal).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+@click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+              help="python (record by record), duckdb (the protocol's SQL, embedded) or spark (pyspark); "
+                   "auto: duckdb for Parquet, python otherwise.")
+@click.option("--master", metavar="URL",
+              help="--engine spark: the Spark master (default local[N], N from --jobs; spark://host:7077 "
+                   "or yarn for a cluster).")
 def screen_command(protocol_file: Path, records: Path, output: Path, input_format: str | None,
                    output_format: str | None, reports: tuple[Path, ...], jobs: int, progress: bool | None,
-                   quiet: bool) -> None:
+                   quiet: bool, engine: str, master: str | None) -> None:
     """Screen every patient record in RECORDS (JSON Lines, a JSON document or CSV) against
     PROTOCOL_FILE.
 
@@ -246,6 +275,11 @@ def screen_command(protocol_file: Path, records: Path, output: Path, input_forma
 
     in_format = _format(records, input_format, "input")
     out_format = _format(output, output_format, "output")
+    engine = choose_engine(engine, in_format)
+    if master is not None and engine != "spark":
+        _refuse("--master is for --engine spark")
+    if in_format != "parquet" and records.is_dir():
+        _refuse(f"{records} is a directory; a directory is read as a Parquet cohort (--input-format parquet)")
     for path in reports:
         if path.suffix.lower() not in (".md", ".html", ".htm"):
             _refuse(f"--report {path}: give a .md or .html file")
@@ -258,14 +292,20 @@ def screen_command(protocol_file: Path, records: Path, output: Path, input_forma
     _refuse_sources(tuple(loaded.sources), output, reports)
     _refuse_foreign(output, reports)
     try:
-        stream: IO[bytes] = sys.stdin.buffer if str(records) == "-" else records.open("rb")
+        if in_format == "parquet":
+            if not records.exists():
+                raise FileNotFoundError(2, "No such file or directory")
+            stream: IO[bytes] = io.BytesIO()
+        else:
+            stream = sys.stdin.buffer if str(records) == "-" else records.open("rb")
     except OSError as err:
         click.echo(f"crit: cannot read {records}: {err.strerror or err}", err=True)
         raise Failure(EXIT_RECORD) from None
     try:
         with _terminable(), stream:
             counts, seconds = _screen(protocol, loaded, stream, records, in_format, output, out_format, reports,
-                                      jobs, not quiet and (progress if progress is not None else sys.stderr.isatty()))
+                                      jobs, not quiet and (progress if progress is not None else sys.stderr.isatty()),
+                                      engine, master)
     except (KeyboardInterrupt, Terminated) as stop:
         left = ("no file written, earlier files left as they were" if str(output) != "-"
                 else "the rows screened so far are on standard output; no report written")
@@ -280,9 +320,37 @@ def screen_command(protocol_file: Path, records: Path, output: Path, input_forma
         raise Failure(EXIT_RECORD)
 
 
+def _unique_ids(job: Job, items: Iterator[Any], jobs: int) -> Generator[Screened, None, None]:
+    """The Python engine's batches, with a record whose id an earlier screened record gave made an
+    error row: the workers report each batch's ids, and a batch with a repeated one is screened
+    again here, told which records repeat which. Ids are kept as long as the screen runs (as
+    JSON text: 7 and "7" differ), the one part of its memory that grows with the cohort."""
+    kept: collections.deque[list[Any]] = collections.deque()
+    seen: dict[str, int] = {}
+    local: Screener | None = None
+
+    def keep(source: Iterator[list[Any]]) -> Iterator[list[Any]]:
+        for batch in source:
+            kept.append(batch)
+            yield batch
+
+    with contextlib.closing(screen_batches(job, keep(batches(items, BATCH)), jobs)) as screened:
+        for rows, decided, part, ids in screened:
+            batch = kept.popleft()
+            again = {}
+            for number, key in ids:
+                first = seen.setdefault(key, number)
+                if first != number:
+                    again[number] = first
+            if again:
+                local = local or Screener(job)
+                rows, decided, part, _ = local.run(batch, again)
+            yield rows, decided, part, ids
+
+
 def _screen(protocol: ir.Protocol, loaded: Any, stream: IO[bytes], records: Path, in_format: str, output: Path,
-            out_format: str, reports: Sequence[Path], jobs: int, show: bool
-            ) -> tuple[collections.Counter[str], float]:
+            out_format: str, reports: Sequence[Path], jobs: int, show: bool, engine: str = "python",
+            master: str | None = None) -> tuple[collections.Counter[str], float]:
     """Screen the stream into the output and the reports; each is written under a temporary
     name and renamed into place only when everything is complete."""
     with contextlib.ExitStack() as stack:
@@ -303,6 +371,8 @@ def _screen(protocol: ir.Protocol, loaded: Any, stream: IO[bytes], records: Path
         try:
             if in_format == "csv":
                 header, items = csv_items(stream, meter)
+            elif in_format == "parquet":
+                items = iter(())
             else:
                 items = (json_items if in_format == "json" else jsonl_items)(stream, meter)
             combine = tuple(c.combine for top in protocol.inclusion + protocol.exclusion for c in top.walk())
@@ -313,19 +383,28 @@ def _screen(protocol: ir.Protocol, loaded: Any, stream: IO[bytes], records: Path
         except HeaderError as err:  # the input cannot be read as a cohort: exit 3, as for an unreadable file
             click.echo(f"crit: {records}: {err}; nothing screened", err=True)
             raise Failure(EXIT_RECORD) from None
-        size = records.stat().st_size if str(records) != "-" and records.is_file() else None
+        size = records.stat().st_size if str(records) != "-" and records.is_file() and in_format != "parquet" else None
         bar = _Progress(show, size, f"screening {records.name}")
         counts: collections.Counter[str] = collections.Counter()
         tally = report.Tally(Screener(job).criteria) if reports else None
         started = time.perf_counter()
         try:
-            with contextlib.closing(screen_batches(job, batches(items, BATCH), jobs)) as screened:
+            if engine == "python":
+                source = _unique_ids(job, items, jobs)
+            else:
+                try:
+                    parquet = records if in_format == "parquet" else None
+                    source = sql_engine.screen(engine, protocol, job, items, parquet, jobs, master, Path(tmp))
+                except sql_engine.CohortError as err:
+                    click.echo(f"crit: {err}; nothing screened", err=True)
+                    raise Failure(EXIT_RECORD) from None
+            with contextlib.closing(source) as screened:
                 first = True
                 if out_format == "csv":
                     out.write(",".join(COLUMNS) + "\n")
                 elif out_format == "json":
                     out.write("[\n")
-                for rows, decided, part in screened:
+                for rows, decided, part, _ in screened:
                     if out_format == "json" and rows:
                         rows = ("" if first else ",\n") + rows.rstrip("\n").replace("\n", ",\n")
                         first = False
