@@ -42,10 +42,18 @@ WITH `_q1_items` AS (
     i.`_v` IS NULL AND i.`_c1`
 ), `_l1` AS (
   SELECT
-    p.*,
+    p.`alt` AS `alt`,
+    p.`consent` AS `consent`,
+    p.`doses__items` AS `doses__items`,
+    p.`kind` AS `kind`,
+    p.`last_vaccine` AS `last_vaccine`,
+    p.`last_vaccine__none` AS `last_vaccine__none`,
+    p.`patient_id` AS `patient_id`,
+    p.`screening` AS `screening`,
+    p.`tags__x` AS `tags__x`,
+    p.`weight` AS `weight`,
     a1.`_q1_t` AS `_q1_t`,
     a1.`_q1_u` AS `_q1_u`,
-    a1.`_q1_f` AS `_q1_f`,
     p.`age` >= 18 AS `_d1`,
     p.`age` IS NULL AS `_m2`,
     CASE WHEN p.`consent` THEN 1 WHEN NOT p.`consent` THEN 0 ELSE 3 END AS `_n4`,
@@ -147,7 +155,21 @@ WITH `_q1_items` AS (
     ON p.`patient_id` = a1.`patient_id`
 ), `_l2` AS (
   SELECT
-    p.*,
+    p.`_m2` AS `_m2`,
+    p.`_n12` AS `_n12`,
+    p.`_n14` AS `_n14`,
+    p.`_n4` AS `_n4`,
+    p.`_n6` AS `_n6`,
+    p.`alt` AS `alt`,
+    p.`consent` AS `consent`,
+    p.`doses__items` AS `doses__items`,
+    p.`kind` AS `kind`,
+    p.`last_vaccine` AS `last_vaccine`,
+    p.`last_vaccine__none` AS `last_vaccine__none`,
+    p.`patient_id` AS `patient_id`,
+    p.`screening` AS `screening`,
+    p.`tags__x` AS `tags__x`,
+    p.`weight` AS `weight`,
     CASE WHEN p.`_d1` THEN 1 WHEN NOT p.`_d1` THEN 0 ELSE 3 END AS `_n3`,
     CASE
       WHEN p.`_n7` = 0 OR p.`_n8` = 0
@@ -171,7 +193,22 @@ WITH `_q1_items` AS (
   FROM `_l1` AS p
 ), `_l3` AS (
   SELECT
-    p.*,
+    p.`_m2` AS `_m2`,
+    p.`_n11` AS `_n11`,
+    p.`_n12` AS `_n12`,
+    p.`_n14` AS `_n14`,
+    p.`_n6` AS `_n6`,
+    p.`_n9` AS `_n9`,
+    p.`alt` AS `alt`,
+    p.`consent` AS `consent`,
+    p.`doses__items` AS `doses__items`,
+    p.`kind` AS `kind`,
+    p.`last_vaccine` AS `last_vaccine`,
+    p.`last_vaccine__none` AS `last_vaccine__none`,
+    p.`patient_id` AS `patient_id`,
+    p.`screening` AS `screening`,
+    p.`tags__x` AS `tags__x`,
+    p.`weight` AS `weight`,
     CASE
       WHEN p.`_n3` = 0 OR p.`_n4` = 0
       THEN 0
@@ -196,7 +233,22 @@ WITH `_q1_items` AS (
   FROM `_l2` AS p
 ), `_l4` AS (
   SELECT
-    p.*,
+    p.`_m2` AS `_m2`,
+    p.`_n10` AS `_n10`,
+    p.`_n11` AS `_n11`,
+    p.`_n5` AS `_n5`,
+    p.`_n6` AS `_n6`,
+    p.`_n9` AS `_n9`,
+    p.`alt` AS `alt`,
+    p.`consent` AS `consent`,
+    p.`doses__items` AS `doses__items`,
+    p.`kind` AS `kind`,
+    p.`last_vaccine` AS `last_vaccine`,
+    p.`last_vaccine__none` AS `last_vaccine__none`,
+    p.`patient_id` AS `patient_id`,
+    p.`screening` AS `screening`,
+    p.`tags__x` AS `tags__x`,
+    p.`weight` AS `weight`,
     CASE
       WHEN p.`_n12` = 1 OR p.`_n13` = 1 OR p.`_n14` = 1
       THEN 1
@@ -211,13 +263,34 @@ WITH `_q1_items` AS (
   FROM `_l3` AS p
 ), `_l5` AS (
   SELECT
-    p.*,
+    p.`_m2` AS `_m2`,
+    p.`_n10` AS `_n10`,
+    p.`_n11` AS `_n11`,
+    p.`_n15` AS `_n15`,
+    p.`_n5` AS `_n5`,
+    p.`_n6` AS `_n6`,
+    p.`_n9` AS `_n9`,
+    p.`alt` AS `alt`,
+    p.`consent` AS `consent`,
+    p.`doses__items` AS `doses__items`,
+    p.`kind` AS `kind`,
+    p.`last_vaccine` AS `last_vaccine`,
+    p.`last_vaccine__none` AS `last_vaccine__none`,
+    p.`patient_id` AS `patient_id`,
+    p.`screening` AS `screening`,
+    p.`tags__x` AS `tags__x`,
+    p.`weight` AS `weight`,
     p.`_n5` = 0 OR p.`_n10` = 0 OR p.`_n15` = 1 AS `_r16`,
     p.`_n5` >= 3 OR p.`_n10` >= 3 OR p.`_n15` >= 3 AS `_u17`
   FROM `_l4` AS p
 ), `_l6` AS (
   SELECT
-    p.*,
+    p.`_n10` AS `_n10`,
+    p.`_n15` AS `_n15`,
+    p.`_n5` AS `_n5`,
+    p.`_r16` AS `_r16`,
+    p.`_u17` AS `_u17`,
+    p.`patient_id` AS `patient_id`,
     NOT p.`_r16` AND (
       p.`_n5` >= 3 AND p.`_m2`
     ) AS `_m18`,

@@ -704,11 +704,7 @@ class _Compiler:
             code = self.codes[criterion.id].e
             final.append(_alias(case([(exp.EQ(this=code, expression=num(k)), lit(v)) for k, v in outcome.items()],
                                          lit("unknown")), criterion.id, quoted=True))
-        ctes: list[tuple[str, exp.Expr]] = []
-        for level in range(0, last + 1):
-            if level > 0:
-                ctes.append((f"_l{level}", self.level_query(level)))
-            ctes.extend(self.ctes.get(level, []))
+        ctes: list[tuple[str, exp.Expr]] = []  # after the chain's levels (assembled below)
         # the missing paths, one row each, then joined per patient in order
         rows: list[exp.Select] = []
         source = _alias(exp.Table(this=ident(f"_l{last}")), "p", table=True)
@@ -732,6 +728,7 @@ class _Compiler:
             union: exp.Expr = rows[0]
             for r in rows[1:]:
                 union = exp.union(union, r, distinct=False, copy=False)
+            needed = _p_columns(union)
             ctes.append(("_missing", exp.select(column(PATIENT_ID, "m"), column("path", "m"), column("_j", "m"))
                          .distinct().from_(_alias(exp.Subquery(this=union), "m", table=True))))
             path = column("path", "m")
@@ -755,28 +752,58 @@ class _Compiler:
             final_missing: list[exp.Expr] = [exp.Coalesce(this=column(c, "x"), expressions=[lit("")])
                              for c in ("missing", "pending_judgments")]
         else:
+            needed = set()
             final_missing = [lit(""), lit("")]
         query = query.select(_alias(final_missing[0], "missing", quoted=True),
                              _alias(final_missing[1], "pending_judgments", quoted=True), copy=False)
+        chain = self.chain(last, needed | _p_columns(query))
         materialized = True if self.dialect in ("duckdb", "postgres") else None
-        for name, cte in ctes:  # materialized where the engine allows it: no expression is inlined twice
+        for name, cte in chain + ctes:  # materialized where the engine allows it: no expression is inlined twice
             query = query.with_(ident(name), as_=cte, materialized=materialized, copy=False)
         return query
 
-    def level_query(self, level: int) -> exp.Select:
-        select = exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("p")))
-        for q in self.joins.get(level, []):
-            for suffix in ("t", "u", "f"):
-                name = f"_q{q.number}_{suffix}"
-                select = select.select(_alias(column(name, f"a{q.number}"), name, quoted=True), copy=False)
-        for name, e in self.levels.get(level, []):
-            select = select.select(_alias(e, name, quoted=True), copy=False)
-        select = select.from_(_alias(exp.Table(this=ident(self.level_table(level - 1))), "p", table=True))
-        for q in self.joins.get(level, []):
-            select = select.join(_alias(exp.Table(this=ident(f"_q{q.number}_agg")), f"a{q.number}", table=True),
-                                 on=exp.EQ(this=column(PATIENT_ID, "p"), expression=column(PATIENT_ID, f"a{q.number}")),
-                                 join_type="left")
-        return select
+    def chain(self, last: int, needed_last: set[str]) -> list[tuple[str, exp.Expr]]:
+        """The levels `_l1` … `_l{last}` and the quantifiers' tables between them. Each level
+        carries forward only the columns some later reader uses (found from the top down), so a
+        materialized level holds what is needed, not every column of the patients table."""
+        needs: dict[int, set[str]] = {level: set() for level in range(last + 1)}
+        needs[last] |= needed_last
+        for level, items in self.ctes.items():
+            for _, query in items:
+                needs[level] |= _p_columns(query)
+        queries: dict[int, exp.Select] = {}
+        for level in range(last, 0, -1):
+            want = needs[level] | {PATIENT_ID}
+            own = [(n, e) for n, e in self.levels.get(level, []) if n in want]
+            aggregates = [(q, f"_q{q.number}_{suffix}") for q in self.joins.get(level, []) for suffix in "tuf"]
+            defined = {n for n, _ in own} | {n for _, n in aggregates}
+            carried = sorted(want - defined)
+            select = exp.select(*(_alias(column(n, "p"), n, quoted=True) for n in carried), copy=False)
+            for q, name in aggregates:
+                if name in want:
+                    select = select.select(_alias(column(name, f"a{q.number}"), name, quoted=True), copy=False)
+            for name, e in own:
+                select = select.select(_alias(e, name, quoted=True), copy=False)
+                needs[level - 1] |= _p_columns(e)
+            needs[level - 1] |= set(carried)
+            select = select.from_(_alias(exp.Table(this=ident(self.level_table(level - 1))), "p", table=True),
+                                  copy=False)
+            for q in self.joins.get(level, []):
+                alias = f"a{q.number}"
+                select = select.join(_alias(exp.Table(this=ident(f"_q{q.number}_agg")), alias, table=True),
+                                     on=exp.EQ(this=column(PATIENT_ID, "p"), expression=column(PATIENT_ID, alias)),
+                                     join_type="left", copy=False)
+            queries[level] = select
+        out: list[tuple[str, exp.Expr]] = list(self.ctes.get(0, []))
+        for level in range(1, last + 1):
+            out.append((f"_l{level}", queries[level]))
+            out.extend(self.ctes.get(level, []))
+        return out
+
+
+def _p_columns(e: exp.Expr) -> set[str]:
+    """The columns `e` reads from the table it calls `p`."""
+    return {c.name for c in e.find_all(exp.Column) if c.table == "p" and not isinstance(c.this, exp.Star)}
 
 
 def comment_safe(text: str) -> str:
