@@ -28,6 +28,7 @@ disk rather than filling memory). Spark runs through pyspark (`pip install 'crit
 
 from __future__ import annotations
 
+import abc
 import collections
 import datetime
 import re
@@ -85,7 +86,7 @@ def literal(value: str) -> str:
     return exp.Literal.string(value).sql("duckdb")
 
 
-class Engine:
+class Engine(abc.ABC):
     """What the screening needs of an SQL engine: run a statement, read a query's rows, see a
     table's columns, and register tables."""
 
@@ -95,29 +96,36 @@ class Engine:
         """A statement written in DuckDB's dialect, in this engine's."""
         return duckdb_sql
 
+    @abc.abstractmethod
     def execute(self, statement: str) -> None:
         raise NotImplementedError
 
-    def rows(self, query: str) -> Iterator[tuple[Any, ...]]:
+    @abc.abstractmethod
+    def rows(self, query: str, stream: bool = False) -> Iterator[tuple[Any, ...]]:
+        """The query's rows; `stream` for many (the results), read a part at a time."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def types(self, table: str) -> dict[str, str]:
         """The table's columns and their types, as lowercase names without parameters
         (`decimal`, `bigint`), with the scale of decimals: {"ck": "decimal(32,17)"}."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def parquet(self, table: str, location: Path, numbered: bool) -> None:
         """`table` as a view of the Parquet file or directory; with `numbered`, with a RECORD
         column numbering its rows from 1 in file order."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def values(self, table: str, columns: Sequence[tuple[str, str]], rows: list[tuple[Any, ...]],
                scratch: Path) -> None:
         """A table holding `rows` (columns as (name, SQL type))."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def close(self) -> None:
-        pass
+        """Stop the engine (its temporary files go with the screen's directory)."""
 
 
 def _csv_value(value: object) -> str:
@@ -156,7 +164,7 @@ class DuckDB(Engine):
     def execute(self, statement: str) -> None:
         self.con.execute(statement)
 
-    def rows(self, query: str) -> Iterator[tuple[Any, ...]]:
+    def rows(self, query: str, stream: bool = False) -> Iterator[tuple[Any, ...]]:
         cursor = self.con.execute(query)
         while True:
             chunk = cursor.fetchmany(BATCH)
@@ -228,8 +236,12 @@ class Spark(Engine):
     def execute(self, statement: str) -> None:
         self.session.sql(self.sql(statement))
 
-    def rows(self, query: str) -> Iterator[tuple[Any, ...]]:
-        for row in self.session.sql(self.sql(query)).toLocalIterator(prefetchPartitions=True):
+    def rows(self, query: str, stream: bool = False) -> Iterator[tuple[Any, ...]]:
+        frame = self.session.sql(self.sql(query))
+        if not stream:  # a check's findings: few rows, in one job
+            yield from (tuple(row) for row in frame.collect())
+            return
+        for row in frame.toLocalIterator(prefetchPartitions=True):  # the results: a partition at a time
             yield tuple(row)
 
     def types(self, table: str) -> dict[str, str]:
@@ -242,7 +254,7 @@ class Spark(Engine):
             from pyspark.sql import functions as f
 
             order = Window.orderBy(f.col("_metadata.file_path"), f.col("_metadata.row_index"))
-            frame = frame.withColumn(RECORD, f.row_number().over(order))
+            frame = frame.withColumn(RECORD, f.row_number().over(order)).cache()  # numbered once, read often
         frame.createOrReplaceTempView(table)
 
     def values(self, table: str, columns: Sequence[tuple[str, str]], rows: list[tuple[Any, ...]],
@@ -651,7 +663,7 @@ def screen_rows(engine: Engine, protocol: ir.Protocol, job: Job, parquet: bool) 
     tally: report.Tally | None = report.Tally(screener.criteria) if job.tally else None
     counts: collections.Counter[str] = collections.Counter()
     batch: list[tuple[Any, ...]] = []
-    for number, shown_text, error, decision, missing, pending, *outcomes in engine.rows(query):
+    for number, shown_text, error, decision, missing, pending, *outcomes in engine.rows(query, stream=True):
         number = int(number)
         if shown_text is None:
             shown = None

@@ -1,0 +1,167 @@
+"""Screening at scale: JY231 through its SQL on DuckDB (and Spark) against the Python engine.
+
+    python benchmarks/sql.py --sizes 1000000 --sample 20000 [--spark 100000] [--dir /tmp/crit-sql]
+
+1. Data. `--sample` synthetic JY231 records from benchmarks/cohort.py (its mix of eligible,
+   ineligible, incomplete and, at 0.2 %, unreadable records) are written as JSON Lines, and the
+   readable ones as a Parquet cohort in the layout (`crit.screening.sql_engine.write_parquet`:
+   typed columns). Each size is that cohort repeated with fresh patient ids (DuckDB copies the
+   rows, so generating 10^7 records in Python is not part of the run): the SQL does the same
+   work per row whether rows repeat or not, as it caches nothing per patient.
+2. Timed, each in a process of its own (wall time, and peak RSS from wait4):
+   - `sql core`: the protocol's SQL over the Parquet tables, every criterion's outcome, the
+     decision and the missing facts materialised to a Parquet file (DuckDB, all cores);
+   - `crit screen --engine duckdb`: the whole command on the Parquet cohort (the SQL checks of
+     pass 1, the SQL, and the result rows written as JSON Lines by Python);
+   - `crit screen --engine python --jobs 2` on the JSON Lines sample: its records/s is
+     extrapolated to each size (per-record cost is flat: README, "Performance");
+   - JSON Lines ingestion: `crit screen --engine duckdb --jobs 2` on the same JSON Lines sample
+     (validation in Python, load, SQL), against the Python engine;
+   - with `--spark N`: `crit screen --engine spark` on N records (local[2]).
+The table printed is the README's ("Screening at scale").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import cohort  # noqa: E402
+
+from crit.backends.sql import emit_sql  # noqa: E402
+from crit.pipeline import compile_or_fail, evaluator  # noqa: E402
+from crit.screening import sql_engine  # noqa: E402
+from crit.sources import tables  # noqa: E402
+
+JY231 = ROOT / "protocols" / "jy231.crit"
+CRIT = [sys.executable, "-c", "from crit.cli import main; main()"]
+
+
+def timed(command: list[str]) -> tuple[float, float, int]:
+    """Run a command: its wall seconds, peak RSS in MiB, and exit code."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode not in (0, 3):
+        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{stderr[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024, process.returncode
+
+
+def make_data(directory: Path, sample: int, sizes: list[int]) -> tuple[Path, dict[int, Path]]:
+    protocol, loaded = compile_or_fail(JY231)
+    module = evaluator(protocol, loaded)
+    layout = tables.layout(protocol)
+    jsonl = directory / f"sample-{sample}.jsonl"
+    readable = []
+    with jsonl.open("w", encoding="utf-8") as out:
+        for record in cohort.cohort(sample):
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    from crit.sources import records as json_records
+
+    for line in jsonl.read_text(encoding="utf-8").splitlines():
+        record = json_records.loads(line)
+        if not module.validate(record):
+            readable.append((str(record["id"]), record))
+    base = directory / f"base-{sample}"
+    with tempfile.TemporaryDirectory() as scratch:
+        sql_engine.write_parquet(layout, readable, base, Path(scratch))
+    import duckdb
+
+    cohorts = {}
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE numbers AS SELECT patient_id, file_row_number AS n "
+                f"FROM read_parquet('{base / 'patients.parquet'}', file_row_number = true)")
+    for size in sizes:
+        target = directory / f"cohort-{size}"
+        target.mkdir(exist_ok=True)
+        copies = -(-size // len(readable))
+        for table in layout.tables:
+            order = ", ".join(["r.k", "u.n", *(f"t.ordinal_{d}" for d in range(1, table.depth + 1))])
+            con.execute(f"COPY (SELECT t.* REPLACE (t.patient_id || '-' || r.k AS patient_id) "
+                        f"FROM read_parquet('{base / (table.name + '.parquet')}') t "
+                        f"JOIN numbers u ON u.patient_id = t.patient_id CROSS JOIN range({copies}) r(k) "
+                        f"WHERE r.k * {len(readable)} + u.n < {size} ORDER BY {order}) "
+                        f"TO '{target / (table.name + '.parquet')}' (FORMAT parquet)")
+        cohorts[size] = target
+    con.close()
+    return jsonl, cohorts
+
+
+def core(location: Path, out: Path) -> None:
+    """The protocol's SQL over the Parquet tables, materialised (run in its own process)."""
+    import duckdb
+
+    protocol, _ = compile_or_fail(JY231)
+    query = emit_sql(protocol, "duckdb").strip().removesuffix(";")
+    con = duckdb.connect()
+    for table in tables.layout(protocol).tables:
+        location_sql = sql_engine.literal(str(location / (table.name + ".parquet")))
+        con.execute(f"CREATE VIEW {sql_engine.ident(table.name)} AS SELECT * FROM read_parquet({location_sql})")
+    con.execute(f"COPY ({query}) TO {sql_engine.literal(str(out))} (FORMAT parquet)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--sample", type=int, default=20_000, help="records generated (and screened by Python)")
+    parser.add_argument("--spark", type=int, default=0, help="also screen this many records on Spark (local[2])")
+    parser.add_argument("--dir", type=Path, default=None, help="where the data goes (default: a temporary directory)")
+    parser.add_argument("--core", nargs=2, type=Path, metavar=("COHORT", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.core:
+        core(*args.core)
+        return 0
+    directory = args.dir or Path(tempfile.mkdtemp(prefix="crit-sql-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    sizes = sorted(set(args.sizes) | ({args.spark} if args.spark else set()))
+    jsonl, cohorts = make_data(directory, args.sample, sizes)
+    print(f"data: {args.sample:,} generated records, cohorts of {', '.join(f'{s:,}' for s in sizes)} "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)
+    out = directory / "out"
+    py_s, py_rss, _ = timed([*CRIT, "screen", str(JY231), str(jsonl), "-o", f"{out}.jsonl", "-q", "--jobs", "2",
+                             "--engine", "python"])
+    py_us = py_s / args.sample * 1e6
+    ingest_s, ingest_rss, _ = timed([*CRIT, "screen", str(JY231), str(jsonl), "-o", f"{out}.jsonl", "-q",
+                                     "--jobs", "2", "--engine", "duckdb"])
+    ingest_us = ingest_s / args.sample * 1e6
+    rows = [("crit screen --engine python --jobs 2 (JSON Lines)", args.sample, py_s, py_us, py_rss, "1.0× (measured)")]
+    for size in args.sizes:
+        s, rss, _ = timed([sys.executable, __file__, "--core", str(cohorts[size]), f"{out}.parquet"])
+        rows.append(("SQL core on DuckDB (Parquet in, Parquet out)", size, s, s / size * 1e6, rss,
+                     f"{py_us / (s / size * 1e6):.1f}×"))
+        s, rss, _ = timed([*CRIT, "screen", str(JY231), str(cohorts[size]), "-o", f"{out}.jsonl", "-q", "--jobs", "2",
+                           "--engine", "duckdb"])
+        rows.append(("crit screen --engine duckdb (Parquet in, JSON Lines out)", size, s, s / size * 1e6, rss,
+                     f"{py_us / (s / size * 1e6):.1f}×"))
+    rows.append(("crit screen --engine duckdb --jobs 2 (JSON Lines in)", args.sample, ingest_s, ingest_us, ingest_rss,
+                 f"{py_us / ingest_us:.2f}×"))
+    if args.spark:
+        s, rss, _ = timed([*CRIT, "screen", str(JY231), str(cohorts[args.spark]), "-o", f"{out}.jsonl", "-q",
+                           "--jobs", "2", "--engine", "spark"])
+        rows.append(("crit screen --engine spark, local[2] (Parquet in)", args.spark, s, s / args.spark * 1e6, rss,
+                     f"{py_us / (s / args.spark * 1e6):.1f}×"))
+    print("\n| what | records | wall s | µs/record | records/s | peak RSS MiB | vs Python |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for what, n, s, us, rss, ratio in rows:
+        print(f"| {what} | {n:,} | {s:.1f} | {us:.2f} | {n / s:,.0f} | {rss:,.0f} | {ratio} |")
+    print(f"\nPython's records/s is measured on {args.sample:,} records and holds per record at any size; the "
+          f"machine has {os.cpu_count()} cores.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
