@@ -88,6 +88,14 @@ def test_duckdb_writes_the_python_engines_rows_and_report(tmp_path: Path, cohort
     assert sum(1 for r in rows if r["id"] is None and r["decision"] != "error") == 1
 
 
+def test_the_python_engine_finds_repeated_ids_across_its_workers(tmp_path: Path, cohort: Path) -> None:
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    run(JY231, cohort, "-o", one, "--engine", "python", "-q")
+    run(JY231, cohort, "-o", two, "--engine", "python", "-q", "--jobs", "2")
+    assert two.read_bytes() == one.read_bytes()
+    assert one.read_bytes().count(b"is already the id of record") == 1
+
+
 def test_duckdb_csv_output_and_json_input(tmp_path: Path, cohort: Path) -> None:
     document = tmp_path / "mixed.json"
     document.write_text("[\n" + ",\n".join(cohort.read_text(encoding="utf-8").splitlines()) + "\n]\n",
