@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spark", type=int, default=0, help="also screen this many records on Spark (local[2])")
     parser.add_argument("--dir", type=Path, default=None, help="where the data goes (default: a temporary directory)")
     parser.add_argument("--core", nargs=2, type=Path, metavar=("COHORT", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--make", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.core:
         core(*args.core)
@@ -128,15 +129,26 @@ def main(argv: list[str] | None = None) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     sizes = sorted(set(args.sizes) | ({args.spark} if args.spark else set()))
-    jsonl, cohorts = make_data(directory, args.sample, sizes)
+    if args.make:
+        make_data(directory, args.sample, sizes)
+        return 0
+    # The data is made in a process of its own, and kept in --dir for the next run: a child
+    # starts with its parent's peak RSS (Linux), so this process must stay small.
+    jsonl = directory / f"sample-{args.sample}.jsonl"
+    cohorts = {size: directory / f"cohort-{size}" for size in sizes}
+    if not jsonl.exists() or not all((c / "patients.parquet").exists() for c in cohorts.values()):
+        subprocess.run([sys.executable, __file__, "--make", "--dir", str(directory), "--sample", str(args.sample),
+                        "--sizes", *map(str, sizes)], check=True)
     print(f"data: {args.sample:,} generated records, cohorts of {', '.join(f'{s:,}' for s in sizes)} "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
     out = directory / "out"
     py_s, py_rss, _ = timed([*CRIT, "screen", str(JY231), str(jsonl), "-o", f"{out}.jsonl", "-q", "--jobs", "2",
                              "--engine", "python"])
     py_us = py_s / args.sample * 1e6
-    ingest_s, ingest_rss, _ = timed([*CRIT, "screen", str(JY231), str(jsonl), "-o", f"{out}.jsonl", "-q",
+    ingest_s, ingest_rss, _ = timed([*CRIT, "screen", str(JY231), str(jsonl), "-o", f"{out}-duckdb.jsonl", "-q",
                                      "--jobs", "2", "--engine", "duckdb"])
+    same = Path(f"{out}.jsonl").read_bytes() == Path(f"{out}-duckdb.jsonl").read_bytes()
+    print(f"the sample's result rows, python and duckdb engines: {'identical' if same else 'DIFFERENT'}", flush=True)
     ingest_us = ingest_s / args.sample * 1e6
     rows = [("crit screen --engine python --jobs 2 (JSON Lines)", args.sample, py_s, py_us, py_rss, "1.0× (measured)")]
     for size in args.sizes:
