@@ -73,7 +73,7 @@ def test_build_then_check_is_clean_then_stale(capsys: pytest.CaptureFixture[str]
 def test_build_one_file_to_a_directory(capsys: pytest.CaptureFixture[str], project: Path) -> None:
     code, _, _ = run(capsys, "build", "protocols/jy231.crit", "-o", "out")
     assert code == 0
-    assert sorted(p.name for p in (project / "out").iterdir()) == ["jy231.md", "jy231.py"]
+    assert sorted(p.name for p in (project / "out").iterdir()) == ["jy231.md", "jy231.py", "jy231.sql"]
 
 
 def test_build_with_nothing_to_build(capsys: pytest.CaptureFixture[str], tmp_path: Path,
@@ -232,7 +232,8 @@ def test_built_files_honour_the_umask(capsys: pytest.CaptureFixture[str], projec
 def test_build_creates_a_missing_output_directory(capsys: pytest.CaptureFixture[str], project: Path) -> None:
     code, out, _ = run(capsys, "build", "protocols/jy231.crit", "-o", "new/nested/dir")
     assert code == 0 and "wrote new/nested/dir/jy231.py" in out
-    assert sorted(p.name for p in (project / "new" / "nested" / "dir").iterdir()) == ["jy231.md", "jy231.py"]
+    written = sorted(p.name for p in (project / "new" / "nested" / "dir").iterdir())
+    assert written == ["jy231.md", "jy231.py", "jy231.sql"]
 
 
 @pytest.mark.parametrize("output", ["a-file", "a-file/below"])
@@ -373,7 +374,8 @@ def test_build_refuses_an_output_directory_that_is_a_symlink(capsys: pytest.Capt
                   "give the directory itself\n"
     assert list((project / "real").iterdir()) == []
     code, _, err = run(capsys, "build", "protocols/jy231.crit", "-o", "real")
-    assert code == 0 and sorted(p.name for p in (project / "real").iterdir()) == ["jy231.md", "jy231.py"]
+    assert code == 0
+    assert sorted(p.name for p in (project / "real").iterdir()) == ["jy231.md", "jy231.py", "jy231.sql"]
 
 
 def test_build_keeps_a_hand_written_file_that_mentions_the_mark_below_its_first_line(
