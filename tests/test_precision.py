@@ -114,35 +114,43 @@ def structure_decisions(interpreter: Interpreter, record: dict[str, Any]) -> set
     return out
 
 
+class _Guesses:
+    """The conditions' values on one try: the known ones, and guesses for the unknown ones in
+    the order they are reached (`short` once one is reached past the guesses)."""
+
+    def __init__(self, interpreter: Interpreter, env: _Env, known: dict[int, bool | None],
+                 guesses: list[bool]) -> None:
+        self.interpreter, self.env, self.known, self.guesses = interpreter, env, known, guesses
+        self.used = 0
+        self.short = False
+
+    def __call__(self, expr: ir.Expr) -> bool:
+        if id(expr) not in self.known:
+            self.known[id(expr)] = self.interpreter.expr(expr, self.env).value
+        value = self.known[id(expr)]
+        if value is not None:
+            return value
+        if self.used < len(self.guesses):
+            self.used += 1
+            return self.guesses[self.used - 1]
+        self.short = True
+        return True
+
+
 def _tried(criterion: ir.Criterion, interpreter: Interpreter, env: _Env,
            known: dict[int, bool | None]) -> set[str] | None:
     """The criterion's outcomes over every way its unknown conditions can come out."""
     out: set[str] = set()
-    pending: list[list[bool]] = [[]]  # guesses for the unknown conditions, in the order reached
+    pending: list[list[bool]] = [[]]
     tries = 0
     while pending:
         guesses = pending.pop()
         tries += 1
         if tries > 2 ** LEAVES:
             return None
-        used = 0
-        short = False
-
-        def leaf(expr: ir.Expr) -> bool:
-            nonlocal used, short
-            if id(expr) not in known:
-                known[id(expr)] = interpreter.expr(expr, env).value
-            value = known[id(expr)]
-            if value is not None:
-                return value
-            if used < len(guesses):
-                used += 1
-                return guesses[used - 1]
-            short = True
-            return True
-
+        leaf = _Guesses(interpreter, env, known, guesses)
         outcome = _criterion(criterion, leaf)
-        if short:
+        if leaf.short:
             pending += [[*guesses, True], [*guesses, False]]
         else:
             out.add(outcome)
@@ -240,7 +248,7 @@ def test_jy231_vignettes_with_facts_removed(jy231: Any) -> None:
     choices = _jy231_choices(interpreter, vignettes)
     rng = random.Random(231)
     for record in vignettes:
-        present = sorted(k for k in record if k in choices and choices[k])
+        present = sorted(k for k in record if choices.get(k))
         for _ in range(int(os.environ.get("CRIT_PRECISION_JY231", "2"))):
             removed = rng.sample(present, k=min(len(present), rng.randint(1, 3)))
             partial = {k: v for k, v in record.items() if k not in removed}
