@@ -22,6 +22,7 @@ removed:
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import os
@@ -221,14 +222,36 @@ def test_random_protocols_review_only_when_the_structure_can_change_the_decision
 
 
 def _jy231_choices(interpreter: Interpreter, vignettes: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Values a removed JY231 field may take: every member of an enum, both truth values, and
-    the values the vignettes give it (they take every threshold on both sides)."""
+    """Values a removed JY231 field may take: both truth values, every member of an enum, the
+    values the vignettes give it, and for a number, a titer or a laboratory value, each side of
+    every threshold the protocol compares it with (so no completion that crosses one is left out)."""
     seen: dict[str, dict[str, Any]] = {}
+
+    def add(name: str, value: Any) -> None:
+        seen.setdefault(name, {})[json.dumps(value, sort_keys=True, default=str)] = value
+
     for vignette in vignettes:
         for key, value in vignette.items():
-            seen.setdefault(key, {})[json.dumps(value, sort_keys=True, default=str)] = value
+            add(key, value)
+    protocol = interpreter.protocol
+    expressions = [line.expr for d in protocol.definitions for line in d.lines()]
+    for criterion in protocol.criteria():
+        expressions += [e for e in (criterion.applies,) if e is not None]
+        items: list[Any] = list(criterion.items)
+        while items:
+            item = items.pop()
+            if isinstance(item, ir.Line):
+                expressions.append(item.expr)
+            elif isinstance(item, ir.When):
+                expressions.append(item.condition)
+                items += item.body
+    for expression in expressions:
+        for node in ir.walk(expression):
+            for name, kind, limit in _thresholds(node):
+                for step in (-1, 0, 1):
+                    add(name, _near(kind, limit, step))
     out: dict[str, list[Any]] = {}
-    for field in interpreter.protocol.fields:
+    for field in protocol.fields:
         kind = field.type.kind
         if kind in ("bool", "judgment"):
             out[field.name] = [True, False]
@@ -238,6 +261,34 @@ def _jy231_choices(interpreter: Interpreter, vignettes: list[dict[str, Any]]) ->
         else:
             out[field.name] = list(seen.get(field.name, {}).values())
     return out
+
+
+def _thresholds(node: ir.Node) -> Iterator[tuple[str, str, Any]]:
+    """(field, kind, literal) for each comparison of a patient field with a literal."""
+    if isinstance(node, ir.Compare | ir.Between):
+        value = node.left if isinstance(node, ir.Compare) else node.value
+        limits = [node.right] if isinstance(node, ir.Compare) else [node.low, node.high]
+        if isinstance(value, ir.FieldRef) and value.scope == "patient":
+            for limit in limits:
+                if isinstance(limit, ir.Const):
+                    yield value.field.name, value.field.type.kind, limit.value
+    if isinstance(node, ir.UlnCompare) and node.lab.scope == "patient":
+        yield node.lab.field.name, "uln", node.multiple
+
+
+def _near(kind: str, limit: Any, step: int) -> Any:
+    """A value just below (-1), at (0) or just above (1) a threshold, as a record writes it."""
+    if kind == "uln":  # a multiple of an upper limit of normal of 100
+        return {"value": float(limit * 100 + step), "uln": 100}
+    if kind == "titer":
+        return f"1:{max(1, int(limit * 2 ** step))}"
+    if kind == "integer":
+        return int(limit) + step
+    if kind == "date":
+        return (limit + datetime.timedelta(days=step)).isoformat()
+    if kind == "lab":
+        return {"value": float(limit) + step / 10, "uln": float(limit)}
+    return float(limit) + step / 10  # decimal and quantity, in the field's own unit
 
 
 def test_jy231_vignettes_with_facts_removed(jy231: Any) -> None:
