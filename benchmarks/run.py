@@ -48,8 +48,8 @@ import synthetic  # noqa: E402
 from crit import runtime  # noqa: E402
 from crit.backends.python import emit_python  # noqa: E402
 from crit.check.checker import check  # noqa: E402
-from crit.pipeline import outputs  # noqa: E402
 from crit.driver import MAX_SOURCE_BYTES, Loaded, load  # noqa: E402
+from crit.pipeline import outputs  # noqa: E402
 from crit.process import import_evaluator as import_module  # noqa: E402
 from crit.syntax import parse  # noqa: E402
 
