@@ -34,6 +34,34 @@ class _NA:
 
 
 NA: Any = _NA()  # not applicable
+
+
+class _Partly:
+    """Unknown, but only between some outcomes (None is unknown between met and not met)."""
+
+    def __init__(self, word: str, can: tuple[bool, bool, bool]) -> None:
+        self.word, self.can = word, can  # can be: (met, not met, not applicable)
+
+    def __repr__(self) -> str:
+        return self.word
+
+
+MAYBE: Any = _Partly("unknown", (True, True, True))  # met, not met or not applicable
+MET_OR_NA: Any = _Partly("met or not applicable", (True, False, True))
+NOT_MET_OR_NA: Any = _Partly("not met or not applicable", (False, True, True))
+_CAN = {True: (True, False, False), False: (False, True, False), None: (True, True, False),
+        NA: (False, False, True), MAYBE: MAYBE.can, MET_OR_NA: MET_OR_NA.can, NOT_MET_OR_NA: NOT_MET_OR_NA.can}
+
+
+def _partly(met: bool, not_met: bool, na: bool) -> Any:
+    """The value whose outcomes can be those flagged."""
+    if met and not_met:
+        return MAYBE if na else None
+    if met:
+        return MET_OR_NA if na else True
+    if not_met:
+        return NOT_MET_OR_NA if na else False
+    return NA
 NONE: Any = "none recorded"  # an optional field recorded as null
 
 
@@ -213,12 +241,17 @@ def read(record: Any) -> dict[str, Any]:
 
 
 def and3(*values: Any) -> Any:
+    """`and` over the parts that apply; a part unknown but only between two outcomes (met or
+    not applicable, say) is combined by what it can be."""
     values = tuple(v for v in values if v is not NA)
     if not values:
         return NA
     if False in values:
         return False
-    return None if None in values else True
+    if not any(type(v) is _Partly for v in values):
+        return None if None in values else True
+    can = [_CAN[v] for v in values]
+    return _partly(any(c[0] for c in can), any(c[1] for c in can), all(c[2] for c in can))
 
 
 def or3(*values: Any) -> Any:
@@ -227,7 +260,10 @@ def or3(*values: Any) -> Any:
         return NA
     if True in values:
         return True
-    return None if None in values else False
+    if not any(type(v) is _Partly for v in values):
+        return None if None in values else False
+    can = [_CAN[v] for v in values]
+    return _partly(any(c[0] for c in can), any(c[1] for c in can), all(c[2] for c in can))
 
 
 def at_least(count: int, *values: Any) -> Any:
@@ -246,13 +282,14 @@ def not3(value: Any) -> Any:
 
 
 def when(condition: Any, value: Any) -> Any:
-    """Not applicable if the condition is false; the value if it is true; else unknown (an
-    unknown condition decides nothing, even over a value that is met), unless not applicable."""
+    """Not applicable if the condition is false; the value if it is true; else what the value
+    can be, or not applicable (met with the condition unknown is "met or not applicable")."""
     if condition is False:
         return NA
     if condition is True or value is NA:
         return value
-    return None
+    met, not_met, _ = _CAN[value]
+    return _partly(met, not_met, True)
 
 
 def truth(value: Any) -> Any:
@@ -403,11 +440,12 @@ def i3_parts(r: dict[str, Any], d: Definitions) -> tuple[Any, ...]:
         dm_parts: tuple[Any, ...] = (NA, NA, NA, NA)
     else:
         csm = d.csm()
-        one = when(dm, and3(ge(r["rash_vas"], D3), at_least(3, *csm)))
-        two = when(dm, truth(r["active_muscle_inflammation"]))
-        three = when(dm, and3(lt(r["mmt8"], 125), at_least(2, *csm)))
+        # ①–③ as I3.4 combines them (under its gate), and as their own outcomes (under it too)
+        one = and3(ge(r["rash_vas"], D3), at_least(3, *csm))
+        two = truth(r["active_muscle_inflammation"])
+        three = and3(lt(r["mmt8"], 125), at_least(2, *csm))
         year = at_least_after(r["screening"], 1, "years", r["diagnosis_date"])
-        dm_parts = (when(dm, and3(year, one, two, three)), one, two, three)
+        dm_parts = (when(dm, and3(year, one, two, three)), when(dm, one), when(dm, two), when(dm, three))
     aav = when(is_(dx, "AAV"), and3(ge(r["bvas"], 15), has_any(r["anca"], ANCA)))
     return (sle, ss, ssc, *dm_parts, aav)
 
@@ -474,11 +512,14 @@ def e9(r: dict[str, Any], d: Definitions) -> Any:
     return truth(r["unsuitable"])
 
 
-OUTCOME = {True: "met", False: "not met", None: "unknown"}
+OUTCOME = {True: "met", False: "not met", None: "unknown", NA: "not applicable", MAYBE: "unknown",
+           MET_OR_NA: "met or not applicable", NOT_MET_OR_NA: "not met or not applicable"}
+_BLOCKS_INCLUSION = (None, MAYBE, NOT_MET_OR_NA)  # unknown, and some completion is not met
+_BLOCKS_EXCLUSION = (None, MAYBE, MET_OR_NA)
 
 
 def _outcome(value: Any) -> str:
-    return "not applicable" if value is NA else OUTCOME[value]
+    return OUTCOME[value]
 
 
 def evaluate_by_hand(record: Any) -> tuple[str, dict[str, str]]:
@@ -499,7 +540,8 @@ def evaluate_by_hand(record: Any) -> tuple[str, dict[str, str]]:
         values[f"E{n}"] is True for n in range(1, 10))
     if refused:
         decision = "ineligible"
-    elif any(values[i] is None for i in ("I1", "I2", "I3", "I4", "I5", *(f"E{n}" for n in range(1, 10)))):
+    elif any(values[i] in _BLOCKS_INCLUSION for i in ("I1", "I2", "I3", "I4", "I5")) or any(
+            values[f"E{n}"] in _BLOCKS_EXCLUSION for n in range(1, 10)):
         decision = "needs review"
     else:
         decision = "eligible"
@@ -535,10 +577,10 @@ def decide_by_hand(record: Any) -> str:
         value = inclusion(r, d)
         if value is False:
             return "ineligible"
-        unknown = unknown or value is None
+        unknown = unknown or value in _BLOCKS_INCLUSION
     for exclusion in _EXCLUSIONS:
         value = exclusion(r, d)
         if value is True:
             return "ineligible"
-        unknown = unknown or value is None
+        unknown = unknown or value in _BLOCKS_EXCLUSION
     return "needs review" if unknown else "eligible"

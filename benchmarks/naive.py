@@ -21,13 +21,36 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {">=": operator.ge, "<=": operator
                                                "<": operator.lt, "=": operator.eq, "!=": operator.ne}
 
 
+# A criterion unknown only between some outcomes is the frozenset of the outcomes it can give
+# (of "met", "not met", "na"); None is a condition unknown between met and not met.
+_OUTCOMES = {True: frozenset({"met"}), False: frozenset({"not met"}), None: frozenset({"met", "not met"})}
+_WORDS = {frozenset({"met", "na"}): "met or not applicable", frozenset({"not met", "na"}): "not met or not applicable"}
+
+
+def _can(value: Any) -> frozenset[str]:
+    return frozenset({"na"}) if value is NA else value if isinstance(value, frozenset) else _OUTCOMES[value]
+
+
+def _value(can: frozenset[str]) -> Any:
+    if can == {"na"}:
+        return NA
+    if "na" not in can:
+        return None if len(can) > 1 else "met" in can
+    return can
+
+
 def _kleene_all(values: list[Any]) -> Any:
     values = [v for v in values if v is not NA]
     if not values:
         return NA
     if any(v is False for v in values):
         return False
-    return None if any(v is None for v in values) else True
+    if not any(isinstance(v, frozenset) for v in values):
+        return None if any(v is None for v in values) else True
+    can = [_can(v) for v in values]
+    return _value(frozenset({"met"} if any("met" in c for c in can) else set())
+                  | ({"not met"} if any("not met" in c for c in can) else set())
+                  | ({"na"} if all("na" in c for c in can) else set()))
 
 
 def _kleene_any(values: list[Any]) -> Any:
@@ -36,7 +59,12 @@ def _kleene_any(values: list[Any]) -> Any:
         return NA
     if any(v is True for v in values):
         return True
-    return None if any(v is None for v in values) else False
+    if not any(isinstance(v, frozenset) for v in values):
+        return None if any(v is None for v in values) else False
+    can = [_can(v) for v in values]
+    return _value(frozenset({"met"} if any("met" in c for c in can) else set())
+                  | ({"not met"} if any("not met" in c for c in can) else set())
+                  | ({"na"} if all("na" in c for c in can) else set()))
 
 
 def _at_least(count: int, values: list[Any]) -> Any:
@@ -105,16 +133,24 @@ class NaiveWalker:
         refused = unknown = False
         for c in self.protocol.inclusion + self.protocol.exclusion:
             value = out[c.id]
-            refused = refused or value is (c.section != "inclusion")
-            unknown = unknown or value is None
+            refusal = c.section != "inclusion"
+            refused = refused or value is refusal
+            unknown = unknown or (value is not NA and value is not (not refusal)
+                                  and ("met" if refusal else "not met") in _can(value))
         decision = "ineligible" if refused else "needs review" if unknown else "eligible"
         words = {True: "met", False: "not met", None: "unknown"}
-        return decision, {key: "not applicable" if v is NA else words[v] for key, v in out.items()}
+
+        def word(v: Any) -> str:
+            return "not applicable" if v is NA else _WORDS.get(v, "unknown") if isinstance(v, frozenset) else words[v]
+
+        return decision, {key: word(v) for key, v in out.items()}
 
     def criterion(self, c: ir.Criterion, gate: Any, values: Mapping[str, Any], definitions: Mapping[str, Any],
                   out: dict[str, Any]) -> Any:
+        own = None
         if c.applies is not None:
-            gate = _kleene_all([gate, self.expr(c.applies, values, definitions, None)])
+            own = self.expr(c.applies, values, definitions, None)
+            gate = _kleene_all([gate, own])
         parts = []
         for item in c.items:
             if isinstance(item, ir.Criterion):
@@ -127,15 +163,15 @@ class NaiveWalker:
             body = _at_least(c.at_least, parts)
         else:
             body = _kleene_all(parts)
-        out[c.id] = value = self.when(gate, body)
-        return value
+        out[c.id] = self.when(gate, body)  # its outcome under every gate; its parent combines it under its own
+        return body if own is None else self.when(own, body)
 
     def when(self, condition: Any, body: Any) -> Any:
         if condition is False:
             return NA
         if condition is True or body is NA:
             return body
-        return None
+        return _value(_can(body) | {"na"})
 
     def line(self, item: ir.Line | ir.When, values: Mapping[str, Any], definitions: Mapping[str, Any]) -> Any:
         if isinstance(item, ir.Line):

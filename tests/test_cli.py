@@ -112,6 +112,29 @@ def test_eval_a_record_with_a_missing_value(capsys: pytest.CaptureFixture[str], 
     assert "record P-001: NEEDS REVIEW\n  missing: alt\n" in out
 
 
+@pytest.mark.parametrize("engine", [[], ["--interpret"]])
+def test_eval_does_not_send_to_review_what_no_value_can_change(capsys: pytest.CaptureFixture[str], project: Path,
+                                                               engine: list[str]) -> None:
+    """Issue 10, defect 6: sex unknown, not pregnant, not breastfeeding, no pregnancy planned.
+    E6 (`when sex is female: pregnant or breastfeeding`, or pregnancy planned) cannot be met
+    whatever the sex, so the patient is eligible, not sent to review for it."""
+    record = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    del record["sex"]
+    record |= {"pregnant": False, "breastfeeding": False, "pregnancy_planned": False}
+    (project / "r.json").write_text(json.dumps(record), encoding="utf-8")
+    code, out, _ = run(capsys, "eval", *engine, "protocols/jy231.crit", "r.json")
+    assert code == 0
+    assert out.startswith("record P-001: ELIGIBLE\n")
+    assert "  E6            not met         missing: sex; pregnant: no;" in out
+    code, out, _ = run(capsys, "eval", "--json", *engine, "protocols/jy231.crit", "r.json")
+    assert json.loads(out)["missing"] == []
+    # pregnant: now the sex decides (female is excluded), and it is the one fact to collect
+    (project / "r.json").write_text(json.dumps(record | {"pregnant": True}), encoding="utf-8")
+    code, out, _ = run(capsys, "eval", *engine, "protocols/jy231.crit", "r.json")
+    assert out.startswith("record P-001: NEEDS REVIEW\n  missing: sex\n")
+    assert "  E6            unknown         missing: sex; pregnant: yes" in out
+
+
 def test_eval_invalid_json(capsys: pytest.CaptureFixture[str], project: Path) -> None:
     (project / "r.json").write_text('{"age": 40,\n  "sex": }', encoding="utf-8")
     code, _, err = run(capsys, "eval", "protocols/jy231.crit", "r.json")

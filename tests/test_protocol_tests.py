@@ -147,7 +147,8 @@ never unknown: I2, E1, E2
     ({"tests": [{"name": "x", "expect": "eligible", "outcomes": {"I22": "met"}}]},
      "tests[0].outcomes.I22: P has no criterion I22; did you mean 'I2'?"),
     ({"tests": [{"name": "x", "expect": "eligible", "outcomes": {"I1": "passed"}}]},
-     "tests[0].outcomes.I1: expected one of met, not met, unknown, not applicable"),
+     "tests[0].outcomes.I1: expected one of met, not met, unknown, not applicable, met or not applicable, "
+     "not met or not applicable"),
     ({"tests": [{"name": "x", "with": ["Ssc"], "expect": "eligible"}]},
      "tests[0].with: no profile 'Ssc'; did you mean 'SSc'?"),
     ({"tests": [{"name": "x", "expect": "eligible", "sett": {}}]},

@@ -41,6 +41,8 @@ SKIPPED = {
     "CRIT_DIFF_SEED=100 CRIT_DIFF_EXAMPLES=100 CRIT_DIFF_RECORDS=500 CRIT_DIFF_COMPLETIONS=2 python -m pytest "
     "tests/test_differential.py -q -s -k \"random_protocols or zz\"":
         "one chunk of the long differential run (10 minutes)",
+    "CRIT_PRECISION_EXAMPLES=60 CRIT_PRECISION_RECORDS=20 CRIT_PRECISION_JY231=6 python -m pytest "
+    "tests/test_precision.py -q -s": "the needless-review measurement at the size the README quotes (minutes)",
     "python benchmarks/run.py": "the full benchmark (about 12 minutes)",
     "python benchmarks/run.py --quick": "the quick benchmark (about 2 minutes)",
 }

@@ -110,7 +110,8 @@ def test_at_least(module: ModuleType, p: bool | None, q: bool | None, n: int | N
 @pytest.mark.parametrize(
     ("p", "q", "expected"),
     [(T, T, "met"), (T, F, "not met"), (T, U, "unknown"), (F, T, "not applicable"),
-     (F, U, "not applicable"), (U, T, "unknown"), (U, F, "unknown"), (U, U, "unknown")],
+     (F, U, "not applicable"), (U, T, "met or not applicable"), (U, F, "not met or not applicable"),
+     (U, U, "unknown")],
 )
 def test_when(module: ModuleType, p: bool | None, q: bool | None, expected: str) -> None:
     assert outcome(module, "I5", bools(p, q)) == expected
@@ -239,14 +240,52 @@ def test_parts_that_do_not_apply_are_left_out(parts: list[Any]) -> None:
             assert combine(parts) is rt.NA
 
 
-@pytest.mark.parametrize(("condition", "body", "expected"), [
-    (True, ("x",), ("x",)), (False, True, rt.NA), (("c",), rt.NA, rt.NA),
-    (("c",), True, ("c",)), (("c",), ("x",), ("c", "x")),
+@pytest.mark.parametrize(("condition", "body", "expected", "kind"), [
+    (True, ("x",), ("x",), tuple), (False, True, rt.NA, rt.NotApplicable), (("c",), rt.NA, rt.NA, rt.NotApplicable),
+    (("c",), True, ("c",), rt.MetOrNA), (("c",), False, ("c",), rt.NotMetOrNA),
+    (("c",), ("x",), ("c", "x"), rt.Unsure),
 ])
-def test_when_is_unsure_while_its_condition_is_unknown(condition: Any, body: Any, expected: Any) -> None:
+def test_when_keeps_what_its_body_can_be_while_its_condition_is_unknown(
+        condition: Any, body: Any, expected: Any, kind: type) -> None:
     value = rt.when3(condition, body)
     assert value == expected
+    assert type(value) is kind
     # unknown through its gate: it may vanish, so `requires at least` cannot count it as applying
-    assert (type(value) is rt.Unsure) == (isinstance(condition, tuple) and body is not rt.NA)
-    if type(value) is rt.Unsure:
+    if isinstance(value, tuple):
         assert isinstance(rt.at_least3(1, (value, rt.NA)), tuple)
+
+
+# Every value a part can have, by the outcomes its completions can give.
+SETS: dict[frozenset[str], Any] = {
+    frozenset({"met"}): True, frozenset({"not met"}): False, frozenset({"na"}): rt.NA,
+    frozenset({"met", "not met"}): ("x",), frozenset({"met", "not met", "na"}): rt.Unsure(("x",)),
+    frozenset({"met", "na"}): rt.MetOrNA(("x",)), frozenset({"not met", "na"}): rt.NotMetOrNA(("x",)),
+}
+
+
+def _concrete(combine: str, n: int, outcomes: tuple[str, ...]) -> str:
+    applying = [o for o in outcomes if o != "na"]
+    if not applying:
+        return "na"
+    if combine == "all":
+        return "not met" if "not met" in applying else "met"
+    if combine == "any":
+        return "met" if "met" in applying else "not met"
+    return "met" if applying.count("met") >= n else "not met"
+
+
+def _set_of(value: Any) -> frozenset[str]:
+    return next(s for s, v in SETS.items() if type(v) is type(value) and (v is value or isinstance(v, tuple)))
+
+
+@given(st.lists(st.sampled_from(sorted(SETS, key=sorted)), min_size=1, max_size=4), st.integers(1, 4))
+def test_combinations_give_exactly_the_outcomes_their_parts_can(parts: list[frozenset[str]], n: int) -> None:
+    """all3, any3 and at_least3 on parts that can each give a set of outcomes give exactly the
+    outcomes some choice of the parts' outcomes gives (the parts being independent)."""
+    import itertools
+
+    values = [SETS[s] for s in parts]
+    for combine, function in (("all", rt.all3), ("any", rt.any3), ("at_least", None)):
+        expected = frozenset(_concrete(combine, n, choice) for choice in itertools.product(*map(sorted, parts)))
+        got = rt.at_least3(n, values) if function is None else function(values)
+        assert _set_of(got) == expected, (combine, n, parts, got)

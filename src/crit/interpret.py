@@ -27,28 +27,57 @@ from crit.reasons import is_titer, members_text, path_of, range_text, text_of, u
 T = TypeVar("T")
 
 
+MET, NOT_MET, NA = rt.Outcome.MET, rt.Outcome.NOT_MET, rt.Outcome.NOT_APPLICABLE
+Possible = frozenset[rt.Outcome]  # outcomes among MET, NOT_MET, NA
+
+
 class Fact(NamedTuple):
-    """A three-valued truth (None is unknown) with its reason and the facts it lacks.
+    """What a condition, line or criterion comes to: the outcomes its completions can still
+    give (one when it is known; a condition is never NA), its reason, and the facts it lacks."""
 
-    `applicable` is False for a part that does not apply, and None for an unknown part that
-    may turn out not to apply (a `when` whose condition is unknown): such a part must not be
-    counted as one that applies, or `requires at least` would decide on parts that may vanish."""
-
-    value: bool | None
+    possible: Possible
     reason: str
     missing: tuple[str, ...] = ()
-    applicable: bool | None = True
+
+    @property
+    def value(self) -> bool | None:
+        """True or False when surely met or surely not met; else None."""
+        if self.possible == {MET}:
+            return True
+        if self.possible == {NOT_MET}:
+            return False
+        return None
+
+    @property
+    def applicable(self) -> bool | None:
+        """False when surely not applicable, True when surely applicable, None when it may be."""
+        if self.possible == {NA}:
+            return False
+        return None if NA in self.possible else True
 
 
-ALWAYS = Fact(True, "")
+def fact(value: bool | None, reason: str, missing: tuple[str, ...] = ()) -> Fact:
+    """A condition's fact: known true or false, or unknown (either, never NA)."""
+    if value is None:
+        return Fact(frozenset((MET, NOT_MET)), reason, missing)
+    return Fact(frozenset((MET if value else NOT_MET,)), reason)
 
-# ---- three-valued logic -----------------------------------------------------------
+
+ALWAYS = fact(True, "")
+
+# ---- three-valued logic, as sets of outcomes ----------------------------------------------
+#
+# Each combination tries every outcome of each part against the outcomes of the parts before
+# it (a fold over sets of concrete outcomes), so it finds exactly the outcomes the parts can
+# give together when they are independent: Kleene logic for conditions, and for criteria the
+# precise "met or not applicable" that decides an inclusion, "not met or not applicable" an
+# exclusion.
 
 
 def _union(facts: Iterable[Fact]) -> tuple[str, ...]:
     seen: dict[str, None] = {}
-    for fact in facts:
-        for path in fact.missing:
+    for f in facts:
+        for path in f.missing:
             seen[path] = None
     return tuple(sorted(seen))
 
@@ -57,85 +86,121 @@ def _join(facts: Iterable[Fact]) -> str:
     return "; ".join(f.reason for f in facts if f.reason)
 
 
-def _applies(parts: Sequence[Fact]) -> bool | None:
-    """Whether a combination of applicable-or-maybe parts surely applies (None: maybe not)."""
-    return True if any(f.applicable for f in parts) else None
+def _and(a: rt.Outcome, b: rt.Outcome) -> rt.Outcome:
+    """Two known outcomes under `all`: a part that does not apply is left out."""
+    if a is NA:
+        return b
+    if b is NA:
+        return a
+    return NOT_MET if NOT_MET in (a, b) else MET
+
+
+def _or(a: rt.Outcome, b: rt.Outcome) -> rt.Outcome:
+    if a is NA:
+        return b
+    if b is NA:
+        return a
+    return MET if MET in (a, b) else NOT_MET
+
+
+def _fold(combine: Callable[[rt.Outcome, rt.Outcome], rt.Outcome], facts: Sequence[Fact]) -> Possible:
+    reached: set[rt.Outcome] = {NA}  # nothing combined yet: not applicable
+    for f in facts:
+        reached = {combine(so_far, outcome) for so_far in reached for outcome in f.possible}
+    return frozenset(reached)
+
+
+def _counted(count: int, facts: Sequence[Fact]) -> Possible:
+    """`at least count` of the parts that apply: the (met so far, any applies) states reached."""
+    states = {(0, False)}
+    for f in facts:
+        states = {(min(met + (outcome is MET), count), applies or outcome is not NA)
+                  for met, applies in states for outcome in f.possible}
+    return frozenset(NA if not applies else (MET if met >= count else NOT_MET) for met, applies in states)
+
+
+def _unknown_parts(facts: Sequence[Fact]) -> list[Fact]:
+    return [f for f in facts if len(f.possible) > 1]
 
 
 def all_of(*facts: Fact) -> Fact:
     """Kleene `and` over the applicable parts; not applicable when none applies."""
+    possible = _fold(_and, facts)
     parts = [f for f in facts if f.applicable is not False]
-    if not parts:
-        return Fact(None, _join(facts), (), False)
-    false = [f for f in parts if f.value is False]
-    if false:
-        return Fact(False, _join(false))
-    unknown = [f for f in parts if f.value is None]
-    if unknown:
-        return Fact(None, _join(unknown), _union(unknown), _applies(parts))
-    return Fact(True, _join(parts))
+    if possible == {NA}:
+        return Fact(possible, _join(facts))
+    if possible == {NOT_MET}:
+        return Fact(possible, _join(f for f in parts if f.value is False))
+    if possible == {MET}:
+        return Fact(possible, _join(parts))
+    unknown = _unknown_parts(parts)
+    return Fact(possible, _join(unknown), _union(unknown))
 
 
 def any_of(*facts: Fact) -> Fact:
     """Kleene `or` over the applicable parts; not applicable when none applies."""
+    possible = _fold(_or, facts)
     parts = [f for f in facts if f.applicable is not False]
-    if not parts:
-        return Fact(None, _join(facts), (), False)
-    true = [f for f in parts if f.value is True]
-    if true:
-        return Fact(True, _join(true))
-    unknown = [f for f in parts if f.value is None]
-    if unknown:
-        return Fact(None, _join(unknown), _union(unknown), _applies(parts))
-    return Fact(False, _join(parts))
+    if possible == {NA}:
+        return Fact(possible, _join(facts))
+    if possible == {MET}:
+        return Fact(possible, _join(f for f in parts if f.value is True))
+    if possible == {NOT_MET}:
+        return Fact(possible, _join(parts))
+    unknown = _unknown_parts(parts)
+    return Fact(possible, _join(unknown), _union(unknown))
 
 
 def at_least(count: int, *facts: Fact) -> Fact:
-    """True once `count` parts are true; false once too few can still become true, and only
-    if some part surely applies (were every part to turn out not applicable, so would this)."""
+    """Met once `count` parts are met; not met once too few can still be, with some part
+    applying; not applicable when none applies."""
+    possible = _counted(count, facts)
     parts = [f for f in facts if f.applicable is not False]
-    if not parts:
-        return Fact(None, _join(facts), (), False)
+    if possible == {NA}:
+        return Fact(possible, _join(facts))
     true = [f for f in parts if f.value is True]
-    unknown = [f for f in parts if f.value is None]
+    unknown = _unknown_parts(parts)
     summary = f"{len(true)} of {len(parts)} met, needs {count}"
-    if len(true) >= count:
-        return Fact(True, f"{summary}: {_join(true)}")
-    applies = _applies(parts)
-    if len(true) + len(unknown) < count and applies:
-        return Fact(False, summary)
-    return Fact(None, f"{summary}, {len(unknown)} unknown: {_join(unknown)}", _union(unknown), applies)
+    if possible == {MET}:
+        return Fact(possible, f"{summary}: {_join(true)}")
+    if possible == {NOT_MET}:
+        return Fact(possible, summary)
+    return Fact(possible, f"{summary}, {len(unknown)} unknown: {_join(unknown)}", _union(unknown))
 
 
-def negate(fact: Fact) -> Fact:
+def negate(f: Fact) -> Fact:
     """Kleene `not`: the reason still describes the facts, so it is kept."""
-    if fact.value is None:
-        return fact
-    return Fact(not fact.value, fact.reason, (), fact.applicable)
+    swap = {MET: NOT_MET, NOT_MET: MET, NA: NA}
+    return Fact(frozenset(swap[o] for o in f.possible), f.reason, f.missing)
 
 
 def when(condition: Fact, body: Fact) -> Fact:
-    """`when C: X`: not applicable if C is false; X if C is true; else unknown (unless X is
-    not applicable either way). X met with C unknown is still unknown: "met or not applicable"
-    decides nothing, since an exclusion that is met excludes and one not applicable does not."""
+    """`when C: X`: not applicable if C is false; X if C is true; else X's outcomes or not
+    applicable. X met with C unknown is unknown: "met or not applicable" decides an inclusion,
+    not an exclusion (one that is met excludes, one not applicable does not)."""
+    possible = frozenset(o for c in condition.possible for o in ((NA,) if c is NOT_MET else body.possible))
     if condition.value is False:
-        return Fact(None, f"not applicable: {condition.reason}", (), False)
+        return Fact(possible, f"not applicable: {condition.reason}")
     if condition.value is True or body.applicable is False:
         return body
-    return Fact(None, _join((condition, body)), _union((condition, body)), None)
+    return Fact(possible, _join((condition, body)), _union((condition, body)))
 
 
-def outcome(fact: Fact) -> rt.Outcome:
-    if fact.applicable is False:
-        return rt.Outcome.NOT_APPLICABLE
-    if fact.value is None:
-        return rt.Outcome.UNKNOWN
-    return rt.Outcome.MET if fact.value else rt.Outcome.NOT_MET
+_PARTLY = {
+    frozenset((MET, NA)): rt.Outcome.MET_OR_NOT_APPLICABLE,
+    frozenset((NOT_MET, NA)): rt.Outcome.NOT_MET_OR_NOT_APPLICABLE,
+}
 
 
-def summary(criterion_id: str, fact: Fact) -> Fact:
+def outcome(f: Fact) -> rt.Outcome:
+    if len(f.possible) == 1:
+        return next(iter(f.possible))
+    return _PARTLY.get(f.possible, rt.Outcome.UNKNOWN)
+
+
+def summary(criterion_id: str, f: Fact) -> Fact:
     """A sub-criterion as its parent sees it: the outcome by id, the details on its own row."""
-    return Fact(fact.value, f"{criterion_id} {outcome(fact).value}", fact.missing, fact.applicable)
+    return Fact(f.possible, f"{criterion_id} {outcome(f).value}", f.missing)
 
 
 # ---- atoms ------------------------------------------------------------------------------
@@ -168,7 +233,7 @@ def _missing(*pairs: tuple[Any, str]) -> tuple[str, ...]:
 
 def _unknown(paths: tuple[str, ...], judgments: frozenset[str] = frozenset()) -> Fact:
     words = [f"pending judgment: {p}" if p in judgments else f"missing: {p}" for p in paths]
-    return Fact(None, "; ".join(words), paths)
+    return fact(None, "; ".join(words), paths)
 
 
 def truth(value: bool | rt.Absent | None, path: str, judgment: bool = False) -> Fact:
@@ -176,8 +241,8 @@ def truth(value: bool | rt.Absent | None, path: str, judgment: bool = False) -> 
     if value is None:
         return _unknown((path,), frozenset((path,)) if judgment else frozenset())
     if value is rt.NONE:
-        return Fact(False, f"{path}: none recorded")
-    return Fact(bool(value), f"{path}: {'yes' if value else 'no'}")
+        return fact(False, f"{path}: none recorded")
+    return fact(bool(value), f"{path}: {'yes' if value else 'no'}")
 
 
 def compare(left: Any, op: ir.CompareOp, right: Any, left_path: str, right_path: str,
@@ -196,10 +261,10 @@ def compare(left: Any, op: ir.CompareOp, right: Any, left_path: str, right_path:
     else:
         shown_right = right_text
     if left is rt.NONE or right is rt.NONE:
-        return Fact(False, f"{left_path} {shown_left}")
+        return fact(False, f"{left_path} {shown_left}")
     held = _holds(left, op, right)
     shown_op = _SHOWN[op] if held else _NEGATED[op]
-    return Fact(held, f"{left_path} {shown_left} {shown_op} {shown_right}")
+    return fact(held, f"{left_path} {shown_left} {shown_op} {shown_right}")
 
 
 def compare_uln(lab: rt.Lab | rt.Absent | None, op: ir.CompareOp, multiple: Decimal, path: str, unit: str,
@@ -208,12 +273,12 @@ def compare_uln(lab: rt.Lab | rt.Absent | None, op: ir.CompareOp, multiple: Deci
     if lab is None:
         return _unknown((path,))
     if lab is rt.NONE:
-        return Fact(False, f"{path}: none recorded")
+        return fact(False, f"{path}: none recorded")
     exact = Fraction(lab.uln) * Fraction(multiple)
     held = _holds(Fraction(lab.value), op, exact)
     limit = rt.terminating(exact)
     shown_op = _SHOWN[op] if held else _NEGATED[op]
-    return Fact(held, f"{path} {rt.show(lab.value, unit)} {shown_op} {multiple_text} × ULN "
+    return fact(held, f"{path} {rt.show(lab.value, unit)} {shown_op} {multiple_text} × ULN "
                       f"({rt.show(limit, unit)})")
 
 
@@ -227,14 +292,14 @@ def between(value: Any, low: Any, high: Any, path: str, low_path: str, high_path
         return _unknown(_missing((value, path), (low, low_path), (high, high_path)))
     shown = f"1:{value}" if titer and value is not rt.NONE else rt.show(value, unit)
     if value is rt.NONE or low is rt.NONE or high is rt.NONE:
-        return Fact(False, f"{path} {shown}")
+        return fact(False, f"{path} {shown}")
     above = None if low is None else bool(low <= value)
     below = None if high is None else bool(value <= high)
     if above is False or below is False:
-        return Fact(False, f"{path} {shown} is outside {range_text}")
+        return fact(False, f"{path} {shown} is outside {range_text}")
     if above is None or below is None:
         return _unknown(_missing((low, low_path), (high, high_path)))
-    return Fact(True, f"{path} {shown} is within {range_text}")
+    return fact(True, f"{path} {shown} is within {range_text}")
 
 
 def member(value: str | rt.Absent | None, kind: str, members: frozenset[str], path: str,
@@ -243,12 +308,12 @@ def member(value: str | rt.Absent | None, kind: str, members: frozenset[str], pa
     if value is None:
         return _unknown((path,))
     if value is rt.NONE:
-        return Fact(kind == "is_not", f"{path}: none recorded")
+        return fact(kind == "is_not", f"{path}: none recorded")
     inside = value in members
     held = not inside if kind == "is_not" else inside
     if inside:
-        return Fact(held, f"{path} is {value}")
-    return Fact(held, f"{path} is {value}, not {members_text}")
+        return fact(held, f"{path} is {value}")
+    return fact(held, f"{path} is {value}, not {members_text}")
 
 
 def has(value: frozenset[str] | rt.Absent | None, kind: str, members: frozenset[str], path: str,
@@ -261,10 +326,10 @@ def has(value: frozenset[str] | rt.Absent | None, kind: str, members: frozenset[
     found = value & members
     held = found == members if kind == "has_all" else bool(found)
     if held:
-        return Fact(True, f"{path} include {', '.join(sorted(found))}")
+        return fact(True, f"{path} include {', '.join(sorted(found))}")
     if kind == "has_all":
-        return Fact(False, f"{path} lack {', '.join(sorted(members - value))}")
-    return Fact(False, f"{path} include none of {members_text}")
+        return fact(False, f"{path} lack {', '.join(sorted(members - value))}")
+    return fact(False, f"{path} include none of {members_text}")
 
 
 def window(value: datetime.date | rt.Absent | None, kind: str, amount: int, unit: str,
@@ -275,10 +340,10 @@ def window(value: datetime.date | rt.Absent | None, kind: str, amount: int, unit
     if missing:
         return _unknown(missing)
     if value is rt.NONE or anchor is rt.NONE:
-        return Fact(False, f"{path if value is rt.NONE else anchor_path}: none recorded")
+        return fact(False, f"{path if value is rt.NONE else anchor_path}: none recorded")
     assert isinstance(value, datetime.date) and isinstance(anchor, datetime.date)
     held = _in_window(value, kind, amount, unit, direction, anchor)
-    return Fact(held, f"{path} {value.isoformat()} is {'' if held else 'not '}{text} "
+    return fact(held, f"{path} {value.isoformat()} is {'' if held else 'not '}{text} "
                       f"{anchor_path or 'the date'} {anchor.isoformat()}")
 
 
@@ -292,17 +357,17 @@ def quantify(kind: str, items: Sequence[T] | rt.Absent | None, path: str,
     assert not isinstance(items, rt.Absent)
     facts = [test(item, f"{path}[{index}]") for index, item in enumerate(items)]
     if kind == "any":
-        result = any_of(*facts) if facts else Fact(False, "")
+        result = any_of(*facts) if facts else fact(False, "")
         if result.value is False:
-            return Fact(False, f"no item of {path} matches ({len(facts)} recorded)")
+            return fact(False, f"no item of {path} matches ({len(facts)} recorded)")
         if result.value is True:
             first = next(f for f in facts if f.value is True)
-            return Fact(True, first.reason)
-        return Fact(None, result.reason, result.missing)
-    result = all_of(*facts) if facts else Fact(True, "")
+            return fact(True, first.reason)
+        return fact(None, result.reason, result.missing)
+    result = all_of(*facts) if facts else fact(True, "")
     if result.value is True:
-        return Fact(True, f"every item of {path} matches ({len(facts)} recorded)")
-    return Fact(result.value, result.reason, result.missing)
+        return fact(True, f"every item of {path} matches ({len(facts)} recorded)")
+    return fact(result.value, result.reason, result.missing)
 
 
 def count(op: ir.CompareOp, number: int, items: Sequence[T] | rt.Absent | None, path: str,
@@ -321,8 +386,8 @@ def count(op: ir.CompareOp, number: int, items: Sequence[T] | rt.Absent | None, 
     counted = f"{low}" if low == high else f"{low} to {high}"
     reason = f"{counted} of {len(facts)} {path} match, needs {_SHOWN[op]} {number}"
     if verdict is not None:
-        return Fact(verdict, reason)
-    return Fact(None, f"{reason}: {_join(unknown)}", _union(unknown))
+        return fact(verdict, reason)
+    return fact(None, f"{reason}: {_join(unknown)}", _union(unknown))
 
 
 def _in_window(value: datetime.date, kind: str, amount: int, unit: str, direction: str,
@@ -354,16 +419,16 @@ def screen(criteria: Sequence[rt.CriterionInfo], facts: Mapping[str, Fact],
     blocking: list[Fact] = []
     decided_no = False
     for info in criteria:
-        fact = facts[info.id]
-        result = outcome(fact)
-        results.append(rt.CriterionResult(info.id, info.title, info.section, result, fact.reason,
-                                       fact.missing if result is rt.Outcome.UNKNOWN else ()))
+        found = facts[info.id]
+        results.append(rt.CriterionResult(info.id, info.title, info.section, outcome(found), found.reason,
+                                          found.missing if len(found.possible) > 1 else ()))
         if info.parent is not None:
             continue
-        if result is rt.Outcome.UNKNOWN:
-            blocking.append(fact)
-        elif result is (rt.Outcome.NOT_MET if info.section == "inclusion" else rt.Outcome.MET):
+        refusal = NOT_MET if info.section == "inclusion" else MET
+        if found.possible == {refusal}:
             decided_no = True
+        elif refusal in found.possible:  # some completion refuses, some does not
+            blocking.append(found)
     if decided_no:
         return rt.Screening(rt.Decision.INELIGIBLE, tuple(results), (), ())
     if blocking:
@@ -494,8 +559,13 @@ class Interpreter:
         return screen(self.info, out, self.judgments)
 
     def criterion(self, c: ir.Criterion, env: _Env, gate: Fact, out: dict[str, Fact]) -> Fact:
+        """The criterion as its parent combines it: under its own `when`, not the gates above
+        it (were one false, the parent would not apply whatever this gives). Its outcome, in
+        `out`, is under every gate."""
+        own = None
         if c.applies is not None:
-            gate = all_of(gate, self.expr(c.applies, env))
+            own = self.expr(c.applies, env)
+            gate = all_of(gate, own)
         parts: list[Fact] = []
         for item in c.items:
             if isinstance(item, ir.Note):
@@ -510,9 +580,8 @@ class Interpreter:
             body = at_least(c.at_least, *parts)
         else:
             body = all_of(*parts)
-        fact = when(gate, body)
-        out[c.id] = fact
-        return fact
+        out[c.id] = when(gate, body)
+        return body if own is None else when(own, body)
 
     def line(self, item: ir.Line | ir.When, env: _Env) -> Fact:
         if isinstance(item, ir.Line):
@@ -553,7 +622,7 @@ class Interpreter:
             return window(value, e.kind, e.amount, e.unit, e.direction, anchor, path, anchor_path,
                              window_text(e))
         if isinstance(e, ir.Truth):
-            return Fact(e.value, "always" if e.value else "never")
+            return fact(e.value, "always" if e.value else "never")
         if isinstance(e, ir.DefinitionRef):
             return env.definitions[e.name]
         if isinstance(e, ir.FieldRef):

@@ -42,6 +42,10 @@ class Outcome(enum.StrEnum):
     NOT_MET = "not met"
     UNKNOWN = "unknown"
     NOT_APPLICABLE = "not applicable"
+    # unknown, but only between these two: enough to decide an inclusion that is met or not
+    # applicable, or an exclusion that is not met or not applicable
+    MET_OR_NOT_APPLICABLE = "met or not applicable"
+    NOT_MET_OR_NOT_APPLICABLE = "not met or not applicable"
 
 
 class Decision(enum.StrEnum):
@@ -225,8 +229,16 @@ def window_holds(value: datetime.date, kind: str, amount: int, unit: str, direct
 #
 # The one logic every evaluator decides with. A condition's value is True, False, or, when
 # unknown, the tuple of the paths whose absence leaves it unknown (sorted, without repeats).
-# A criterion or a `when` line may also be NA (not applicable), or Unsure: unknown, and
-# perhaps not applicable.
+# A criterion or a `when` line may also be NA (not applicable); an unknown one says, by its
+# type, which outcomes its completions can still give:
+#
+#   tuple        met or not met           MetOrNA      met or not applicable
+#   Unsure       met, not met or n/a      NotMetOrNA   not met or not applicable
+#
+# Each combination works out the outcomes its parts can give together, taking the parts as
+# independent: exact when they are (no missing fact behind two of them), and otherwise an
+# over-estimate, never missing an outcome some completion gives. So an exclusion that can
+# only be not met or not applicable decides as surely as one that is not met.
 
 
 class NotApplicable(enum.Enum):
@@ -237,8 +249,20 @@ NA = NotApplicable.NA
 
 
 class Unsure(tuple[str, ...]):
-    """An unknown value (its missing paths) that may also turn out not applicable: a `when`
-    whose condition is unknown. `requires at least` must not count it as a part that applies."""
+    """Unknown (its missing paths): met, not met, or not applicable: a `when` whose condition
+    is unknown, over a body that is itself unknown."""
+
+    __slots__ = ()
+
+
+class MetOrNA(tuple[str, ...]):
+    """Unknown (its missing paths), but never not met: met, or not applicable."""
+
+    __slots__ = ()
+
+
+class NotMetOrNA(tuple[str, ...]):
+    """Unknown (its missing paths), but never met: not met, or not applicable."""
 
     __slots__ = ()
 
@@ -256,13 +280,6 @@ class Unset(enum.Enum):
 UNSET = Unset.UNSET
 
 
-def settle(unknown: tuple[str, ...], sure: bool) -> tuple[str, ...]:
-    """An unknown combination: surely applicable if `sure`, else perhaps not (Unsure)."""
-    if sure:
-        return unknown if type(unknown) is tuple else tuple(unknown)
-    return unknown if type(unknown) is Unsure else Unsure(unknown)
-
-
 def union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
     """The paths missing from two unknowns, sorted, without repeats."""
     if a == b or not b:
@@ -272,73 +289,113 @@ def union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted({*a, *b}))
 
 
+def _possible(met: bool, not_met: bool, na: bool, unknown: tuple[str, ...]) -> TriNA:
+    """The value whose completions can give the outcomes flagged (at least one)."""
+    if met:
+        if not_met:
+            return Unsure(unknown) if na else tuple(unknown)
+        return MetOrNA(unknown) if na else True
+    if not_met:
+        return NotMetOrNA(unknown) if na else False
+    return NA
+
+
 def all3(values: Iterable[TriNA]) -> TriNA:
-    """Kleene `and` over the parts that apply; NA when none applies. Unknown parts that may
-    vanish (Unsure) leave the result Unsure unless some part surely applies."""
-    applicable = sure = False
+    """Kleene `and` over the parts that apply; NA when none applies. Met is possible when some
+    part can be met (no part is surely not met), not met when some part can be, and not
+    applicable when every part can be."""
+    met = not_met = False
+    na = True
     unknown: tuple[str, ...] | None = None
     for value in values:
         if value is False:
             return False
-        if value is NA:
-            continue
-        applicable = True
         if value is True:
-            sure = True
-        else:
-            sure = sure or type(value) is not Unsure
+            met = True
+            na = False
+        elif value is not NA:
+            kind = type(value)
+            if kind is tuple:
+                met = not_met = True
+                na = False
+            elif kind is Unsure:
+                met = not_met = True
+            elif kind is MetOrNA:
+                met = True
+            else:
+                not_met = True
             unknown = value if unknown is None else union(unknown, value)
-    if not applicable:
-        return NA
-    return True if unknown is None else settle(unknown, sure)
+    if unknown is None:
+        return True if met else NA
+    return _possible(met, not_met, na, unknown)
 
 
 def any3(values: Iterable[TriNA]) -> TriNA:
-    """Kleene `or` over the parts that apply; NA when none applies."""
-    applicable = sure = False
+    """Kleene `or` over the parts that apply; NA when none applies (the dual of `all3`)."""
+    met = not_met = False
+    na = True
     unknown: tuple[str, ...] | None = None
     for value in values:
         if value is True:
             return True
-        if value is NA:
-            continue
-        applicable = True
         if value is False:
-            sure = True
-        else:
-            sure = sure or type(value) is not Unsure
+            not_met = True
+            na = False
+        elif value is not NA:
+            kind = type(value)
+            if kind is tuple:
+                met = not_met = True
+                na = False
+            elif kind is Unsure:
+                met = not_met = True
+            elif kind is MetOrNA:
+                met = True
+            else:
+                not_met = True
             unknown = value if unknown is None else union(unknown, value)
-    if not applicable:
-        return NA
-    return False if unknown is None else settle(unknown, sure)
+    if unknown is None:
+        return False if not_met else NA
+    return _possible(met, not_met, na, unknown)
 
 
 def at_least3(count: int, values: Iterable[TriNA]) -> TriNA:
-    """True once `count` parts are true; false once too few can still become true, and only
-    if some part surely applies (were every part to turn out not applicable, so would this)."""
-    applicable = sure = False
-    true = unknowns = 0
-    unknown: tuple[str, ...] = ()
+    """True once `count` parts are true; not met once too few can still be, and only if some
+    part can apply with too few met; not applicable only if every part can be."""
+    true = maybe = 0
+    can_fail = False  # some part can be not met
+    na = True
+    unknown: tuple[str, ...] | None = None
     for value in values:
         if value is NA:
             continue
-        applicable = True
         if value is True:
             true += 1
-            sure = True
+            na = False
         elif value is False:
-            sure = True
+            can_fail = True
+            na = False
         else:
-            unknowns += 1
-            sure = sure or type(value) is not Unsure
-            unknown = union(unknown, value)
-    if not applicable:
-        return NA
+            kind = type(value)
+            if kind is tuple:
+                maybe += 1
+                can_fail = True
+                na = False
+            elif kind is Unsure:
+                maybe += 1
+                can_fail = True
+            elif kind is MetOrNA:
+                maybe += 1
+            else:
+                can_fail = True
+            unknown = value if unknown is None else union(unknown, value)
     if true >= count:
         return True
-    if true + unknowns < count and sure:
-        return False
-    return settle(unknown, sure)
+    met = true + maybe >= count
+    # too few met, with some part applying: a part not met, or one met (of too few to count)
+    not_met = can_fail or true > 0 or (maybe > 0 and count > 1)
+    if unknown is None:
+        return False if not_met else NA
+    return _possible(met, not_met, na, unknown)
 
 
 def count3(count: int, values: Iterable[Tri]) -> Tri:
@@ -391,15 +448,25 @@ def not3(value: Tri) -> Tri:
 
 
 def when3(condition: TriNA, body: TriNA) -> TriNA:
-    """`when C: X`: NA if C is false; X if C is true; else unknown, and perhaps not applicable
-    (unless X is NA either way). X met with C unknown is still unknown: "met or not applicable"
-    decides nothing, since an exclusion that is met excludes and one not applicable does not."""
+    """`when C: X`: NA if C is false; X if C is true; else unknown between X's outcomes and
+    not applicable. X met with C unknown is still unknown: "met or not applicable" decides an
+    inclusion, but an exclusion that is met excludes and one not applicable does not."""
     if condition is False:
         return NA
     if condition is True or body is NA:
         return body
     missing = () if condition is NA else condition
-    return Unsure(missing if body is True or body is False else union(missing, body))
+    if body is True:
+        return MetOrNA(missing)
+    if body is False:
+        return NotMetOrNA(missing)
+    kind = type(body)
+    both_missing = union(missing, body)
+    if kind is MetOrNA:
+        return MetOrNA(both_missing)
+    if kind is NotMetOrNA:
+        return NotMetOrNA(both_missing)
+    return Unsure(both_missing)
 
 
 # ---- atoms: a condition on the patient's values -----------------------------------------
@@ -581,14 +648,26 @@ def outcome_of(value: TriNA) -> Outcome:
         return Outcome.NOT_MET
     if value is NA:
         return Outcome.NOT_APPLICABLE
+    kind = type(value)
+    if kind is MetOrNA:
+        return Outcome.MET_OR_NOT_APPLICABLE
+    if kind is NotMetOrNA:
+        return Outcome.NOT_MET_OR_NOT_APPLICABLE
     return Outcome.UNKNOWN
+
+
+def refusable(value: TriNA, refuses: bool) -> bool:
+    """Whether some completion of an unknown top-level value refuses the patient: every unknown
+    does, but one that can only be not met or not applicable (for an exclusion, refused by
+    True) or met or not applicable (for an inclusion)."""
+    return type(value) is not (NotMetOrNA if refuses else MetOrNA)
 
 
 def verdict(top: Sequence[tuple[Criterion, bool]], p: Any, m: Any, values: list[TriNA],
             stop: bool) -> tuple[bool, tuple[str, ...] | None]:
     """The top-level criteria in order, each with the value that refuses the patient (False
     for an inclusion, True for an exclusion): whether one refuses, and the paths missing from
-    those unknown. With `stop`, returns at the first that refuses. `values` gets every
+    those unknown that might still refuse. With `stop`, returns at the first that refuses. `values` gets every
     criterion's value, nested ones included, by its index in CRITERIA."""
     refused = False
     unknown: tuple[str, ...] | None = None
@@ -598,7 +677,7 @@ def verdict(top: Sequence[tuple[Criterion, bool]], p: Any, m: Any, values: list[
             if stop:
                 return True, None
             refused = True
-        elif value is not NA and type(value) is not bool:
+        elif value is not NA and type(value) is not bool and refusable(value, refuses):
             unknown = value if unknown is None else union(unknown, value)
     return refused, unknown
 
@@ -959,9 +1038,14 @@ def _line(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
 
 
 def _criterion(node: tuple[Any, ...], gate: Reasoned, scope: _Scope, out: list[Reasoned]) -> Reasoned:
+    """The criterion's value as its parent combines it (under its own `when` only: were the
+    parent's gate false, the parent would not apply whatever this gives); its own outcome,
+    stored in `out`, is under every gate above it too."""
     _, _, index, applies, combine, count, parts = node
+    own = None
     if applies is not None:
-        gate = _all([gate, _condition(applies, scope)])
+        own = _condition(applies, scope)
+        gate = _all([gate, own])
     facts: list[Reasoned] = []
     for part in parts:
         if part[0] == "criterion":
@@ -975,9 +1059,8 @@ def _criterion(node: tuple[Any, ...], gate: Reasoned, scope: _Scope, out: list[R
         body = _at_least(count, facts)
     else:
         body = _all(facts)
-    fact = _when(gate, body)
-    out[index] = fact
-    return fact
+    out[index] = _when(gate, body)
+    return body if own is None else _when(own, body)
 
 
 def explain(criteria: Sequence[tuple[Any, ...]], definitions: Sequence[tuple[str, tuple[Any, ...]]],
@@ -995,13 +1078,13 @@ def explain(criteria: Sequence[tuple[Any, ...]], definitions: Sequence[tuple[str
         refusing = info[node[2]].section != "inclusion"  # the value that refuses the patient
         if value is refusing:
             refused = True
-        elif _is_unknown(value):
+        elif _is_unknown(value) and refusable(value, refusing):
             assert isinstance(value, tuple)
             unknown = value if unknown is None else union(unknown, value)
     assessed = assessment((v for v, _ in out), refused, unknown, judgments)
     results = tuple(
         CriterionResult(i.id, i.title, i.section, outcome, reason,
-                        tuple(value) if outcome is Outcome.UNKNOWN else ())  # type: ignore[arg-type]
+                        tuple(value) if _is_unknown(value) else ())  # type: ignore[arg-type]
         for i, outcome, (value, reason) in zip(info, assessed.outcomes, out, strict=True))
     return Screening(assessed.decision, results, assessed.missing, assessed.pending_judgments)
 

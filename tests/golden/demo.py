@@ -146,8 +146,9 @@ def _read(record: object, pr: list[Problem]) -> Patient:
 # ---- the criteria: one function each, in the runtime's three-valued logic -------------------
 #
 # A value is True (met), False (not met), NA (not applicable), or when unknown the tuple of
-# the paths whose absence leaves it unknown (Unsure: and perhaps not applicable). Each
-# criterion stores its value in `o` at its index in CRITERIA; `g` is its parent's gate.
+# the paths whose absence leaves it unknown, typed by the outcomes it can still give (see the
+# runtime's MetOrNA, NotMetOrNA, Unsure). Each criterion stores its outcome in `o` at its
+# index in CRITERIA, under `g`, the gates above it; it returns its value under its own gate.
 
 _K1 = Decimal('60')
 _K2 = frozenset({'a'})

@@ -384,10 +384,11 @@ class _Writer:
         out = [f"def {func}(p: Patient, m: _Memo, o: list[TriNA], g: Tri = True) -> TriNA:",
                *(f"    # {line}" for line in self.quote(c.span.line))]
         out += [f"    # {line}" for item in c.items if isinstance(item, ir.Note) for line in self.quote_span(item)]
-        if c.applies is not None:
-            condition = self.condition(c.applies)
-            gate = Call("both", ("g", condition)) if gated else condition
-            out += [f"    g = {layout(gate, 4, 8)}", "    if g is False:", "        return NA"]
+        if c.applies is not None and gated:  # its own gate `c`, and every gate above it `g`
+            out += [f"    c = {layout(self.condition(c.applies), 4, 8)}", "    if c is False:", "        return NA",
+                    "    g = both(g, c)"]
+        elif c.applies is not None:
+            out += [f"    g = {layout(self.condition(c.applies), 4, 8)}", "    if g is False:", "        return NA"]
         parts: list[Code] = []
         comments: list[tuple[str, ...]] = []
         described: list[Code] = []
@@ -413,9 +414,14 @@ class _Writer:
             else:
                 combined = Call("any3" if c.combine == "any" else "all3", (listed,))
         out.append(f"    v: TriNA = {layout(combined, 4, 15)}")
-        if gated or c.applies is not None:
-            out.append("    v = when3(g, v)")
-        out += [f"    o[{self.index[c.id]}] = v", "    return v"]
+        slot_index = self.index[c.id]
+        if gated:  # its outcome is under every gate; its parent sees it under its own only
+            out += [f"    o[{slot_index}] = when3(g, v)",
+                    "    return v" if c.applies is None else "    return when3(c, v)"]
+        else:
+            if c.applies is not None:
+                out.append("    v = when3(g, v)")
+            out += [f"    o[{slot_index}] = v", "    return v"]
         self.functions[slot] = "\n".join(out)
         applies = "None" if c.applies is None else self.describe(c.applies)
         return Call("", ("'criterion'", repr(c.id), repr(self.index[c.id]), applies, repr(c.combine),

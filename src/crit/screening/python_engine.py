@@ -160,8 +160,9 @@ class Screener:
             value = outcomes[index]
             if refused:
                 hit = value is (self.outcome.NOT_MET if inclusion else self.outcome.MET)
-            else:
-                hit = value is self.outcome.UNKNOWN
+            else:  # unknown, and not only between not refusing and not applying
+                hit = value is self.outcome.UNKNOWN or value is (
+                    self.outcome.NOT_MET_OR_NOT_APPLICABLE if inclusion else self.outcome.MET_OR_NOT_APPLICABLE)
             if hit:
                 self.drill(index, value, outcomes, out)
         return tuple(out)

@@ -26,6 +26,8 @@ _PENDING_LIMIT = 20_000  # distinct outcome vectors kept before folding them int
 NAMED = 10  # patients named per row of the report; the result rows name them all
 _LONE_CACHE = 4_096  # outcome vectors remembered with the one criterion that refuses them
 OUTCOMES = ("met", "not met", "unknown", "not applicable")
+# Unknown, but only between these: counted as unknown; undecided only where they may refuse.
+PARTLY = {"met or not applicable": "met", "not met or not applicable": "not met"}  # -> what it may be
 _INDEX = re.compile(r"\[[0-9]+\]")
 
 
@@ -116,13 +118,15 @@ class Tally:
         vector, so the work is per kind of patient rather than per patient."""
         tops = self.tops
         index = {value: k for k, value in enumerate(OUTCOMES)}
+        index.update({value: index["unknown"] for value in PARTLY})
         for (joined, decision), n in self._pending.items():
             self.decisions[decision] += n
             values = joined.split("|")
             for counts, value in zip(self.outcomes, values, strict=True):
                 counts[index[value]] += n
             refusing = [k for k, i in enumerate(tops) if values[i] == self._refusal(i)]
-            unknown = [k for k, i in enumerate(tops) if values[i] == "unknown"]
+            unknown = [k for k, i in enumerate(tops)
+                       if values[i] == "unknown" or PARTLY.get(values[i]) == self._refusal(i)]
             first_refusing = refusing[0] if refusing else len(tops)
             first_unknown = unknown[0] if unknown else len(tops)
             self.steps[(first_refusing, first_unknown)] += n

@@ -42,7 +42,8 @@ from crit.pipeline import compile_or_fail, evaluator
 from crit.sources.records import RecordSyntaxError, loads
 
 DECISIONS = ("eligible", "ineligible", "needs review")
-OUTCOMES = ("met", "not met", "unknown", "not applicable")
+OUTCOMES = ("met", "not met", "unknown", "not applicable", "met or not applicable", "not met or not applicable")
+COVERED = {"met or not applicable": "unknown", "not met or not applicable": "unknown"}  # counted as unknown
 _FILE_KEYS = ("protocol", "about", "base", "profiles", "tests")
 _CHANGE_KEYS = ("set", "drop")
 _TEST_KEYS = ("name", "about", "record", "with", *_CHANGE_KEYS, "expect", "outcomes", "missing",
@@ -271,7 +272,8 @@ def _why(result: Any, module: ModuleType) -> list[str]:
     if decision == "ineligible":
         blocking = [r for r in top if r.outcome.value == ("not met" if r.section == "inclusion" else "met")]
     else:
-        blocking = [r for r in top if r.outcome.value == "unknown"]
+        blocking = [r for r in top if r.outcome.value in (
+            "unknown", "not met or not applicable" if r.section == "inclusion" else "met or not applicable")]
     lines = [f"because {r.id} is {r.outcome.value}: {r.reason}" for r in blocking]
     if decision == "needs review":
         if result.missing:
@@ -303,10 +305,10 @@ class Coverage:
     @classmethod
     def of(cls, protocol: ir.Protocol, results: Sequence[CaseResult]) -> Coverage:
         ids = [c.id for c in protocol.criteria()]
-        seen = {ident: dict.fromkeys(OUTCOMES, 0) for ident in ids}
+        seen = {ident: dict.fromkeys(OUTCOMES[:4], 0) for ident in ids}
         for result in results:
             for ident, outcome in result.outcomes.items():
-                seen[ident][outcome] += 1
+                seen[ident][COVERED.get(outcome, outcome)] += 1
         return cls(ids, seen)
 
     def never(self, outcome: str) -> list[str]:
@@ -318,7 +320,7 @@ class Coverage:
         for ident in self.ids:
             counts = self.seen[ident]
             missing = [o for o in OUTCOMES[:3] if not counts[o]]
-            rows.append((ident, *(str(counts[o]) for o in OUTCOMES), ", ".join(missing) or "—"))
+            rows.append((ident, *(str(counts[o]) for o in OUTCOMES[:4]), ", ".join(missing) or "—"))
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = []
         for row in rows:
