@@ -1639,7 +1639,11 @@ _UNITS_2: dict[str, Exact] = {}
 
 _UNITS_3: dict[str, Exact] = {'g/dL': Decimal('10')}
 
-_UNITS_4: dict[str, Exact] = {'10^3/uL': Decimal('1')}
+_UNITS_4: dict[str, Exact] = {'10^3/uL': Decimal('1'), '10^3/µL': Decimal('1'), '10^3/μL': Decimal('1')}
+
+_UNITS_5: dict[str, Exact] = {'mL/min/1.73m^2': Decimal('1'), 'mL/min/1.73m²': Decimal('1')}
+
+_UNITS_6: dict[str, Exact] = {'µmol/L': Decimal('1'), 'μmol/L': Decimal('1')}
 
 
 @dataclass(slots=True)
@@ -1935,13 +1939,13 @@ def _read(record: object, pr: list[Problem]) -> Patient:
         # ecg_normal
         None if (v := raw.get('ecg_normal')) is None else v if v is True or v is False else read_bool(v, 'ecg_normal', pr),
         # egfr
-        None if (v := raw.get('egfr')) is None else read_quantity_fast(v, 'egfr', pr, 'mL/min/1.73m2', _UNITS_2),
+        None if (v := raw.get('egfr')) is None else read_quantity_fast(v, 'egfr', pr, 'mL/min/1.73m2', _UNITS_5),
         # ast
         None if (v := raw.get('ast')) is None else read_lab_fast(v, 'ast', pr, 'U/L', _UNITS_2),
         # alt
         None if (v := raw.get('alt')) is None else read_lab_fast(v, 'alt', pr, 'U/L', _UNITS_2),
         # bilirubin
-        None if (v := raw.get('bilirubin')) is None else read_lab_fast(v, 'bilirubin', pr, 'umol/L', _UNITS_2),
+        None if (v := raw.get('bilirubin')) is None else read_lab_fast(v, 'bilirubin', pr, 'umol/L', _UNITS_6),
         # collection_feasible
         None if (v := raw.get('collection_feasible')) is None else v if v is True or v is False else read_bool(v, 'collection_feasible', pr),
         # collection_contraindicated

@@ -448,7 +448,7 @@ class Interpreter:
                 return rt.read_titer
             case "quantity" | "lab":
                 assert t.unit is not None
-                factors = {unit.text: factor for unit, factor in t.also}
+                factors = t.record_units()
                 read = rt.read_quantity if kind == "quantity" else rt.read_lab
                 unit = t.unit.text
                 return lambda raw, at, pr: read(raw, at, pr, unit, factors)

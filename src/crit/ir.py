@@ -90,6 +90,18 @@ class Type:
     also: tuple[tuple[Unit, Decimal | Fraction], ...] = ()  # other units, exact factor to canonical
     enum: EnumType | None = None  # enum and set
     record: str | None = None  # list: the record's name
+    # quantity and lab: other spellings of the canonical and `also` units a record may use
+    # (`kg/m²` for `kg/m^2`, `µL` for `uL`), with their exact factors to canonical
+    spellings: tuple[tuple[str, Decimal | Fraction], ...] = ()
+
+    def record_units(self) -> dict[str, Decimal | Fraction]:
+        """Every unit text a record may give besides the canonical one, with its exact factor."""
+        out = {unit.text: factor for unit, factor in self.also}
+        for text, factor in self.spellings:
+            out.setdefault(text, factor)
+        if self.unit is not None:
+            out.pop(self.unit.text, None)
+        return out
 
     def describe(self) -> str:
         if self.kind in ("quantity", "lab"):

@@ -474,7 +474,7 @@ def _field_view(field: ir.Field, in_record: bool, units: dict[str, str]) -> _Fie
     elif t.kind in ("quantity", "lab"):
         assert t.unit is not None
         annotation = _ANNOTATIONS[t.kind]
-        factors = "{" + ", ".join(f"{u.text!r}: {_decimal(f)}" for u, f in t.also) + "}"
+        factors = "{" + ", ".join(f"{u!r}: {_decimal(f)}" for u, f in t.record_units().items()) + "}"
         name = units.setdefault(factors, f"_UNITS_{len(units) + 1}")
         value = f"read_{t.kind}_fast(v, {path}, pr, {t.unit.text!r}, {name})"
     elif t.kind == "enum":

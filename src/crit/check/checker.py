@@ -14,7 +14,7 @@ from typing import assert_never
 
 from crit import ast, ir
 from crit.check.names import did_you_mean, reserved_reason
-from crit.check.units import UnitError, exact_decimal, factor, parse_unit
+from crit.check.units import UnitError, exact_decimal, factor, parse_unit, spellings
 from crit.diagnostics import Collector
 from crit.english import counted
 from crit.ir import Unit
@@ -197,7 +197,10 @@ class _Checker:
                     also.append((other_unit, exact_decimal(factor(other_unit, unit))))
                 except UnitError as err:
                     self.error("E104", other.span, err.message, err.hint)
-            return ir.Type(ir.narrow(t.kind, ("quantity", "lab")), unit=unit, also=tuple(also))
+            spelled: list[tuple[str, Decimal | Fraction]] = [(text, Decimal(1)) for text in spellings(unit.text)]
+            spelled += [(text, ratio) for other_unit, ratio in also for text in spellings(other_unit.text)]
+            return ir.Type(ir.narrow(t.kind, ("quantity", "lab")), unit=unit, also=tuple(also),
+                           spellings=tuple(spelled))
         if t.kind == "set":
             assert t.name is not None
             enum = self.enums.get(t.name)
@@ -477,8 +480,7 @@ class _Checker:
                     ratio = factor(unit, t.unit)
                 except UnitError as err:
                     self.error("E204", e.unit.span,
-                               f"{field_name} is measured in {t.unit.text}, but {err.message}",
-                               f"use a unit of {t.unit.dimension}, such as {t.unit.text}")
+                               f"{field_name} is measured in {t.unit.text}, but {err.message}", err.hint)
                     return None
                 converted = exact_decimal(Fraction(e.number.value) * ratio)
                 times = "× " if e.unit.text[:1].isdigit() else ""  # 20 × 10^9/L
