@@ -246,12 +246,23 @@ class TypeExpr:
 
 
 @dataclass(frozen=True, slots=True)
+class Plausible:
+    """`from 20 to 250 g/L`: the values a record may hold; the unit defaults to the field's."""
+
+    low: Number
+    high: Number
+    unit: Unit | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class FieldDecl:
     name: str
     type: TypeExpr
     optional: bool
     label: str | None
     span: Span
+    plausible: Plausible | None = None
 
 
 @dataclass(frozen=True, slots=True)

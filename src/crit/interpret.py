@@ -429,6 +429,10 @@ class Interpreter:
             path = f"{at}.{field.name}" if at else field.name
             values[field.name] = rt.get(raw, field.name, path, problems, self._reader(field.type),
                                         field.optional)
+            if field.plausible is not None:
+                unit = field.type.unit.text if field.type.unit is not None else ""
+                values[field.name] = rt.plausible(values[field.name], field.plausible.low, field.plausible.high,
+                                                  field.plausible.text, unit, path, problems)
         return values
 
     def _reader(self, t: ir.Type) -> Any:

@@ -119,12 +119,23 @@ class Type:
 
 
 @dataclass(frozen=True, slots=True)
+class Plausible:
+    """The values a record may hold for a numeric field, inclusive, in its canonical unit;
+    `text` as the author wrote the range (`20 to 250 g/L`)."""
+
+    low: Decimal | Fraction
+    high: Decimal | Fraction
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Field:
     name: str
     type: Type
     optional: bool
     label: str | None
     span: Span
+    plausible: Plausible | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -179,8 +179,46 @@ class _Checker:
             if type_.kind == "judgment" and decl.optional:
                 self.error("E103", decl.type.span, "a judgment cannot be optional",
                            "a judgment not yet recorded is already pending; remove the '?'")
-            out[decl.name] = ir.Field(decl.name, type_, decl.optional, decl.label, decl.span)
+            plausible = self.plausible(decl, type_) if decl.plausible is not None else None
+            out[decl.name] = ir.Field(decl.name, type_, decl.optional, decl.label, decl.span, plausible)
         return tuple(out.values())
+
+    def plausible(self, decl: ast.FieldDecl, t: ir.Type) -> ir.Plausible | None:
+        """A field's plausible range, converted exactly to its canonical unit; None (with an
+        error) when it does not fit the field."""
+        given = decl.plausible
+        assert given is not None
+        if t.kind not in _NUMERIC:
+            self.error("E110", given.span,
+                       f"{decl.name} is {_a(t.describe())}; only a number has a plausible range",
+                       "give ranges to integer, decimal, quantity and lab fields, e.g. age: integer from 0 to 130")
+            return None
+        ratio: Fraction = Fraction(1)
+        unit_text = t.unit.text if t.unit is not None else ""
+        if given.unit is not None:
+            if t.unit is None:
+                self.error("E110", given.unit.span, f"{decl.name} is {_a(t.kind)} and has no unit",
+                           f"write the range alone: from {given.low.text} to {given.high.text}")
+                return None
+            unit = self.unit(given.unit)
+            if unit is None:
+                return None
+            try:
+                ratio = factor(unit, t.unit)
+            except UnitError as err:
+                self.error("E110", given.unit.span,
+                           f"{decl.name} is measured in {t.unit.text}, but {err.message}", err.hint)
+                return None
+            unit_text = given.unit.text
+        if given.low.value > given.high.value:
+            self.error("E110", given.span,
+                       f"this range runs down, from {given.low.text} to {given.high.text}",
+                       f"write the lower bound first: from {given.high.text} to {given.low.text}")
+            return None
+        low = exact_decimal(Fraction(given.low.value) * ratio)
+        high = exact_decimal(Fraction(given.high.value) * ratio)
+        text = f"{given.low.text} to {given.high.text}" + (f" {unit_text}" if unit_text else "")
+        return ir.Plausible(low, high, text)
 
     def resolve_type(self, t: ast.TypeExpr, in_record: bool) -> ir.Type | None:
         if t.kind in ("quantity", "lab"):

@@ -349,15 +349,21 @@ class _Builder:
         for node in nodes:
             if not isinstance(node, Tree):
                 continue
-            name, type_tree, optional, label = node.children
+            name, type_tree, optional, plausible, label = node.children
             assert isinstance(type_tree, Tree)
             out.append(
                 ast.FieldDecl(
                     str(name), self.type_expr(type_tree), optional is not None,
                     self.opt_text(label), self.span(node),
+                    self.plausible(plausible) if isinstance(plausible, Tree) else None,
                 )
             )
         return tuple(out)
+
+    def plausible(self, tree: Tree[Token]) -> ast.Plausible:
+        low, high, unit = tree.children
+        return ast.Plausible(self.number(low), self.number(high),
+                             self.unit(unit) if isinstance(unit, Tree) else None, self.span(tree))
 
     def type_expr(self, tree: Tree[Token]) -> ast.TypeExpr:
         span = self.span(tree)
