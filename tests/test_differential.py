@@ -180,6 +180,7 @@ CONSTRUCTS = (
     "list of Item?",
     # issue 10: plausible ranges (in the field's unit and in another), counts per volume
     "integer from 1 to 6", "from 0 to 5000 /mm3", " /mm3", " cells/µL", " x 10^3/µL",
+    "as glucose molar mass 180.156 g/mol", " mg/dL",
 )
 
 

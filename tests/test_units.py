@@ -4,6 +4,7 @@ clinicians write them, other spellings of a unit in records, and the README's un
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from fractions import Fraction
 from types import ModuleType
 
@@ -100,3 +101,41 @@ def test_readme_lists_the_unit_table() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert readme_table() in readme, "README's unit table is stale: paste crit.check.units.readme_table()"
 
+
+
+_GLUCOSE = '''protocol T "t"
+patient
+  glucose: quantity mmol/L also mg/dL as glucose molar mass 180.156 g/mol "Fasting plasma glucose"
+inclusion
+  I1 "Fasting plasma glucose below 126 mg/dL"
+    glucose < 126 mg/dL
+'''
+
+
+def test_an_analyte_converts_mass_and_molar_concentrations_exactly() -> None:
+    (field,) = compile_text(_GLUCOSE).fields
+    assert field.type.record_units() == {"mg/dL": Fraction(10, 180156) * 1000}  # 1 mg/dL = 10 mg/L
+    line = compile_text(_GLUCOSE).inclusion[0].items[0]
+    assert line.expr.right.value == Fraction(126 * 10 * 1000, 180156)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("glucose", "outcome"), [
+    ({"value": 125, "unit": "mg/dL"}, "met"), ({"value": 126, "unit": "mg/dL"}, "not met"),
+    # 126 mg/dL is 6.99393858…mmol/L, which no decimal writes: the boundary is exact either way
+    ({"value": Decimal("6.9939385"), "unit": "mmol/L"}, "met"), (Decimal("6.9939386"), "not met"),
+])
+def test_an_analyte_in_either_unit(evaluator: Callable[[str], ModuleType], glucose: object, outcome: str) -> None:
+    module, interpreter = evaluator(_GLUCOSE), Interpreter(compile_text(_GLUCOSE))
+    for screening in (module.evaluate({"glucose": glucose}), interpreter.evaluate({"glucose": glucose})):
+        assert str(screening.outcome("I1")) == outcome
+
+
+def test_an_analyte_is_rendered_and_formatted() -> None:
+    from crit.backends.markdown import emit_markdown
+    from crit.tools.fmt import format_source
+
+    text = emit_markdown(compile_text(_GLUCOSE))
+    assert ("quantity in mmol/L (also mg/dL; converted with the molar mass of glucose, 180.156 g/mol)"
+            in text)
+    messy = _GLUCOSE.replace("as glucose molar mass", "as  glucose   molar mass")
+    assert format_source(messy, "t.crit").replace("\n\n", "\n") == _GLUCOSE

@@ -235,6 +235,16 @@ class EnumDecl:
 
 
 @dataclass(frozen=True, slots=True)
+class Analyte:
+    """`as glucose molar mass 180.156 g/mol`: converts mass and molar concentrations of it."""
+
+    name: str
+    molar_mass: Number
+    unit: Unit
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class TypeExpr:
     """A field's declared type: `kind` is a base name, `quantity`, `lab`, `set` or `list`."""
 
@@ -243,6 +253,7 @@ class TypeExpr:
     unit: Unit | None
     also: tuple[Unit, ...]
     span: Span
+    analyte: Analyte | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,9 @@ def counted(count: int, noun: str) -> str:
 def describe_type(t: ir.Type) -> str:
     """A field's type for the glossary: `quantity in g/L (also g/dL)`."""
     also = f" (also {', '.join(unit.text for unit, _ in t.also)})" if t.also else ""
+    if t.analyte is not None:
+        via = f"converted with the molar mass of {t.analyte.name}, {t.analyte.text}"
+        also = f"{also[:-1]}; {via})" if also else f" ({via})"
     kind = t.kind
     match kind:
         case "quantity" | "lab":

@@ -69,6 +69,16 @@ class Unit:
 
 
 @dataclass(frozen=True, slots=True)
+class Analyte:
+    """What converts a field's mass and molar concentrations: the analyte's molar mass, exact,
+    in g/mol; `text` as the author wrote it (`180.156 g/mol`)."""
+
+    name: str
+    molar_mass: Fraction
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class EnumType:
     name: str
     label: str | None
@@ -93,6 +103,7 @@ class Type:
     # quantity and lab: other spellings of the canonical and `also` units a record may use
     # (`kg/m²` for `kg/m^2`, `µL` for `uL`), with their exact factors to canonical
     spellings: tuple[tuple[str, Decimal | Fraction], ...] = ()
+    analyte: Analyte | None = None  # quantity and lab: converts mass and molar concentrations
 
     def record_units(self) -> dict[str, Decimal | Fraction]:
         """Every unit text a record may give besides the canonical one, with its exact factor."""

@@ -63,6 +63,9 @@ _KNOWN_EXPRESSIONS: dict[str, tuple[str, Fraction]] = {}
 # What each unit parsed so far is a ratio of: the dimensions its parts name, even those that
 # cancel (`mmol/mol` is a ratio of amounts of substance; `%` and `ppm` name none).
 _RATIO_OF: dict[str, frozenset[str]] = {}
+# Each parsed unit's dimensions with their powers: `mg/dL` is {[mass]: 1, [length]: -3}.
+_DIMENSIONALITY: dict[str, dict[str, int]] = {}
+_MOLAR_MASS = {"[mass]": 1, "[substance]": -1}
 
 
 @functools.cache
@@ -137,6 +140,11 @@ def parse_unit(text: str) -> Unit:
     if known is not None:
         _KNOWN_EXPRESSIONS[expression] = known
         _RATIO_OF[text] = frozenset(d for name, _ in terms for d, _ in KNOWN[name][0])
+        dimensionality: dict[str, int] = {}
+        for name, power in terms:
+            for dimension, times in KNOWN[name][0]:
+                dimensionality[dimension] = dimensionality.get(dimension, 0) + times * power
+        _DIMENSIONALITY[text] = {k: v for k, v in dimensionality.items() if v != 0}
         return Unit(text, scale, expression, known[0])
     registry = _registry()
     try:
@@ -149,6 +157,7 @@ def parse_unit(text: str) -> Unit:
     _RATIO_OF[text] = frozenset(
         d for name, _ in terms for d in registry.Quantity(Fraction(1), f"({name})").dimensionality
     )
+    _DIMENSIONALITY[text] = {k: int(v) for k, v in dict(quantity.dimensionality).items()}
     return Unit(text, scale, expression, _dimension(quantity))
 
 
@@ -303,6 +312,45 @@ def spellings(text: str) -> tuple[str, ...]:
     powers = {styled(style) for style in _POWER_STYLES}
     out = {_MICRO.sub(micro, spelled) for spelled in powers for micro in ("u", "µ", "μ")}
     return tuple(sorted(out - {text}))
+
+
+def _root_size(unit: Unit) -> Fraction:
+    """How many of pint's root units one `unit` is, exactly."""
+    known = _KNOWN_EXPRESSIONS.get(unit.expression)
+    if known is not None:
+        return known[1] * unit.scale
+    root = _registry().Quantity(Fraction(1), unit.expression).to_root_units().magnitude
+    return Fraction(root) * unit.scale
+
+
+def molar_mass(amount: Fraction, unit: Unit) -> Fraction:
+    """A molar mass written as `amount unit` (`180.156 g/mol`), exactly, in g/mol. Raises
+    `UnitError` for a unit that is not a mass per amount of substance, or a mass of 0."""
+    if _DIMENSIONALITY.get(unit.text) != _MOLAR_MASS:
+        raise UnitError(f"'{unit.text}' measures {dimension_words(unit.dimension)}, not a molar mass",
+                        "write the analyte's molar mass in g/mol, e.g. molar mass 180.156 g/mol for glucose")
+    if amount <= 0:
+        raise UnitError("a molar mass of 0 converts nothing",
+                        "write the analyte's molar mass, e.g. 180.156 g/mol for glucose")
+    return amount * _root_size(unit) / _root_size(parse_unit("g/mol"))
+
+
+def molar_factor(source: Unit, target: Unit, grams_per_mole: Fraction) -> Fraction | None:
+    """The exact factor from `source` to `target` when one is a mass concentration and the other
+    a molar concentration of one analyte (`mg/dL` and `mmol/L`) of this molar mass; None when
+    they are not related that way."""
+    have, want = _DIMENSIONALITY.get(source.text), _DIMENSIONALITY.get(target.text)
+    if have is None or want is None:
+        return None
+    difference = {k: have.get(k, 0) - want.get(k, 0) for k in {*have, *want}}
+    difference = {k: v for k, v in difference.items() if v != 0}
+    mass = grams_per_mole * _root_size(parse_unit("g/mol"))  # in root units
+    ratio = _root_size(source) / _root_size(target)
+    if difference == _MOLAR_MASS:  # mass per volume to amount per volume: divide by the molar mass
+        return ratio / mass
+    if difference == {k: -v for k, v in _MOLAR_MASS.items()}:
+        return ratio * mass
+    return None
 
 
 def exact_decimal(value: Fraction) -> Decimal | Fraction:
