@@ -167,8 +167,8 @@ def test_directions_follow_the_section_the_negation_and_the_when() -> None:
                               "Live vaccine within 8 weeks before Screening", "tightened")
     assert found["E2"] == [("applies when", "always", "Diagnosis is Systemic lupus", "loosened")]
     assert found["E3"] == [("threshold", "Weight ≤ 150", "Weight ≤ 120", "tightened")]
-    assert found["refractory"] == [("count", "the number of Course entries in Courses with immunosuppressive is ≥ 2",
-                                    "the number of Course entries in Courses with immunosuppressive is ≥ 3",
+    assert found["refractory"] == [("count", "the number of entries in Courses with immunosuppressive is ≥ 2",
+                                    "the number of entries in Courses with immunosuppressive is ≥ 3",
                                     "tightened")]
 
 

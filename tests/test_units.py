@@ -139,3 +139,18 @@ def test_an_analyte_is_rendered_and_formatted() -> None:
             in text)
     messy = _GLUCOSE.replace("as glucose molar mass", "as  glucose   molar mass")
     assert format_source(messy, "t.crit").replace("\n\n", "\n") == _GLUCOSE
+
+
+@pytest.mark.parametrize(("line", "english"), [
+    ("anc >= 1500 x 1/mm3", "Absolute neutrophil count ≥ 1500 /mm³"),
+    ("anc >= 1500 /mm3", "Absolute neutrophil count ≥ 1500 /mm³"),
+    ("anc >= 1.5 x 10^9/L", "Absolute neutrophil count ≥ 1.5 × 10^9/L"),
+    ("bmi < 30 kg/m^2", "Body-mass index < 30 kg/m²"),
+])
+def test_counts_per_volume_read_naturally(line: str, english: str) -> None:
+    from crit import ir
+    from crit.english import describe
+
+    source = _COUNTS.split("inclusion")[0] + f'inclusion\n  I1 "x"\n    {line}\n'
+    item = compile_text(source).inclusion[0].items[0]
+    assert isinstance(item, ir.Line) and describe(item.expr) == english
