@@ -25,14 +25,18 @@ from typing import Any
 from hypothesis import strategies as st
 
 KINDS = ("bool", "integer", "decimal", "quantity", "weight", "length", "lab", "titer", "date", "enum", "set",
-         "list", "judgment")
+         "list", "judgment", "ranged", "cells", "glucose")
 OPTIONAL = ("bool", "date", "integer", "list", "weight")  # kinds drawn with `?` half the time
 MEMBERS = ("a", "b", "c")
 ANCHOR = datetime.date(2025, 3, 31)
 TYPES = {"bool": "bool", "integer": "integer", "decimal": "decimal", "quantity": "quantity g/L also g/dL",
          "weight": "quantity lb also kg", "length": "quantity in also cm", "lab": "lab U/L",
          "titer": "titer", "date": "date", "enum": "Color", "set": "set of Color", "list": "list of Item",
-         "judgment": "judgment"}
+         "judgment": "judgment", "ranged": "integer from 1 to 6",
+         # counts per volume as clinicians write them, with a range written in another unit
+         "cells": "quantity 10^9/L also /mm3, cells/µL, 10^3/µL from 0 to 5000 /mm3",
+         # mass and molar concentrations of one analyte, converted by its molar mass (no decimal writes it)
+         "glucose": "quantity mmol/L also mg/dL as glucose molar mass 180.156 g/mol"}
 ITEM_FIELDS = ("ok", "n", "day")
 
 
@@ -106,12 +110,19 @@ def atoms(draw: st.DrawFn, schema: Schema) -> str:
     op = draw(st.sampled_from(OPS))
     number = draw(st.integers(min_value=0, max_value=5))
     peers = [other for other in schema.of(kind) if other != name]
-    if peers and kind in ("integer", "decimal", "quantity", "weight", "length", "date", "titer") \
+    if peers and kind in ("integer", "decimal", "quantity", "weight", "length", "date", "titer", "ranged", "cells",
+                          "glucose") \
             and draw(st.integers(0, 3)) == 0:
         return f"{name} {op} {draw(st.sampled_from(peers))}"
     if kind in ("bool", "judgment"):
         return draw(st.sampled_from([name, f"not {name}", f"{name} = true"]))
-    if kind == "integer":
+    if kind == "glucose":
+        return draw(st.sampled_from([f"{name} {op} {number} mmol/L", f"{name} {op} {number * 18} mg/dL",
+                                     f"{name} between {number} mmol/L and {number * 18 + 36} mg/dL"]))
+    if kind == "cells":
+        return draw(st.sampled_from([f"{name} {op} {number} x 10^9/L", f"{name} {op} {number * 1000} /mm3",
+                                     f"{name} {op} {number * 500} cells/µL", f"{name} {op} {number} x 10^3/µL"]))
+    if kind in ("integer", "ranged"):
         return draw(st.sampled_from([f"{name} {op} {number}", f"{name} between {number} and {number + 2}",
                                      f"{name} between {number + 2} and {number}"]))
     if kind == "decimal":
@@ -232,8 +243,14 @@ def _values(draw: st.DrawFn, kind: str) -> Any:
     n = draw(st.integers(min_value=0, max_value=7))
     if kind in ("bool", "judgment"):
         return draw(st.booleans())
-    if kind == "integer":
+    if kind in ("integer", "ranged"):  # ranged: 1 to 6, so 0 and 7 are refused as implausible
         return n
+    if kind == "glucose":  # boundaries in mg/dL and in mmol/L
+        return draw(st.sampled_from([n, {"value": n * 18, "unit": "mg/dL"}, {"value": n, "unit": "mmol/L"},
+                                     {"value": n * 18.0156, "unit": "mg/dL"}, n + 0.5]))
+    if kind == "cells":  # 0 to 5 × 10^9/L: 6 and 7 are refused; other units and spellings
+        return draw(st.sampled_from([n, {"value": n * 1000, "unit": "/mm3"}, {"value": n * 500, "unit": "cells/uL"},
+                                     {"value": n, "unit": "10^3/µL"}, {"value": n * 1000, "unit": "/mm³"}]))
     if kind == "decimal":
         return draw(st.sampled_from([n, n + 0.5, n + 0.25]))
     if kind == "quantity":
@@ -283,6 +300,8 @@ def _choices(kind: str) -> list[Any]:
     days = [(ANCHOR + datetime.timedelta(days=d)).isoformat() for d in (-1460, -366, -31, -14, -7, -1, 0, 1, 30)]
     return {
         "bool": [True, False], "judgment": [True, False], "integer": [0, 1, 2, 3, 5, 7],
+        "ranged": [1, 2, 3, 5, 6], "glucose": [0, 3, {"value": 90, "unit": "mg/dL"}, 6],
+        "cells": [0, {"value": 1500, "unit": "/mm3"}, 2, 5],
         "decimal": [0, 2.5, 5.5], "quantity": [0, 25, 60, {"value": 5.5, "unit": "g/dL"}],
         "weight": [0, 40, {"value": 20, "unit": "kg"}, {"value": 50, "unit": "kg"}],
         "length": [0, 3, {"value": 20, "unit": "cm"}], "lab": [{"value": 0, "uln": 10}, {"value": 90, "uln": 20}],

@@ -342,7 +342,7 @@ def generic_read(module: ModuleType, protocol: ir.Protocol, record: object) -> t
         if t.kind in ("quantity", "lab"):
             assert t.unit is not None
             read = module.read_quantity if t.kind == "quantity" else module.read_lab
-            unit, factors = t.unit.text, {u.text: f for u, f in t.also}
+            unit, factors = t.unit.text, t.record_units()
             return lambda raw, at, pr: read(raw, at, pr, unit, factors)
         if t.kind in ("enum", "set"):
             assert t.enum is not None
@@ -356,13 +356,20 @@ def generic_read(module: ModuleType, protocol: ir.Protocol, record: object) -> t
             if not module.check_keys(raw, at, [f.name for f in fields], pr):
                 return None
             assert isinstance(raw, dict)
-            return {f.name: module.get(raw, f.name, f"{at}.{f.name}", pr, reader(f.type), f.optional) for f in fields}
+            return {f.name: field(raw, f, f"{at}.{f.name}", pr) for f in fields}
 
         return lambda raw, at, pr: module.read_list(raw, at, pr, item)
 
+    def field(raw: dict[str, Any], f: ir.Field, path: str, pr: list[Any]) -> Any:
+        value = module.get(raw, f.name, path, pr, reader(f.type), f.optional)
+        if f.plausible is None:
+            return value
+        unit = f.type.unit.text if f.type.unit is not None else ""
+        return module.plausible(value, f.plausible.low, f.plausible.high, f.plausible.text, unit, path, pr)
+
     raw = record if module.check_keys(record, "", [f.name for f in protocol.fields], problems) else {}
     assert isinstance(raw, dict)
-    values = {f.name: module.get(raw, f.name, f.name, problems, reader(f.type), f.optional) for f in protocol.fields}
+    values = {f.name: field(raw, f, f.name, problems) for f in protocol.fields}
     return problems, values
 
 

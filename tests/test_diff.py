@@ -167,8 +167,8 @@ def test_directions_follow_the_section_the_negation_and_the_when() -> None:
                               "Live vaccine within 8 weeks before Screening", "tightened")
     assert found["E2"] == [("applies when", "always", "Diagnosis is Systemic lupus", "loosened")]
     assert found["E3"] == [("threshold", "Weight ≤ 150", "Weight ≤ 120", "tightened")]
-    assert found["refractory"] == [("count", "the number of Course entries in Courses with immunosuppressive is ≥ 2",
-                                    "the number of Course entries in Courses with immunosuppressive is ≥ 3",
+    assert found["refractory"] == [("count", "the number of entries in Courses with immunosuppressive is ≥ 2",
+                                    "the number of entries in Courses with immunosuppressive is ≥ 3",
                                     "tightened")]
 
 
@@ -443,3 +443,16 @@ def test_the_overall_verdict_holds_for_every_record(pair_: tuple[str, str], reco
 def test_every_change_in_the_example_pair_is_ordered() -> None:
     effects = {row[3] for rows in changes(OLD, NEW).values() for row in rows}
     assert effects == {"", "tightened", "loosened", "no effect"}
+
+
+def test_a_changed_plausible_range_is_a_schema_change() -> None:
+    base = 'protocol T "t"\npatient\n  hb: quantity g/L also g/dL{}\ninclusion\n  I1 "x"\n    hb >= 90 g/L\n'
+    schema = [(c.what, c.old, c.new) for c in compare(
+        compile_text(base.format(" from 20 to 250 g/L"), "old.crit"),
+        compile_text(base.format(" from 30 to 250"), "new.crit")).schema]
+    assert schema == [("patient field hb: plausible range", "20 to 250 g/L", "30 to 250 g/L")]
+    same = compare(compile_text(base.format(" from 2 to 25 g/dL"), "old.crit"),
+                   compile_text(base.format(" from 20 to 250 g/L"), "new.crit"))
+    assert same.schema == []  # the same values, written in another unit
+    added = compare(compile_text(base.format(""), "old.crit"), compile_text(base.format(" from 20 to 250"), "new.crit"))
+    assert [(c.old, c.new) for c in added.schema] == [("—", "20 to 250 g/L")]

@@ -397,3 +397,16 @@ test.crit:16:1: {}[W007]: definition 'adult' is not used by any criterion
     out, err = capsys.readouterr()
     assert err == warning.format("error") + "\n\n1 error in test.crit\n"
     assert out == ""
+
+
+def test_w020_a_label_that_explains_the_data_format() -> None:
+    source = HEAD.replace('"Live vaccine"', '"Latest live vaccine (null: never)"') + (
+        '\ninclusion\n  I1 "Adults"\n    age >= 18\n' + USES)
+    assert warnings(source) == '''\
+test.crit:13:3: warning[W020]: the label of 'vaccine' says how the data is recorded: "Latest live vaccine (null: never)"
+   |
+13 |   vaccine: date? "Latest live vaccine (null: never)"
+   |   ^^^^^^^
+   = hint: labels are read in the criteria's sentences; say what the field means ("Latest insulin dose"): \
+for an optional field, null already means none recorded, and the Markdown glossary says so'''
+    assert warnings(HEAD + '\ninclusion\n  I1 "Adults"\n    age >= 18\n' + USES) == ""

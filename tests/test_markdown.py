@@ -281,8 +281,8 @@ define refractory "Refractory disease"
     ("not last_live_vaccine within 1 day before screening",
      "Latest live vaccine not within 1 day before Screening visit date"),
     ("pregnant", "Pregnant"),
-    ("not pregnant", "not (Pregnant)"),
-    ("pregnant = false", "not (Pregnant)"),
+    ("not pregnant", "Pregnant: no"),
+    ("pregnant = false", "Pregnant: no"),
     ("unsuitable", "investigator's judgment: Unsuitable"),
     ("refractory", "Refractory disease"),
     ("true", "always"),
@@ -306,16 +306,19 @@ define refractory "Refractory disease"
      "Pregnant or (any Treatment in Immunosuppressive treatment history with Immunosuppressant and "
      "First dose within 1 year before Screening visit date)"),
     ("all(treatments where not immunosuppressive)",
-     "every Treatment in Immunosuppressive treatment history with not (Immunosuppressant)"),
+     "every Treatment in Immunosuppressive treatment history has Immunosuppressant: no"),
     ("all(treatments where end at least 6 months after start)", "every Treatment in Immunosuppressive "
-     "treatment history with Last dose at least 6 months after First dose"),
+     "treatment history has Last dose at least 6 months after First dose"),
+    ("not all(treatments where immunosuppressive and end at least 6 months after start)",
+     "not every Treatment in Immunosuppressive treatment history has (Immunosuppressant and Last dose "
+     "at least 6 months after First dose)"),
     ("count(treatments where immunosuppressive and end at least 6 months after start) >= 2",
-     "the number of Treatment entries in Immunosuppressive treatment history with (Immunosuppressant "
+     "the number of entries in Immunosuppressive treatment history with (Immunosuppressant "
      "and Last dose at least 6 months after First dose) is ≥ 2"),
     ("not count(treatments) >= 2",
-     "the number of Treatment entries in Immunosuppressive treatment history is < 2"),
+     "the number of entries in Immunosuppressive treatment history is < 2"),
     ("consented and count(treatments where immunosuppressive) >= 1", "Consent signed and (the number of "
-     "Treatment entries in Immunosuppressive treatment history with Immunosuppressant is ≥ 1)"),
+     "entries in Immunosuppressive treatment history with Immunosuppressant is ≥ 1)"),
 ])
 def test_describe(line: str, english: str) -> None:
     protocol = compile_text(f'protocol T "t"\n\ninclusion\n  I1 "x"\n    {line}\n', schema=SCHEMA)

@@ -235,6 +235,16 @@ class EnumDecl:
 
 
 @dataclass(frozen=True, slots=True)
+class Analyte:
+    """`as glucose molar mass 180.156 g/mol`: converts mass and molar concentrations of it."""
+
+    name: str
+    molar_mass: Number
+    unit: Unit
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class TypeExpr:
     """A field's declared type: `kind` is a base name, `quantity`, `lab`, `set` or `list`."""
 
@@ -242,6 +252,17 @@ class TypeExpr:
     name: str | None  # enum or record name for named/set/list types
     unit: Unit | None
     also: tuple[Unit, ...]
+    span: Span
+    analyte: Analyte | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plausible:
+    """`from 20 to 250 g/L`: the values a record may hold; the unit defaults to the field's."""
+
+    low: Number
+    high: Number
+    unit: Unit | None
     span: Span
 
 
@@ -252,6 +273,7 @@ class FieldDecl:
     optional: bool
     label: str | None
     span: Span
+    plausible: Plausible | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,8 +58,24 @@ def describe_value(value: ir.Value) -> str:
         return field_label(value.field)
     match = _SCALED_QUANTITY.fullmatch(value.display) if value.kind == "number" else None
     if match is not None:
-        return f"{match['number']} × {match['unit']}"
+        per = _PER.fullmatch(match["unit"])  # `1500 x 1/mm3` is 1500 per mm³
+        if per is not None:
+            return f"{match['number']} /{unit_text(per[1])}"
+        return f"{match['number']} × {unit_text(match['unit'])}"
+    quantity = _QUANTITY.fullmatch(value.display) if value.kind == "number" else None
+    if quantity is not None:
+        return f"{quantity['number']} {unit_text(quantity['unit'])}"
     return value.display
+
+
+_PER = re.compile(r"1/(.+)")
+_QUANTITY = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?) (?P<unit>[^0-9 ].*)")
+_POWER = re.compile(r"(?<=[A-Za-z])(?:\^([23])|(?<=m)([23]))(?![0-9])")
+
+
+def unit_text(unit: str) -> str:
+    """A unit as a clinician reads it: powers as superscripts (`/mm³`, `kg/m²`, `1.73m²`)."""
+    return _POWER.sub(lambda m: "²" if (m[1] or m[2]) == "2" else "³", unit)
 
 
 def describe(expr: ir.Expr) -> str:
@@ -83,6 +99,9 @@ def counted(count: int, noun: str) -> str:
 def describe_type(t: ir.Type) -> str:
     """A field's type for the glossary: `quantity in g/L (also g/dL)`."""
     also = f" (also {', '.join(unit.text for unit, _ in t.also)})" if t.also else ""
+    if t.analyte is not None:
+        via = f"converted with the molar mass of {t.analyte.name}, {t.analyte.text}"
+        also = f"{also[:-1]}; {via})" if also else f" ({via})"
     kind = t.kind
     match kind:
         case "quantity" | "lab":
@@ -133,12 +152,12 @@ def _render(expr: ir.Expr, negated: bool) -> str:
         case ir.Truth(value=value):
             return "always" if value != negated else "never"
         case ir.DefinitionRef(name=name, label=label):
-            return _negate(label or name, negated)
+            return _answered(label or name, negated)
         case ir.FieldRef(field=field):
             text = field_label(field)
             if field.type.kind == "judgment":
                 text = f"investigator's judgment: {text}"
-            return _negate(text, negated)
+            return _answered(text, negated)
         case ir.Not(operand=operand):
             return _render(operand, not negated)
         case ir.And(operands=operands):
@@ -147,16 +166,36 @@ def _render(expr: ir.Expr, negated: bool) -> str:
             return _negate(" or ".join(_part(o) for o in operands), negated)
         case ir.AtLeast(operands=operands):
             return _negate(f"{count_heading(expr)}: " + "; ".join(_part(o) for o in operands), negated)
+        case ir.Quantified(kind="all", items=items, record=record, condition=condition) if condition is not None:
+            # A statement about every entry, not a filter: `every course of treatment in … has C`.
+            word = "not every" if negated else "every"
+            return f"{word} {record_noun(record)} in {describe_value(items)} has {_part(condition)}"
         case ir.Quantified(kind=kind, items=items, record=record, condition=condition):
             word = _QUANTIFIER[kind][1 if negated else 0]
             # The condition ends the sentence (which is itself bracketed wherever it is embedded).
-            return f"{word} {record.name} in {describe_value(items)}{_where(condition, kind == 'any', True)}"
+            noun = record_noun(record)
+            return f"{word} {noun} in {describe_value(items)}{_where(condition, kind == 'any', True)}"
         case ir.CountCompare(op=op, items=items, record=record, condition=condition, number=number):
             op = _OPPOSITE[op] if negated else op
-            counted = f"{record.name} entries in {describe_value(items)}{_where(condition, True, False)}"
+            counted = f"entries in {describe_value(items)}{_where(condition, True, False)}"
             return f"the number of {counted} is {_SYMBOLS[op]} {number}"
         case _:
             assert_never(expr)
+
+
+def record_noun(record: ir.Record) -> str:
+    """What one entry of a list is, from its record's label: `A course of treatment` gives
+    `course of treatment`; a record without a label is named by its name."""
+    if not record.label:
+        return record.name
+    words = record.label.split(" ", 1)
+    noun = words[1] if len(words) == 2 and words[0] in ("A", "An", "a", "an") else record.label
+    return noun[:1].lower() + noun[1:] if noun[1:2].islower() else noun
+
+
+def _answered(text: str, negated: bool) -> str:
+    """A yes-or-no fact, or its negation as the answer it records: `ECG abnormality: no`."""
+    return f"{text}: no" if negated else text
 
 
 def _negate(text: str, negated: bool) -> str:

@@ -494,6 +494,10 @@ class Interpreter:
             path = f"{at}.{field.name}" if at else field.name
             values[field.name] = rt.get(raw, field.name, path, problems, self._reader(field.type),
                                         field.optional)
+            if field.plausible is not None:
+                unit = field.type.unit.text if field.type.unit is not None else ""
+                values[field.name] = rt.plausible(values[field.name], field.plausible.low, field.plausible.high,
+                                                  field.plausible.text, unit, path, problems)
         return values
 
     def _reader(self, t: ir.Type) -> Any:
@@ -513,7 +517,7 @@ class Interpreter:
                 return rt.read_titer
             case "quantity" | "lab":
                 assert t.unit is not None
-                factors = {unit.text: factor for unit, factor in t.also}
+                factors = t.record_units()
                 read = rt.read_quantity if kind == "quantity" else rt.read_lab
                 unit = t.unit.text
                 return lambda raw, at, pr: read(raw, at, pr, unit, factors)

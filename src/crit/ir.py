@@ -69,6 +69,16 @@ class Unit:
 
 
 @dataclass(frozen=True, slots=True)
+class Analyte:
+    """What converts a field's mass and molar concentrations: the analyte's molar mass, exact,
+    in g/mol; `text` as the author wrote it (`180.156 g/mol`)."""
+
+    name: str
+    molar_mass: Fraction
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class EnumType:
     name: str
     label: str | None
@@ -90,6 +100,19 @@ class Type:
     also: tuple[tuple[Unit, Decimal | Fraction], ...] = ()  # other units, exact factor to canonical
     enum: EnumType | None = None  # enum and set
     record: str | None = None  # list: the record's name
+    # quantity and lab: other spellings of the canonical and `also` units a record may use
+    # (`kg/m²` for `kg/m^2`, `µL` for `uL`), with their exact factors to canonical
+    spellings: tuple[tuple[str, Decimal | Fraction], ...] = ()
+    analyte: Analyte | None = None  # quantity and lab: converts mass and molar concentrations
+
+    def record_units(self) -> dict[str, Decimal | Fraction]:
+        """Every unit text a record may give besides the canonical one, with its exact factor."""
+        out = {unit.text: factor for unit, factor in self.also}
+        for text, factor in self.spellings:
+            out.setdefault(text, factor)
+        if self.unit is not None:
+            out.pop(self.unit.text, None)
+        return out
 
     def describe(self) -> str:
         if self.kind in ("quantity", "lab"):
@@ -107,12 +130,23 @@ class Type:
 
 
 @dataclass(frozen=True, slots=True)
+class Plausible:
+    """The values a record may hold for a numeric field, inclusive, in its canonical unit;
+    `text` as the author wrote the range (`20 to 250 g/L`)."""
+
+    low: Decimal | Fraction
+    high: Decimal | Fraction
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Field:
     name: str
     type: Type
     optional: bool
     label: str | None
     span: Span
+    plausible: Plausible | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1301,6 +1301,19 @@ def get(record: Mapping[str, object], key: str, path: str, problems: list[Proble
     return read(raw, path, problems)
 
 
+def plausible(value: T | Absent | None, low: Exact, high: Exact, text: str, unit: str, path: str,
+              problems: list[Problem]) -> T | Absent | None:
+    """A value read for a field with a plausible range (inclusive, in the canonical unit), or
+    None with a problem when it lies outside: hemoglobin 10.8 meant as g/dL is not 10.8 g/L."""
+    number = value.value if isinstance(value, Lab) else value
+    if value is None or value is NONE or low <= number <= high:  # type: ignore[operator]
+        return value
+    at = f"{path}.value" if isinstance(value, Lab) else path
+    problems.append(Problem(at, f"{show(number, unit)} is outside the plausible range {text}; "
+                                "check the value and its unit"))
+    return None
+
+
 def check_keys(record: object, path: str, known: Sequence[str], problems: list[Problem]) -> bool:
     """An object with no unknown keys; the key `id` is always allowed, for the record's id."""
     if not isinstance(record, dict):

@@ -165,10 +165,17 @@ def _glossary(protocol: ir.Protocol) -> list[_Table]:
 
 def _field_rows(fields: tuple[ir.Field, ...]) -> tuple[tuple[str, ...], ...]:
     return tuple(
-        (code_span(f.name), _cell(f.label), inline(describe_type(f.type)),
+        (code_span(f.name), _cell(f.label), inline(_typed(f)),
          "optional (null means none)" if f.optional else "required")
         for f in fields
     )
+
+
+def _typed(field: ir.Field) -> str:
+    """A field's type, and the values a record may hold when the schema bounds them."""
+    if field.plausible is None:
+        return describe_type(field.type)
+    return f"{describe_type(field.type)}, plausible from {field.plausible.text}"
 
 
 def _titled(name: str, label: str | None) -> str:

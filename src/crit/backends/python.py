@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -467,7 +468,8 @@ def _record_class(name: str) -> str:
     return f"{name}Record"
 
 
-def _field_view(field: ir.Field, in_record: bool, units: dict[str, str]) -> _FieldView:
+def _field_view(field: ir.Field, in_record: bool, units: dict[str, str],
+                constant: Callable[[str], str] | None = None) -> _FieldView:
     """How `_read` gets a field: the common valid case inline, anything else through the
     runtime's reader for its type, which reports the problem (`get` semantics: absent is
     missing, null is none recorded in an optional field, missing otherwise)."""
@@ -480,7 +482,7 @@ def _field_view(field: ir.Field, in_record: bool, units: dict[str, str]) -> _Fie
     elif t.kind in ("quantity", "lab"):
         assert t.unit is not None
         annotation = _ANNOTATIONS[t.kind]
-        factors = "{" + ", ".join(f"{u.text!r}: {_decimal(f)}" for u, f in t.also) + "}"
+        factors = "{" + ", ".join(f"{u!r}: {_decimal(f)}" for u, f in t.record_units().items()) + "}"
         name = units.setdefault(factors, f"_UNITS_{len(units) + 1}")
         value = f"read_{t.kind}_fast(v, {path}, pr, {t.unit.text!r}, {name})"
     elif t.kind == "enum":
@@ -495,6 +497,10 @@ def _field_view(field: ir.Field, in_record: bool, units: dict[str, str]) -> _Fie
     else:
         annotation = _ANNOTATIONS[t.kind]
         value = _FAST_READ[t.kind].format(path=path)
+    if field.plausible is not None and constant is not None:
+        unit = t.unit.text if t.unit is not None else ""
+        low, high = constant(_decimal(field.plausible.low)), constant(_decimal(field.plausible.high))
+        value = f"plausible({value}, {low}, {high}, {field.plausible.text!r}, {unit!r}, {path}, pr)"
     absent = f"(NONE if {field.name!r} in raw else None)" if field.optional else "None"
     read = f"{absent} if (v := raw.get({field.name!r})) is None else {value}"
     return _FieldView(py_name(field.name), field.name, f"{annotation} | Absent | None", read)
@@ -536,10 +542,10 @@ def emit_python(protocol: ir.Protocol, source_text: str = "") -> str:
     units: dict[str, str] = {}
     records = [
         _RecordView(r.name, _record_class(r.name), f"_read_{r.name}", inert(r.label or r.name),
-                    tuple(_field_view(f, True, units) for f in r.fields))
+                    tuple(_field_view(f, True, units, writer.constant) for f in r.fields))
         for r in protocol.records
     ]
-    fields = [_field_view(f, False, units) for f in protocol.fields]
+    fields = [_field_view(f, False, units, writer.constant) for f in protocol.fields]
     judgments = sorted(f.name for f in protocol.fields if f.type.kind == "judgment")
     metadata = {
         "id": protocol.id, "title": protocol.title, "version": protocol.version,

@@ -14,7 +14,7 @@ from typing import assert_never
 
 from crit import ast, ir
 from crit.check.names import did_you_mean, reserved_reason
-from crit.check.units import UnitError, exact_decimal, factor, parse_unit
+from crit.check.units import UnitError, exact_decimal, factor, molar_factor, molar_mass, parse_unit, spellings
 from crit.diagnostics import Collector
 from crit.english import counted
 from crit.ir import Unit
@@ -179,8 +179,46 @@ class _Checker:
             if type_.kind == "judgment" and decl.optional:
                 self.error("E103", decl.type.span, "a judgment cannot be optional",
                            "a judgment not yet recorded is already pending; remove the '?'")
-            out[decl.name] = ir.Field(decl.name, type_, decl.optional, decl.label, decl.span)
+            plausible = self.plausible(decl, type_) if decl.plausible is not None else None
+            out[decl.name] = ir.Field(decl.name, type_, decl.optional, decl.label, decl.span, plausible)
         return tuple(out.values())
+
+    def plausible(self, decl: ast.FieldDecl, t: ir.Type) -> ir.Plausible | None:
+        """A field's plausible range, converted exactly to its canonical unit; None (with an
+        error) when it does not fit the field."""
+        given = decl.plausible
+        assert given is not None
+        if t.kind not in _NUMERIC:
+            self.error("E110", given.span,
+                       f"{decl.name} is {_a(t.describe())}; only a number has a plausible range",
+                       "give ranges to integer, decimal, quantity and lab fields, e.g. age: integer from 0 to 130")
+            return None
+        ratio: Fraction = Fraction(1)
+        unit_text = t.unit.text if t.unit is not None else ""
+        if given.unit is not None:
+            if t.unit is None:
+                self.error("E110", given.unit.span, f"{decl.name} is {_a(t.kind)} and has no unit",
+                           f"write the range alone: from {given.low.text} to {given.high.text}")
+                return None
+            unit = self.unit(given.unit)
+            if unit is None:
+                return None
+            try:
+                ratio = self.convert(unit, t)
+            except UnitError as err:
+                self.error("E110", given.unit.span,
+                           f"{decl.name} is measured in {t.unit.text}, but {err.message}", err.hint)
+                return None
+            unit_text = given.unit.text
+        if given.low.value > given.high.value:
+            self.error("E110", given.span,
+                       f"this range runs down, from {given.low.text} to {given.high.text}",
+                       f"write the lower bound first: from {given.high.text} to {given.low.text}")
+            return None
+        low = exact_decimal(Fraction(given.low.value) * ratio)
+        high = exact_decimal(Fraction(given.high.value) * ratio)
+        text = f"{given.low.text} to {given.high.text}" + (f" {unit_text}" if unit_text else "")
+        return ir.Plausible(low, high, text)
 
     def resolve_type(self, t: ast.TypeExpr, in_record: bool) -> ir.Type | None:
         if t.kind in ("quantity", "lab"):
@@ -188,16 +226,38 @@ class _Checker:
             unit = self.unit(t.unit)
             if unit is None:
                 return None
+            analyte = self.analyte(t.analyte) if t.analyte is not None else None
             also: list[tuple[Unit, Decimal | Fraction]] = []
+            used = False
             for other in t.also:
                 other_unit = self.unit(other)
                 if other_unit is None:
                     continue
+                via = molar_factor(other_unit, unit, analyte.molar_mass) if analyte is not None else None
+                if via is not None:
+                    also.append((other_unit, exact_decimal(via)))
+                    used = True
+                    continue
                 try:
                     also.append((other_unit, exact_decimal(factor(other_unit, unit))))
                 except UnitError as err:
-                    self.error("E104", other.span, err.message, err.hint)
-            return ir.Type(ir.narrow(t.kind, ("quantity", "lab")), unit=unit, also=tuple(also))
+                    advice = err.hint
+                    related = molar_factor(other_unit, unit, Fraction(1)) is not None
+                    if related and t.analyte is not None:
+                        continue  # the analyte's molar mass is in error, and reported
+                    if related:
+                        advice = ("a mass and a molar concentration of one analyte convert by its molar mass; "
+                                f"declare it, e.g. also {other.text} as glucose molar mass 180.156 g/mol")
+                    self.error("E104", other.span, err.message, advice)
+            if analyte is not None and t.analyte is not None and not used:
+                self.error("E111", t.analyte.span,
+                           f"no unit of this field needs the molar mass of {analyte.name}",
+                           f"a molar mass converts a mass concentration (mg/dL) into a molar one "
+                           f"(mmol/L); list such a unit after 'also', or remove 'as {analyte.name} …'")
+            spelled: list[tuple[str, Decimal | Fraction]] = [(text, Decimal(1)) for text in spellings(unit.text)]
+            spelled += [(text, ratio) for other_unit, ratio in also for text in spellings(other_unit.text)]
+            return ir.Type(ir.narrow(t.kind, ("quantity", "lab")), unit=unit, also=tuple(also),
+                           spellings=tuple(spelled), analyte=analyte)
         if t.kind == "set":
             assert t.name is not None
             enum = self.enums.get(t.name)
@@ -230,6 +290,27 @@ class _Checker:
                    hint or "types are bool, integer, decimal, text, date, titer, judgment, "
                    "quantity UNIT, lab UNIT, an enum, set of ENUM, list of RECORD")
         return None
+
+    def analyte(self, analyte: ast.Analyte) -> ir.Analyte | None:
+        unit = self.unit(analyte.unit)
+        if unit is None:
+            return None
+        try:
+            grams = molar_mass(Fraction(analyte.molar_mass.value), unit)
+        except UnitError as err:
+            self.error("E111", analyte.span, err.message, err.hint)
+            return None
+        return ir.Analyte(analyte.name, grams, f"{analyte.molar_mass.text} {analyte.unit.text}")
+
+    def convert(self, unit: Unit, t: ir.Type) -> Fraction:
+        """The exact factor from `unit` to the field's canonical unit: of the same dimension, or
+        a mass and a molar concentration of the field's analyte. Raises `UnitError`."""
+        assert t.unit is not None
+        if t.analyte is not None:
+            via = molar_factor(unit, t.unit, t.analyte.molar_mass)
+            if via is not None:
+                return via
+        return factor(unit, t.unit)
 
     def unit(self, unit: ast.Unit) -> Unit | None:
         try:
@@ -474,11 +555,10 @@ class _Checker:
                 if unit is None:
                     return None
                 try:
-                    ratio = factor(unit, t.unit)
+                    ratio = self.convert(unit, t)
                 except UnitError as err:
                     self.error("E204", e.unit.span,
-                               f"{field_name} is measured in {t.unit.text}, but {err.message}",
-                               f"use a unit of {t.unit.dimension}, such as {t.unit.text}")
+                               f"{field_name} is measured in {t.unit.text}, but {err.message}", err.hint)
                     return None
                 converted = exact_decimal(Fraction(e.number.value) * ratio)
                 times = "× " if e.unit.text[:1].isdigit() else ""  # 20 × 10^9/L

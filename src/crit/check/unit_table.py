@@ -52,6 +52,7 @@ KNOWN: dict[str, tuple[tuple[tuple[str, int], ...], str]] = {
     'yr': ((('[time]', 1),), '31557600'),
     'percent': ((), '1/100'),
     'ppm': ((), '1/1000000'),
+    'count': ((), '1'),
     'IU': ((('[international_unit]', 1),), '1'),
     'mIU': ((('[international_unit]', 1),), '1/1000'),
     'kIU': ((('[international_unit]', 1),), '1000'),

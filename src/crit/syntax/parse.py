@@ -349,26 +349,38 @@ class _Builder:
         for node in nodes:
             if not isinstance(node, Tree):
                 continue
-            name, type_tree, optional, label = node.children
+            name, type_tree, optional, plausible, label = node.children
             assert isinstance(type_tree, Tree)
             out.append(
                 ast.FieldDecl(
                     str(name), self.type_expr(type_tree), optional is not None,
                     self.opt_text(label), self.span(node),
+                    self.plausible(plausible) if isinstance(plausible, Tree) else None,
                 )
             )
         return tuple(out)
+
+    def analyte(self, tree: Tree[Token]) -> ast.Analyte:
+        name, mass, unit = tree.children
+        assert isinstance(unit, Tree)
+        return ast.Analyte(str(name), self.number(mass), self.unit(unit), self.span(tree))
+
+    def plausible(self, tree: Tree[Token]) -> ast.Plausible:
+        low, high, unit = tree.children
+        return ast.Plausible(self.number(low), self.number(high),
+                             self.unit(unit) if isinstance(unit, Tree) else None, self.span(tree))
 
     def type_expr(self, tree: Tree[Token]) -> ast.TypeExpr:
         span = self.span(tree)
         kind = tree.data
         if kind in ("quantity_type", "lab_type"):
-            unit_tree, also = tree.children
+            unit_tree, also, analyte = tree.children
             assert isinstance(unit_tree, Tree)
             units: tuple[ast.Unit, ...] = ()
             if isinstance(also, Tree):
                 units = tuple(self.unit(u) for u in also.children if isinstance(u, Tree))
-            return ast.TypeExpr(kind.removesuffix("_type"), None, self.unit(unit_tree), units, span)
+            return ast.TypeExpr(kind.removesuffix("_type"), None, self.unit(unit_tree), units, span,
+                                self.analyte(analyte) if isinstance(analyte, Tree) else None)
         (name,) = tree.children
         if kind == "named_type":
             return ast.TypeExpr(str(name), None, None, (), span)

@@ -20,6 +20,7 @@ runtime decides nothing that some completion of the record could overturn.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -86,7 +87,21 @@ class _Linter:
         self.contradictions(live, never, always)
         self.duplicates(visits)
         self.unused()
+        self.data_conventions()
         return self.out
+
+    def data_conventions(self) -> None:
+        """Labels are read in the criteria's sentences: one that explains how a value is recorded
+        (`Latest insulin dose (null: never)`) makes them read like a data dictionary."""
+        records = [field for record in self.protocol.records for field in record.fields]
+        for f in (*self.protocol.fields, *records):
+            if f.label is None or _DATA_CONVENTION.search(f.label) is None:
+                continue
+            self.warn("W020", _first(f.span, len(f.name)),
+                      f"the label of '{f.name}' says how the data is recorded: \"{f.label}\"",
+                      "labels are read in the criteria's sentences; say what the field means (\"Latest "
+                      "insulin dose\"): for an optional field, null already means none recorded, and "
+                      "the Markdown glossary says so")
 
     def visits(self) -> Iterator[_Visit]:
         def walk(c: ir.Criterion, context: tuple[ir.Expr, ...], ancestors: tuple[str, ...]) -> Iterator[_Visit]:
@@ -283,6 +298,12 @@ class _Linter:
                 self.warn("W007", _first(d.span, len(f"define {d.name}")),
                           f"definition '{d.name}' is not used by any criterion",
                           "refer to it from a criterion, or remove it")
+
+
+# Words about the record's format rather than the patient: null, true/false, leave blank, …
+_DATA_CONVENTION = re.compile(
+    r"\b(?:null|none recorded|true|false|leave (?:it )?(?:blank|empty)|if (?:missing|absent|blank))\b",
+    re.IGNORECASE)
 
 
 def _conjuncts(part: tuple[ir.Expr, str]) -> list[tuple[ir.Expr, str]]:
