@@ -167,9 +167,38 @@ class AtLeast:
     span: Span
 
 
+@dataclass(frozen=True, slots=True)
+class Arith:
+    """`a + b`, `a - b`, `a × b`, `a ÷ b` (also written `*` and `/`): a derived value."""
+
+    op: str  # "+" | "-" | "×" | "÷"
+    left: Expr
+    right: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class NumberIn:
+    """`(weight in kg)`: the number a measurement has in a unit, for a formula in plain numbers."""
+
+    value: Expr
+    unit: Unit
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """`(5 x ULN if liver_metastases, otherwise 2.5 x ULN)`: a value chosen by condition; the
+    first branch whose condition holds gives the value, else the last."""
+
+    branches: tuple[tuple[Expr, Expr], ...]  # (value, condition)
+    otherwise: Expr
+    span: Span
+
+
 Expr = (
     Ref | Number | QuantityLit | UlnLit | TiterLit | DateLit | TextLit | BoolLit | Quantifier
-    | Compare | Between | Membership | Window | Not | And | Or | AtLeast
+    | Compare | Between | Membership | Window | Not | And | Or | AtLeast | Arith | NumberIn | Choice
 )
 
 # ---- criteria ----------------------------------------------------------------------
@@ -213,6 +242,18 @@ class Define:
     name: str
     label: str | None
     body: tuple[Line | When | Note, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class DefineValue:
+    """`define bmi "Body-mass index" = weight / (height × height)`: a named derived value;
+    `in UNIT` states the unit it is given in."""
+
+    name: str
+    label: str | None
+    unit: Unit | None
+    value: Expr
     span: Span
 
 
@@ -296,3 +337,4 @@ class Module:
     defines: tuple[Define, ...]
     inclusion: tuple[Criterion, ...]
     exclusion: tuple[Criterion, ...]
+    values: tuple[DefineValue, ...] = ()
