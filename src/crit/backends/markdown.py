@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from crit import ir, templating
-from crit.english import count_heading, describe, describe_type
+from crit.english import count_heading, describe, describe_num, describe_type
 
 _READING_GUIDE = (
     "A patient is eligible when every inclusion criterion that applies is met and no exclusion "
@@ -77,6 +77,8 @@ def emit_markdown(protocol: ir.Protocol) -> str:
             _Section("Inclusion criteria", _criteria_blocks(protocol.inclusion)),
             _Section("Exclusion criteria", _criteria_blocks(protocol.exclusion)),
             _Section("Definitions", tuple(_definition_block(d) for d in protocol.definitions)),
+            *([_Section("Derived values", tuple(_value_block(v) for v in protocol.values))]
+              if protocol.values else []),
         ],
         tables=_glossary(protocol),
     )
@@ -126,6 +128,20 @@ def _definition_block(definition: ir.Definition) -> _Block:
     heading = f"### {inline(definition.label)} ({name})" if definition.label else f"### {name}"
     notes = tuple(map(inline, definition.notes()))
     return _Block(heading, None, None, _bullets(definition.lines(), 0), notes)
+
+
+def _value_block(value: ir.ValueDefinition) -> _Block:
+    """A named derived value: its formula (a value chosen by condition, one bullet a branch),
+    and the unit it is given in."""
+    name = code_span(value.name)
+    heading = f"### {inline(value.label)} ({name})" if value.label else f"### {name}"
+    unit = f" (in {value.unit})" if value.unit else ""
+    formula = value.value
+    if isinstance(formula, ir.Choice):
+        bullets = [_Bullet(0, inline(f"When {describe(c)}: {describe_num(v)}")) for c, v in formula.branches]
+        bullets.append(_Bullet(0, inline(f"Otherwise: {describe_num(formula.otherwise)}")))
+        return _Block(heading, None, f"Computed{unit} as:", tuple(bullets), ())
+    return _Block(heading, None, None, (_Bullet(0, inline(f"Computed{unit} as {describe_num(formula)}")),), ())
 
 
 def _bullets(lines: tuple[ir.Line | ir.When, ...], depth: int) -> tuple[_Bullet, ...]:

@@ -166,7 +166,7 @@ class Derived:
             case ast.UlnLit():
                 if lab is None:
                     self.error("E206", e.span, "× ULN is a multiple of a lab value's upper limit of normal, "
-                               "and nothing here is a lab value",
+                               "and this comparison is not of exactly one lab value",
                                "compare a field declared 'lab UNIT' with it: alt <= (5 x ULN if liver_metastases, "
                                "otherwise 2.5 x ULN)")
                     return None
@@ -270,7 +270,8 @@ class Derived:
 
     def comparison(self, op: ir.CompareOp, left_e: ast.Expr, right_e: ast.Expr, span: ast.Span,
                    scope: _Scope) -> ir.Expr:
-        lab = self.lab_of(left_e, scope) or self.lab_of(right_e, scope)
+        labs = {ref.field.name: ref for ref in [*self.labs_in(left_e, scope), *self.labs_in(right_e, scope)]}
+        lab = next(iter(labs.values())) if len(labs) == 1 else None
         left = self.num(left_e, scope, lab)
         right = self.num(right_e, scope, lab)
         if left is None or right is None:
@@ -302,12 +303,18 @@ class Derived:
                    f"write the unit: {_example(plain_e)} {unit_side.measure.text}")
         return True
 
-    def lab_of(self, e: ast.Expr, scope: _Scope) -> ir.FieldRef | None:
+    def labs_in(self, e: ast.Expr, scope: _Scope) -> list[ir.FieldRef]:
+        """The lab values a side of a comparison computes with: a `k × ULN` on either side is a
+        multiple of the upper limit of normal of the one lab value compared."""
         if isinstance(e, ast.Ref) and not is_derived(e, self.declared, scope):
             found = self.checker.lookup_quiet(e, scope)
             if isinstance(found, ir.FieldRef) and found.field.type.kind == "lab":
-                return found
-        return None
+                return [found]
+        if isinstance(e, ast.Arith):
+            return self.labs_in(e.left, scope) + self.labs_in(e.right, scope)
+        if isinstance(e, ast.NumberIn):
+            return self.labs_in(e.value, scope)
+        return []
 
 
 def _shown_side(left: Checked, left_e: ast.Expr, right: Checked, right_e: ast.Expr) -> Checked:

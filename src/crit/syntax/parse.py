@@ -412,8 +412,11 @@ class _Builder:
         return ast.Define(str(name), self.opt_text(label), body, self.span(tree))
 
     def define_value(self, tree: Tree[Token]) -> ast.DefineValue:
-        name, label, unit_tree, value = tree.children
+        name, label, unit_tree, sign, value = tree.children
         unit = self.unit(unit_tree) if isinstance(unit_tree, Tree) else None
+        if str(sign) != "=":
+            self.diagnostics.error("E003", self.span(sign), f"unexpected '{sign}'",
+                                   "a derived value is defined with '=': define bmi \"Body-mass index\" = …")
         return ast.DefineValue(str(name), self.opt_text(label), unit, self.expr(value), self.span(tree))
 
     def criterion(self, tree: Tree[Token]) -> ast.Criterion:

@@ -31,6 +31,7 @@ from crit.driver import Loaded, display_path
 from crit.english import describe, describe_type
 from crit.files import GENERATED_MARK, UnsafeWrite, is_generated, same_file, write_atomic
 from crit.logic import TRUE, Solver, eligible, expand, key, neg
+from crit.logic.formula import choice_conditions
 from crit.pipeline import compile_or_fail, evaluator, read_records
 from crit.process import EXIT_USAGE
 
@@ -354,6 +355,10 @@ def _signs(protocol: ir.Protocol) -> dict[object, set[int]]:
                     walk(condition, s)
             case ir.DefinitionRef(name=name):
                 out.setdefault(("define", name), set()).add(sign)
+            case ir.NumCompare(left=left, right=right):  # a choice's condition moves a threshold either way
+                for condition in choice_conditions(left) + choice_conditions(right):
+                    walk(condition, sign)
+                    walk(condition, -sign)
             case _:
                 pass
 
