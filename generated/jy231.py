@@ -657,6 +657,16 @@ def convert(value: Num, factor: Exact) -> Num:
     return arith("×", value, factor)
 
 
+def equivalent(dose: Num, agent: str | Absent | None, factors: Mapping[str, Exact], path: str) -> Num:
+    """A dose converted by an equivalence table, by the agent it is of: unknown while the
+    agent is, none if no agent is recorded."""
+    if agent is None:
+        return union(dose if type(dose) is tuple else _options(dose)[1], (path,))
+    if agent is NONE:
+        return dose if type(dose) is tuple else NONE
+    return arith("×", dose, factors[agent])
+
+
 def choose(branches: Sequence[tuple[Tri, Num]], otherwise: Num) -> Num:
     """The value of the first branch whose condition holds, else `otherwise`. While conditions
     are unknown, the values of every branch that may still apply (Choices)."""
@@ -1052,7 +1062,8 @@ def _condition(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
 def _derived(node: tuple[Any, ...], scope: _Scope) -> Num:
     """A derived value from its description: ("p"|"it"|"k", …) a field or literal,
     ("arith", op, a, b), ("convert", a, factor), ("uln_of", lab, multiple),
-    ("value", name, a) a named value, ("choose", ((condition, a), …), otherwise)."""
+    ("value", name, a) a named value, ("choose", ((condition, a), …), otherwise),
+    ("equivalent", a, agent, factors) a dose converted by an equivalence table."""
     tag = node[0]
     if tag in ("p", "it", "k"):
         value, path = _value(node, scope)
@@ -1066,6 +1077,9 @@ def _derived(node: tuple[Any, ...], scope: _Scope) -> Num:
         return uln_of(lab, node[2], path)
     if tag == "value":
         return _derived(node[2], scope)
+    if tag == "equivalent":
+        agent, path = _value(node[2], scope)
+        return equivalent(_derived(node[1], scope), agent, node[3], path)
     if tag == "choose":
         branches = [(_condition(c, scope)[0], _derived(v, scope)) for c, v in node[1]]
         return choose(branches, _derived(node[2], scope))  # type: ignore[arg-type]
@@ -1082,6 +1096,10 @@ def show_num(value: Num, unit: str) -> str:
     return f"{text} {unit}" if unit and numbers else text
 
 
+def _none_only(value: Num) -> bool:
+    return all(v is NONE for v in _options(value)[0])
+
+
 def _numeric(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
     _, left_node, op, right_node, unit, left_text, right_text, literal = node
     left = _derived(left_node, scope)
@@ -1089,6 +1107,8 @@ def _numeric(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
     result = compare_num(left, op, right)
     if type(result) is tuple:
         return result, _unknown(result) if result else f"{left_text}: cannot be computed (division by zero)"
+    if _none_only(left) or _none_only(right):
+        return result, f"{left_text if _none_only(left) else right_text}: none recorded"
     sign = _SHOWN[op] if result else _NEGATED[op]
     other = right_text if literal else f"{right_text} ({show_num(right, unit)})"
     return result, f"{left_text} {show_num(left, unit)} {sign} {other}"

@@ -139,6 +139,11 @@ def atoms(draw: st.DrawFn, schema: Schema) -> str:
         return draw(st.sampled_from([f"{name} {form} {number + 1} {unit} {direction} {anchor}",
                                      f"{name} {op} 2025-03-{17 + number}"]))
     if kind == "enum":
+        doses = schema.of("integer", "decimal", "quantity")
+        if doses and draw(st.integers(0, 2)) == 0:  # a dose converted by the equivalence table
+            dose = draw(st.sampled_from(doses))
+            limit = f"{number * 10} g/L" if schema.fields[dose][0] == "quantity" else f"{number}.5"
+            return f"eq0({dose}, {name}) {op} {limit}"
         return draw(st.sampled_from([f"{name} is a", f"{name} is not b", f"{name} is any of (a, c)"]))
     if kind == "set":
         return draw(st.sampled_from([f"{name} has a", f"{name} has any of (b, c)", f"{name} has all of (a, b)"]))
@@ -232,6 +237,7 @@ def criteria(draw: st.DrawFn, schema: Schema, prefix: str, depth: int, indent: i
 def protocols(draw: st.DrawFn) -> tuple[str, Schema]:
     schema = draw(schemas())
     out = ['protocol R "A random protocol"', "", "enum Color", "  a", "  b", "  c", "",
+           'equivalence eq0 "An equivalence table" of Color', "  a 1", "  b 1.25", "  c 6.67", "",
            "record Item", "  ok: bool", "  n: integer", "  day: date", "", "patient",
            "  screening: date"]
     for name, (kind, optional) in schema.fields.items():

@@ -179,7 +179,7 @@ CONSTRUCTS = (
     "list of Item?",
     # derived values (issue 10): arithmetic, named values, (x in unit), values chosen by condition
     " + ", " - ", " × ", " ÷ ", " * ", " / ", "define v0", "define v1", " in kg)", " in cm)", "otherwise",
-    "x ULN if", "kg/m^2", "division by a field", "choice of three",
+    "x ULN if", "kg/m^2", "division by a field", "choice of three", "eq0(",
 )
 
 

@@ -196,9 +196,21 @@ class Choice:
     span: Span
 
 
+@dataclass(frozen=True, slots=True)
+class Equivalent:
+    """`prednisone_equivalent(steroid_dose, steroid)`: a dose converted by an equivalence table,
+    by the agent it is of."""
+
+    table: Ref
+    dose: Expr
+    agent: Ref
+    span: Span
+
+
 Expr = (
     Ref | Number | QuantityLit | UlnLit | TiterLit | DateLit | TextLit | BoolLit | Quantifier
     | Compare | Between | Membership | Window | Not | And | Or | AtLeast | Arith | NumberIn | Choice
+    | Equivalent
 )
 
 # ---- criteria ----------------------------------------------------------------------
@@ -276,6 +288,17 @@ class EnumDecl:
 
 
 @dataclass(frozen=True, slots=True)
+class EquivalenceDecl:
+    """`equivalence NAME "label" of ENUM`, then one `MEMBER FACTOR` row per agent."""
+
+    name: str
+    label: str | None
+    enum: Ref
+    rows: tuple[tuple[Ref, Number], ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class TypeExpr:
     """A field's declared type: `kind` is a base name, `quantity`, `lab`, `set` or `list`."""
 
@@ -338,3 +361,4 @@ class Module:
     inclusion: tuple[Criterion, ...]
     exclusion: tuple[Criterion, ...]
     values: tuple[DefineValue, ...] = ()
+    equivalences: tuple[EquivalenceDecl, ...] = ()

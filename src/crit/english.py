@@ -187,6 +187,11 @@ def describe_num(value: ir.Num, by_name: bool = False) -> str:
         case ir.Choice(branches=branches, otherwise=otherwise):
             chosen = [f"{describe_num(v, by_name)} if {describe(c)}" for c, v in branches]
             return "(" + ", ".join([*chosen, f"otherwise {describe_num(otherwise, by_name)}"]) + ")"
+        case ir.Equivalent(table=table, dose=dose, agent=agent):
+            if by_name:
+                return f"{table.name}({describe_num(dose, by_name)}, {agent.field.name})"
+            return (f"the {table.label or table.name} of {describe_num(dose)} "
+                    f"(agent: {field_label(agent.field)})")
         case _:
             assert_never(value)
 

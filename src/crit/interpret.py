@@ -462,6 +462,8 @@ def compare_derived(left: Derived, op: ir.CompareOp, right: Derived, unit: str, 
             return Fact(None, f"{left_text}: cannot be computed (division by zero)")
         return _unknown(missing)
     held = answers.pop()
+    if left.values == {rt.NONE} or right.values == {rt.NONE}:
+        return Fact(held, f"{left_text if left.values == {rt.NONE} else right_text}: none recorded")
     other = right_text if literal else f"{right_text} ({_shown(right, unit)})"
     return Fact(held, f"{left_text} {_shown(left, unit)} {_SHOWN[op] if held else _NEGATED[op]} {other}",
                 missing)
@@ -710,6 +712,15 @@ class Interpreter:
             if any(p.values is None for p in possible):
                 return Derived(None, missing)
             return Derived(frozenset(x for p in possible for x in p.values or ()), missing)
+        if isinstance(v, ir.Equivalent):
+            dose = self.derived(v.dose, env)
+            agent, path = self.value(v.agent, env)
+            if agent is None:
+                return Derived(None, _paths(dose, extra=(path,)))
+            if agent is rt.NONE:
+                return dose if dose.values is None else Derived(frozenset({rt.NONE}), dose.missing)
+            factor = dict(v.table.factors)[agent]
+            return calculate("×", dose, Derived(frozenset({Fraction(factor)})))
         assert_never(v)
 
     def _test(self, condition: ir.Expr | None, env: _Env) -> Any:

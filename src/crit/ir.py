@@ -319,7 +319,29 @@ class Choice:
     span: Span
 
 
-Num = FieldRef | Const | Arith | Convert | UlnOf | ValueRef | Choice
+@dataclass(frozen=True, slots=True)
+class EquivalenceTable:
+    """Conversion factors between the members of an enum (agents): a dose of each is worth
+    `factor` times as much of the reference agent."""
+
+    name: str
+    label: str | None
+    enum: EnumType
+    factors: tuple[tuple[str, Decimal], ...]  # (member, factor), one for every member
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Equivalent:
+    """`dose` converted by `table` by the agent it is of (`agent`, a field of the table's enum)."""
+
+    table: EquivalenceTable
+    dose: Num
+    agent: FieldRef
+    span: Span
+
+
+Num = FieldRef | Const | Arith | Convert | UlnOf | ValueRef | Choice | Equivalent
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +360,7 @@ Expr = (
     | Not | And | Or | AtLeast | Quantified | CountCompare | NumCompare
 )
 
-Node = Expr | Const | Arith | Convert | UlnOf | ValueRef | Choice
+Node = Expr | Const | Arith | Convert | UlnOf | ValueRef | Choice | Equivalent
 
 
 def walk(node: Node) -> Iterator[Node]:
@@ -376,6 +398,9 @@ def walk(node: Node) -> Iterator[Node]:
             yield from walk(value)
         case UlnOf(lab=lab):
             yield from walk(lab)
+        case Equivalent(dose=dose, agent=agent):
+            yield from walk(dose)
+            yield from walk(agent)
         case Choice(branches=branches, otherwise=otherwise):
             for condition, value in branches:
                 yield from walk(condition)
@@ -490,6 +515,7 @@ class Protocol:
     inclusion: tuple[Criterion, ...]
     exclusion: tuple[Criterion, ...]
     values: tuple[ValueDefinition, ...] = ()  # named derived values, in dependency order
+    equivalences: tuple[EquivalenceTable, ...] = ()
 
     def criteria(self) -> tuple[Criterion, ...]:
         """Every criterion, top level and nested, in protocol order."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 from crit import ir, templating
 from crit.english import count_heading, describe, describe_num, describe_type
@@ -176,7 +177,19 @@ def _glossary(protocol: ir.Protocol) -> list[_Table]:
     tables += [_Table(f"### Enum {_titled(e.name, e.label)}", _MEMBER_COLUMNS,
                      tuple((code_span(name), _cell(label)) for name, label in e.members))
                for e in protocol.enums]
+    tables += [_Table(f"### Equivalence table {_titled(t.name, t.label)}", _EQUIVALENCE_COLUMNS,
+                      tuple((_cell(t.enum.label_of(member)), inline(_factor(factor))) for member, factor in t.factors))
+               for t in protocol.equivalences]
     return tables
+
+
+# A dose of the agent, times its factor, is the equivalent dose of the table's reference agent.
+_EQUIVALENCE_COLUMNS = ("Agent", "Factor (1 of the agent is worth this much of the reference)")
+
+
+def _factor(value: Decimal) -> str:
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _field_rows(fields: tuple[ir.Field, ...]) -> tuple[tuple[str, ...], ...]:

@@ -308,7 +308,14 @@ class _Writer:
         if isinstance(v, ir.Choice):
             branches = tuple(Call("", (self.condition(c), self.num(x))) for c, x in v.branches)
             return Call("choose", (Call("", branches), self.num(v.otherwise)))
+        if isinstance(v, ir.Equivalent):
+            agent, path = self.value(v.agent)
+            return Call("equivalent", (self.num(v.dose), agent, self.factors(v.table), path))
         assert_never(v)
+
+    def factors(self, table: ir.EquivalenceTable) -> str:
+        """An equivalence table's factors, one module constant per table."""
+        return self.constant("{" + ", ".join(f"{m!r}: {_decimal(f)}" for m, f in table.factors) + "}")
 
     def describe_num(self, v: ir.Num) -> Code:
         if isinstance(v, ir.Const | ir.FieldRef):
@@ -324,6 +331,8 @@ class _Writer:
         if isinstance(v, ir.Choice):
             branches = tuple(Call("", (self.describe(c), self.describe_num(x))) for c, x in v.branches)
             return Call("", ("'choose'", Call("", branches), self.describe_num(v.otherwise)))
+        if isinstance(v, ir.Equivalent):
+            return Call("", ("'equivalent'", self.describe_num(v.dose), self.ref(v.agent), self.factors(v.table)))
         assert_never(v)
 
     def value_function(self, d: ir.ValueDefinition) -> None:

@@ -111,6 +111,10 @@ class _Checker:
                                "a derived value needs a name no field or other definition has")
                     continue
                 self.derived.declare(value)
+        for m in modules:
+            for table in m.equivalences:
+                if self.usable_name(table.name, table.span, "an equivalence table", "equivalence"):
+                    self.derived.declare_table(table, self.enums)
         scope = _Scope(self.fields, self.definitions)
         self.derived.check_all(scope)
         for define in self.definitions.values():
@@ -138,6 +142,7 @@ class _Checker:
             inclusion=inclusion,
             exclusion=exclusion,
             values=self.derived.definitions(),
+            equivalences=tuple(self.derived.tables.values()),
         )
 
     # ---- schema ----
@@ -373,7 +378,7 @@ class _Checker:
                 return self.derived.between(e, scope)
             case ast.Between():
                 return self.between(e, scope)
-            case ast.Arith() | ast.NumberIn() | ast.Choice():
+            case ast.Arith() | ast.NumberIn() | ast.Choice() | ast.Equivalent():
                 self.error("E212", e.span, "a calculation is a number, not a condition",
                            "compare it with a value, e.g. weight / (height × height) < 30 kg/m^2")
                 return ir.Truth(False, e.span)

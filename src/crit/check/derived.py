@@ -9,6 +9,7 @@ plain numbers; comparisons happen in the unit the author wrote on the literal, i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 from crit import ast, ir
 from crit.check.dimensions import PLAIN_NUMBER, Measure, combine, describe, measure, product_text
+from crit.check.names import did_you_mean
 from crit.check.units import UnitError, exact_decimal, parse_unit
 
 # The checker's scope (patient fields, definitions, a list item's record), as it passes it.
@@ -47,7 +49,7 @@ class Checked:
 def is_derived(e: ast.Expr, values: dict[str, ast.DefineValue], scope: _Scope) -> bool:
     """Whether a comparison's side needs the arithmetic checker: a calculation, a chosen value,
     `(x in unit)`, or the name of a derived value (not hidden by a list item's field)."""
-    if isinstance(e, ast.Arith | ast.NumberIn | ast.Choice):
+    if isinstance(e, ast.Arith | ast.NumberIn | ast.Choice | ast.Equivalent):
         return True
     if isinstance(e, ast.Ref) and e.name in values:
         shadowed = scope.item is not None and any(f.name == e.name for f in scope.item.fields)
@@ -64,6 +66,7 @@ class Derived:
         self.checked: dict[str, Checked | None] = {}
         self.order: list[str] = []
         self.checking: list[str] = []
+        self.tables: dict[str, ir.EquivalenceTable] = {}
 
     def error(self, code: str, span: ast.Span, message: str, hint: str) -> None:
         self.checker.error(code, span, message, hint)
@@ -76,6 +79,41 @@ class Derived:
             return False
         self.declared[define.name] = define
         return True
+
+    def declare_table(self, decl: ast.EquivalenceDecl, enums: Mapping[str, ir.EnumType]) -> None:
+        """An equivalence table: a positive factor for every member of its enum, each once."""
+        if decl.name in self.tables:
+            self.error("E102", decl.span, f"equivalence table '{decl.name}' is declared twice",
+                       "rename one of them, or import the schema only once")
+            return
+        enum = enums.get(decl.enum.name)
+        if enum is None:
+            self.error("E213", decl.enum.span, f"unknown enum '{decl.enum.name}'",
+                       "an equivalence table lists the members of an enum: declare the agents with 'enum'")
+            return
+        members = enum.member_names()
+        factors: dict[str, Decimal] = {}
+        for member, number in decl.rows:
+            if member.name not in members:
+                self.error("E213", member.span, f"'{member.name}' is not a member of {enum.name}",
+                           f"{enum.name} has: " + ", ".join(members))
+            elif member.name in factors:
+                self.error("E213", member.span, f"'{member.name}' has two factors in '{decl.name}'",
+                           "give each agent one factor")
+            elif number.value <= 0:
+                self.error("E213", number.span, f"the factor of '{member.name}' is {number.text}",
+                           "a factor says how much of the reference agent one unit of this agent is worth, "
+                           "so it is greater than 0")
+            else:
+                factors[member.name] = number.value
+        missing = [m for m in members if m not in factors and all(m != r.name for r, _ in decl.rows)]
+        if missing:
+            self.error("E213", decl.span, f"equivalence table '{decl.name}' has no factor for "
+                       + ", ".join(missing),
+                       f"add a row for each member of {enum.name}: '{missing[0]} FACTOR', its worth in the "
+                       "reference agent")
+        self.tables[decl.name] = ir.EquivalenceTable(
+            decl.name, decl.label, enum, tuple((m, factors[m]) for m in members if m in factors), decl.span)
 
     def check_all(self, scope: _Scope) -> None:
         for name in self.declared:
@@ -178,6 +216,8 @@ class Derived:
                 return self.number_in(e, scope, lab)
             case ast.Choice():
                 return self.choice(e, scope, lab)
+            case ast.Equivalent():
+                return self.equivalent(e, scope, lab)
             case _:
                 self.error("E210", e.span, f"{_what(e)} is not a number, so it cannot be used in a calculation",
                            "calculations use numbers, quantities and numeric fields: weight / (height × height)")
@@ -257,6 +297,23 @@ class Derived:
                 return None
         nums = [_convert(v.num, v.measure, first.measure, v.num.span) for v in values if v is not None]
         return Checked(ir.Choice(tuple(zip(conditions, nums[:-1], strict=True)), nums[-1], e.span), first.measure)
+
+    def equivalent(self, e: ast.Equivalent, scope: _Scope, lab: ir.FieldRef | None) -> Checked | None:
+        table = self.tables.get(e.table.name)
+        dose = self.num(e.dose, scope, lab)
+        if table is None:
+            self.error("E213", e.table.span, f"unknown equivalence table '{e.table.name}'",
+                       did_you_mean(e.table.name, list(self.tables))
+                       or f"declare it with 'equivalence {e.table.name} \"…\" of ENUM'")
+            return None
+        found = self.checker.lookup(e.agent, scope)
+        if found is None or dose is None:
+            return None
+        if isinstance(found, ast.Define) or found.field.type.enum != table.enum or found.field.type.kind != "enum":
+            self.error("E213", e.agent.span, f"'{e.agent.name}' does not name one of {table.enum.name}",
+                       f"the table converts by agent: give the field that holds which {table.enum.name} it is")
+            return None
+        return Checked(ir.Equivalent(table, dose.num, found, e.span), dose.measure)
 
     # ---- comparisons ----
     def compare(self, e: ast.Compare, scope: _Scope) -> ir.Expr:

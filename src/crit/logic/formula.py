@@ -180,6 +180,8 @@ def _expand_num(value: ir.Num, definitions: Mapping[str, ir.Definition]) -> ir.N
         case ir.Choice(branches=branches, otherwise=otherwise):
             return ir.Choice(tuple((expand(c, definitions), _expand_num(v, definitions)) for c, v in branches),
                              _expand_num(otherwise, definitions), value.span)
+        case ir.Equivalent(dose=dose):
+            return dataclasses.replace(value, dose=_expand_num(dose, definitions))
         case _:
             return value
 
@@ -196,6 +198,8 @@ def choice_conditions(value: ir.Num) -> list[ir.Expr]:
             for _, v in branches:
                 out += choice_conditions(v)
             return out + choice_conditions(otherwise)
+        case ir.Equivalent(dose=dose):
+            return choice_conditions(dose)
         case _:
             return []
 

@@ -394,6 +394,16 @@ class _Encoder:
                     chosen = (z3.If(test, branch[0], chosen[0]), z3.If(test, branch[1], chosen[1]),
                               z3.If(test, branch[2], chosen[2]))
                 return chosen
+            case ir.Equivalent(table=table, dose=dose, agent=agent):
+                found = self.num(dose, item)
+                var, name = self.field(agent, item)
+                if found is None or var is None or var.kind != "enum":
+                    return None
+                factor = _real(Fraction(0))  # no member is left out: the checker insists on every one
+                index = z3.Int(name)
+                for member, rate in table.factors:
+                    factor = z3.If(index == var.members.index(member), _real(Fraction(rate)), factor)
+                return found[0] * factor, z3.Or(found[1], z3.Not(self.present(var, name))), found[2]
             case _:
                 assert_never(v)
 

@@ -308,6 +308,7 @@ class _Builder:
         patients: list[ast.PatientDecl] = []
         defines: list[ast.Define] = []
         values: list[ast.DefineValue] = []
+        equivalences: list[ast.EquivalenceDecl] = []
         inclusion: list[ast.Criterion] = []
         exclusion: list[ast.Criterion] = []
         for child in tree.children:
@@ -333,12 +334,14 @@ class _Builder:
                 defines.append(self.define(child))
             elif kind == "define_value":
                 values.append(self.define_value(child))
+            elif kind == "equivalence_decl":
+                equivalences.append(self.equivalence(child))
             elif kind in ("inclusion", "exclusion"):
                 crits = [self.criterion(c) for c in child.children if isinstance(c, Tree)]
                 (inclusion if kind == "inclusion" else exclusion).extend(crits)
         return ast.Module(
             self.file, header, tuple(imports), tuple(enums), tuple(records), tuple(patients),
-            tuple(defines), tuple(inclusion), tuple(exclusion), tuple(values),
+            tuple(defines), tuple(inclusion), tuple(exclusion), tuple(values), tuple(equivalences),
         )
 
     def opt_text(self, token: object) -> str | None:
@@ -418,6 +421,18 @@ class _Builder:
             self.diagnostics.error("E003", self.span(sign), f"unexpected '{sign}'",
                                    "a derived value is defined with '=': define bmi \"Body-mass index\" = …")
         return ast.DefineValue(str(name), self.opt_text(label), unit, self.expr(value), self.span(tree))
+
+    def equivalence(self, tree: Tree[Token]) -> ast.EquivalenceDecl:
+        name, label, enum, *rows = tree.children
+        assert isinstance(enum, Token)
+        built = []
+        for row in rows:
+            assert isinstance(row, Tree)
+            member, factor = row.children
+            assert isinstance(member, Token)
+            built.append((ast.Ref(str(member), self.span(member)), self.number(factor)))
+        return ast.EquivalenceDecl(str(name), self.opt_text(label), ast.Ref(str(enum), self.span(enum)),
+                                   tuple(built), self.span(tree))
 
     def criterion(self, tree: Tree[Token]) -> ast.Criterion:
         ident, title, combine, applies, *items = tree.children
@@ -598,6 +613,11 @@ class _Builder:
             unit_tree = c[1]
             assert isinstance(unit_tree, Tree)
             return ast.NumberIn(self.expr(c[0]), self.unit(unit_tree), span)
+        if kind == "equivalent":
+            table, dose, agent = c
+            assert isinstance(table, Token) and isinstance(agent, Token)
+            return ast.Equivalent(ast.Ref(str(table), self.span(table)), self.term(dose),
+                                  ast.Ref(str(agent), self.span(agent)), span)
         if kind == "choice":
             *pairs, last = c
             branches = tuple((self.expr(pairs[i]), self.expr(pairs[i + 1])) for i in range(0, len(pairs), 2))
