@@ -6,9 +6,9 @@ by enumerating completions of the facts it lacks."""
 from __future__ import annotations
 
 import itertools
+from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -156,11 +156,12 @@ def test_choices_are_sound_and_decide_without_needless_review(both: tuple[Module
                 del record[name]
             outcomes = {c.id: c.outcome.value for c in interpreter.evaluate(record).criteria}
             assert outcomes == {c.id: c.outcome.value for c in module.evaluate(record).criteria}
-            completions = [
-                {c.id: c.outcome.value for c in interpreter.evaluate({**record, **dict(zip(sorted(unknown), pick))}).criteria}
-                for pick in itertools.product(*({"liver_metastases": (True, False),
-                                                 "sex": ("female", "male")}[n] for n in sorted(unknown)))
-            ]
+            names = sorted(unknown)
+            picks = itertools.product(*({"liver_metastases": (True, False), "sex": ("female", "male")}[n]
+                                        for n in names))
+            completions = [{c.id: c.outcome.value
+                            for c in interpreter.evaluate({**record, **dict(zip(names, pick, strict=True))}).criteria}
+                           for pick in picks]
             for criterion in ("I2", "I3"):
                 possible = {c[criterion] for c in completions}
                 if outcomes[criterion] == "unknown":
@@ -176,7 +177,8 @@ def test_equivalence_table_converts_the_dose_by_agent(both: tuple[ModuleType, In
     assert screen(both, steroid="dexamethasone", steroid_dose=1.5)["E1"] == (
         "met", "prednisone_equivalent(steroid_dose, steroid) 10.005 mg/day > 10 mg/day")
     assert screen(both, steroid=...)["E1"] == ("unknown", "missing: steroid")
-    assert screen(both, steroid=None)["E1"] == ("not met", "prednisone_equivalent(steroid_dose, steroid): none recorded")
+    assert screen(both, steroid=None)["E1"] == (
+        "not met", "prednisone_equivalent(steroid_dose, steroid): none recorded")
 
 
 def test_markdown_renders_formulas_choices_and_the_equivalence_table() -> None:
