@@ -602,13 +602,7 @@ class _Builder:
             return self.number(c[0])
         if kind in _ARITH:
             left, _, right = c
-            built = ast.Arith(_ARITH[kind].get(str(c[1]), str(c[1])), self.term(left), self.term(right), span)
-            if built.op == "×" and isinstance(built.left, ast.Number) and isinstance(right, Tree) \
-                    and right.data == "uln_atom":
-                return ast.UlnLit(built.left, span)  # `2.5 × ULN`, as `2.5 x ULN`
-            return built
-        if kind == "uln_atom":
-            return ast.UlnLit(ast.Number("1", Decimal(1), span), span)
+            return ast.Arith(_ARITH[kind].get(str(c[1]), str(c[1])), self.term(left), self.term(right), span)
         if kind == "number_in":
             unit_tree = c[1]
             assert isinstance(unit_tree, Tree)
