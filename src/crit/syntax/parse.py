@@ -39,6 +39,10 @@ _TOKEN_NAMES = {
     "RPAR": "')'",
     "OPTIONAL": "'?'",
     "UNIT_OP": "'/'",
+    "PLUS": "'+'",
+    "MINUS": "'-'",
+    "TIMES": "'×'",
+    "DIVIDE": "'÷'",
     "PERCENT": "'%'",
     "CIRCUMFLEX": "'^'",
     "SUPERSCRIPT": "a power such as ² or ³",
@@ -65,7 +69,13 @@ def _describe(terminal: str) -> str:
     return f"'{terminal.lower()}'"
 
 
+# Arithmetic may follow almost any value; named in a hint only when nothing else is expected.
+_ARITHMETIC = frozenset(("PLUS", "MINUS", "TIMES", "DIVIDE"))
+
+
 def _expected_hint(expected: set[str]) -> str | None:
+    if expected - _ARITHMETIC:
+        expected = expected - _ARITHMETIC
     names = sorted({_describe(t) for t in expected if not t.startswith("__")})
     if not names:
         return None
