@@ -83,7 +83,8 @@ OPS = (">=", "<=", ">", "<", "=", "!=")
 def item_atoms(draw: st.DrawFn, schema: Schema, depth: int) -> str:
     """A condition on a list item: its own fields, the patient's, or a quantifier nested in it."""
     forms = ["ok", "not ok", "n >= 2", "n between 1 and 3", "n between 3 and 1",
-             "day within 2 weeks before screening", "day within 1 months before 2025-03-31", "ok and n < 3"]
+             "day within 2 weeks before screening", "day within 1 months before 2025-03-31", "ok and n < 3",
+             "n × 2 - 1 >= 3", "n - 1 > (1 if ok, otherwise 2)"]
     integers, dates, lists = schema.of("integer"), schema.of("date"), schema.of("list")
     if integers:
         forms.append(f"n <= {draw(st.sampled_from(integers))}")
@@ -122,6 +123,8 @@ def atoms(draw: st.DrawFn, schema: Schema) -> str:
     if kind == "cells":
         return draw(st.sampled_from([f"{name} {op} {number} x 10^9/L", f"{name} {op} {number * 1000} /mm3",
                                      f"{name} {op} {number * 500} cells/µL", f"{name} {op} {number} x 10^3/µL"]))
+    if kind in ("integer", "decimal", "quantity", "weight", "length", "lab") and draw(st.integers(0, 2)) == 0:
+        return draw(derived(schema, name, kind, op, number))
     if kind in ("integer", "ranged"):
         return draw(st.sampled_from([f"{name} {op} {number}", f"{name} between {number} and {number + 2}",
                                      f"{name} between {number + 2} and {number}"]))
@@ -147,6 +150,11 @@ def atoms(draw: st.DrawFn, schema: Schema) -> str:
         return draw(st.sampled_from([f"{name} {form} {number + 1} {unit} {direction} {anchor}",
                                      f"{name} {op} 2025-03-{17 + number}"]))
     if kind == "enum":
+        doses = schema.of("integer", "decimal", "quantity")
+        if doses and draw(st.integers(0, 2)) == 0:  # a dose converted by the equivalence table
+            dose = draw(st.sampled_from(doses))
+            limit = f"{number * 10} g/L" if schema.fields[dose][0] == "quantity" else f"{number}.5"
+            return f"eq0({dose}, {name}) {op} {limit}"
         return draw(st.sampled_from([f"{name} is a", f"{name} is not b", f"{name} is any of (a, c)"]))
     if kind == "set":
         return draw(st.sampled_from([f"{name} has a", f"{name} has any of (b, c)", f"{name} has all of (a, b)"]))
@@ -154,6 +162,43 @@ def atoms(draw: st.DrawFn, schema: Schema) -> str:
     cond = draw(item_atoms(schema, 0))
     return draw(st.sampled_from([f"any({name} where {cond})", f"all({name} where {cond})",
                                  f"count({name} where {cond}) >= {number % 3}", f"count({name}) < 2"]))
+
+
+def choice_condition(schema: Schema) -> st.SearchStrategy[str]:
+    """A condition that picks a value, often unknown (a field the record may lack)."""
+    flags = schema.of("bool", "judgment")
+    return st.sampled_from([*flags, "screening within 1 weeks before 2025-03-31", *(f"not {f}" for f in flags)])
+
+
+@st.composite
+def derived(draw: st.DrawFn, schema: Schema, name: str, kind: str, op: str, number: int) -> str:
+    """A comparison of a derived value: arithmetic on fields and numbers (division by a field
+    that may be 0 among it), the named values `v0`/`v1`, `(x in unit)`, values chosen by
+    condition (× ULN among them), units brought together exactly (lb, in, kg/m^2)."""
+    c1, c2 = draw(choice_condition(schema)), draw(choice_condition(schema))
+    forms: list[str]
+    if kind == "integer":
+        peers = [f for f in schema.of("integer") if f != name]
+        forms = [f"{name} + 1 {op} {number}", f"{name} × 2 - 1 {op} {number}", f"({name} - 2) ÷ 2 {op} 1",
+                 f"12 ÷ {name} {op} {number + 1}", f"{name} {op} (2 if {c1}, otherwise 4)",
+                 f"{name} * 3 {op} (6 if {c1}, {number} if {c2}, otherwise 9)", f"v0 {op} {number * 2}"]
+        forms += [f"{name} - {peer} {op} 1" for peer in peers[:1]]
+    elif kind == "decimal":
+        forms = [f"{name} * 2 {op} {number}.5", f"{name} / 4 {op} 1", f"{name} + 0.5 {op} (3 if {c1}, otherwise 1.5)"]
+    elif kind == "quantity":
+        forms = [f"{name} × 2 {op} {number * 10} g/L", f"{name} - 5 g/L {op} 1 g/dL",
+                 f"{name} {op} ({number} g/dL if {c1}, otherwise {number * 10 + 5} g/L)"]
+    elif kind == "weight":
+        forms = [f"{name} ÷ 2 {op} {number * 10} kg", f"({name} in kg) {op} {number * 10}", f"v1 {op} {number * 20} kg"]
+        forms += [f"{name} / ({h} × {h}) {op} {number} kg/m^2" for h in schema.of("length")[:1]]
+    elif kind == "length":
+        forms = [f"({name} in cm) {op} {number * 10}", f"{name} × {name} {op} {number * 100} cm²"]
+    else:
+        assert kind == "lab"
+        forms = [f"{name} {op} ({number}.0 x ULN if {c1}, otherwise {number + 1} × ULN)",
+                 f"{name} {op} (1 x ULN if {c1}, 2 x ULN if {c2}, otherwise 3 x ULN)",
+                 f"{name} - 10 U/L {op} 2 × ULN"]
+    return draw(st.sampled_from(forms))
 
 
 @_cached
@@ -203,11 +248,18 @@ def criteria(draw: st.DrawFn, schema: Schema, prefix: str, depth: int, indent: i
 def protocols(draw: st.DrawFn) -> tuple[str, Schema]:
     schema = draw(schemas())
     out = ['protocol R "A random protocol"', "", "enum Color", "  a", "  b", "  c", "",
+           'equivalence eq0 "An equivalence table" of Color', "  a 1", "  b 1.25", "  c 6.67", "",
            "record Item", "  ok: bool", "  n: integer", "  day: date", "", "patient",
            "  screening: date"]
     for name, (kind, optional) in schema.fields.items():
         out.append(f"  {name}: {TYPES[kind]}{'?' if optional else ''}")
-    out += ["", f"define d0: {draw(conditions(schema))}", "", "inclusion"]
+    out += ["", f"define d0: {draw(conditions(schema))}"]
+    integers, weights = schema.of("integer"), schema.of("weight")
+    if integers:  # the named values `derived` may compare
+        out.append(f'define v0 "A derived value" = ({integers[0]} + 1) × 2')
+    if weights:
+        out.append(f'define v1 "Twice a weight" in kg = {weights[0]} × 2')
+    out += ["", "inclusion"]
     for index in range(draw(st.integers(min_value=1, max_value=3))):
         out += draw(criteria(schema, f"I{index + 1}", 0, 2))
     if draw(st.booleans()):

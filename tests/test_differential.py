@@ -186,6 +186,9 @@ CONSTRUCTS = (
     # issue 10: plausible ranges (in the field's unit and in another), counts per volume
     "integer from 1 to 6", "from 0 to 5000 /mm3", " /mm3", " cells/µL", " x 10^3/µL",
     "as glucose molar mass 180.156 g/mol", " mg/dL",
+    # derived values (issue 10): arithmetic, named values, (x in unit), values chosen by condition
+    " + ", " - ", " × ", " ÷ ", " * ", " / ", "define v0", "define v1", " in kg)", " in cm)", "otherwise",
+    "x ULN if", "kg/m^2", "division by a field", "choice of three", "eq0(",
 )
 
 
@@ -210,6 +213,10 @@ def constructs_in(source: str) -> set[str]:
                         found.add(name)
     if re.search(r"\bf\d+ (>=|<=|>|<|=|!=) f\d+\b", source):
         found.add("field compared with a field")
+    if re.search(r"(÷|/) \(?f\d+", source):
+        found.add("division by a field")
+    if re.search(r" if [^,()]+, [^,()]+ if [^,()]+, otherwise", source):
+        found.add("choice of three")
     if re.search(r"(before|after) \d{4}-\d\d-\d\d", source):
         found.add("date literal anchor")
     for low, high in re.findall(r"between (\d+) and (\d+)\b", source):
@@ -270,3 +277,7 @@ def test_the_construct_detector_detects() -> None:
     assert "reversed between" not in constructs_in("f1 between 3 and 5")
     assert "field compared with a field" in constructs_in("f1 < f2")
     assert "date literal anchor" in constructs_in("f1 within 2 weeks before 2025-03-31")
+    assert "division by a field" in constructs_in("12 ÷ f3 >= 2")
+    assert "division by a field" not in constructs_in("f3 ÷ 2 >= 2")
+    assert "choice of three" in constructs_in("f1 >= (1 if f2, 2 if f3, otherwise 4)")
+    assert "choice of three" not in constructs_in("f1 >= (1 if f2, otherwise 4)")

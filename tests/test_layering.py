@@ -51,6 +51,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("screening engines", {"crit.screening", "crit.screening.report", "crit.screening.python_engine"}),
     ("front end", {"crit.syntax", "crit.syntax.grammar", "crit.syntax.parse", "crit.syntax.__main__",
                    "crit.check", "crit.check.checker", "crit.check.names", "crit.check.units",
+                   "crit.check.derived", "crit.check.dimensions",
                    "crit.check.unit_table", "crit.driver"}),
     ("backends", {"crit.backends", "crit.backends.python", "crit.backends.markdown", "crit.backends.sql",
                   "crit.interpret",

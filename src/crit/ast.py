@@ -167,9 +167,50 @@ class AtLeast:
     span: Span
 
 
+@dataclass(frozen=True, slots=True)
+class Arith:
+    """`a + b`, `a - b`, `a × b`, `a ÷ b` (also written `*` and `/`): a derived value."""
+
+    op: str  # "+" | "-" | "×" | "÷"
+    left: Expr
+    right: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class NumberIn:
+    """`(weight in kg)`: the number a measurement has in a unit, for a formula in plain numbers."""
+
+    value: Expr
+    unit: Unit
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """`(5 x ULN if liver_metastases, otherwise 2.5 x ULN)`: a value chosen by condition; the
+    first branch whose condition holds gives the value, else the last."""
+
+    branches: tuple[tuple[Expr, Expr], ...]  # (value, condition)
+    otherwise: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Equivalent:
+    """`prednisone_equivalent(steroid_dose, steroid)`: a dose converted by an equivalence table,
+    by the agent it is of."""
+
+    table: Ref
+    dose: Expr
+    agent: Ref
+    span: Span
+
+
 Expr = (
     Ref | Number | QuantityLit | UlnLit | TiterLit | DateLit | TextLit | BoolLit | Quantifier
-    | Compare | Between | Membership | Window | Not | And | Or | AtLeast
+    | Compare | Between | Membership | Window | Not | And | Or | AtLeast | Arith | NumberIn | Choice
+    | Equivalent
 )
 
 # ---- criteria ----------------------------------------------------------------------
@@ -216,6 +257,18 @@ class Define:
     span: Span
 
 
+@dataclass(frozen=True, slots=True)
+class DefineValue:
+    """`define bmi "Body-mass index" = weight / (height × height)`: a named derived value;
+    `in UNIT` states the unit it is given in."""
+
+    name: str
+    label: str | None
+    unit: Unit | None
+    value: Expr
+    span: Span
+
+
 # ---- schema ---------------------------------------------------------------------------
 
 
@@ -241,6 +294,17 @@ class Analyte:
     name: str
     molar_mass: Number
     unit: Unit
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class EquivalenceDecl:
+    """`equivalence NAME "label" of ENUM`, then one `MEMBER FACTOR` row per agent."""
+
+    name: str
+    label: str | None
+    enum: Ref
+    rows: tuple[tuple[Ref, Number], ...]
     span: Span
 
 
@@ -318,3 +382,5 @@ class Module:
     defines: tuple[Define, ...]
     inclusion: tuple[Criterion, ...]
     exclusion: tuple[Criterion, ...]
+    values: tuple[DefineValue, ...] = ()
+    equivalences: tuple[EquivalenceDecl, ...] = ()

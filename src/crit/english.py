@@ -179,6 +179,9 @@ def _render(expr: ir.Expr, negated: bool) -> str:
             op = _OPPOSITE[op] if negated else op
             counted = f"entries in {describe_value(items)}{_where(condition, True, False)}"
             return f"the number of {counted} is {_SYMBOLS[op]} {number}"
+        case ir.NumCompare(op=op, left=left, right=right):
+            op = _OPPOSITE[op] if negated else op
+            return f"{describe_num(left)} {_SYMBOLS[op]} {describe_num(right)}"
         case _:
             assert_never(expr)
 
@@ -196,6 +199,50 @@ def record_noun(record: ir.Record) -> str:
 def _answered(text: str, negated: bool) -> str:
     """A yes-or-no fact, or its negation as the answer it records: `ECG abnormality: no`."""
     return f"{text}: no" if negated else text
+
+
+# How tightly each operator binds, for parentheses: a product binds tighter than a sum.
+_BINDS: dict[ir.ArithOp, int] = {"+": 1, "-": 1, "×": 2, "÷": 2}
+
+
+def describe_num(value: ir.Num, by_name: bool = False) -> str:
+    """A derived value in words and signs: `Body weight ÷ (Height × Height)`, `5 × ULN if Liver
+    metastases, otherwise 2.5 × ULN`. Fields by their labels, or (`by_name`, in reasons, which
+    show each field's value by its path) by their names."""
+    match value:
+        case ir.FieldRef(field=field):
+            return field.name if by_name else field_label(field)
+        case ir.Const():
+            return describe_value(value)
+        case ir.Arith(op=op, left=left, right=right):
+            return f"{_operand(left, op, False, by_name)} {op} {_operand(right, op, True, by_name)}"
+        case ir.Convert(value=inner, unit=unit, explicit=explicit):
+            text = describe_num(inner, by_name)
+            return f"({text} in {unit})" if explicit else text
+        case ir.UlnOf(multiple=multiple):
+            return f"{format(multiple, 'f')} × ULN"
+        case ir.ValueRef(name=name, label=label):
+            return name if by_name else label or name
+        case ir.Choice(branches=branches, otherwise=otherwise):
+            chosen = [f"{describe_num(v, by_name)} if {describe(c)}" for c, v in branches]
+            return "(" + ", ".join([*chosen, f"otherwise {describe_num(otherwise, by_name)}"]) + ")"
+        case ir.Equivalent(table=table, dose=dose, agent=agent):
+            if by_name:
+                return f"{table.name}({describe_num(dose, by_name)}, {agent.field.name})"
+            return (f"the {table.label or table.name} of {describe_num(dose)} "
+                    f"(agent: {field_label(agent.field)})")
+        case _:
+            assert_never(value)
+
+
+def _operand(value: ir.Num, op: ir.ArithOp, right: bool, by_name: bool) -> str:
+    """An operand of `op`, in parentheses where it would otherwise bind to its neighbour."""
+    text = describe_num(value, by_name)
+    inner = value.value if isinstance(value, ir.Convert) and not value.explicit else value
+    if isinstance(inner, ir.Arith) and (
+            _BINDS[inner.op] < _BINDS[op] or (right and _BINDS[inner.op] == _BINDS[op] and op in ("-", "÷"))):
+        return f"({text})"
+    return text
 
 
 def _negate(text: str, negated: bool) -> str:

@@ -20,7 +20,17 @@ from typing import Any, NamedTuple, TypeVar, assert_never
 
 from crit import ir
 from crit import runtime as rt
-from crit.reasons import is_titer, members_text, path_of, range_text, text_of, unit_of, window_text
+from crit.reasons import (
+    is_literal,
+    is_titer,
+    members_text,
+    num_text,
+    path_of,
+    range_text,
+    text_of,
+    unit_of,
+    window_text,
+)
 
 # ---- the oracle's logic: Kleene logic with reasons ------------------------------------
 
@@ -443,6 +453,87 @@ def _field_of(path: str) -> str:
     return re.split(r"[.\[]", path, maxsplit=1)[0]
 
 
+# ---- derived values -----------------------------------------------------------------------
+
+
+class Derived(NamedTuple):
+    """A derived value: the set of values it may take (None when unknown: an operand missing or
+    a division by zero), and the facts whose absence leaves it open or unknown."""
+
+    values: frozenset[Any] | None
+    missing: tuple[str, ...] = ()
+
+
+def _paths(*values: Derived, extra: Iterable[str] = ()) -> tuple[str, ...]:
+    return tuple(sorted({*extra, *(p for v in values for p in v.missing)}))
+
+
+def _operate(op: ir.ArithOp, a: Fraction, b: Fraction) -> Fraction | None:
+    match op:
+        case "+":
+            return a + b
+        case "-":
+            return a - b
+        case "×":
+            return a * b
+        case "÷":
+            return None if b == 0 else a / b
+        case _:
+            assert_never(op)
+
+
+def calculate(op: ir.ArithOp, left: Derived, right: Derived) -> Derived:
+    """Every value `left op right` may take; unknown if either side is, or if any divides by zero."""
+    missing = _paths(left, right)
+    if left.values is None or right.values is None:
+        return Derived(None, missing)
+    out: set[Any] = set()
+    for a in left.values:
+        for b in right.values:
+            if a is rt.NONE or b is rt.NONE:
+                out.add(rt.NONE)
+                continue
+            result = _operate(op, a, b)
+            if result is None:
+                return Derived(None, missing)
+            out.add(result)
+    return Derived(frozenset(out), missing)
+
+
+def _shown(value: Derived, unit: str) -> str:
+    assert value.values is not None
+    numbers = sorted(v for v in value.values if v is not rt.NONE)
+    words = [rt.show(rt.terminating(v)) for v in numbers]
+    if rt.NONE in value.values:
+        words.append("none recorded")
+    text = " or ".join(words)
+    if len(words) == 1 and numbers:
+        return rt.show(rt.terminating(numbers[0]), unit)
+    return f"{text} {unit}" if unit and numbers else text
+
+
+def compare_derived(left: Derived, op: ir.CompareOp, right: Derived, unit: str, left_text: str,
+                    right_text: str, literal: bool) -> Fact:
+    """`left op right`: decided when every pair of values the sides may take agrees."""
+    missing = _paths(left, right)
+    if left.values is None or right.values is None:
+        if not missing:
+            return fact(None, f"{left_text}: cannot be computed (division by zero)")
+        return _unknown(missing)
+    answers = {False if a is rt.NONE or b is rt.NONE else _holds(a, op, b)
+               for a in left.values for b in right.values}
+    if len(answers) > 1:
+        if not missing:
+            return fact(None, f"{left_text}: cannot be computed (division by zero)")
+        return _unknown(missing)
+    held = answers.pop()
+    if left.values == {rt.NONE} or right.values == {rt.NONE}:
+        return fact(held, f"{left_text if left.values == {rt.NONE} else right_text}: none recorded")
+    other = right_text if literal else f"{right_text} ({_shown(right, unit)})"
+    return fact(held, f"{left_text} {_shown(left, unit)} {_SHOWN[op] if held else _NEGATED[op]} {other}",
+                missing)
+
+
 # ---- evaluating the IR -------------------------------------------------------------------
 
 Values = Mapping[str, Any]
@@ -646,7 +737,64 @@ class Interpreter:
         if isinstance(e, ir.CountCompare):
             items, path = self.value(e.items, env)
             return count(e.op, e.number, items, path, self._test(e.condition, env))
+        if isinstance(e, ir.NumCompare):
+            compared = compare_derived(self.derived(e.left, env), e.op, self.derived(e.right, env), e.unit,
+                                       num_text(e.left), num_text(e.right), is_literal(e.right))
+            return compared._replace(missing=()) if compared.value is not None else compared
         assert_never(e)
+
+    def derived(self, v: ir.Num, env: _Env) -> Derived:
+        """The values a derived value may take for this patient."""
+        if isinstance(v, ir.Const):
+            assert isinstance(v.value, Decimal | Fraction | int) and not isinstance(v.value, bool)
+            return Derived(frozenset({Fraction(v.value)}))
+        if isinstance(v, ir.FieldRef):
+            value, path = self.value(v, env)
+            if value is None:
+                return Derived(None, (path,))
+            if value is rt.NONE:
+                return Derived(frozenset({rt.NONE}))
+            return Derived(frozenset({Fraction(value.value if isinstance(value, rt.Lab) else value)}))
+        if isinstance(v, ir.Arith):
+            return calculate(v.op, self.derived(v.left, env), self.derived(v.right, env))
+        if isinstance(v, ir.Convert):
+            return calculate("×", self.derived(v.value, env), Derived(frozenset({Fraction(v.factor)})))
+        if isinstance(v, ir.UlnOf):
+            lab, path = self.value(v.lab, env)
+            if lab is None:
+                return Derived(None, (path,))
+            if lab is rt.NONE:
+                return Derived(frozenset({rt.NONE}))
+            return Derived(frozenset({Fraction(lab.uln) * Fraction(v.multiple)}))
+        if isinstance(v, ir.ValueRef):
+            return self.derived(v.value, env)
+        if isinstance(v, ir.Choice):
+            possible: list[Derived] = []
+            open_conditions: list[str] = []
+            for condition, value in v.branches:
+                holds = self.expr(condition, env)
+                if holds.value is False:
+                    continue
+                possible.append(self.derived(value, env))
+                if holds.value is True:
+                    break
+                open_conditions.extend(holds.missing)
+            else:
+                possible.append(self.derived(v.otherwise, env))
+            missing = _paths(*possible, extra=open_conditions)
+            if any(p.values is None for p in possible):
+                return Derived(None, missing)
+            return Derived(frozenset(x for p in possible for x in p.values or ()), missing)
+        if isinstance(v, ir.Equivalent):
+            dose = self.derived(v.dose, env)
+            agent, path = self.value(v.agent, env)
+            if agent is None:
+                return Derived(None, _paths(dose, extra=(path,)))
+            if agent is rt.NONE:
+                return dose if dose.values is None else Derived(frozenset({rt.NONE}), dose.missing)
+            factor = dict(v.table.factors)[agent]
+            return calculate("×", dose, Derived(frozenset({Fraction(factor)})))
+        assert_never(v)
 
     def _test(self, condition: ir.Expr | None, env: _Env) -> Any:
         def test(item: Values, at: str) -> Fact:

@@ -31,6 +31,7 @@ AtLeastKind = Literal["at_least", "any", "all"]
 QuantifiedKind = Literal["any", "all"]
 Section = Literal["inclusion", "exclusion"]
 Combine = Literal["all", "any", "at_least"]
+ArithOp = Literal["+", "-", "×", "÷"]
 
 BASE_TYPES: tuple[BaseKind, ...] = get_args(BaseKind)
 TYPE_KINDS: tuple[TypeKind, ...] = (*BASE_TYPES, "quantity", "lab", "enum", "set", "list")
@@ -42,6 +43,7 @@ DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
 AT_LEAST_KINDS: tuple[AtLeastKind, ...] = get_args(AtLeastKind)
 QUANTIFIED_KINDS: tuple[QuantifiedKind, ...] = get_args(QuantifiedKind)
 COMBINES: tuple[Combine, ...] = get_args(Combine)
+ARITH_OPS: tuple[ArithOp, ...] = get_args(ArithOp)
 
 _K = TypeVar("_K", bound=str)
 
@@ -293,12 +295,106 @@ class CountCompare:
     span: Span
 
 
+# ---- derived values: arithmetic, values chosen by condition ---------------------------------
+# A numeric value (`Num`) is a field, a literal, or built from them. The checker has worked out
+# every unit: each `Num` is a number in one unit, and `Convert` nodes bring operands to a common
+# one, with exact factors. Evaluated, a `Num` is a number, unknown (a fact missing, or a division
+# by zero), or one of a few numbers (a `Choice` whose conditions are not all known).
+
+
+@dataclass(frozen=True, slots=True)
+class Arith:
+    """`left op right`, exactly (rational arithmetic); unknown if either side is."""
+
+    op: ArithOp
+    left: Num
+    right: Num
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Convert:
+    """`value × factor`, read in `unit`: an operand brought to the unit of the other side, or
+    (`explicit`) `(weight in kg)`, the number a measurement has in a unit."""
+
+    value: Num
+    factor: Decimal | Fraction
+    unit: str
+    explicit: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class UlnOf:
+    """`k × ULN` inside arithmetic or a choice: k times the compared lab value's own ULN."""
+
+    lab: FieldRef
+    multiple: Decimal
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ValueRef:
+    """A named derived value (`define bmi … = …`), with its checked formula."""
+
+    name: str
+    label: str | None
+    value: Num
+    unit: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """The value of the first branch whose condition holds, else `otherwise`."""
+
+    branches: tuple[tuple[Expr, Num], ...]  # (condition, value)
+    otherwise: Num
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class EquivalenceTable:
+    """Conversion factors between the members of an enum (agents): a dose of each is worth
+    `factor` times as much of the reference agent."""
+
+    name: str
+    label: str | None
+    enum: EnumType
+    factors: tuple[tuple[str, Decimal], ...]  # (member, factor), one for every member
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Equivalent:
+    """`dose` converted by `table` by the agent it is of (`agent`, a field of the table's enum)."""
+
+    table: EquivalenceTable
+    dose: Num
+    agent: FieldRef
+    span: Span
+
+
+Num = FieldRef | Const | Arith | Convert | UlnOf | ValueRef | Choice | Equivalent
+
+
+@dataclass(frozen=True, slots=True)
+class NumCompare:
+    """`left op right` where either side is derived: both are numbers in `unit` (shown in it)."""
+
+    op: CompareOp
+    left: Num
+    right: Num
+    unit: str
+    span: Span
+
+
 Expr = (
     Compare | UlnCompare | Between | Member | Window | Truth | DefinitionRef | FieldRef
-    | Not | And | Or | AtLeast | Quantified | CountCompare
+    | Not | And | Or | AtLeast | Quantified | CountCompare | NumCompare
 )
 
-Node = Expr | Const
+Node = Expr | Const | Arith | Convert | UlnOf | ValueRef | Choice | Equivalent
 
 
 def walk(node: Node) -> Iterator[Node]:
@@ -329,6 +425,21 @@ def walk(node: Node) -> Iterator[Node]:
             yield from walk(items)
             if condition is not None:
                 yield from walk(condition)
+        case NumCompare(left=left, right=right) | Arith(left=left, right=right):
+            yield from walk(left)
+            yield from walk(right)
+        case Convert(value=value) | ValueRef(value=value):
+            yield from walk(value)
+        case UlnOf(lab=lab):
+            yield from walk(lab)
+        case Equivalent(dose=dose, agent=agent):
+            yield from walk(dose)
+            yield from walk(agent)
+        case Choice(branches=branches, otherwise=otherwise):
+            for condition, value in branches:
+                yield from walk(condition)
+                yield from walk(value)
+            yield from walk(otherwise)
         case Truth() | DefinitionRef() | FieldRef() | Const():
             pass
         case _:
@@ -413,6 +524,17 @@ class Definition:
 
 
 @dataclass(frozen=True, slots=True)
+class ValueDefinition:
+    """A named derived value, for the glossary: its formula and the unit it is given in."""
+
+    name: str
+    label: str | None
+    value: Num
+    unit: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class Protocol:
     id: str
     title: str
@@ -426,6 +548,8 @@ class Protocol:
     definitions: tuple[Definition, ...]  # in dependency order
     inclusion: tuple[Criterion, ...]
     exclusion: tuple[Criterion, ...]
+    values: tuple[ValueDefinition, ...] = ()  # named derived values, in dependency order
+    equivalences: tuple[EquivalenceTable, ...] = ()
 
     def criteria(self) -> tuple[Criterion, ...]:
         """Every criterion, top level and nested, in protocol order."""

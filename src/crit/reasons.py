@@ -7,6 +7,7 @@ pass these to the same runtime functions, so a criterion reads the same either w
 from __future__ import annotations
 
 from crit import ir
+from crit.english import describe_num
 
 _WINDOW_WORDS: dict[ir.WindowKind, str] = {"within": "within", "at_least": "at least"}
 
@@ -49,3 +50,13 @@ def window_text(window: ir.Window) -> str:
 def path_of(ref: ir.FieldRef, item_path: str) -> str:
     """Where a field's value sits in the record: `age`, or `treatments[0].end` in a list item."""
     return f"{item_path}.{ref.field.name}" if ref.scope == "item" else ref.field.name
+
+
+def num_text(value: ir.Num) -> str:
+    """A derived value as a reason names it: fields by their paths' names, literals as written."""
+    return describe_num(value, by_name=True)
+
+
+def is_literal(value: ir.Num) -> bool:
+    """Whether a comparison's right side is a literal, shown as written (no computed value)."""
+    return isinstance(value, ir.Const)

@@ -636,6 +636,145 @@ def count_verdict(op: str, number: int, low: int, high: int) -> bool | None:
     return outcomes.pop() if len(outcomes) == 1 else None
 
 
+# ---- derived values: arithmetic and values chosen by condition -----------------------------
+#
+# A derived value is a number (exact: Decimal, Fraction or int), NONE (an operand recorded as
+# none), unknown (the tuple of the paths whose absence leaves it unknown; the empty tuple when
+# it divides by zero), or `Choices`: the numbers a value chosen by conditions not all known may
+# take. A comparison is decided when every number it may take gives the same answer.
+
+
+class Choices(NamedTuple):
+    """The values a derived value may take (NONE among them, perhaps), and the paths missing
+    from the conditions that left more than one branch open."""
+
+    values: tuple[Any, ...]
+    missing: tuple[str, ...]
+
+
+Num = Any  # Exact | int | Absent | tuple[str, ...] | Choices
+
+
+def num(value: Any, path: str) -> Num:
+    """A field's value as an operand: unknown (its path) when missing, a lab's value."""
+    if value is None:
+        return (path,)
+    return value.value if type(value) is Lab else value
+
+
+def uln_of(lab: Lab | Absent | None, multiple: Exact, path: str) -> Num:
+    """`k × ULN` as a value: k times the patient's own laboratory's upper limit of normal."""
+    if lab is None:
+        return (path,)
+    if lab is NONE:
+        return NONE
+    return scale(lab.uln, multiple)
+
+
+def _options(value: Num) -> tuple[tuple[Any, ...], tuple[str, ...]]:
+    if type(value) is Choices:
+        return value.values, value.missing
+    return (value,), ()
+
+
+def _exact(op: str, a: Any, b: Any) -> Any:
+    """One operation on two numbers, exactly; None for a division by zero."""
+    if a is NONE or b is NONE:
+        return NONE
+    x, y = Fraction(a), Fraction(b)
+    if op == "+":
+        return terminating(x + y)
+    if op == "-":
+        return terminating(x - y)
+    if op == "×":
+        return terminating(x * y)
+    if y == 0:
+        return None
+    return terminating(x / y)
+
+
+def arith(op: str, left: Num, right: Num) -> Num:
+    """`left op right` (+, -, ×, ÷), exactly. Unknown if either side is, and (the empty tuple
+    when nothing is missing) if it divides by zero; Choices if either side is."""
+    if type(left) is tuple or type(right) is tuple:
+        a = left if type(left) is tuple else _options(left)[1]
+        b = right if type(right) is tuple else _options(right)[1]
+        return union(a, b)
+    lefts, missing_left = _options(left)
+    rights, missing_right = _options(right)
+    results: dict[Any, None] = {}
+    for a in lefts:
+        for b in rights:
+            results[_exact(op, a, b)] = None
+    missing = union(missing_left, missing_right)
+    if None in results:
+        return missing
+    if type(left) is not Choices and type(right) is not Choices:
+        return next(iter(results))
+    return Choices(tuple(results), missing)
+
+
+def convert(value: Num, factor: Exact) -> Num:
+    """A value brought to another unit: times an exact factor."""
+    return arith("×", value, factor)
+
+
+def equivalent(dose: Num, agent: str | Absent | None, factors: Mapping[str, Exact], path: str) -> Num:
+    """A dose converted by an equivalence table, by the agent it is of: unknown while the
+    agent is, none if no agent is recorded."""
+    if agent is None:
+        return union(dose if type(dose) is tuple else _options(dose)[1], (path,))
+    if agent is NONE:
+        return dose if type(dose) is tuple else NONE
+    return arith("×", dose, factors[agent])
+
+
+def choose(branches: Sequence[tuple[Tri, Num]], otherwise: Num) -> Num:
+    """The value of the first branch whose condition holds, else `otherwise`. While conditions
+    are unknown, the values of every branch that may still apply (Choices)."""
+    possible: list[Num] = []
+    missing: tuple[str, ...] = ()
+    for condition, value in branches:
+        if condition is False:
+            continue
+        possible.append(value)
+        if condition is True:
+            break
+        missing = union(missing, condition)
+    else:
+        possible.append(otherwise)
+    if len(possible) == 1 and not missing:
+        return possible[0]
+    values: dict[Any, None] = {}
+    unknown: tuple[str, ...] | None = None
+    for value in possible:
+        if type(value) is tuple:
+            unknown = value if unknown is None else union(unknown, value)
+            continue
+        options, more = _options(value)
+        missing = union(missing, more)
+        values.update(dict.fromkeys(options))
+    if unknown is not None:
+        return union(missing, unknown)
+    return Choices(tuple(values), missing)
+
+
+def compare_num(left: Num, op: str, right: Num) -> Tri:
+    """`left op right` on derived values: false when either is none; decided when every value
+    the two may take gives the same answer, else unknown for want of what left them open."""
+    if type(left) is tuple or type(right) is tuple:
+        a = left if type(left) is tuple else _options(left)[1]
+        b = right if type(right) is tuple else _options(right)[1]
+        return union(a, b)
+    lefts, missing_left = _options(left)
+    rights, missing_right = _options(right)
+    holds = _OPERATORS[op]
+    outcomes = {False if a is NONE or b is NONE else bool(holds(a, b)) for a in lefts for b in rights}
+    if len(outcomes) == 1:
+        return outcomes.pop()
+    return union(missing_left, missing_right)
+
+
 # ---- the decision -----------------------------------------------------------------------
 
 Criterion = Callable[[Any, Any, list[TriNA]], TriNA]  # (patient, definitions, values) -> value
@@ -793,6 +932,8 @@ def _plain(screening: Screening) -> Screening:
 #                ("window", value, kind, amount, unit, direction, anchor, text)
 #                ("not", c)  ("and" | "or", (c, …))  ("at_least", n, (c, …))
 #                ("any" | "all", items, c or None)  ("count", items, op, n, c or None)
+#                ("num", left, op, right, unit, left_text, right_text, right is a literal), the
+#                sides derived values (see `_derived`)
 #   lines        a condition, or ("when", c, (line, …))
 #   criteria     ("criterion", id, index in CRITERIA, gate c or None, combine, n, (line or criterion, …))
 #   definitions  (attr, (condition, …)), in dependency order
@@ -987,7 +1128,64 @@ def _condition(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
         return _at_least(node[1], [_condition(c, scope) for c in node[2]])
     if tag in ("any", "all", "count"):
         return _quantified(node, scope)
+    if tag == "num":
+        return _numeric(node, scope)
     raise AssertionError(f"no condition {tag!r}")
+
+
+def _derived(node: tuple[Any, ...], scope: _Scope) -> Num:
+    """A derived value from its description: ("p"|"it"|"k", …) a field or literal,
+    ("arith", op, a, b), ("convert", a, factor), ("uln_of", lab, multiple),
+    ("value", name, a) a named value, ("choose", ((condition, a), …), otherwise),
+    ("equivalent", a, agent, factors) a dose converted by an equivalence table."""
+    tag = node[0]
+    if tag in ("p", "it", "k"):
+        value, path = _value(node, scope)
+        return num(value, path)
+    if tag == "arith":
+        return arith(node[1], _derived(node[2], scope), _derived(node[3], scope))
+    if tag == "convert":
+        return convert(_derived(node[1], scope), node[2])
+    if tag == "uln_of":
+        lab, path = _value(node[1], scope)
+        return uln_of(lab, node[2], path)
+    if tag == "value":
+        return _derived(node[2], scope)
+    if tag == "equivalent":
+        agent, path = _value(node[2], scope)
+        return equivalent(_derived(node[1], scope), agent, node[3], path)
+    if tag == "choose":
+        branches = [(_condition(c, scope)[0], _derived(v, scope)) for c, v in node[1]]
+        return choose(branches, _derived(node[2], scope))  # type: ignore[arg-type]
+    raise AssertionError(f"no value {tag!r}")
+
+
+def show_num(value: Num, unit: str) -> str:
+    """A derived value as shown in a reason: `31.2 kg/m^2`, `100 or 200 U/L`."""
+    if type(value) is not Choices:
+        return show(value, unit)
+    numbers = sorted(v for v in value.values if v is not NONE)
+    shown = [show(v) for v in numbers] + (["none recorded"] if NONE in value.values else [])
+    text = " or ".join(shown)
+    return f"{text} {unit}" if unit and numbers else text
+
+
+def _none_only(value: Num) -> bool:
+    return all(v is NONE for v in _options(value)[0])
+
+
+def _numeric(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
+    _, left_node, op, right_node, unit, left_text, right_text, literal = node
+    left = _derived(left_node, scope)
+    right = _derived(right_node, scope)
+    result = compare_num(left, op, right)
+    if type(result) is tuple:
+        return result, _unknown(result) if result else f"{left_text}: cannot be computed (division by zero)"
+    if _none_only(left) or _none_only(right):
+        return result, f"{left_text if _none_only(left) else right_text}: none recorded"
+    sign = _SHOWN[op] if result else _NEGATED[op]
+    other = right_text if literal else f"{right_text} ({show_num(right, unit)})"
+    return result, f"{left_text} {show_num(left, unit)} {sign} {other}"
 
 
 def _quantified(node: tuple[Any, ...], scope: _Scope) -> Reasoned:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 from crit import ir, templating
-from crit.english import count_heading, describe, describe_type
+from crit.english import count_heading, describe, describe_num, describe_type
 
 _READING_GUIDE = (
     "A patient is eligible when every inclusion criterion that applies is met and no exclusion "
@@ -77,6 +78,8 @@ def emit_markdown(protocol: ir.Protocol) -> str:
             _Section("Inclusion criteria", _criteria_blocks(protocol.inclusion)),
             _Section("Exclusion criteria", _criteria_blocks(protocol.exclusion)),
             _Section("Definitions", tuple(_definition_block(d) for d in protocol.definitions)),
+            *([_Section("Derived values", tuple(_value_block(v) for v in protocol.values))]
+              if protocol.values else []),
         ],
         tables=_glossary(protocol),
     )
@@ -128,6 +131,20 @@ def _definition_block(definition: ir.Definition) -> _Block:
     return _Block(heading, None, None, _bullets(definition.lines(), 0), notes)
 
 
+def _value_block(value: ir.ValueDefinition) -> _Block:
+    """A named derived value: its formula (a value chosen by condition, one bullet a branch),
+    and the unit it is given in."""
+    name = code_span(value.name)
+    heading = f"### {inline(value.label)} ({name})" if value.label else f"### {name}"
+    unit = f" (in {value.unit})" if value.unit else ""
+    formula = value.value
+    if isinstance(formula, ir.Choice):
+        bullets = [_Bullet(0, inline(f"When {describe(c)}: {describe_num(v)}")) for c, v in formula.branches]
+        bullets.append(_Bullet(0, inline(f"Otherwise: {describe_num(formula.otherwise)}")))
+        return _Block(heading, None, f"Computed{unit} as:", tuple(bullets), ())
+    return _Block(heading, None, None, (_Bullet(0, inline(f"Computed{unit} as {describe_num(formula)}")),), ())
+
+
 def _bullets(lines: tuple[ir.Line | ir.When, ...], depth: int) -> tuple[_Bullet, ...]:
     """Lines as bullets; a `when` around one line stays on its bullet, a longer one nests."""
     out: list[_Bullet] = []
@@ -160,7 +177,19 @@ def _glossary(protocol: ir.Protocol) -> list[_Table]:
     tables += [_Table(f"### Enum {_titled(e.name, e.label)}", _MEMBER_COLUMNS,
                      tuple((code_span(name), _cell(label)) for name, label in e.members))
                for e in protocol.enums]
+    tables += [_Table(f"### Equivalence table {_titled(t.name, t.label)}", _EQUIVALENCE_COLUMNS,
+                      tuple((_cell(t.enum.label_of(member)), inline(_factor(factor))) for member, factor in t.factors))
+               for t in protocol.equivalences]
     return tables
+
+
+# A dose of the agent, times its factor, is the equivalent dose of the table's reference agent.
+_EQUIVALENCE_COLUMNS = ("Agent", "Factor (1 of the agent is worth this much of the reference)")
+
+
+def _factor(value: Decimal) -> str:
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _field_rows(fields: tuple[ir.Field, ...]) -> tuple[tuple[str, ...], ...]:

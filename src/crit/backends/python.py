@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import assert_never
 
 from crit import ir, templating
-from crit.reasons import is_titer, members_text, range_text, text_of, unit_of, window_text
+from crit.reasons import is_literal, is_titer, members_text, num_text, range_text, text_of, unit_of, window_text
 from crit.text import decimal_text, split_lines
 
 _RUNTIME = Path(__file__).resolve().parents[1] / "runtime.py"
@@ -198,11 +198,11 @@ class _Writer:
                 out.append(f"line {number}")
         return tuple(out)
 
-    def quote_span(self, node: ir.Line | ir.When | ir.Expr | ir.Note) -> tuple[str, ...]:
+    def quote_span(self, node: ir.Line | ir.When | ir.Expr | ir.Note | ir.ValueDefinition) -> tuple[str, ...]:
         """All the lines of a node's span (one ending at the start of a line stops before it)."""
         return self.quote(node.span.line, self.last_line(node))
 
-    def last_line(self, node: ir.Line | ir.When | ir.Expr | ir.Note) -> int:
+    def last_line(self, node: ir.Line | ir.When | ir.Expr | ir.Note | ir.ValueDefinition) -> int:
         """The last line of a node's span: a span that ends in the next line's indentation
         (a statement takes its newline) stops before that line."""
         span = node.span
@@ -286,7 +286,64 @@ class _Writer:
             if isinstance(e, ir.CountCompare):
                 return call("count_items", items, repr(e.op), repr(e.number), path, **test)
             return call(f"{e.kind}_item", items, path, **test)
+        if isinstance(e, ir.NumCompare):
+            return Call("compare_num", (self.num(e.left), repr(e.op), self.num(e.right)))
         assert_never(e)
+
+    # ---- derived values: code for a value, and the same as data ----
+    def num(self, v: ir.Num) -> Code:
+        if isinstance(v, ir.Const):
+            return self.literal(v)
+        if isinstance(v, ir.FieldRef):
+            value, path = self.value(v)
+            return Call("num", (value, path))
+        if isinstance(v, ir.Arith):
+            return Call("arith", (repr(v.op), self.num(v.left), self.num(v.right)))
+        if isinstance(v, ir.Convert):
+            return Call("convert", (self.num(v.value), self.constant(_decimal(v.factor))))
+        if isinstance(v, ir.UlnOf):
+            lab, path = self.value(v.lab)
+            return Call("uln_of", (lab, self.constant(_decimal(v.multiple)), path))
+        if isinstance(v, ir.ValueRef):
+            return f"value_{py_name(v.name)}(p, m)"
+        if isinstance(v, ir.Choice):
+            branches = tuple(Call("", (self.condition(c), self.num(x))) for c, x in v.branches)
+            return Call("choose", (Call("", branches), self.num(v.otherwise)))
+        if isinstance(v, ir.Equivalent):
+            agent, path = self.value(v.agent)
+            return Call("equivalent", (self.num(v.dose), agent, self.factors(v.table), path))
+        assert_never(v)
+
+    def factors(self, table: ir.EquivalenceTable) -> str:
+        """An equivalence table's factors, one module constant per table."""
+        return self.constant("{" + ", ".join(f"{m!r}: {_decimal(f)}" for m, f in table.factors) + "}")
+
+    def describe_num(self, v: ir.Num) -> Code:
+        if isinstance(v, ir.Const | ir.FieldRef):
+            return self.ref(v)
+        if isinstance(v, ir.Arith):
+            return Call("", ("'arith'", repr(v.op), self.describe_num(v.left), self.describe_num(v.right)))
+        if isinstance(v, ir.Convert):
+            return Call("", ("'convert'", self.describe_num(v.value), self.constant(_decimal(v.factor))))
+        if isinstance(v, ir.UlnOf):
+            return Call("", ("'uln_of'", self.ref(v.lab), self.constant(_decimal(v.multiple))))
+        if isinstance(v, ir.ValueRef):
+            return Call("", ("'value'", repr(v.name), self.describe_num(v.value)))
+        if isinstance(v, ir.Choice):
+            branches = tuple(Call("", (self.describe(c), self.describe_num(x))) for c, x in v.branches)
+            return Call("", ("'choose'", Call("", branches), self.describe_num(v.otherwise)))
+        if isinstance(v, ir.Equivalent):
+            return Call("", ("'equivalent'", self.describe_num(v.dose), self.ref(v.agent), self.factors(v.table)))
+        assert_never(v)
+
+    def value_function(self, d: ir.ValueDefinition) -> None:
+        """A named derived value becomes a function of the patient."""
+        name = py_name(d.name)
+        self.functions.append("\n".join([
+            f"def value_{name}(p: Patient, m: _Memo) -> Num:",
+            *(f"    # {line}" for line in self.quote(d.span.line, self.last_line(d))),
+            f"    return {layout(self.num(d.value), 4, 11)}",
+        ]))
 
     def describe(self, e: ir.Expr) -> Code:
         if isinstance(e, ir.Compare):
@@ -323,6 +380,10 @@ class _Writer:
             if isinstance(e, ir.CountCompare):
                 return Call("", ("'count'", self.ref(e.items), repr(e.op), repr(e.number), test))
             return Call("", (repr(e.kind), self.ref(e.items), test))
+        if isinstance(e, ir.NumCompare):
+            return Call("", ("'num'", self.describe_num(e.left), repr(e.op), self.describe_num(e.right),
+                             repr(e.unit), repr(num_text(e.left)), repr(num_text(e.right)),
+                             repr(is_literal(e.right))))
         assert_never(e)
 
     def where(self, e: ir.Quantified | ir.CountCompare) -> str:
@@ -537,6 +598,8 @@ def emit_python(protocol: ir.Protocol, source_text: str = "") -> str:
     lines = tuple(split_lines(source_text))
     writer = _Writer(protocol, lines)
     defined = [writer.definition(d) for d in protocol.definitions]
+    for value in protocol.values:
+        writer.value_function(value)
     tops = protocol.inclusion + protocol.exclusion
     described = [writer.criterion(c, False) for c in tops]
     units: dict[str, str] = {}

@@ -13,6 +13,7 @@ from fractions import Fraction
 from typing import assert_never
 
 from crit import ast, ir
+from crit.check.derived import Derived, is_derived
 from crit.check.names import did_you_mean, reserved_reason
 from crit.check.units import UnitError, exact_decimal, factor, molar_factor, molar_mass, parse_unit, spellings
 from crit.diagnostics import Collector
@@ -58,6 +59,7 @@ class _Checker:
         self.current_def: str | None = None
         self.criterion_ids: dict[str, ast.Span] = {}
         self.rejected: set[str] = set()  # declared but in error: uses are not reported again
+        self.derived = Derived(self)
 
     def error(self, code: str, span: ast.Span, message: str, hint: str | None = None) -> None:
         self.diagnostics.error(code, span, message, hint)
@@ -101,7 +103,20 @@ class _Checker:
                                "a definition needs a name no field or other definition has")
                     continue
                 self.definitions[define.name] = define
+            for value in m.values:
+                if not self.usable_name(value.name, value.span, "a derived value", "define"):
+                    continue
+                if value.name in self.definitions or value.name in self.fields:
+                    self.error("E102", value.span, f"'{value.name}' is declared twice",
+                               "a derived value needs a name no field or other definition has")
+                    continue
+                self.derived.declare(value)
+        for m in modules:
+            for table in m.equivalences:
+                if self.usable_name(table.name, table.span, "an equivalence table", "equivalence"):
+                    self.derived.declare_table(table, self.enums)
         scope = _Scope(self.fields, self.definitions)
+        self.derived.check_all(scope)
         for define in self.definitions.values():
             self.check_definition(define, scope)
         order = self.definition_order()
@@ -126,6 +141,8 @@ class _Checker:
             definitions=tuple(self.checked_defs[name] for name in order),
             inclusion=inclusion,
             exclusion=exclusion,
+            values=self.derived.definitions(),
+            equivalences=tuple(self.derived.tables.values()),
         )
 
     # ---- schema ----
@@ -427,12 +444,25 @@ class _Checker:
                 return ir.AtLeast(e.count, operands, ir.narrow(e.kind, ir.AT_LEAST_KINDS), e.span)
             case ast.BoolLit():
                 return ir.Truth(e.value, e.span)
+            case ast.Ref() if is_derived(e, self.derived.declared, scope):
+                self.error("E212", e.span, f"'{e.name}' is a derived value, a number, not a condition",
+                           f"compare it: {e.name} >= …")
+                return ir.Truth(False, e.span)
             case ast.Ref():
                 return self.ref_condition(e, scope)
+            case ast.Compare() if is_derived(e.left, self.derived.declared, scope) \
+                    or is_derived(e.right, self.derived.declared, scope):
+                return self.derived.compare(e, scope)
             case ast.Compare():
                 return self.compare(e, scope)
+            case ast.Between() if any(is_derived(x, self.derived.declared, scope) for x in (e.value, e.low, e.high)):
+                return self.derived.between(e, scope)
             case ast.Between():
                 return self.between(e, scope)
+            case ast.Arith() | ast.NumberIn() | ast.Choice() | ast.Equivalent():
+                self.error("E212", e.span, "a calculation is a number, not a condition",
+                           "compare it with a value, e.g. weight / (height × height) < 30 kg/m^2")
+                return ir.Truth(False, e.span)
             case ast.Membership():
                 return self.membership(e, scope)
             case ast.Window():
@@ -465,6 +495,19 @@ class _Checker:
     def item_scope(self, scope: _Scope, record: ir.Record) -> _Scope:
         return _Scope(scope.fields, scope.definitions, record)
 
+    def patient_scope(self) -> _Scope:
+        return _Scope(self.fields, self.definitions)
+
+    def lookup_quiet(self, ref: ast.Ref, scope: _Scope) -> ir.FieldRef | ast.Define | None:
+        """What a name means, or None, reporting nothing."""
+        if scope.item is not None:
+            for field in scope.item.fields:
+                if field.name == ref.name:
+                    return ir.FieldRef(field, "item", ref.span)
+        if ref.name in scope.fields:
+            return ir.FieldRef(scope.fields[ref.name], "patient", ref.span)
+        return scope.definitions.get(ref.name)
+
     def lookup(self, ref: ast.Ref, scope: _Scope) -> ir.FieldRef | ast.Define | None:
         if scope.item is not None:
             for field in scope.item.fields:
@@ -476,7 +519,11 @@ class _Checker:
             return scope.definitions[ref.name]
         if ref.name in self.rejected:
             return None  # its declaration was already reported
-        hint = did_you_mean(ref.name, scope.names())
+        if ref.name in self.derived.declared:
+            self.error("E212", ref.span, f"'{ref.name}' is a derived value, a number, and only comparisons use it",
+                       f"compare it: {ref.name} >= …")
+            return None
+        hint = did_you_mean(ref.name, [*scope.names(), *self.derived.declared])
         if hint is None:
             hint = "declare it as a patient field, or define it with 'define'"
         self.error("E201", ref.span, f"unknown field '{ref.name}'", hint)

@@ -162,11 +162,49 @@ def expand(expr: ir.Expr, definitions: Mapping[str, ir.Definition]) -> ir.Expr:
             return dataclasses.replace(expr, condition=expand(condition, definitions))
         case ir.CountCompare(condition=condition) if condition is not None:
             return dataclasses.replace(expr, condition=expand(condition, definitions))
+        case ir.NumCompare(left=left, right=right):
+            return dataclasses.replace(expr, left=_expand_num(left, definitions),
+                                       right=_expand_num(right, definitions))
         case _:
             return expr
 
 
+def _expand_num(value: ir.Num, definitions: Mapping[str, ir.Definition]) -> ir.Num:
+    """A derived value with the definitions in its choices' conditions written out."""
+    match value:
+        case ir.Arith(left=left, right=right):
+            return dataclasses.replace(value, left=_expand_num(left, definitions),
+                                       right=_expand_num(right, definitions))
+        case ir.Convert(value=inner) | ir.ValueRef(value=inner):
+            return dataclasses.replace(value, value=_expand_num(inner, definitions))
+        case ir.Choice(branches=branches, otherwise=otherwise):
+            return ir.Choice(tuple((expand(c, definitions), _expand_num(v, definitions)) for c, v in branches),
+                             _expand_num(otherwise, definitions), value.span)
+        case ir.Equivalent(dose=dose):
+            return dataclasses.replace(value, dose=_expand_num(dose, definitions))
+        case _:
+            return value
+
+
+def choice_conditions(value: ir.Num) -> list[ir.Expr]:
+    """The conditions of every choice in a derived value."""
+    match value:
+        case ir.Arith(left=left, right=right):
+            return choice_conditions(left) + choice_conditions(right)
+        case ir.Convert(value=inner) | ir.ValueRef(value=inner):
+            return choice_conditions(inner)
+        case ir.Choice(branches=branches, otherwise=otherwise):
+            out = [c for c, _ in branches]
+            for _, v in branches:
+                out += choice_conditions(v)
+            return out + choice_conditions(otherwise)
+        case ir.Equivalent(dose=dose):
+            return choice_conditions(dose)
+        case _:
+            return []
+
+
 __all__ = [
-    "FALSE", "NOWHERE", "TRUE", "Parts", "combine", "conj", "criterion_parts", "disj", "eligible", "expand",
-    "key", "line_parts", "neg", "passes", "structure",
+    "FALSE", "NOWHERE", "TRUE", "Parts", "choice_conditions", "combine", "conj", "criterion_parts", "disj",
+    "eligible", "expand", "key", "line_parts", "neg", "passes", "structure",
 ]

@@ -34,8 +34,9 @@ import itertools
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from typing import Any, assert_never
 
 import z3
 
@@ -264,6 +265,8 @@ class _Encoder:
                 return self.window(e, item)
             case ir.Quantified() | ir.CountCompare():
                 return self.quantifier(e, item)
+            case ir.NumCompare():
+                return self.num_compare(e, item)
             case _:  # a definition not written out
                 return self.unknown(e, item)
 
@@ -326,6 +329,97 @@ class _Encoder:
         if a is None or b is None:
             return self.unknown(e, item)
         return z3.And(a[1], b[1], _holds(a[0], op, b[0]))
+
+    # ---- derived values: arithmetic over rationals ----
+    def num_compare(self, e: ir.NumCompare, item: _Item | None) -> Term:
+        """Both sides as rational terms: false when an operand is none; a division by zero
+        leaves the comparison unknown, which any record may have either way (opaque)."""
+        left, right = self.num(e.left, item), self.num(e.right, item)
+        if left is None or right is None:
+            return self.unknown(e, item)
+        none = z3.Or(left[1], right[1])
+        held = z3.And(z3.Not(none), _holds(left[0], e.op, right[0]))
+        zero = z3.simplify(z3.Or(left[2], right[2]))
+        if z3.is_false(zero) or not self.possible(zero):
+            return held
+        return z3.If(zero, self.unknown(e, item), held)
+
+    def possible(self, condition: Term) -> bool:
+        """Whether some record can meet `condition`, as far as what every record has of the
+        fields used so far tells (a division by zero that no record can reach is no unknown)."""
+        probe = z3.Solver()
+        probe.set("timeout", self.solver.timeout_ms)
+        for name in self.names:
+            probe.add(*self.solver.facts.get(name, []))
+        probe.add(condition)
+        return bool(probe.check() != z3.unsat)
+
+    def num(self, v: ir.Num, item: _Item | None) -> tuple[Term, Term, Term] | None:
+        """A derived value as (its value, whether an operand is none, whether it divides by
+        zero); None when the encoding cannot reason about an operand."""
+        match v:
+            case ir.Const(value=constant):
+                assert isinstance(constant, int | Decimal | Fraction) and not isinstance(constant, bool)
+                return _real(Fraction(constant)), z3.BoolVal(False), z3.BoolVal(False)
+            case ir.FieldRef():
+                return self.num_field(v, item, None)
+            case ir.UlnOf(lab=lab, multiple=multiple):
+                return self.num_field(lab, item, Fraction(multiple))
+            case ir.Arith(op=op, left=left, right=right):
+                a, b = self.num(left, item), self.num(right, item)
+                if a is None or b is None:
+                    return None
+                none, zero = z3.Or(a[1], b[1]), z3.Or(a[2], b[2])
+                if op == "+":
+                    return a[0] + b[0], none, zero
+                if op == "-":
+                    return a[0] - b[0], none, zero
+                if op == "×":
+                    return a[0] * b[0], none, zero
+                return a[0] / b[0], none, z3.Or(zero, b[0] == 0)
+            case ir.Convert(value=inner, factor=factor_):
+                found = self.num(inner, item)
+                if found is None:
+                    return None
+                return found[0] * _real(Fraction(factor_)), found[1], found[2]
+            case ir.ValueRef(value=inner):
+                return self.num(inner, item)
+            case ir.Choice(branches=branches, otherwise=otherwise):
+                chosen = self.num(otherwise, item)
+                for condition, value in reversed(branches):
+                    branch = self.num(value, item)
+                    if chosen is None or branch is None:
+                        return None
+                    test = self.expr(condition, item)
+                    chosen = (z3.If(test, branch[0], chosen[0]), z3.If(test, branch[1], chosen[1]),
+                              z3.If(test, branch[2], chosen[2]))
+                return chosen
+            case ir.Equivalent(table=table, dose=dose, agent=agent):
+                found = self.num(dose, item)
+                var, name = self.field(agent, item)
+                if found is None or var is None or var.kind != "enum":
+                    return None
+                factor = _real(Fraction(0))  # no member is left out: the checker insists on every one
+                index = z3.Int(name)
+                for member, rate in table.factors:
+                    factor = z3.If(index == var.members.index(member), _real(Fraction(rate)), factor)
+                return found[0] * factor, z3.Or(found[1], z3.Not(self.present(var, name))), found[2]
+            case _:
+                assert_never(v)
+
+    def num_field(self, ref: ir.FieldRef, item: _Item | None, uln: Fraction | None) -> tuple[Term, Term, Term] | None:
+        """A numeric field (or `uln` × its ULN) in this version's unit of the field."""
+        var, name = self.field(ref, item)
+        if var is None or var.kind not in ("integer", "decimal", "quantity", "lab"):
+            return None
+        unit = ref.field.type.unit
+        scale = var.scales.get(unit.text, Fraction(1)) if unit is not None else Fraction(1)
+        value = z3.Real(name + "#uln") * _real(uln) if uln is not None else _variable(var, name)
+        if z3.is_int(value):
+            value = z3.ToReal(value)
+        if scale != 1:
+            value = value / _real(scale)
+        return value, z3.Not(self.present(var, name)), z3.BoolVal(False)
 
     def member(self, e: ir.Member, item: _Item | None) -> Term:
         var, name = self.field(e.value, item)
@@ -556,6 +650,11 @@ def _ranges(var: _Var, name: str) -> list[Term]:
 def _rational(value: Fraction) -> Term:
     if value.denominator == 1:
         return z3.IntVal(value.numerator)
+    return z3.RealVal(f"{value.numerator}/{value.denominator}")
+
+
+def _real(value: Fraction) -> Term:
+    """A rational as a z3 real, so that `/` divides exactly (an integer term would truncate)."""
     return z3.RealVal(f"{value.numerator}/{value.denominator}")
 
 

@@ -39,6 +39,10 @@ _TOKEN_NAMES = {
     "RPAR": "')'",
     "OPTIONAL": "'?'",
     "UNIT_OP": "'/'",
+    "PLUS": "'+'",
+    "MINUS": "'-'",
+    "TIMES": "'×'",
+    "DIVIDE": "'÷'",
     "PERCENT": "'%'",
     "CIRCUMFLEX": "'^'",
     "SUPERSCRIPT": "a power such as ² or ³",
@@ -65,7 +69,13 @@ def _describe(terminal: str) -> str:
     return f"'{terminal.lower()}'"
 
 
+# Arithmetic may follow almost any value; named in a hint only when nothing else is expected.
+_ARITHMETIC = frozenset(("PLUS", "MINUS", "TIMES", "DIVIDE"))
+
+
 def _expected_hint(expected: set[str]) -> str | None:
+    if expected - _ARITHMETIC:
+        expected = expected - _ARITHMETIC
     names = sorted({_describe(t) for t in expected if not t.startswith("__")})
     if not names:
         return None
@@ -125,6 +135,9 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, text: str) -> Diagnostic
             message=f"unexpected character {char!r}", hint=hint,
         )
     if isinstance(err, UnexpectedToken):
+        dash = _range_with_dash(err, file, text)
+        if dash is not None:
+            return dash
         token = err.token
         if token.type in ("_DEDENT", "$END") or token.line is None:
             line, column = _end_position(text, err)
@@ -149,6 +162,22 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, text: str) -> Diagnostic
         code="E003", severity="error", span=span, message="unexpected end of file",
         hint=_expected_hint(set(err.expected)),
     )
+
+
+def _range_with_dash(err: UnexpectedToken, file: str, text: str) -> Diagnostic | None:
+    """`age between 18-75` reads as a subtraction that lacks its `and`: point at the dash."""
+    if "AND" not in err.expected or err.token.line is None:
+        return None
+    line_number = err.token.line
+    line = split_lines(text)[line_number - 1] if line_number <= len(split_lines(text)) else ""
+    at = line.find("between")
+    end = (err.token.column or len(line) + 1) - 1
+    dash = line.find("-", at, end) if at >= 0 else -1
+    if dash < 0:
+        return None
+    span = ast.Span(file, line_number, dash + 1, line_number, dash + 2)
+    return Diagnostic(code="E002", severity="error", span=span, message="unexpected character '-'",
+                      hint="ranges are written 'between 10 and 35'")
 
 
 def _open_text(text: str, pos: int, file: str, line: int, column: int) -> Diagnostic | None:
@@ -288,6 +317,8 @@ class _Builder:
         records: list[ast.RecordDecl] = []
         patients: list[ast.PatientDecl] = []
         defines: list[ast.Define] = []
+        values: list[ast.DefineValue] = []
+        equivalences: list[ast.EquivalenceDecl] = []
         inclusion: list[ast.Criterion] = []
         exclusion: list[ast.Criterion] = []
         for child in tree.children:
@@ -311,12 +342,16 @@ class _Builder:
                 patients.append(ast.PatientDecl(self.fields(child.children), self.span(child)))
             elif kind in ("define", "define_block"):
                 defines.append(self.define(child))
+            elif kind == "define_value":
+                values.append(self.define_value(child))
+            elif kind == "equivalence_decl":
+                equivalences.append(self.equivalence(child))
             elif kind in ("inclusion", "exclusion"):
                 crits = [self.criterion(c) for c in child.children if isinstance(c, Tree)]
                 (inclusion if kind == "inclusion" else exclusion).extend(crits)
         return ast.Module(
             self.file, header, tuple(imports), tuple(enums), tuple(records), tuple(patients),
-            tuple(defines), tuple(inclusion), tuple(exclusion),
+            tuple(defines), tuple(inclusion), tuple(exclusion), tuple(values), tuple(equivalences),
         )
 
     def opt_text(self, token: object) -> str | None:
@@ -400,6 +435,26 @@ class _Builder:
         else:
             body = tuple(self.body_line(b) for b in rest if isinstance(b, Tree))
         return ast.Define(str(name), self.opt_text(label), body, self.span(tree))
+
+    def define_value(self, tree: Tree[Token]) -> ast.DefineValue:
+        name, label, unit_tree, sign, value = tree.children
+        unit = self.unit(unit_tree) if isinstance(unit_tree, Tree) else None
+        if str(sign) != "=":
+            self.diagnostics.error("E003", self.span(sign), f"unexpected '{sign}'",
+                                   "a derived value is defined with '=': define bmi \"Body-mass index\" = …")
+        return ast.DefineValue(str(name), self.opt_text(label), unit, self.expr(value), self.span(tree))
+
+    def equivalence(self, tree: Tree[Token]) -> ast.EquivalenceDecl:
+        name, label, enum, *rows = tree.children
+        assert isinstance(enum, Token)
+        built = []
+        for row in rows:
+            assert isinstance(row, Tree)
+            member, factor = row.children
+            assert isinstance(member, Token)
+            built.append((ast.Ref(str(member), self.span(member)), self.number(factor)))
+        return ast.EquivalenceDecl(str(name), self.opt_text(label), ast.Ref(str(enum), self.span(enum)),
+                                   tuple(built), self.span(tree))
 
     def criterion(self, tree: Tree[Token]) -> ast.Criterion:
         ident, title, combine, applies, *items = tree.children
@@ -567,8 +622,24 @@ class _Builder:
             return ast.Ref(str(c[0]), span)
         if kind == "number":
             return self.number(c[0])
-        if kind == "quantity":
+        if kind in _ARITH:
+            left, _, right = c
+            return ast.Arith(_ARITH[kind].get(str(c[1]), str(c[1])), self.term(left), self.term(right), span)
+        if kind == "number_in":
             unit_tree = c[1]
+            assert isinstance(unit_tree, Tree)
+            return ast.NumberIn(self.expr(c[0]), self.unit(unit_tree), span)
+        if kind == "equivalent":
+            table, dose, agent = c
+            assert isinstance(table, Token) and isinstance(agent, Token)
+            return ast.Equivalent(ast.Ref(str(table), self.span(table)), self.term(dose),
+                                  ast.Ref(str(agent), self.span(agent)), span)
+        if kind == "choice":
+            *pairs, last = c
+            branches = tuple((self.expr(pairs[i]), self.expr(pairs[i + 1])) for i in range(0, len(pairs), 2))
+            return ast.Choice(branches, self.expr(last), span)
+        if kind == "quantity":
+            unit_tree = c[-1]
             assert isinstance(unit_tree, Tree)
             return ast.QuantityLit(self.number(c[0]), self.unit(unit_tree), span)
         if kind == "uln":
@@ -600,6 +671,12 @@ class _Builder:
                 ast.Ref(str(name), self.span(name)), cond, span,
             )
         raise AssertionError(f"unknown expression node {kind}")
+
+    def term(self, node: object) -> ast.Expr:
+        """An operand of arithmetic: a bare number is a token here, anything else a tree."""
+        if isinstance(node, Token):
+            return self.number(node)
+        return self.expr(node)
 
     def expr_list(self, tree: object) -> tuple[ast.Expr, ...]:
         assert isinstance(tree, Tree)
@@ -634,6 +711,12 @@ class _Builder:
 
 _OPS = {">=": ">=", "≥": ">=", "<=": "<=", "≤": "<=", ">": ">", "<": "<", "=": "=",
         "!=": "!=", "≠": "!="}
+
+# The arithmetic rules, with each operator's spellings and the one the AST keeps.
+_ARITH: dict[str, dict[str, str]] = {
+    "add": {"+": "+"}, "subtract": {"-": "-"},
+    "multiply": {"×": "×", "*": "×"}, "divide": {"÷": "÷", "/": "÷"},
+}
 
 _MEMBERSHIP = {
     "is_member": "is", "is_not_member": "is_not", "is_any_of": "is_any",

@@ -31,6 +31,7 @@ from crit.driver import Loaded, display_path
 from crit.english import describe, describe_type
 from crit.files import GENERATED_MARK, UnsafeWrite, is_generated, same_file, write_atomic
 from crit.logic import TRUE, Solver, eligible, expand, key, neg
+from crit.logic.formula import choice_conditions
 from crit.pipeline import compile_or_fail, evaluator, read_records
 from crit.process import EXIT_USAGE
 
@@ -354,6 +355,10 @@ def _signs(protocol: ir.Protocol) -> dict[object, set[int]]:
                     walk(condition, s)
             case ir.DefinitionRef(name=name):
                 out.setdefault(("define", name), set()).add(sign)
+            case ir.NumCompare(left=left, right=right):  # a choice's condition moves a threshold either way
+                for condition in choice_conditions(left) + choice_conditions(right):
+                    walk(condition, sign)
+                    walk(condition, -sign)
             case _:
                 pass
 
@@ -582,7 +587,7 @@ def _fields(what: str, old: Sequence[ir.Field], new: Sequence[ir.Field]) -> list
             out.append(Change(f"{what} {name}: label", a.label or "—", b.label or "—"))
         bounds = [(f.plausible.low, f.plausible.high) if f.plausible is not None else None for f in (a, b)]
         if bounds[0] != bounds[1]:  # the values a record may hold changed (not only how they are written)
-            shown = [f.plausible.text if f.plausible is not None else "—" for f in (a, b)]
+            ranges = [f.plausible.text if f.plausible is not None else "—" for f in (a, b)]
             out.append(Change(f"{what} {name}: plausible range", shown[0], shown[1]))
     return out
 

@@ -252,7 +252,7 @@ def _hugs(before: Token, before_group: int, token: Token, group: int) -> bool:
         return True
     if token.type in _NO_SPACE_BEFORE or before.type == "LPAR":
         return True
-    return token.type == "LPAR" and str(before) in _CALLS
+    return token.type == "LPAR" and (str(before) in _CALLS or before.type == "NAME")  # NAME(: a table
 
 
 def _tidy_blank_lines(lines: list[_Out | None]) -> list[_Out]:
