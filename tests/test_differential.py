@@ -177,6 +177,9 @@ CONSTRUCTS = (
     "nested quantifier", "when-gated part under requires at least", "when-gated part under requires any",
     "field compared with a field", "date literal anchor", "reversed between", "lb also kg", "in also cm",
     "list of Item?",
+    # issue 10, time: strict windows, recorded none, intervals, dated results, distinct counts
+    "less than", "more than", "recorded", "overlaps", "ongoing at", "lasted at least", "lasted more than",
+    "lasted less than", "lasted at most", ": interval", "measured within", "count(different",
 )
 
 

@@ -122,6 +122,7 @@ def test_every_type_kind_has_english() -> None:
     assert shown == {
         "bool": "yes or no", "integer": "whole number", "decimal": "number", "text": "text", "date": "date",
         "titer": "titer (1:N)", "judgment": "judgment (recorded by the investigator)",
+        "interval": "interval (start, and end or ongoing)",
         "quantity": "quantity in g/L", "lab": "lab value in g/L with its own ULN",
         "enum": "one of Dx", "set": "set of Dx", "list": "list of Drug",
     }

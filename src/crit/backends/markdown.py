@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from crit import ir, templating
-from crit.english import count_heading, describe, describe_type
+from crit.english import count_heading, describe, describe_field_type
 
 _READING_GUIDE = (
     "A patient is eligible when every inclusion criterion that applies is met and no exclusion "
@@ -165,7 +165,7 @@ def _glossary(protocol: ir.Protocol) -> list[_Table]:
 
 def _field_rows(fields: tuple[ir.Field, ...]) -> tuple[tuple[str, ...], ...]:
     return tuple(
-        (code_span(f.name), _cell(f.label), inline(describe_type(f.type)),
+        (code_span(f.name), _cell(f.label), inline(describe_field_type(f)),
          "optional (null means none)" if f.optional else "required")
         for f in fields
     )

@@ -262,6 +262,10 @@ class _Encoder:
                 return self.member(e, item)
             case ir.Window():
                 return self.window(e, item)
+            case ir.NoneRecorded():
+                return self.none_recorded(e, item)
+            case ir.Overlaps() | ir.OngoingAt() | ir.Lasted():
+                return self.interval(e, item)
             case ir.Quantified() | ir.CountCompare():
                 return self.quantifier(e, item)
             case _:  # a definition not written out
@@ -351,12 +355,38 @@ class _Encoder:
             return self.unknown(e, item)
         amount = -e.amount if e.direction == "before" else e.amount
         edge = self.shifted(e.anchor, anchor[0], amount, e.unit, item)
-        day, start = value[0], anchor[0]
-        if e.kind == "within":
-            inside = z3.And(edge <= day, day <= start) if amount < 0 else z3.And(start <= day, day <= edge)
+        return z3.And(value[1], anchor[1], _inside(e.kind, value[0], anchor[0], edge, amount < 0))
+
+    def none_recorded(self, e: ir.NoneRecorded, item: _Item | None) -> Term:
+        var, name = self.field(e.value, item)
+        if var is None:
+            return self.unknown(e, item)
+        return z3.Bool(name + "#none") if var.optional else z3.BoolVal(False)
+
+    def interval(self, e: ir.Overlaps | ir.OngoingAt | ir.Lasted, item: _Item | None) -> Term:
+        """An interval is two dates, its start and its end (the calendar's last day: ongoing)."""
+        var, name = self.field(e.value, item)
+        anchor = self.term(e.anchor, item, e.value) if isinstance(e.anchor, ir.Const) else None
+        if isinstance(e.anchor, ir.FieldRef):
+            anchor_var, anchor_name = self.field(e.anchor, item)
+            anchor = None if anchor_var is None else (_variable(anchor_var, anchor_name),
+                                                      self.present(anchor_var, anchor_name))
+        if var is None or var.kind != "interval" or anchor is None:
+            return self.unknown(e, item)
+        start, end, day = z3.Int(name + "#start"), z3.Int(name + "#end"), anchor[0]
+        if isinstance(e, ir.OngoingAt):
+            held = z3.And(start <= day, day <= end)
+        elif isinstance(e, ir.Overlaps):
+            amount = -e.amount if e.direction == "before" else e.amount
+            edge = self.shifted(e.anchor, day, amount, e.unit, item)
+            first, last = (edge, day) if amount < 0 else (day, edge)
+            held = z3.And(start <= last, end >= first)
         else:
-            inside = day <= edge if amount < 0 else day >= edge
-        return z3.And(value[1], anchor[1], inside)
+            edge = self.shifted(e.value, start, e.amount, e.unit, item)
+            last = z3.If(end < day, end, day)
+            held = {"at_least": edge <= last, "more_than": edge < last, "less_than": last < edge,
+                    "at_most": last <= edge}[e.kind]
+        return z3.And(self.present(var, name), anchor[1], held)
 
     def shifted(self, anchor: ir.Value, day: Term, amount: int, unit: str, item: _Item | None) -> Term:
         """The anchor moved by `amount` units, clamped to the calendar as the runtime does."""
@@ -543,6 +573,9 @@ def _ranges(var: _Var, name: str) -> list[Term]:
     if var.kind == "date":
         day = z3.Int(name)
         return [day >= _FIRST_DAY, day <= _LAST_DAY]
+    if var.kind == "interval":
+        start, end = z3.Int(name + "#start"), z3.Int(name + "#end")
+        return [start >= _FIRST_DAY, start <= end, end <= _LAST_DAY]
     if var.kind == "titer":
         return [z3.Int(name) >= 1]
     if var.kind == "enum":
@@ -600,9 +633,19 @@ def _window_holds(e: ir.Window) -> bool:
     assert isinstance(day, datetime.date) and isinstance(anchor, datetime.date)
     amount = -e.amount if e.direction == "before" else e.amount
     edge = _shift(anchor, amount, e.unit)
-    if amount < 0:
-        return edge <= day <= anchor if e.kind == "within" else day <= edge
-    return anchor <= day <= edge if e.kind == "within" else day >= edge
+    held: bool = _inside(e.kind, day, anchor, edge, amount < 0)
+    return held
+
+
+def _inside(kind: str, day: Any, anchor: Any, edge: Any, before: bool) -> Any:
+    """A date in a window from its anchor to its edge (dates or z3 terms): `within` and `at
+    least` inclusive at the edge, `less than` and `more than` strict; the anchor always in."""
+    both = z3.And if not isinstance(day, datetime.date) else (lambda a, b: a and b)
+    if before:
+        return {"within": both(edge <= day, day <= anchor), "less_than": both(edge < day, day <= anchor),
+                "at_least": day <= edge, "more_than": day < edge}[kind]
+    return {"within": both(anchor <= day, day <= edge), "less_than": both(anchor <= day, day < edge),
+            "at_least": day >= edge, "more_than": day > edge}[kind]
 
 
 __all__ = ["DEFAULT_TIMEOUT_MS", "MAX_ITEM_CONDITIONS", "Outcome", "Solver"]
