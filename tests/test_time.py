@@ -216,3 +216,13 @@ def test_the_solver_decides_strict_windows_intervals_and_none() -> None:
     # ongoing at screening implies overlapping the week before it
     assert solver.implies(by_id["I5"], by_id["I4"]) is True
     assert solver.implies(by_id["I4"], by_id["I5"]) is False
+
+
+def test_a_dated_result_waiting_for_its_anchor_asks_for_the_anchor(outcomes: Outcomes) -> None:
+    interpreter = Interpreter(compile_text(SOURCE))
+    result = interpreter.evaluate({"hemoglobin": {"value": 120, "measured": "2025-06-30"}})
+    assert result.outcome("I9").value == "unknown"
+    assert "screening" in result.missing and "hemoglobin" not in result.missing
+    stale = interpreter.evaluate({"screening": "2025-07-01", "hemoglobin": {"value": 120, "measured": "2025-05-30"}})
+    assert "hemoglobin" in stale.missing
+    assert outcomes({"hemoglobin": {"value": 120, "measured": "2025-06-30"}})["I9"] == "met"

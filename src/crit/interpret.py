@@ -464,7 +464,7 @@ def different(e: ir.DistinctCount, items: Any, path: str, test: Callable[[Any, s
     verdict = count_verdict(e.op, e.number, low, high)
     shown = sorted({rt.show(key) for _, key, _ in sure if key is not None})
     matching = sum(1 for _, _, fact in rows if fact.value is True)
-    reason = (f"{len(shown)} different {name} ({', '.join(shown) or 'none'}) among {matching} of "
+    reason = (f"{name}: {len(shown)} different ({', '.join(shown) or 'none'}) among {matching} of "
               f"{len(rows)} {path} that match, needs {_SHOWN[e.op]} {e.number}")
     if verdict is not None:
         return Fact(verdict, reason)
@@ -667,7 +667,9 @@ class Interpreter:
             return env.item[v.field.name], path_of(v, env.item_path)
         if v.field.measured is not None:
             anchor = env.patient[v.field.measured.anchor]
-            return fresh(env.patient[v.field.name], v.field.measured, anchor), v.field.name
+            value = env.patient[v.field.name]
+            waiting = isinstance(value, rt.Dated) and anchor is None  # the anchor date is what is missing
+            return fresh(value, v.field.measured, anchor), v.field.measured.anchor if waiting else v.field.name
         return env.patient[v.field.name], v.field.name
 
     def expr(self, e: ir.Expr, env: _Env) -> Fact:

@@ -546,6 +546,12 @@ def fresh(value: Any, amount: int, unit: str, direction: str, anchor: datetime.d
     return value.value
 
 
+def fresh_path(value: Any, anchor: Any, path: str, anchor_path: str) -> str:
+    """The fact to collect when a dated result is unknown: its anchor date when that is missing,
+    else the result itself (missing, or measured outside its window: a current one is needed)."""
+    return anchor_path if type(value) is Dated and anchor is None else path
+
+
 _FAR_END = datetime.date.max  # an ongoing interval's end: it has not ended
 
 
@@ -872,7 +878,7 @@ def _plain(screening: Screening) -> Screening:
 #                ("overlaps", value, amount, unit, direction, anchor, text)
 #                ("lasted", value, kind, amount, unit, anchor, text)
 #                ("different", items, op, n, key attr, members, key name, c or None)
-#                ("pd", attr, name, amount, unit, direction, anchor attr) a dated patient result
+#                ("pd", attr, name, amount, unit, direction, anchor attr, anchor name) a dated result
 #                ("not", c)  ("and" | "or", (c, …))  ("at_least", n, (c, …))
 #                ("any" | "all", items, c or None)  ("count", items, op, n, c or None)
 #   lines        a condition, or ("when", c, (line, …))
@@ -965,8 +971,9 @@ def _value(ref: tuple[Any, ...], scope: _Scope) -> tuple[Any, str]:
     if ref[0] == "p":
         return getattr(scope.p, ref[1]), ref[2]
     if ref[0] == "pd":  # a dated result: its value if measured in its window
-        _, attr, name, amount, unit, direction, anchor = ref
-        return fresh(getattr(scope.p, attr), amount, unit, direction, getattr(scope.p, anchor)), name
+        _, attr, name, amount, unit, direction, anchor, anchor_name = ref
+        value, day = getattr(scope.p, attr), getattr(scope.p, anchor)
+        return fresh(value, amount, unit, direction, day), fresh_path(value, day, name, anchor_name)
     return getattr(scope.it, ref[1]), f"{scope.at}.{ref[2]}"
 
 
@@ -1152,11 +1159,11 @@ def _quantified(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
 
 def _different(seq: Sequence[Any], key: str, key_name: str, facts: dict[str, Reasoned], op: str, number: int,
                path: str, result: Tri) -> str:
-    """`2 different agent among 3 of 4 treatments that match (cyclophosphamide, rituximab), needs ≥ 2`."""
+    """`agent: 2 different (cyclophosphamide, rituximab) among 3 of 4 treatments that match, needs ≥ 2`."""
     counted = sorted({show(getattr(item, key)) for (v, _), item in zip(facts.values(), seq, strict=True)
                       if v is True and getattr(item, key) is not None and getattr(item, key) is not NONE})
     matching = sum(1 for v, _ in facts.values() if v is True)
-    reason = (f"{len(counted)} different {key_name} ({', '.join(counted) or 'none'}) among {matching} of "
+    reason = (f"{key_name}: {len(counted)} different ({', '.join(counted) or 'none'}) among {matching} of "
               f"{len(facts)} {path} that match, needs {_SHOWN[op]} {number}")
     if type(result) is bool:
         return reason

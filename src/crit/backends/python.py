@@ -240,8 +240,9 @@ class _Writer:
             return f"it.{attr}", f"at + {'.' + v.field.name!r}"
         m = v.field.measured
         if m is not None:  # a dated result: its value only if measured in its window
-            return (flat(call("fresh", f"p.{attr}", repr(m.amount), repr(m.unit), repr(m.direction),
-                              f"p.{py_name(m.anchor)}")), repr(v.field.name))
+            anchor = f"p.{py_name(m.anchor)}"
+            return (flat(call("fresh", f"p.{attr}", repr(m.amount), repr(m.unit), repr(m.direction), anchor)),
+                    flat(Call("fresh_path", (f"p.{attr}", anchor, repr(v.field.name), repr(m.anchor)))))
         return f"p.{attr}", repr(v.field.name)
 
     def ref(self, v: ir.Value) -> str:
@@ -252,7 +253,7 @@ class _Writer:
         m = v.field.measured
         if m is not None and v.scope == "patient":
             return (f"('pd', {py_name(v.field.name)!r}, {v.field.name!r}, {m.amount!r}, {m.unit!r}, "
-                    f"{m.direction!r}, {py_name(m.anchor)!r})")
+                    f"{m.direction!r}, {py_name(m.anchor)!r}, {m.anchor!r})")
         return f"({'it' if v.scope == 'item' else 'p'!r}, {py_name(v.field.name)!r}, {v.field.name!r})"
 
     def members(self, e: ir.Member) -> str:

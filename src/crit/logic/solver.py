@@ -109,6 +109,8 @@ class Solver:
         self.asserted: set[str] = set()  # the variables whose facts z3 holds
         self.indicators: dict[object, tuple[Term, frozenset[str], bool]] = {}  # a condition's switch
         self.item_conditions: dict[str, dict[object, ir.Expr]] = {}
+        self.distinct: dict[str, set[object]] = {}  # a list → the (key, condition) of its distinct counts
+        self.different: dict[object, int] = {}  # a distinct count's signature → its variable's number
         self.lists: dict[str, _ListDescription | None] = {}
         self.z3 = z3.Solver()  # one for every question: each condition is switched on by a literal
         if rlimit:
@@ -130,6 +132,9 @@ class Solver:
         """Note the conditions on list items; True if one is new (a list description to redo)."""
         new = False
         for node in _quantifiers(condition):
+            if isinstance(node, ir.DistinctCount) and node.items.scope == "patient":
+                self.distinct.setdefault(node.items.field.name, set()).add(
+                    (node.key.name, None if node.condition is None else key(node.condition)))
             if node.items.scope == "patient" and node.condition is not None:
                 known = self.item_conditions.setdefault(node.items.field.name, {})
                 new = new or key(node.condition) not in known
@@ -268,6 +273,8 @@ class _Encoder:
                 return self.interval(e, item)
             case ir.Quantified() | ir.CountCompare():
                 return self.quantifier(e, item)
+            case ir.DistinctCount():
+                return self.distinct_count(e, item)
             case _:  # a definition not written out
                 return self.unknown(e, item)
 
@@ -423,6 +430,32 @@ class _Encoder:
             return z3.BoolVal(True)
         return description.count(e.condition, holding=False) == 0
 
+    def distinct_count(self, e: ir.DistinctCount, item: _Item | None) -> Term:
+        """How many different keys the items meeting the condition hold: any number from 1 (0 with
+        no such item) to how many there are, at most an enum's members. Exact when nothing else
+        asked of the list's items mentions the key and the list has this one distinct count (the
+        keys are then free to repeat or differ); otherwise only the bounds are known, which keeps
+        "no patient" a proof but makes "some patient" no witness (opaque)."""
+        if e.items.scope != "patient" or item is not None:
+            return self.unknown(e, item)
+        description = self.description(e.items)
+        if description is None:
+            return self.unknown(e, item)
+        name = e.items.field.name
+        mentioned = any(isinstance(n, ir.FieldRef) and n.scope == "item" and n.field.name == e.key.name
+                        for c in self.solver.item_conditions.get(name, {}).values() for n in ir.walk(c))
+        if mentioned or len(self.solver.distinct.get(name, ())) > 1:
+            self.opaque = True
+        matching = description.count(e.condition)
+        signature = (description.name, e.key.name, None if e.condition is None else key(e.condition))
+        found = self.solver.different.setdefault(signature, len(self.solver.different))
+        different = z3.Int(f"{description.name}#different#{e.key.name}#{found}")
+        bounds = [different <= matching, z3.Implies(matching >= 1, different >= 1),
+                  z3.Implies(matching == 0, different == 0)]
+        if e.key.type.kind == "enum" and e.key.type.enum is not None:
+            bounds.append(different <= len(e.key.type.enum.members))
+        return z3.And(*bounds, _holds(different, e.op, z3.IntVal(e.number)))
+
     def description(self, items: ir.FieldRef) -> _ListDescription | None:
         name = items.field.name
         lists = self.solver.lists
@@ -546,10 +579,10 @@ def _criterion_exprs(c: ir.Criterion) -> Iterator[ir.Expr]:
             pending += item.body
 
 
-def _quantifiers(expr: ir.Expr) -> Iterator[ir.Quantified | ir.CountCompare]:
+def _quantifiers(expr: ir.Expr) -> Iterator[ir.Quantified | ir.CountCompare | ir.DistinctCount]:
     """The quantifiers over lists in a condition (not those inside a list item's condition)."""
     match expr:
-        case ir.Quantified() | ir.CountCompare():
+        case ir.Quantified() | ir.CountCompare() | ir.DistinctCount():
             yield expr
         case ir.Not(operand=operand):
             yield from _quantifiers(operand)
