@@ -1114,7 +1114,7 @@ def _interval(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
         return result, _unknown(result)
     if value is NONE or anchor is NONE:
         return result, f"{path if value is NONE else anchor_path}: none recorded"
-    return result, f"{path} {show(value)} {words} {anchor_path or 'the date'} {anchor.isoformat()}"
+    return result, f"{path} ({show(value)}) {words} {anchor_path or 'the date'} {anchor.isoformat()}"
 
 
 def _quantified(node: tuple[Any, ...], scope: _Scope) -> Reasoned:

@@ -381,7 +381,7 @@ def _interval_fact(period: Any, anchor: Any, path: str, anchor_path: str,
     held = decide(period, anchor)
     if held is None:
         return _unknown((f"{path}.end",))
-    return Fact(held, f"{path} {rt.show(period)} {words(held)} {anchor_path or 'the date'} {anchor.isoformat()}")
+    return Fact(held, f"{path} ({rt.show(period)}) {words(held)} {anchor_path or 'the date'} {anchor.isoformat()}")
 
 
 def overlaps(period: Any, e: ir.Overlaps, anchor: Any, path: str, anchor_path: str) -> Fact:
