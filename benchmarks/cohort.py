@@ -70,9 +70,10 @@ def eligible(rng: random.Random, number: int) -> Record:
         "collection_feasible": True,
         "collection_contraindicated": False,
         "childbearing_potential": childbearing,
+        "reproductive_potential": childbearing or sex == "male",
         "prior_car_t": False,
         "severe_disorders": [],
-        "last_systemic_infection": None if rng.random() < 0.7 else _day(screening, -rng.randint(10, 900)),
+        "systemic_infection": None if rng.random() < 0.7 else _ended(rng, screening, 10, 900, 8),
         "hbsag": "negative",
         "hbcab": "negative" if rng.random() < 0.85 else "positive",
         "hcv_antibody": "negative",
@@ -84,7 +85,7 @@ def eligible(rng: random.Random, number: int) -> Record:
         "breastfeeding": False,
         "pregnancy_planned": False,
         "malignancies": [],
-        "last_other_study": None if rng.random() < 0.85 else _day(screening, -rng.randint(100, 2000)),
+        "other_study": None if rng.random() < 0.85 else _ended(rng, screening, 100, 2000, 95),
         "unsuitable": False,
     }
     hemoglobin = round(rng.uniform(75, 150), 0)
@@ -95,6 +96,7 @@ def eligible(rng: random.Random, number: int) -> Record:
         r["hbv_dna"] = {"value": rng.randint(0, 15), "uln": 20}
     if childbearing:
         r["urine_pregnancy_test"] = "negative"
+    if r["reproductive_potential"]:
         r["contraception_agreed"] = True
     if rng.random() < 0.05:
         r["malignancies"] = [{"kind": "basal_cell_skin", "adequately_treated": True, "radical_surgery": None}]
@@ -102,13 +104,20 @@ def eligible(rng: random.Random, number: int) -> Record:
     return r
 
 
+def _ended(rng: random.Random, screening: datetime.date, low: int, high: int, clear: int) -> Record:
+    """An interval that began `low` to `high` days before screening and ended at least `clear` days before it."""
+    back = rng.randint(low, high)
+    return {"start": _day(screening, -back), "end": _day(screening, -back + rng.randint(0, min(30, back - clear)))}
+
+
 def _treatments(rng: random.Random, screening: datetime.date) -> list[Record]:
     out = []
+    agents = rng.sample(AGENTS, len(AGENTS))  # a different agent for each course: two of one count once
     start = screening - datetime.timedelta(days=rng.randint(900, 3000))
     for _ in range(rng.choice((2, 2, 3))):
         days = rng.randint(200, 700)
         end = min(start + datetime.timedelta(days=days), screening)
-        out.append({"agent": rng.choice(AGENTS), "immunosuppressive": True, "start": start.isoformat(),
+        out.append({"agent": agents[len(out) % len(agents)], "immunosuppressive": True, "start": start.isoformat(),
                     "end": end.isoformat()})
         start = end + datetime.timedelta(days=rng.randint(0, 60))
         if start >= screening:
@@ -175,13 +184,14 @@ FAILURES: dict[str, Callable[[Record, random.Random], None]] = {
     "I5.4 bilirubin": lambda r, g: r.update(bilirubin={"value": g.randint(43, 90), "uln": 21}),
     "E1 CAR-T": lambda r, g: r.update(prior_car_t=True),
     "E2 severe disorder": lambda r, g: r.update(severe_disorders=["cardiac"], disorder_outweighs=True),
-    "E3 infection": lambda r, g: r.update(last_systemic_infection=_days_before(r, 0, 7, g)),
+    "E3 infection": lambda r, g: r.update(systemic_infection={"start": _days_before(r, 0, 30, g), "ongoing": True}),
     "E4 HBV": lambda r, g: r.update(hbcab="positive", hbv_dna={"value": g.randint(100, 5000), "uln": 20}),
     "E4 syphilis": lambda r, g: r.update(syphilis="positive"),
     "E5 live vaccine": lambda r, g: r.update(last_live_vaccine=_days_before(r, 0, 28, g)),
     "E6 pregnancy planned": lambda r, g: r.update(pregnancy_planned=True),
     "E7 malignancy": lambda r, g: r.update(malignancies=[{"kind": "other", "adequately_treated": True}]),
-    "E8 other study": lambda r, g: r.update(last_other_study=_days_before(r, 0, 80, g)),
+    "E8 other study": lambda r, g: r.update(other_study={"start": _days_before(r, 100, 400, g),
+                                                          "end": _days_before(r, 0, 80, g)}),
     "E9 unsuitable": lambda r, g: r.update(unsuitable=True),
 }
 _FAILURE_WEIGHTS = {"I1 age": 3, "I3 one course only": 4, "I3 activity": 6, "I4 ECOG": 3, "I5.1 hemoglobin": 2,

@@ -117,6 +117,23 @@ def date(raw: Any) -> datetime.date:
         raise Invalid("not a real date") from None
 
 
+class Period(NamedTuple):
+    start: datetime.date
+    end: datetime.date | None  # None: ongoing if `ongoing`, else not recorded
+    ongoing: bool
+
+
+def interval(raw: Any) -> Period:
+    if not isinstance(raw, dict) or raw.get("start") is None or set(raw) - {"start", "end", "ongoing"}:
+        raise Invalid("expected an interval")
+    start = date(raw["start"])
+    end = None if raw.get("end") is None else date(raw["end"])
+    ongoing = False if raw.get("ongoing") is None else boolean(raw["ongoing"])
+    if (ongoing and end is not None) or (end is not None and end < start):
+        raise Invalid("not an interval")
+    return Period(start, end, ongoing)
+
+
 def titer(raw: Any) -> int:
     match = _TITER.fullmatch(raw) if isinstance(raw, str) else None
     if match is None:
@@ -203,16 +220,17 @@ FIELDS: dict[str, Callable[[Any], Any]] = {
     "platelets": quantity("10^9/L", **{"10_3_per_uL": "1"}), "lvef": quantity("%"), "ecg_normal": boolean,
     "egfr": quantity("mL/min/1.73m2"), "ast": lab("U/L"), "alt": lab("U/L"), "bilirubin": lab("umol/L"),
     "collection_feasible": boolean, "collection_contraindicated": boolean, "childbearing_potential": boolean,
+    "reproductive_potential": boolean,
     "urine_pregnancy_test": POSITIVE, "contraception_agreed": boolean, "prior_car_t": boolean,
     "severe_disorders": set_of("cardiac", "hepatic", "pulmonary", "hematologic", "endocrine"),
-    "disorder_outweighs": boolean, "last_systemic_infection": date, "hbsag": POSITIVE, "hbcab": POSITIVE,
+    "disorder_outweighs": boolean, "systemic_infection": interval, "hbsag": POSITIVE, "hbcab": POSITIVE,
     "hbv_dna": lab("IU/mL"), "hcv_antibody": POSITIVE, "hcv_rna": lab("IU/mL"), "hiv_antibody": POSITIVE,
     "syphilis": POSITIVE, "cmv_dna": POSITIVE, "last_live_vaccine": date, "pregnant": boolean,
     "breastfeeding": boolean, "pregnancy_planned": boolean,
-    "malignancies": items(MALIGNANCY, frozenset({"radical_surgery"})), "last_other_study": date,
+    "malignancies": items(MALIGNANCY, frozenset({"radical_surgery"})), "other_study": interval,
     "unsuitable": boolean,
 }
-OPTIONAL = frozenset({"last_systemic_infection", "last_live_vaccine", "last_other_study"})
+OPTIONAL = frozenset({"systemic_infection", "last_live_vaccine", "other_study"})
 
 
 def fields_of(raw: Any, fields: dict[str, Callable[[Any], Any]], optional: frozenset[str],
@@ -356,6 +374,42 @@ def at_least_after(value: Any, amount: int, unit: str, anchor: Any) -> Any:
     return value >= shift(anchor, amount, unit)
 
 
+def overlaps_before(value: Any, amount: int, unit: str, anchor: Any) -> Any:
+    """`value overlaps amount unit before anchor`: the interval meets [anchor - amount, anchor]."""
+    if value is None or anchor is None:
+        return None
+    if value is NONE or anchor is NONE:
+        return False
+    first = shift(anchor, -amount, unit)
+    if value.start > anchor:
+        return False
+    if value.ongoing or value.start >= first:
+        return True
+    return None if value.end is None else value.end >= first
+
+
+def count_different_at_least(agents: Iterable[tuple[Any, Any]], number: int) -> Any:
+    """`count(different agent in … where …) >= number` over (condition, agent) pairs."""
+    sure: set[Any] = set()
+    maybe: set[Any] = set()
+    blanks = sure_blank = 0
+    for condition, agent in agents:
+        if condition is False or agent is NONE:
+            continue
+        if agent is None:
+            blanks += 1
+            sure_blank += condition is True
+        elif condition is True:
+            sure.add(agent)
+        else:
+            maybe.add(agent)
+    low = len(sure) or min(sure_blank, 1)
+    high = len(sure | maybe) + blanks
+    if low >= number:
+        return True
+    return False if high < number else None
+
+
 def count_at_least(values: Iterable[Any], number: int) -> Any:
     """`count(…) >= number` over items some of which may be unknown."""
     low = high = 0
@@ -395,8 +449,9 @@ class Definitions:
         if courses is None:
             count = None
         else:
-            count = count_at_least((and3(truth(t["immunosuppressive"]),
-                                         at_least_after(t["end"], 6, "months", t["start"])) for t in courses), 2)
+            count = count_different_at_least(
+                ((and3(truth(t["immunosuppressive"]), at_least_after(t["end"], 6, "months", t["start"])), t["agent"])
+                 for t in courses), 2)
         return or3(count, truth(r["intolerant_to_standard_therapy"]), truth(r["relative_contraindication"]))
 
     def csm(self) -> tuple[Any, ...]:
@@ -460,8 +515,8 @@ def i5_parts(r: dict[str, Any], d: Definitions) -> tuple[Any, ...]:
             ge(r["egfr"], 30),
             and3(uln(r["ast"], "<=", D3), uln(r["alt"], "<=", D3), uln(r["bilirubin"], "<=", D2)),
             and3(truth(r["collection_feasible"]), not3(truth(r["collection_contraindicated"]))),
-            when(truth(r["childbearing_potential"]),
-                 and3(is_(r["urine_pregnancy_test"], "negative"), truth(r["contraception_agreed"]))),
+            and3(when(truth(r["childbearing_potential"]), is_(r["urine_pregnancy_test"], "negative")),
+                 when(truth(r["reproductive_potential"]), truth(r["contraception_agreed"]))),
             truth(r["consent_signed"]))
 
 
@@ -474,7 +529,7 @@ def e2(r: dict[str, Any], d: Definitions) -> Any:
 
 
 def e3(r: dict[str, Any], d: Definitions) -> Any:
-    return within_before(r["last_systemic_infection"], 1, "weeks", r["screening"])
+    return overlaps_before(r["systemic_infection"], 1, "weeks", r["screening"])
 
 
 def e4(r: dict[str, Any], d: Definitions) -> Any:
@@ -505,7 +560,7 @@ def e7(r: dict[str, Any], d: Definitions) -> Any:
 
 
 def e8(r: dict[str, Any], d: Definitions) -> Any:
-    return within_before(r["last_other_study"], 3, "months", r["screening"])
+    return overlaps_before(r["other_study"], 3, "months", r["screening"])
 
 
 def e9(r: dict[str, Any], d: Definitions) -> Any:

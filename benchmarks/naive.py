@@ -86,7 +86,7 @@ class NaiveWalker:
     def _reader(self, t: ir.Type) -> Callable[[object, str, list[rt.Problem]], Any]:
         simple: dict[str, Any] = {"bool": rt.read_bool, "judgment": rt.read_bool, "integer": rt.read_integer,
                                   "decimal": rt.read_decimal, "text": rt.read_text, "date": rt.read_date,
-                                  "titer": rt.read_titer}
+                                  "titer": rt.read_titer, "interval": rt.read_interval}
         if t.kind in simple:
             return simple[t.kind]  # type: ignore[no-any-return]
         if t.kind in ("quantity", "lab"):
@@ -112,8 +112,15 @@ class NaiveWalker:
 
     def _fields(self, raw: dict[str, Any], fields: tuple[ir.Field, ...], at: str,
                 pr: list[rt.Problem]) -> dict[str, Any]:
-        return {f.name: rt.get(raw, f.name, f"{at}.{f.name}" if at else f.name, pr, self._reader(f.type), f.optional)
+        return {f.name: rt.get(raw, f.name, f"{at}.{f.name}" if at else f.name, pr, self._field_reader(f), f.optional)
                 for f in fields}
+
+    def _field_reader(self, f: ir.Field) -> Callable[[object, str, list[rt.Problem]], Any]:
+        read = self._reader(f.type)
+        if f.measured is None:
+            return read
+        whole = f.type.kind in ("quantity", "lab")
+        return lambda raw, at, pr: rt.read_dated(raw, at, pr, read, whole)
 
     # ---- walking ----
     def evaluate(self, record: object) -> tuple[str, dict[str, str]]:
@@ -184,6 +191,9 @@ class NaiveWalker:
             return v.value
         source = it if v.scope == "item" and it is not None else values
         found = source[v.field.name]
+        m = v.field.measured
+        if m is not None and v.scope == "patient":
+            found = rt.fresh(found, m.amount, m.unit, m.direction, values[m.anchor])
         return found.value if isinstance(found, rt.Lab) else found
 
     def expr(self, e: ir.Expr, values: Mapping[str, Any], definitions: Mapping[str, Any],
@@ -207,6 +217,18 @@ class NaiveWalker:
             if isinstance(e, ir.Compare):
                 return _OPS[e.op](found[0], found[1])
             return rt.window_holds(found[0], e.kind, e.amount, e.unit, e.direction, found[1])
+        if isinstance(e, ir.NoneRecorded):
+            found = self.value(e.value, values, it)
+            return None if found is None else found is rt.NONE
+        if isinstance(e, ir.Overlaps | ir.OngoingAt | ir.Lasted):
+            period, anchor = self.value(e.value, values, it), self.value(e.anchor, values, it)
+            if isinstance(e, ir.Overlaps):
+                held = rt.overlaps(period, e.amount, e.unit, e.direction, anchor, "")
+            elif isinstance(e, ir.OngoingAt):
+                held = rt.ongoing_at(period, anchor, "")
+            else:
+                held = rt.lasted(period, e.kind, e.amount, e.unit, anchor, "")
+            return held if type(held) is bool else None
         if isinstance(e, ir.UlnCompare):
             source = it if e.lab.scope == "item" and it is not None else values
             lab = source[e.lab.field.name]
@@ -249,5 +271,14 @@ class NaiveWalker:
             if e.kind == "any":
                 return True if True in results else None if None in results else False
             return False if False in results else None if None in results else True
+        if isinstance(e, ir.DistinctCount):  # different keys: an unknown key may repeat one or be new
+            pairs = [(r, item[e.key.name]) for r, item in zip(results, [] if items is rt.NONE else items, strict=True)
+                     if r is not False and item[e.key.name] is not rt.NONE]
+            sure = {k for r, k in pairs if r is True and k is not None}
+            low = len(sure) or int(any(r is True and k is None for r, k in pairs))
+            high = len({k for _, k in pairs if k is not None}) + sum(1 for _, k in pairs if k is None)
+            if e.key.type.kind == "enum" and e.key.type.enum is not None:
+                high = min(high, len(e.key.type.enum.members))
+            return rt.count_verdict(e.op, e.number, low, high)
         low, high = results.count(True), results.count(True) + results.count(None)
         return rt.count_verdict(e.op, e.number, low, high)

@@ -25,8 +25,8 @@ from typing import Any
 from hypothesis import strategies as st
 
 KINDS = ("bool", "integer", "decimal", "quantity", "weight", "length", "lab", "titer", "date", "enum", "set",
-         "list", "judgment", "ranged", "cells", "glucose")
-OPTIONAL = ("bool", "date", "integer", "list", "weight")  # kinds drawn with `?` half the time
+         "list", "judgment", "ranged", "cells", "glucose", "interval", "dated")
+OPTIONAL = ("bool", "date", "integer", "list", "weight", "interval")  # kinds drawn with `?` half the time
 MEMBERS = ("a", "b", "c")
 ANCHOR = datetime.date(2025, 3, 31)
 TYPES = {"bool": "bool", "integer": "integer", "decimal": "decimal", "quantity": "quantity g/L also g/dL",
@@ -36,7 +36,9 @@ TYPES = {"bool": "bool", "integer": "integer", "decimal": "decimal", "quantity":
          # counts per volume as clinicians write them, with a range written in another unit
          "cells": "quantity 10^9/L also /mm3, cells/µL, 10^3/µL from 0 to 5000 /mm3",
          # mass and molar concentrations of one analyte, converted by its molar mass (no decimal writes it)
-         "glucose": "quantity mmol/L also mg/dL as glucose molar mass 180.156 g/mol"}
+         "glucose": "quantity mmol/L also mg/dL as glucose molar mass 180.156 g/mol",
+         "interval": "interval",
+         "dated": "quantity g/L also g/dL measured within 14 days before screening"}
 ITEM_FIELDS = ("ok", "n", "day")
 
 
@@ -83,6 +85,7 @@ OPS = (">=", "<=", ">", "<", "=", "!=")
 def item_atoms(draw: st.DrawFn, schema: Schema, depth: int) -> str:
     """A condition on a list item: its own fields, the patient's, or a quantifier nested in it."""
     forms = ["ok", "not ok", "n >= 2", "n between 1 and 3", "n between 3 and 1",
+             "day less than 2 weeks before screening", "day more than 1 months before 2025-03-31",
              "day within 2 weeks before screening", "day within 1 months before 2025-03-31", "ok and n < 3",
              "n × 2 - 1 >= 3", "n - 1 > (1 if ok, otherwise 2)"]
     integers, dates, lists = schema.of("integer"), schema.of("date"), schema.of("list")
@@ -94,6 +97,7 @@ def item_atoms(draw: st.DrawFn, schema: Schema, depth: int) -> str:
         inner = draw(st.sampled_from(lists))
         cond = draw(item_atoms(schema, depth + 1))
         return draw(st.sampled_from([f"ok and any({inner} where {cond})", f"all({inner} where {cond})",
+                                     f"count(different n in {inner} where {cond}) >= 2",
                                      f"n < 3 or any({inner} where {cond})", f"count({inner} where {cond}) >= 1",
                                      f"not ok and count({inner} where {cond}) >= 2"]))
     return draw(st.sampled_from(forms))
@@ -115,6 +119,8 @@ def atoms(draw: st.DrawFn, schema: Schema) -> str:
                           "glucose") \
             and draw(st.integers(0, 3)) == 0:
         return f"{name} {op} {draw(st.sampled_from(peers))}"
+    if schema.fields[name][1] and draw(st.integers(0, 4)) == 0:
+        return f"no {name} recorded"
     if kind in ("bool", "judgment"):
         return draw(st.sampled_from([name, f"not {name}", f"{name} = true"]))
     if kind == "glucose":
@@ -125,6 +131,16 @@ def atoms(draw: st.DrawFn, schema: Schema) -> str:
                                      f"{name} {op} {number * 500} cells/µL", f"{name} {op} {number} x 10^3/µL"]))
     if kind in ("integer", "decimal", "quantity", "weight", "length", "lab") and draw(st.integers(0, 2)) == 0:
         return draw(derived(schema, name, kind, op, number))
+    if kind == "interval":
+        unit = draw(st.sampled_from(["days", "weeks", "months"]))
+        anchor = draw(st.sampled_from(["screening", "2025-03-31", *schema.of("date")]))
+        lasting = draw(st.sampled_from(["at least", "more than", "less than", "at most"]))
+        direction = draw(st.sampled_from(["before", "after"]))
+        return draw(st.sampled_from([f"{name} overlaps {number + 1} {unit} {direction} {anchor}",
+                                     f"{name} ongoing at {anchor}",
+                                     f"{name} lasted {lasting} {number + 1} {unit} by {anchor}"]))
+    if kind == "dated":
+        return draw(st.sampled_from([f"{name} {op} {number * 10} g/L", f"{name} between {number} g/dL and 40 g/L"]))
     if kind in ("integer", "ranged"):
         return draw(st.sampled_from([f"{name} {op} {number}", f"{name} between {number} and {number + 2}",
                                      f"{name} between {number + 2} and {number}"]))
@@ -145,7 +161,7 @@ def atoms(draw: st.DrawFn, schema: Schema) -> str:
     if kind == "date":
         unit = draw(st.sampled_from(["days", "weeks", "months", "years"]))
         direction = draw(st.sampled_from(["before", "after"]))
-        form = draw(st.sampled_from(["within", "at least"]))
+        form = draw(st.sampled_from(["within", "at least", "less than", "more than"]))
         anchor = draw(st.sampled_from(["screening", "2025-03-31", "2024-02-29", *peers]))
         return draw(st.sampled_from([f"{name} {form} {number + 1} {unit} {direction} {anchor}",
                                      f"{name} {op} 2025-03-{17 + number}"]))
@@ -161,7 +177,9 @@ def atoms(draw: st.DrawFn, schema: Schema) -> str:
     assert kind == "list"
     cond = draw(item_atoms(schema, 0))
     return draw(st.sampled_from([f"any({name} where {cond})", f"all({name} where {cond})",
-                                 f"count({name} where {cond}) >= {number % 3}", f"count({name}) < 2"]))
+                                 f"count({name} where {cond}) >= {number % 3}", f"count({name}) < 2",
+                                 f"count(different n in {name} where {cond}) >= {number % 3}",
+                                 f"count(different n in {name}) < 2"]))
 
 
 def choice_condition(schema: Schema) -> st.SearchStrategy[str]:
@@ -320,6 +338,18 @@ def _values(draw: st.DrawFn, kind: str) -> Any:
         return f"1:{draw(st.sampled_from([20, 40, 80, 160, 320]))}"
     if kind == "date":
         return _date(draw)
+    if kind == "interval":
+        start = _date(draw)
+        ending = draw(st.sampled_from(["end", "end", "ongoing", "not recorded"]))
+        if ending == "ongoing":
+            return {"start": start, "ongoing": True}
+        if ending == "not recorded":
+            return {"start": start}
+        later = (datetime.date.fromisoformat(start) + datetime.timedelta(days=draw(st.sampled_from(DATE_OFFSETS))))
+        return {"start": start, "end": later.isoformat()}
+    if kind == "dated":
+        measured = (ANCHOR - datetime.timedelta(days=draw(st.sampled_from([0, 7, 14, 15, 30, -1])))).isoformat()
+        return {"value": n * 10, "measured": measured}
     if kind == "enum":
         return draw(st.sampled_from(MEMBERS))
     if kind == "set":
@@ -361,6 +391,9 @@ def _choices(kind: str) -> list[Any]:
         "set": [[], ["a"], ["b", "c"], ["a", "b", "c"]],
         "list": [[], [{"ok": True, "n": 3, "day": "2025-03-24"}], [{"ok": False, "n": 0, "day": "2025-01-01"}]],
         "screening": ["2025-03-31"], "ok": [True, False], "n": [0, 2, 4], "day": ["2025-03-31", "2025-03-16"],
+        "interval": [{"start": day, "end": day} for day in days[:3]] + [{"start": days[4], "ongoing": True}],
+        "end": [{"end": day} for day in days[3:]] + [{"ongoing": True}],
+        "dated": [{"value": 0, "measured": "2025-03-31"}, {"value": 30, "measured": "2025-03-20"}],
     }[kind]
 
 
@@ -372,6 +405,8 @@ def holes(schema: Schema, record: dict[str, Any]) -> list[tuple[tuple[str | int,
     for name, (kind, _) in schema.fields.items():
         if name not in record:
             out.append(((name,), kind))
+        elif kind == "interval" and isinstance(record[name], dict) and not {"end", "ongoing"} & set(record[name]):
+            out.append(((name, "end"), "end"))  # an end not recorded: any day from the start on, or ongoing
         elif kind == "list" and isinstance(record[name], list):
             for index, item in enumerate(record[name]):
                 out += [((name, index, key), key) for key in ITEM_FIELDS if key not in item]
@@ -398,6 +433,10 @@ def completions(schema: Schema, record: dict[str, Any], limit: int = 256,
         for (path, _), value in zip(gaps, pick, strict=True):
             if len(path) == 1:
                 full[path[0]] = value
+            elif path[1] == "end":  # an interval's end, after its start or ongoing
+                start = full[str(path[0])]["start"]
+                end = value if "ongoing" in value or value["end"] >= start else {"end": start}
+                full[str(path[0])] = {**full[str(path[0])], **end}
             else:
                 name, index, key = path
                 full[name][index][key] = value  # type: ignore[index]

@@ -58,6 +58,8 @@ patient
   maybe_kind: Kind?
   tags: set of Kind
   name: text
+  period: interval?
+  fresh_hb: quantity g/L measured within 14 days before anchor
   day: date
   anchor: date
   event: date?
@@ -156,6 +158,15 @@ exclusion
       p
   E3 "Constant"
     when n >= 100: r
+  E4 "Time" requires any
+    event less than 2 weeks before anchor
+    event more than 1 months before anchor
+    no event recorded or event at least 30 days before anchor
+    period overlaps 1 week before anchor
+    period ongoing at anchor
+    period lasted more than 2 weeks by anchor
+    count(different kind in items where ok) >= 2
+    fresh_hb >= 60 g/L
 '''
 
 
@@ -215,6 +226,10 @@ SINK_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "name": st.sampled_from(["x", "y", "z"]), "day": DAYS, "anchor": DAYS, "event": st.one_of(st.none(), DAYS),
     "items": st.lists(ITEM, max_size=3), "more": st.one_of(st.none(), st.lists(ITEM, max_size=4)),
     "j": st.booleans(),
+    "period": st.one_of(st.none(), st.builds(lambda d: {"start": d}, DAYS),
+                        st.builds(lambda d: {"start": d, "ongoing": True}, DAYS),
+                        st.builds(lambda d: {"start": d, "end": "2026-02-01"}, DAYS)),
+    "fresh_hb": st.builds(lambda v, d: {"value": v, "measured": d}, st.sampled_from([59, 60]), DAYS),
 }
 
 
@@ -239,9 +254,13 @@ def test_edge_records_agree(sink: ModuleType, record: dict[str, Any]) -> None:
 LABS = st.fixed_dictionaries({"value": st.sampled_from([10, 40, 52, 120, 124, 300]),
                               "uln": st.sampled_from([20, 40])})
 TESTS = st.sampled_from(["negative", "positive"])
+PERIODS = st.one_of(  # an interval: ended, ongoing, or its end not recorded
+    st.builds(lambda d: {"start": d, "end": d}, st.sampled_from(["2024-06-30", "2025-06-03", "2025-06-24"])),
+    st.builds(lambda d: {"start": d, "ongoing": True}, st.sampled_from(["2024-06-30", "2025-06-24"])),
+    st.builds(lambda d: {"start": d}, st.sampled_from(["2024-06-30", "2025-06-24"])))
 DATES = st.sampled_from(["2023-05-01", "2024-06-30", "2024-07-01", "2025-03-01", "2025-05-27", "2025-06-03",
                          "2025-06-10", "2025-06-26", "2025-07-01"])
-TREATMENT = st.fixed_dictionaries({"agent": st.just("x")}, optional={
+TREATMENT = st.fixed_dictionaries({"agent": st.sampled_from(["x", "y"])}, optional={
     "immunosuppressive": st.booleans(), "start": DATES, "end": DATES})
 MALIGNANCY = st.fixed_dictionaries({}, optional={
     "kind": st.sampled_from(["cervical_cis", "basal_cell_skin", "localized_prostate", "ductal_cis", "other"]),
@@ -262,12 +281,13 @@ JY231_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "hemoglobin": st.sampled_from([59, 60, {"value": 5.9, "unit": "g/dL"}]), "platelets": st.sampled_from([19, 20]),
     "lvef": st.sampled_from([54, 55]), "ecg_normal": st.booleans(), "egfr": st.sampled_from([29, 30]),
     "ast": LABS, "alt": LABS, "bilirubin": LABS, "collection_contraindicated": st.booleans(),
-    "childbearing_potential": st.booleans(), "urine_pregnancy_test": TESTS, "contraception_agreed": st.booleans(),
+    "childbearing_potential": st.booleans(), "reproductive_potential": st.booleans(), "urine_pregnancy_test": TESTS,
+    "contraception_agreed": st.booleans(),
     "prior_car_t": st.booleans(), "severe_disorders": st.lists(st.sampled_from(["cardiac", "hepatic"]), max_size=1),
-    "disorder_outweighs": st.booleans(), "last_systemic_infection": st.one_of(st.none(), DATES),
+    "disorder_outweighs": st.booleans(), "systemic_infection": st.one_of(st.none(), PERIODS),
     "hbsag": TESTS, "hbcab": TESTS, "hbv_dna": LABS, "hcv_antibody": TESTS, "hcv_rna": LABS, "hiv_antibody": TESTS,
     "last_live_vaccine": st.one_of(st.none(), DATES), "pregnant": st.booleans(), "breastfeeding": st.booleans(),
-    "malignancies": st.lists(MALIGNANCY, max_size=2), "last_other_study": st.one_of(st.none(), DATES),
+    "malignancies": st.lists(MALIGNANCY, max_size=2), "other_study": st.one_of(st.none(), PERIODS),
     "unsuitable": st.booleans(),
 }
 
@@ -308,7 +328,8 @@ def test_one_function_per_criterion_quoting_its_lines(jy231: ModuleType) -> None
     assert not [f for f in functions if f.startswith(("_assess_", "_decide_", "_crit_", "_fast_"))]
     # every line of a condition written over two lines is quoted, not just its first
     refractory = source[source.index("def define_refractory("):]
-    assert "# line 11: define refractory" in refractory and "# line 12: count(treatments where" in refractory
+    assert "# line 11: define refractory" in refractory
+    assert "# line 12: count(different agent in treatments where" in refractory
 
 
 # ---- the record reader ------------------------------------------------------------------------
@@ -336,7 +357,7 @@ def generic_read(module: ModuleType, protocol: ir.Protocol, record: object) -> t
     def reader(t: ir.Type) -> Any:
         simple = {"bool": module.read_bool, "judgment": module.read_bool, "integer": module.read_integer,
                   "decimal": module.read_decimal, "text": module.read_text, "date": module.read_date,
-                  "titer": module.read_titer}
+                  "titer": module.read_titer, "interval": module.read_interval}
         if t.kind in simple:
             return simple[t.kind]
         if t.kind in ("quantity", "lab"):

@@ -189,6 +189,9 @@ CONSTRUCTS = (
     # derived values (issue 10): arithmetic, named values, (x in unit), values chosen by condition
     " + ", " - ", " × ", " ÷ ", " * ", " / ", "define v0", "define v1", " in kg)", " in cm)", "otherwise",
     "x ULN if", "kg/m^2", "division by a field", "choice of three", "eq0(",
+    # issue 10, time: strict windows, recorded none, intervals, dated results, distinct counts
+    "less than", "more than", "recorded", "overlaps", "ongoing at", "lasted at least", "lasted more than",
+    "lasted less than", "lasted at most", ": interval", "measured within", "count(different",
 )
 
 

@@ -64,7 +64,7 @@ def test_walk_reaches_every_node_of_jy231() -> None:
         assert [id(n) for n in walked] == [id(n) for n in _reflective(root)]
         kinds |= {type(n) for n in walked}
     # JY231 exercises nearly every kind of node, so the comparison above means something.
-    assert {ir.Compare, ir.Const, ir.FieldRef, ir.Member, ir.Window, ir.CountCompare, ir.And, ir.Or,
+    assert {ir.Compare, ir.Const, ir.FieldRef, ir.Member, ir.Window, ir.DistinctCount, ir.Overlaps, ir.And, ir.Or,
             ir.Not, ir.DefinitionRef, ir.UlnCompare} <= kinds
 
 
@@ -122,6 +122,7 @@ def test_every_type_kind_has_english() -> None:
     assert shown == {
         "bool": "yes or no", "integer": "whole number", "decimal": "number", "text": "text", "date": "date",
         "titer": "titer (1:N)", "judgment": "judgment (recorded by the investigator)",
+        "interval": "interval (start, and end or ongoing)",
         "quantity": "quantity in g/L", "lab": "lab value in g/L with its own ULN",
         "enum": "one of Dx", "set": "set of Dx", "list": "list of Drug",
     }

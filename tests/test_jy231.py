@@ -28,8 +28,7 @@ def record(*changes: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, An
     out = copy.deepcopy(BASE)
     for change in changes:
         for key, value in change.items():
-            if value is None and key not in ("last_live_vaccine", "last_systemic_infection",
-                                             "last_other_study"):
+            if value is None and key not in ("last_live_vaccine", "systemic_infection", "other_study"):
                 out.pop(key, None)
             else:
                 out[key] = value

@@ -52,6 +52,11 @@ def test_missing_facts_are_exactly_the_absent_ones(case: tuple[str, Schema], dat
         if "[" in path:
             index = int(path.split("[")[1].split("]")[0])
             assert path.rsplit(".", 1)[1] not in record[top][index]
+        elif "." in path:  # an interval's end, not recorded
+            assert path == f"{top}.end" and not {"end", "ongoing"} & set(record[top])
+        elif schema.fields.get(top, ("", False))[0] == "dated" and top in record:
+            # a dated result measured outside its window is unknown: a current one is asked for
+            assert record.get("screening") is not None
         else:
             assert top not in record or record[top] is None
 

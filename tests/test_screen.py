@@ -148,7 +148,7 @@ def test_csv_columns_map_to_nested_fields(tmp_path: Path) -> None:
               "bilirubin.value", "bilirubin.uln", "treatments[0].agent", "treatments[0].immunosuppressive",
               "treatments[0].start", "treatments[0].end", "treatments[1].agent", "treatments[1].immunosuppressive",
               "treatments[1].start", "treatments[1].end", "severe_disorders", "malignancies", "last_live_vaccine",
-              "last_systemic_infection", "last_other_study"]
+              "systemic_infection", "other_study"]
     values = [("true" if v is True else "no" if v is False else str(v)) for v in PLAIN.values()]
     row = [*values, "10.8", "g/dL", "32", "40", '{"value": 41, "uln": 40}', "12", "21",
            "mmf", "yes", "2022-01-10", "2022-12-20", "tacrolimus", "Y", "2023-02-01", "2025-06-15", "[]", "[]",

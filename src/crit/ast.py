@@ -92,6 +92,7 @@ class Quantifier:
     list_name: Ref
     condition: Expr | None
     span: Span
+    key: Ref | None = None  # `count(different agent in treatments …)`: the field whose values are counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +130,52 @@ class Duration:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """`d within 4 weeks before a` or `d at least 1 year after a`."""
+    """`d within 4 weeks before a`, `d at least 1 year after a`, `d less than 4 weeks before a`,
+    `d more than 2 weeks before a`."""
 
-    kind: str  # "within" | "at_least"
+    kind: str  # "within" | "at_least" | "less_than" | "more_than"
     value: Expr
     duration: Duration
     direction: str  # "before" | "after"
+    anchor: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class NoneRecorded:
+    """`no last_dose recorded`: the record says there is none (an optional field's null)."""
+
+    field: Ref
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Overlaps:
+    """`infection overlaps 1 week before screening`: an interval meets the window."""
+
+    value: Expr
+    duration: Duration
+    direction: str  # "before" | "after"
+    anchor: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class OngoingAt:
+    """`infection ongoing at screening`: the interval has begun and not ended by that date."""
+
+    value: Expr
+    anchor: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Lasted:
+    """`course lasted at least 6 months by screening`: the interval's length up to a date."""
+
+    value: Expr
+    kind: str  # "at_least" | "more_than" | "less_than" | "at_most"
+    duration: Duration
     anchor: Expr
     span: Span
 
@@ -210,7 +251,7 @@ class Equivalent:
 Expr = (
     Ref | Number | QuantityLit | UlnLit | TiterLit | DateLit | TextLit | BoolLit | Quantifier
     | Compare | Between | Membership | Window | Not | And | Or | AtLeast | Arith | NumberIn | Choice
-    | Equivalent
+    | Equivalent | NoneRecorded | Overlaps | OngoingAt | Lasted
 )
 
 # ---- criteria ----------------------------------------------------------------------
@@ -331,6 +372,16 @@ class Plausible:
 
 
 @dataclass(frozen=True, slots=True)
+class Measured:
+    """`measured within 14 days before screening` after a field's type: a dated value."""
+
+    duration: Duration
+    direction: str  # "before" | "after"
+    anchor: Ref
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class FieldDecl:
     name: str
     type: TypeExpr
@@ -338,6 +389,7 @@ class FieldDecl:
     label: str | None
     span: Span
     plausible: Plausible | None = None
+    measured: Measured | None = None
 
 
 @dataclass(frozen=True, slots=True)

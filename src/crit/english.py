@@ -25,7 +25,10 @@ _MEMBER: dict[ir.MemberKind, tuple[str, str, str]] = {
     "has_any": ("includes any of", "includes none of", "or"),
     "has_all": ("includes all of", "does not include all of", "and"),
 }
-_WINDOW: dict[ir.WindowKind, str] = {"within": "within", "at_least": "at least"}
+_WINDOW: dict[ir.WindowKind, str] = {"within": "within", "at_least": "at least", "less_than": "less than",
+                                     "more_than": "more than"}
+_LASTED: dict[ir.LastedKind, str] = {"at_least": "at least", "more_than": "more than", "less_than": "less than",
+                                     "at_most": "at most"}
 _QUANTIFIER: dict[ir.QuantifiedKind, tuple[str, str]] = {"any": ("any", "no"), "all": ("every", "not every")}
 
 _BASE_TYPES: dict[ir.BaseKind, str] = {
@@ -36,6 +39,7 @@ _BASE_TYPES: dict[ir.BaseKind, str] = {
     "date": "date",
     "titer": "titer (1:N)",
     "judgment": "judgment (recorded by the investigator)",
+    "interval": "interval (start, and end or ongoing)",
 }
 
 # A quantity whose unit starts with a number (`20 10^9/L`) needs its multiplication sign back.
@@ -115,10 +119,20 @@ def describe_type(t: ir.Type) -> str:
         case "list":
             assert t.record is not None
             return f"list of {t.record}"
-        case "bool" | "integer" | "decimal" | "text" | "date" | "titer" | "judgment":
+        case "bool" | "integer" | "decimal" | "text" | "date" | "titer" | "judgment" | "interval":
             return _BASE_TYPES[kind]
         case _:
             assert_never(kind)
+
+
+def describe_field_type(field: ir.Field) -> str:
+    """A field's type for the glossary, with a dated result's window:
+    `quantity in g/L, measured within 14 days before screening`."""
+    text = describe_type(field.type)
+    m = field.measured
+    if m is None:
+        return text
+    return f"{text}, measured within {_duration(m.amount, m.unit)} {m.direction} {m.anchor}"
 
 
 def _render(expr: ir.Expr, negated: bool) -> str:
@@ -149,6 +163,22 @@ def _render(expr: ir.Expr, negated: bool) -> str:
             word = ("not " if negated else "") + _WINDOW[kind]
             span = f"{_duration(amount, unit)} {direction}"
             return f"{describe_value(value)} {word} {span} {describe_value(anchor)}"
+        case ir.NoneRecorded(value=value):
+            return f"{describe_value(value)} recorded" if negated else f"no {describe_value(value)} recorded"
+        case ir.Overlaps(value=value, amount=amount, unit=unit, direction=direction, anchor=anchor):
+            word = "does not overlap" if negated else "overlaps"
+            return f"{describe_value(value)} {word} the {_duration(amount, unit)} {direction} {describe_value(anchor)}"
+        case ir.OngoingAt(value=value, anchor=anchor):
+            return f"{describe_value(value)} {'not ' if negated else ''}ongoing at {describe_value(anchor)}"
+        case ir.Lasted(value=value, kind=kind, amount=amount, unit=unit, anchor=anchor):
+            word = "did not last" if negated else "lasted"
+            return (f"{describe_value(value)} {word} {_LASTED[kind]} {_duration(amount, unit)} "
+                    f"by {describe_value(anchor)}")
+        case ir.DistinctCount(op=op, items=items, record=record, key=key, condition=condition, number=number):
+            op = _OPPOSITE[op] if negated else op
+            counted = (f"different {field_label(key)} among {record.name} entries in {describe_value(items)}"
+                       f"{_where(condition, True, False)}")
+            return f"the number of {counted} is {_SYMBOLS[op]} {number}"
         case ir.Truth(value=value):
             return "always" if value != negated else "never"
         case ir.DefinitionRef(name=name, label=label):
@@ -273,7 +303,7 @@ def _runs_on(expr: ir.Expr, negated: bool) -> bool:
         return _runs_on(expr.operand, not negated)
     if isinstance(expr, (ir.And, ir.Or, ir.AtLeast)):
         return not negated  # negated, they are already wrapped in `not (…)`
-    if isinstance(expr, (ir.Quantified, ir.CountCompare)):
+    if isinstance(expr, (ir.Quantified, ir.CountCompare, ir.DistinctCount)):
         return expr.condition is not None
     if isinstance(expr, ir.Member):
         return len(expr.members) > 1

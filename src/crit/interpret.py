@@ -11,6 +11,7 @@ compare the two on decisions, outcomes, missing facts and reasons.
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,8 +24,10 @@ from crit import runtime as rt
 from crit.reasons import (
     is_literal,
     is_titer,
+    lasted_text,
     members_text,
     num_text,
+    overlaps_text,
     path_of,
     range_text,
     text_of,
@@ -400,18 +403,141 @@ def count(op: ir.CompareOp, number: int, items: Sequence[T] | rt.Absent | None, 
     return fact(None, f"{reason}: {_join(unknown)}", _union(unknown))
 
 
+def _moved(day: datetime.date, signed: int, unit: str) -> datetime.date:
+    """The date moved on the calendar (rt.shift), or the calendar's end when it would leave it."""
+    try:
+        return rt.shift(day, signed, unit)
+    except OverflowError:
+        return datetime.date.min if signed < 0 else datetime.date.max
+
+
 def _in_window(value: datetime.date, kind: str, amount: int, unit: str, direction: str,
                anchor: datetime.date) -> bool:
-    """Inclusive at both ends; the edge is the anchor moved on the calendar (rt.shift), or
-    the calendar's end when it would leave it."""
-    signed = -amount if direction == "before" else amount
-    try:
-        edge = rt.shift(anchor, signed, unit)
-    except OverflowError:
-        edge = datetime.date.min if signed < 0 else datetime.date.max
-    if direction == "before":
-        return edge <= value <= anchor if kind == "within" else value <= edge
-    return anchor <= value <= edge if kind == "within" else value >= edge
+    """`within` and `at least` are inclusive at the edge, `less than` and `more than` strict;
+    the window always includes its anchor."""
+    edge = _moved(anchor, -amount if direction == "before" else amount, unit)
+    near, far = (edge, anchor) if direction == "before" else (anchor, edge)
+    inside = {"within": near <= value <= far,
+              "less_than": (edge < value <= anchor) if direction == "before" else (anchor <= value < edge),
+              "at_least": value <= edge if direction == "before" else value >= edge,
+              "more_than": value < edge if direction == "before" else value > edge}
+    return inside[kind]
+
+
+# ---- intervals: a start, and an end, ongoing, or an end not recorded ------------------------
+
+
+def none_recorded(value: Any, path: str) -> Fact:
+    """`no X recorded`."""
+    if value is None:
+        return _unknown((path,))
+    if value is rt.NONE:
+        return fact(True, f"{path}: none recorded")
+    return fact(False, f"{path} recorded: {rt.show(value)}")
+
+
+def _interval_fact(period: Any, anchor: Any, path: str, anchor_path: str,
+                   decide: Callable[[rt.Period, datetime.date], bool | None], words: Callable[[bool], str]) -> Fact:
+    """`decide` gives the answer, or None when it turns on an end that is not recorded."""
+    missing = _missing((period, path), (anchor, anchor_path))
+    if missing:
+        return _unknown(missing)
+    if period is rt.NONE or anchor is rt.NONE:
+        return fact(False, f"{path if period is rt.NONE else anchor_path}: none recorded")
+    assert isinstance(period, rt.Period) and isinstance(anchor, datetime.date)
+    held = decide(period, anchor)
+    if held is None:
+        return _unknown((f"{path}.end",))
+    return fact(held, f"{path} ({rt.show(period)}) {words(held)} {anchor_path or 'the date'} {anchor.isoformat()}")
+
+
+def overlaps(period: Any, e: ir.Overlaps, anchor: Any, path: str, anchor_path: str) -> Fact:
+    """The interval meets the window: it starts by the window's last day and ends on or after its first."""
+    def decide(p: rt.Period, day: datetime.date) -> bool | None:
+        edge = _moved(day, -e.amount if e.direction == "before" else e.amount, e.unit)
+        first, last = min(edge, day), max(edge, day)
+        if p.start > last:
+            return False
+        if p.ongoing or p.start >= first:
+            return True
+        return None if p.end is None else p.end >= first
+
+    text = overlaps_text(e)
+    return _interval_fact(period, anchor, path, anchor_path, decide,
+                          lambda held: f"{'overlaps' if held else 'does not overlap'} {text}")
+
+
+def ongoing_at(period: Any, anchor: Any, path: str, anchor_path: str) -> Fact:
+    """Begun on or before the date and not ended before it."""
+    def decide(p: rt.Period, day: datetime.date) -> bool | None:
+        if p.start > day:
+            return False
+        if p.ongoing or p.start == day:
+            return True
+        return None if p.end is None else p.end >= day
+
+    return _interval_fact(period, anchor, path, anchor_path, decide,
+                          lambda held: "is ongoing at" if held else "is not ongoing at")
+
+
+def lasted(period: Any, e: ir.Lasted, anchor: Any, path: str, anchor_path: str) -> Fact:
+    """Its length from the start to the end, or to the anchor when that is earlier."""
+    def decide(p: rt.Period, day: datetime.date) -> bool | None:
+        edge = _moved(p.start, e.amount, e.unit)
+        if p.ongoing:
+            shortest = longest = day
+        elif p.end is None:  # it ended on some day from its start on, or goes on still
+            shortest, longest = min(p.start, day), day
+        else:
+            shortest = longest = min(p.end, day)
+        answers = {_long_enough(e.kind, last, edge) for last in (shortest, longest)}
+        return answers.pop() if len(answers) == 1 else None
+
+    text = lasted_text(e)
+    return _interval_fact(period, anchor, path, anchor_path, decide,
+                          lambda held: f"{'lasted' if held else 'did not last'} {text} by")
+
+
+def _long_enough(kind: str, last: datetime.date, edge: datetime.date) -> bool:
+    return {"at_least": edge <= last, "more_than": edge < last, "less_than": last < edge,
+            "at_most": last <= edge}[kind]
+
+
+def fresh(value: Any, m: ir.Freshness, anchor: Any) -> Any:
+    """A dated result's value when measured in its window from the anchor, else unknown (None)."""
+    if not isinstance(value, rt.Dated):
+        return value
+    if not isinstance(anchor, datetime.date):
+        return None
+    return value.value if _in_window(value.measured, "within", m.amount, m.unit, m.direction, anchor) else None
+
+
+def different(e: ir.DistinctCount, items: Any, path: str, test: Callable[[Any, str], Fact]) -> Fact:
+    """How many different values of the key the matching items hold: a range while items or
+    keys are unknown (an unknown key may repeat a value or be new), compared soundly."""
+    if items is None:
+        return _unknown((path,))
+    seq = () if items is rt.NONE else items
+    name = e.key.name
+    rows = [(f"{path}[{i}]", item[name], test(item, f"{path}[{i}]")) for i, item in enumerate(seq)]
+    keyed = [(at, key, fact) for at, key, fact in rows if key is not rt.NONE]
+    sure = [(at, key, fact) for at, key, fact in keyed if fact.value is True]
+    maybe = [(at, key, fact) for at, key, fact in keyed if fact.value is not False]
+    known = {key for _, key, _ in sure if key is not None}
+    low = len(known) if known else int(any(key is None for _, key, _ in sure))
+    high = len({key for _, key, _ in maybe if key is not None}) + sum(1 for _, key, _ in maybe if key is None)
+    if e.key.type.kind == "enum" and e.key.type.enum is not None:
+        high = min(high, len(e.key.type.enum.members))
+    verdict = count_verdict(e.op, e.number, low, high)
+    shown = sorted({rt.show(key) for _, key, _ in sure if key is not None})
+    matching = sum(1 for _, _, fact in rows if fact.value is True)
+    reason = (f"{name}: {len(shown)} different ({', '.join(shown) or 'none'}) among {matching} of "
+              f"{len(rows)} {path} that match, needs {_SHOWN[e.op]} {e.number}")
+    if verdict is not None:
+        return fact(verdict, reason)
+    missing = sorted({p for _, _, fact in maybe for p in fact.missing}
+                     | {f"{at}.{name}" for at, key, _ in maybe if key is None})
+    return fact(None, f"{reason}: " + "; ".join(f"missing: {p}" for p in missing), tuple(missing))
 
 
 def count_verdict(op: ir.CompareOp, number: int, low: int, high: int) -> bool | None:
@@ -583,8 +709,11 @@ class Interpreter:
         values: dict[str, Any] = {}
         for field in fields:
             path = f"{at}.{field.name}" if at else field.name
-            values[field.name] = rt.get(raw, field.name, path, problems, self._reader(field.type),
-                                        field.optional)
+            read = self._reader(field.type)
+            if field.measured is not None:
+                whole = field.type.kind in ("quantity", "lab")
+                read = functools.partial(_read_dated, read=read, whole=whole)
+            values[field.name] = rt.get(raw, field.name, path, problems, read, field.optional)
             if field.plausible is not None:
                 unit = field.type.unit.text if field.type.unit is not None else ""
                 values[field.name] = rt.plausible(values[field.name], field.plausible.low, field.plausible.high,
@@ -606,6 +735,8 @@ class Interpreter:
                 return rt.read_date
             case "titer":
                 return rt.read_titer
+            case "interval":
+                return rt.read_interval
             case "quantity" | "lab":
                 assert t.unit is not None
                 factors = t.record_units()
@@ -690,6 +821,11 @@ class Interpreter:
         if v.scope == "item":
             assert env.item is not None
             return env.item[v.field.name], path_of(v, env.item_path)
+        if v.field.measured is not None:
+            anchor = env.patient[v.field.measured.anchor]
+            value = env.patient[v.field.name]
+            waiting = isinstance(value, rt.Dated) and anchor is None  # the anchor date is what is missing
+            return fresh(value, v.field.measured, anchor), v.field.measured.anchor if waiting else v.field.name
         return env.patient[v.field.name], v.field.name
 
     def expr(self, e: ir.Expr, env: _Env) -> Fact:
@@ -716,6 +852,19 @@ class Interpreter:
             anchor, anchor_path = self.value(e.anchor, env)
             return window(value, e.kind, e.amount, e.unit, e.direction, anchor, path, anchor_path,
                              window_text(e))
+        if isinstance(e, ir.NoneRecorded):
+            return none_recorded(*self.value(e.value, env))
+        if isinstance(e, ir.Overlaps | ir.OngoingAt | ir.Lasted):
+            period, path = self.value(e.value, env)
+            anchor, anchor_path = self.value(e.anchor, env)
+            if isinstance(e, ir.Overlaps):
+                return overlaps(period, e, anchor, path, anchor_path)
+            if isinstance(e, ir.OngoingAt):
+                return ongoing_at(period, anchor, path, anchor_path)
+            return lasted(period, e, anchor, path, anchor_path)
+        if isinstance(e, ir.DistinctCount):
+            items, path = self.value(e.items, env)
+            return different(e, items, path, self._test(e.condition, env))
         if isinstance(e, ir.Truth):
             return fact(e.value, "always" if e.value else "never")
         if isinstance(e, ir.DefinitionRef):
@@ -803,6 +952,10 @@ class Interpreter:
             return self.expr(condition, _Env(env.patient, env.definitions, item, at))
 
         return test
+
+
+def _read_dated(raw: object, at: str, problems: list[rt.Problem], read: Any, whole: bool) -> rt.Dated | None:
+    return rt.read_dated(raw, at, problems, read, whole)
 
 
 __all__ = ["Interpreter"]

@@ -18,13 +18,14 @@ from crit.ast import Span
 # Each kind is a `Literal`, so mypy knows every value a backend must handle; the tuples
 # beside them are the same sets at run time, for `narrow`.
 
-BaseKind = Literal["bool", "integer", "decimal", "text", "date", "titer", "judgment"]
+BaseKind = Literal["bool", "integer", "decimal", "text", "date", "titer", "judgment", "interval"]
 TypeKind = BaseKind | Literal["quantity", "lab", "enum", "set", "list"]
 Scope = Literal["patient", "item"]
 ConstKind = Literal["number", "titer", "date", "text", "bool"]
 CompareOp = Literal[">=", "<=", ">", "<", "=", "!="]
 MemberKind = Literal["is", "is_not", "is_any", "has", "has_any", "has_all"]
-WindowKind = Literal["within", "at_least"]
+WindowKind = Literal["within", "at_least", "less_than", "more_than"]
+LastedKind = Literal["at_least", "more_than", "less_than", "at_most"]
 WindowUnit = Literal["days", "weeks", "months", "years"]
 Direction = Literal["before", "after"]
 AtLeastKind = Literal["at_least", "any", "all"]
@@ -38,6 +39,7 @@ TYPE_KINDS: tuple[TypeKind, ...] = (*BASE_TYPES, "quantity", "lab", "enum", "set
 COMPARE_OPS: tuple[CompareOp, ...] = get_args(CompareOp)
 MEMBER_KINDS: tuple[MemberKind, ...] = get_args(MemberKind)
 WINDOW_KINDS: tuple[WindowKind, ...] = get_args(WindowKind)
+LASTED_KINDS: tuple[LastedKind, ...] = get_args(LastedKind)
 WINDOW_UNITS: tuple[WindowUnit, ...] = get_args(WindowUnit)
 DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
 AT_LEAST_KINDS: tuple[AtLeastKind, ...] = get_args(AtLeastKind)
@@ -142,6 +144,17 @@ class Plausible:
 
 
 @dataclass(frozen=True, slots=True)
+class Freshness:
+    """A dated value's window: its result counts only if measured `amount` `unit` `direction`
+    the patient's date field `anchor` (inclusive); a result taken outside it is unknown."""
+
+    amount: int
+    unit: WindowUnit
+    direction: Direction
+    anchor: str  # a patient date field
+
+
+@dataclass(frozen=True, slots=True)
 class Field:
     name: str
     type: Type
@@ -149,6 +162,7 @@ class Field:
     label: str | None
     span: Span
     plausible: Plausible | None = None
+    measured: Freshness | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +243,50 @@ class Window:
     amount: int
     unit: WindowUnit
     direction: Direction
+    anchor: Value
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class NoneRecorded:
+    """`no X recorded`: true when the record says none (null in an optional field), false when it
+    holds a value, unknown when the field is missing."""
+
+    value: FieldRef
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Overlaps:
+    """`interval overlaps N unit before/after anchor`: the interval (start to end, or ongoing)
+    shares at least a day with the window, inclusive at both ends."""
+
+    value: FieldRef
+    amount: int
+    unit: WindowUnit
+    direction: Direction
+    anchor: Value
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class OngoingAt:
+    """`interval ongoing at anchor`: begun on or before the date and not ended before it."""
+
+    value: FieldRef
+    anchor: Value
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Lasted:
+    """`interval lasted at least/more than/less than/at most N unit by anchor`: from its start to
+    its end, or to the anchor if that comes first (an ongoing interval is measured to the anchor)."""
+
+    value: FieldRef
+    kind: LastedKind
+    amount: int
+    unit: WindowUnit
     anchor: Value
     span: Span
 
@@ -389,9 +447,24 @@ class NumCompare:
     span: Span
 
 
+@dataclass(frozen=True, slots=True)
+class DistinctCount:
+    """`count(different key in list where c) op n`: how many different values of the item field
+    `key` the items satisfying c hold; with unknown items or keys the count is a range."""
+
+    op: CompareOp
+    items: FieldRef
+    record: Record
+    key: Field
+    condition: Expr | None
+    number: int
+    span: Span
+
+
 Expr = (
     Compare | UlnCompare | Between | Member | Window | Truth | DefinitionRef | FieldRef
     | Not | And | Or | AtLeast | Quantified | CountCompare | NumCompare
+    | NoneRecorded | Overlaps | OngoingAt | Lasted | DistinctCount
 )
 
 Node = Expr | Const | Arith | Convert | UlnOf | ValueRef | Choice | Equivalent
@@ -418,10 +491,14 @@ def walk(node: Node) -> Iterator[Node]:
             yield from walk(high)
         case Member(value=value):
             yield from walk(value)
-        case Window(value=value, anchor=anchor):
+        case Window(value=value, anchor=anchor) | Overlaps(value=value, anchor=anchor) \
+                | OngoingAt(value=value, anchor=anchor) | Lasted(value=value, anchor=anchor):
             yield from walk(value)
             yield from walk(anchor)
-        case Quantified(items=items, condition=condition) | CountCompare(items=items, condition=condition):
+        case NoneRecorded(value=value):
+            yield from walk(value)
+        case Quantified(items=items, condition=condition) | CountCompare(items=items, condition=condition) \
+                | DistinctCount(items=items, condition=condition):
             yield from walk(items)
             if condition is not None:
                 yield from walk(condition)

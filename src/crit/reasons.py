@@ -9,7 +9,10 @@ from __future__ import annotations
 from crit import ir
 from crit.english import describe_num
 
-_WINDOW_WORDS: dict[ir.WindowKind, str] = {"within": "within", "at_least": "at least"}
+_WINDOW_WORDS: dict[ir.WindowKind, str] = {"within": "within", "at_least": "at least", "less_than": "less than",
+                                           "more_than": "more than"}
+_LASTED_WORDS: dict[ir.LastedKind, str] = {"at_least": "at least", "more_than": "more than",
+                                           "less_than": "less than", "at_most": "at most"}
 
 
 def unit_of(value: ir.Value) -> str:
@@ -45,6 +48,21 @@ def window_text(window: ir.Window) -> str:
     """`within 4 weeks before`, `at least 1 year after`."""
     unit = window.unit.rstrip("s") if window.amount == 1 else window.unit
     return f"{_WINDOW_WORDS[window.kind]} {window.amount} {unit} {window.direction}"
+
+
+def duration_text(amount: int, unit: str) -> str:
+    """`1 week`, `6 months`."""
+    return f"{amount} {unit.rstrip('s') if amount == 1 else unit}"
+
+
+def overlaps_text(e: ir.Overlaps) -> str:
+    """`1 week before`."""
+    return f"{duration_text(e.amount, e.unit)} {e.direction}"
+
+
+def lasted_text(e: ir.Lasted) -> str:
+    """`at least 6 months`."""
+    return f"{_LASTED_WORDS[e.kind]} {duration_text(e.amount, e.unit)}"
 
 
 def path_of(ref: ir.FieldRef, item_path: str) -> str:

@@ -61,6 +61,22 @@ class Lab(NamedTuple):
     uln: Exact
 
 
+class Period(NamedTuple):
+    """An interval: a start, and an end (a date), or `ongoing`; `end` None and not `ongoing`
+    is an end not recorded (unknown: it may have ended on any day from the start, or not yet)."""
+
+    start: datetime.date
+    end: datetime.date | None
+    ongoing: bool
+
+
+class Dated(NamedTuple):
+    """A result with the date it was measured: usable only when measured in its field's window."""
+
+    value: Any
+    measured: datetime.date
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     """One reason a record cannot be read, with the path of the offending field."""
@@ -179,6 +195,14 @@ def show(value: Any, unit: str = "") -> str:
         return value.isoformat()
     if isinstance(value, Lab):
         return show(value.value, unit)
+    if isinstance(value, Period):
+        if value.ongoing or value.end is None:
+            return f"{value.start.isoformat()}, {'ongoing' if value.ongoing else 'end not recorded'}"
+        return f"{value.start.isoformat()} to {value.end.isoformat()}"
+    if isinstance(value, Dated):
+        return f"{show(value.value, unit)} (measured {value.measured.isoformat()})"
+    if isinstance(value, list):
+        return f"{len(value)} item{'' if len(value) == 1 else 's'}"
     if isinstance(value, frozenset):
         return "{" + ", ".join(sorted(value)) + "}" if value else "none"
     return f"{value} {unit}" if unit and isinstance(value, int) else str(value)
@@ -220,8 +244,16 @@ def window_holds(value: datetime.date, kind: str, amount: int, unit: str, direct
         if len(_EDGES) < 65536:
             _EDGES[key] = edge
     if direction == "before":
-        return edge <= value <= anchor if kind == "within" else value <= edge
-    return anchor <= value <= edge if kind == "within" else value >= edge
+        if kind == "within":
+            return edge <= value <= anchor
+        if kind == "less_than":
+            return edge < value <= anchor
+        return value <= edge if kind == "at_least" else value < edge
+    if kind == "within":
+        return anchor <= value <= edge
+    if kind == "less_than":
+        return anchor <= value < edge
+    return value >= edge if kind == "at_least" else value > edge
 
 
 
@@ -563,6 +595,94 @@ def window(value: datetime.date | Absent | None, kind: str, amount: int, unit: s
     return window_holds(value, kind, amount, unit, direction, anchor)
 
 
+def none_recorded(value: Any, path: str) -> Tri:
+    """`no X recorded`: true when the record says none, false when it holds a value."""
+    if value is None:
+        return (path,)
+    return value is NONE
+
+
+def fresh(value: Any, amount: int, unit: str, direction: str, anchor: datetime.date | Absent | None) -> Any:
+    """A dated result's value if it was measured in its window (inclusive) from `anchor`; None
+    (unknown, so the field counts as missing) if it was not, or if the anchor is not known."""
+    if type(value) is not Dated:
+        return value  # missing, or recorded as none
+    if type(anchor) is not datetime.date or not window_holds(value.measured, "within", amount, unit, direction,
+                                                             anchor):
+        return None
+    return value.value
+
+
+def fresh_path(value: Any, anchor: Any, path: str, anchor_path: str) -> str:
+    """The fact to collect when a dated result is unknown: its anchor date when that is missing,
+    else the result itself (missing, or measured outside its window: a current one is needed)."""
+    return anchor_path if type(value) is Dated and anchor is None else path
+
+
+_FAR_END = datetime.date.max  # an ongoing interval's end: it has not ended
+
+
+def _ends(period: Period) -> tuple[datetime.date, datetime.date]:
+    """The earliest and latest the interval's end can be: an end not recorded lies anywhere
+    from its start on (or it is ongoing)."""
+    if period.ongoing:
+        return _FAR_END, _FAR_END
+    if period.end is None:
+        return period.start, _FAR_END
+    return period.end, period.end
+
+
+def _on_period(period: Any, anchor: Any, path: str, anchor_path: str,
+               held: Callable[[Period, datetime.date, datetime.date], bool]) -> Tri:
+    """An interval test `held(period, end, anchor)`, which only ever grows or only shrinks as
+    the end moves later: decided when the earliest and the latest possible end agree."""
+    if period is None or anchor is None:
+        return _missing((period, path), (anchor, anchor_path))
+    if period is NONE or anchor is NONE:
+        return False
+    early, late = _ends(period)
+    first = held(period, early, anchor)
+    if first is held(period, late, anchor):
+        return first
+    return (f"{path}.end",)
+
+
+def overlaps(period: Period | Absent | None, amount: int, unit: str, direction: str,
+             anchor: datetime.date | Absent | None, path: str, anchor_path: str = "") -> Tri:
+    """`interval overlaps N unit before/after anchor`: shares a day with the window (inclusive)."""
+    edge = -amount if direction == "before" else amount
+
+    def held(p: Period, end: datetime.date, day: datetime.date) -> bool:
+        other = _safe_shift(day, edge, unit)
+        low, high = (other, day) if edge < 0 else (day, other)
+        return p.start <= high and end >= low
+
+    return _on_period(period, anchor, path, anchor_path, held)
+
+
+def ongoing_at(period: Period | Absent | None, anchor: datetime.date | Absent | None, path: str,
+               anchor_path: str = "") -> Tri:
+    """`interval ongoing at anchor`: begun on or before the date, and not ended before it."""
+    return _on_period(period, anchor, path, anchor_path, lambda p, end, day: p.start <= day <= end)
+
+
+def lasted(period: Period | Absent | None, kind: str, amount: int, unit: str,
+           anchor: datetime.date | Absent | None, path: str, anchor_path: str = "") -> Tri:
+    """`interval lasted at least/more than/less than/at most N unit by anchor`: its length from
+    its start to its end, or to the anchor when that comes first (so an ongoing one, to the anchor)."""
+
+    def held(p: Period, end: datetime.date, day: datetime.date) -> bool:
+        last = min(end, day)
+        edge = _safe_shift(p.start, amount, unit)
+        if kind == "at_least":
+            return edge <= last
+        if kind == "more_than":
+            return edge < last
+        return last < edge if kind == "less_than" else last <= edge
+
+    return _on_period(period, anchor, path, anchor_path, held)
+
+
 ItemTest = Callable[[Any, str, Any, Any], Tri]  # (item, its path, patient, definitions) -> value
 
 
@@ -622,6 +742,48 @@ def count_items(items: Sequence[Any] | Absent | None, op: str, number: int, path
             high += 1
             unknown = value if unknown is None else union(unknown, value)
     verdict = count_verdict(op, number, low, low + high)
+    if verdict is None:
+        assert unknown is not None
+        return unknown
+    return verdict
+
+
+def count_different(items: Sequence[Any] | Absent | None, op: str, number: int, path: str, key: str,
+                    members: int = 0, test: ItemTest | None = None, p: Any = None, m: Any = None) -> Tri:
+    """`count(different key in list where c) op n`: how many different values of the item field
+    `key` the items meeting c hold. An unknown item may or may not count, and an unknown key may
+    repeat one already counted or be new (for an enum, at most `members` values in all): the
+    count is a range, compared soundly."""
+    if items is None:
+        return (path,)
+    seq: Sequence[Any] = () if items is NONE else items
+    sure: set[Any] = set()
+    maybe: set[Any] = set()
+    sure_blank = blanks = 0  # items that count (surely, or perhaps) whose key is not known
+    unknown: tuple[str, ...] | None = None
+    for index, item in enumerate(seq):
+        at = f"{path}[{index}]"
+        found = getattr(item, key)
+        if found is NONE:
+            continue  # recorded as none: no value to count
+        value = True if test is None else test(item, at, p, m)
+        if value is False:
+            continue
+        if value is not True:
+            unknown = value if unknown is None else union(unknown, value)
+        if found is None:
+            blanks += 1
+            sure_blank += value is True
+            unknown = union(unknown or (), (f"{at}.{key}",))
+        elif value is True:
+            sure.add(found)
+        else:
+            maybe.add(found)
+    low = len(sure) or min(sure_blank, 1)
+    high = len(sure | maybe) + blanks
+    if members:
+        high = min(high, members)
+    verdict = count_verdict(op, number, low, high)
     if verdict is None:
         assert unknown is not None
         return unknown
@@ -930,6 +1092,11 @@ def _plain(screening: Screening) -> Screening:
 #                ("between", value, low, high, unit, range_text, titer)
 #                ("member" | "has", value, kind, members, members_text)
 #                ("window", value, kind, amount, unit, direction, anchor, text)
+#                ("none", value)  ("ongoing", value, anchor)
+#                ("overlaps", value, amount, unit, direction, anchor, text)
+#                ("lasted", value, kind, amount, unit, anchor, text)
+#                ("different", items, op, n, key attr, members, key name, c or None)
+#                ("pd", attr, name, amount, unit, direction, anchor attr, anchor name) a dated result
 #                ("not", c)  ("and" | "or", (c, …))  ("at_least", n, (c, …))
 #                ("any" | "all", items, c or None)  ("count", items, op, n, c or None)
 #                ("num", left, op, right, unit, left_text, right_text, right is a literal), the
@@ -1023,6 +1190,10 @@ def _value(ref: tuple[Any, ...], scope: _Scope) -> tuple[Any, str]:
         return ref[1], ""
     if ref[0] == "p":
         return getattr(scope.p, ref[1]), ref[2]
+    if ref[0] == "pd":  # a dated result: its value if measured in its window
+        _, attr, name, amount, unit, direction, anchor, anchor_name = ref
+        value, day = getattr(scope.p, attr), getattr(scope.p, anchor)
+        return fresh(value, amount, unit, direction, day), fresh_path(value, day, name, anchor_name)
     return getattr(scope.it, ref[1]), f"{scope.at}.{ref[2]}"
 
 
@@ -1113,6 +1284,14 @@ def _condition(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
             return result, f"{path if value is NONE else anchor_path}: none recorded"
         return result, (f"{path} {value.isoformat()} is {'' if result else 'not '}{text} "
                         f"{anchor_path or 'the date'} {anchor.isoformat()}")
+    if tag == "none":
+        value, path = _value(node[1], scope)
+        result = none_recorded(value, path)
+        if type(result) is tuple:
+            return result, _unknown(result)
+        return result, f"{path}: none recorded" if result else f"{path} recorded: {show(value)}"
+    if tag in ("overlaps", "ongoing", "lasted"):
+        return _interval(node, scope)
     if tag == "not":
         inner = _condition(node[1], scope)
         return not3(inner[0]), inner[1]  # type: ignore[arg-type]
@@ -1126,7 +1305,7 @@ def _condition(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
         return either, _join(_alike(either, parts))
     if tag == "at_least":
         return _at_least(node[1], [_condition(c, scope) for c in node[2]])
-    if tag in ("any", "all", "count"):
+    if tag in ("any", "all", "count", "different"):
         return _quantified(node, scope)
     if tag == "num":
         return _numeric(node, scope)
@@ -1188,6 +1367,28 @@ def _numeric(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
     return result, f"{left_text} {show_num(left, unit)} {sign} {other}"
 
 
+def _interval(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
+    """("overlaps", value, amount, unit, direction, anchor, text), ("ongoing", value, anchor),
+    ("lasted", value, kind, amount, unit, anchor, text)."""
+    tag = node[0]
+    value, path = _value(node[1], scope)
+    anchor, anchor_path = _value(node[5] if tag != "ongoing" else node[2], scope)
+    if tag == "overlaps":
+        result = overlaps(value, node[2], node[3], node[4], anchor, path, anchor_path)
+        words = ("overlaps" if result else "does not overlap") + f" {node[6]}"
+    elif tag == "ongoing":
+        result = ongoing_at(value, anchor, path, anchor_path)
+        words = ("is" if result else "is not") + " ongoing at"
+    else:
+        result = lasted(value, node[2], node[3], node[4], anchor, path, anchor_path)
+        words = ("lasted" if result else "did not last") + f" {node[6]} by"
+    if type(result) is tuple:
+        return result, _unknown(result)
+    if value is NONE or anchor is NONE:
+        return result, f"{path if value is NONE else anchor_path}: none recorded"
+    return result, f"{path} ({show(value)}) {words} {anchor_path or 'the date'} {anchor.isoformat()}"
+
+
 def _quantified(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
     tag = node[0]
     items, path = _value(node[1], scope)
@@ -1206,6 +1407,10 @@ def _quantified(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
         return value
 
     parts = list(facts.values())
+    if tag == "different":
+        _, _, op, number, key, members, key_name, _ = node
+        result = count_different(items, op, number, path, key, members, known)
+        return result, _different(seq, key, key_name, facts, op, number, path, result)
     if tag == "count":
         _, _, op, number, _ = node
         result = count_items(items, op, number, path, known)
@@ -1227,6 +1432,20 @@ def _quantified(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
     if result is False:
         return result, _join(f for f in parts if f[0] is False)
     return result, _join(f for f in parts if _is_unknown(f[0]))
+
+
+def _different(seq: Sequence[Any], key: str, key_name: str, facts: dict[str, Reasoned], op: str, number: int,
+               path: str, result: Tri) -> str:
+    """`agent: 2 different (cyclophosphamide, rituximab) among 3 of 4 treatments that match, needs ≥ 2`."""
+    counted = sorted({show(getattr(item, key)) for (v, _), item in zip(facts.values(), seq, strict=True)
+                      if v is True and getattr(item, key) is not None and getattr(item, key) is not NONE})
+    matching = sum(1 for v, _ in facts.values() if v is True)
+    reason = (f"{key_name}: {len(counted)} different ({', '.join(counted) or 'none'}) among {matching} of "
+              f"{len(facts)} {path} that match, needs {_SHOWN[op]} {number}")
+    if type(result) is bool:
+        return reason
+    assert isinstance(result, tuple)
+    return f"{reason}: {_unknown(result)}"
 
 
 def _line(node: tuple[Any, ...], scope: _Scope) -> Reasoned:
@@ -1472,6 +1691,65 @@ def _read_measured(raw: dict[Any, Any], path: str, problems: list[Problem], unit
     return values[0], (values[1] if len(values) > 1 else None)
 
 
+def read_interval(raw: object, path: str, problems: list[Problem]) -> Period | None:
+    """`{"start": "2025-05-20", "end": "2025-06-10"}`, or `"ongoing": true` for no end yet; an
+    interval with neither has an end not recorded (unknown)."""
+    if not isinstance(raw, dict):
+        problems.append(Problem(path, f"expected {{\"start\": …, \"end\": … or \"ongoing\": true}}, "
+                                      f"got {_kind(raw)}"))
+        return None
+    before = len(problems)
+    for key in sorted(set(raw) - {"start", "end", "ongoing"}, key=str):
+        problems.append(Problem(f"{path}.{key}", "unknown key"))
+    start = None
+    if raw.get("start") is None:
+        problems.append(Problem(f"{path}.start", "missing: an interval needs its start"))
+    else:
+        start = read_date(raw["start"], f"{path}.start", problems)
+    end = None
+    if raw.get("end") is not None:
+        end = read_date(raw["end"], f"{path}.end", problems)
+    ongoing = False
+    if raw.get("ongoing") is not None:
+        ongoing = bool(read_bool(raw["ongoing"], f"{path}.ongoing", problems))
+    if len(problems) > before or start is None:
+        return None
+    if ongoing and end is not None:
+        problems.append(Problem(f"{path}.ongoing", "an interval with an end is not ongoing"))
+        return None
+    if end is not None and end < start:
+        problems.append(Problem(f"{path}.end", f"ends ({end.isoformat()}) before it starts ({start.isoformat()})"))
+        return None
+    return Period(start, end, ongoing)
+
+
+def read_dated(raw: object, path: str, problems: list[Problem], read: Callable[[object, str, list[Problem]], Any],
+               whole: bool) -> Dated | None:
+    """A result with the date it was measured: `{"value": …, "measured": "YYYY-MM-DD"}` (a
+    quantity's or lab value's object takes the key beside its own: `whole`)."""
+    if not isinstance(raw, dict) or "measured" not in raw:
+        problems.append(Problem(f"{path}.measured" if isinstance(raw, dict) else path,
+                                "missing: the date the result was measured" if isinstance(raw, dict)
+                                else f"expected {{\"value\": …, \"measured\": \"YYYY-MM-DD\"}}, got {_kind(raw)}"))
+        return None
+    before = len(problems)
+    measured = read_date(raw["measured"], f"{path}.measured", problems)
+    rest = {k: v for k, v in raw.items() if k != "measured"}
+    if whole:
+        value = read(rest, path, problems)
+    else:
+        for key in sorted(set(rest) - {"value"}, key=str):
+            problems.append(Problem(f"{path}.{key}", "unknown key"))
+        value = None
+        if "value" in rest:
+            value = read(rest["value"], f"{path}.value", problems)
+        else:
+            problems.append(Problem(f"{path}.value", "missing"))
+    if len(problems) > before or measured is None or value is None:
+        return None
+    return Dated(value, measured)
+
+
 def read_list(raw: object, path: str, problems: list[Problem],
               item: Callable[[object, str, list[Problem]], T | None]) -> list[T] | None:
     if not isinstance(raw, list):
@@ -1503,10 +1781,11 @@ def plausible(value: T | Absent | None, low: Exact, high: Exact, text: str, unit
               problems: list[Problem]) -> T | Absent | None:
     """A value read for a field with a plausible range (inclusive, in the canonical unit), or
     None with a problem when it lies outside: hemoglobin 10.8 meant as g/dL is not 10.8 g/L."""
-    number = value.value if isinstance(value, Lab) else value
+    inner = value.value if isinstance(value, Dated) else value  # a dated result: its value
+    number = inner.value if isinstance(inner, Lab) else inner
     if value is None or value is NONE or low <= number <= high:  # type: ignore[operator]
         return value
-    at = f"{path}.value" if isinstance(value, Lab) else path
+    at = f"{path}.value" if isinstance(value, (Lab, Dated)) else path
     problems.append(Problem(at, f"{show(number, unit)} is outside the plausible range {text}; "
                                 "check the value and its unit"))
     return None

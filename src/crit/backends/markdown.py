@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from crit import ir, templating
-from crit.english import count_heading, describe, describe_num, describe_type
+from crit.english import count_heading, describe, describe_field_type, describe_num
 
 _READING_GUIDE = (
     "A patient is eligible when every inclusion criterion that applies is met and no exclusion "
@@ -203,8 +203,8 @@ def _field_rows(fields: tuple[ir.Field, ...]) -> tuple[tuple[str, ...], ...]:
 def _typed(field: ir.Field) -> str:
     """A field's type, and the values a record may hold when the schema bounds them."""
     if field.plausible is None:
-        return describe_type(field.type)
-    return f"{describe_type(field.type)}, plausible from {field.plausible.text}"
+        return describe_field_type(field)
+    return f"{describe_field_type(field)}, plausible from {field.plausible.text}"
 
 
 def _titled(name: str, label: str | None) -> str:

@@ -17,7 +17,18 @@ from pathlib import Path
 from typing import assert_never
 
 from crit import ir, templating
-from crit.reasons import is_literal, is_titer, members_text, num_text, range_text, text_of, unit_of, window_text
+from crit.reasons import (
+    is_literal,
+    is_titer,
+    lasted_text,
+    members_text,
+    num_text,
+    overlaps_text,
+    range_text,
+    text_of,
+    unit_of,
+    window_text,
+)
 from crit.text import decimal_text, split_lines
 
 _RUNTIME = Path(__file__).resolve().parents[1] / "runtime.py"
@@ -106,6 +117,11 @@ _POSITIONS = {
     "any_item": ("items", "path", "test", "p", "m"),
     "all_item": ("items", "path", "test", "p", "m"),
     "count_items": ("items", "op", "number", "path", "test", "p", "m"),
+    "overlaps": ("period", "amount", "unit", "direction", "anchor", "path", "anchor_path"),
+    "ongoing_at": ("period", "anchor", "path", "anchor_path"),
+    "lasted": ("period", "kind", "amount", "unit", "anchor", "path", "anchor_path"),
+    "count_different": ("items", "op", "number", "path", "key", "members", "test", "p", "m"),
+    "fresh": ("value", "amount", "unit", "direction", "anchor"),
 }
 
 
@@ -163,6 +179,11 @@ def _const(c: ir.Const) -> str:
     if isinstance(value, datetime.date):
         return f"datetime.date({value.year}, {value.month}, {value.day})"
     return repr(value)
+
+
+def _members(key: ir.Field) -> int:
+    """How many values an enum key can take (0: no bound), for `count(different …)`."""
+    return len(key.type.enum.members) if key.type.kind == "enum" and key.type.enum is not None else 0
 
 
 def crit_func(criterion_id: str) -> str:
@@ -229,12 +250,22 @@ class _Writer:
         attr = py_name(v.field.name)
         if v.scope == "item":
             return f"it.{attr}", f"at + {'.' + v.field.name!r}"
+        m = v.field.measured
+        if m is not None:  # a dated result: its value only if measured in its window
+            anchor = f"p.{py_name(m.anchor)}"
+            return (flat(call("fresh", f"p.{attr}", repr(m.amount), repr(m.unit), repr(m.direction), anchor)),
+                    flat(Call("fresh_path", (f"p.{attr}", anchor, repr(v.field.name), repr(m.anchor)))))
         return f"p.{attr}", repr(v.field.name)
 
     def ref(self, v: ir.Value) -> str:
-        """The value in the description: ("p"|"it", attr, name) or ("k", literal)."""
+        """The value in the description: ("p"|"it", attr, name), ("pd", attr, name, amount, unit,
+        direction, anchor attr) for a dated result, or ("k", literal)."""
         if isinstance(v, ir.Const):
             return f"('k', {self.literal(v)})"
+        m = v.field.measured
+        if m is not None and v.scope == "patient":
+            return (f"('pd', {py_name(v.field.name)!r}, {v.field.name!r}, {m.amount!r}, {m.unit!r}, "
+                    f"{m.direction!r}, {py_name(m.anchor)!r}, {m.anchor!r})")
         return f"({'it' if v.scope == 'item' else 'p'!r}, {py_name(v.field.name)!r}, {v.field.name!r})"
 
     def members(self, e: ir.Member) -> str:
@@ -266,6 +297,23 @@ class _Writer:
             extra = {"anchor_path": anchor_path} if anchor_path != "''" else {}
             return call("window", value, repr(e.kind), repr(e.amount), repr(e.unit), repr(e.direction), anchor,
                         path, **extra)
+        if isinstance(e, ir.NoneRecorded):
+            return call("none_recorded", *self.value(e.value))
+        if isinstance(e, ir.Overlaps | ir.OngoingAt | ir.Lasted):
+            period, path = self.value(e.value)
+            anchor, anchor_path = self.value(e.anchor)
+            extra = {"anchor_path": anchor_path} if anchor_path != "''" else {}
+            if isinstance(e, ir.Overlaps):
+                return call("overlaps", period, repr(e.amount), repr(e.unit), repr(e.direction), anchor, path,
+                            **extra)
+            if isinstance(e, ir.OngoingAt):
+                return call("ongoing_at", period, anchor, path, **extra)
+            return call("lasted", period, repr(e.kind), repr(e.amount), repr(e.unit), anchor, path, **extra)
+        if isinstance(e, ir.DistinctCount):
+            items, path = self.value(e.items)
+            test = {} if e.condition is None else {"test": self.where(e), "p": "p", "m": "m"}
+            return call("count_different", items, repr(e.op), repr(e.number), path, repr(py_name(e.key.name)),
+                        repr(_members(e.key)), **test)
         if isinstance(e, ir.Truth):
             return repr(e.value)
         if isinstance(e, ir.DefinitionRef):
@@ -362,6 +410,20 @@ class _Writer:
         if isinstance(e, ir.Window):
             return Call("", ("'window'", self.ref(e.value), repr(e.kind), repr(e.amount), repr(e.unit),
                              repr(e.direction), self.ref(e.anchor), repr(window_text(e))))
+        if isinstance(e, ir.NoneRecorded):
+            return Call("", ("'none'", self.ref(e.value)))
+        if isinstance(e, ir.Overlaps):
+            return Call("", ("'overlaps'", self.ref(e.value), repr(e.amount), repr(e.unit), repr(e.direction),
+                             self.ref(e.anchor), repr(overlaps_text(e))))
+        if isinstance(e, ir.OngoingAt):
+            return Call("", ("'ongoing'", self.ref(e.value), self.ref(e.anchor)))
+        if isinstance(e, ir.Lasted):
+            return Call("", ("'lasted'", self.ref(e.value), repr(e.kind), repr(e.amount), repr(e.unit),
+                             self.ref(e.anchor), repr(lasted_text(e))))
+        if isinstance(e, ir.DistinctCount):
+            test = "None" if e.condition is None else self.describe(e.condition)
+            return Call("", ("'different'", self.ref(e.items), repr(e.op), repr(e.number),
+                             repr(py_name(e.key.name)), repr(_members(e.key)), repr(e.key.name), test))
         if isinstance(e, ir.Truth):
             return f"('const', {e.value!r})"
         if isinstance(e, ir.DefinitionRef):
@@ -386,7 +448,7 @@ class _Writer:
                              repr(is_literal(e.right))))
         assert_never(e)
 
-    def where(self, e: ir.Quantified | ir.CountCompare) -> str:
+    def where(self, e: ir.Quantified | ir.CountCompare | ir.DistinctCount) -> str:
         """A quantifier's condition on one list item becomes a function of its own."""
         assert e.condition is not None
         if e in self.wheres:
@@ -521,7 +583,7 @@ class _RecordView:
 _ANNOTATIONS = {
     "bool": "bool", "judgment": "bool", "integer": "int", "decimal": "Decimal",
     "quantity": "Exact", "text": "str", "date": "datetime.date", "titer": "int",
-    "lab": "Lab", "enum": "str", "set": "frozenset[str]",
+    "lab": "Lab", "enum": "str", "set": "frozenset[str]", "interval": "Period",
 }
 
 
@@ -558,6 +620,9 @@ def _field_view(field: ir.Field, in_record: bool, units: dict[str, str],
     else:
         annotation = _ANNOTATIONS[t.kind]
         value = _FAST_READ[t.kind].format(path=path)
+    if field.measured is not None:  # a dated result: `{"value": …, "measured": date}`
+        annotation = "Dated"
+        value = f"read_dated(v, {path}, pr, {_inner_reader(t, units)}, {t.kind in ('quantity', 'lab')!r})"
     if field.plausible is not None and constant is not None:
         unit = t.unit.text if t.unit is not None else ""
         low, high = constant(_decimal(field.plausible.low)), constant(_decimal(field.plausible.high))
@@ -565,6 +630,22 @@ def _field_view(field: ir.Field, in_record: bool, units: dict[str, str],
     absent = f"(NONE if {field.name!r} in raw else None)" if field.optional else "None"
     read = f"{absent} if (v := raw.get({field.name!r})) is None else {value}"
     return _FieldView(py_name(field.name), field.name, f"{annotation} | Absent | None", read)
+
+
+def _inner_reader(t: ir.Type, units: dict[str, str]) -> str:
+    """The reader of a dated result's value, as a function of (raw, path, problems)."""
+    if t.kind in ("quantity", "lab"):
+        assert t.unit is not None
+        factors = "{" + ", ".join(f"{u.text!r}: {_decimal(f)}" for u, f in t.also) + "}"
+        name = units.setdefault(factors, f"_UNITS_{len(units) + 1}")
+        return f"lambda r, a, q: read_{t.kind}_fast(r, a, q, {t.unit.text!r}, {name})"
+    if t.kind in ("enum", "set"):
+        assert t.enum is not None
+        if t.kind == "enum":
+            return f"lambda r, a, q: read_enum(r, a, q, _ENUM_{t.enum.name})"
+        return f"lambda r, a, q: read_set_fast(r, a, q, _ENUM_{t.enum.name}, _MEMBERS_{t.enum.name})"
+    return {"bool": "read_bool", "integer": "read_integer", "decimal": "read_decimal", "text": "read_text",
+            "titer": "read_titer"}[t.kind]
 
 
 _FAST_READ = {
@@ -575,6 +656,7 @@ _FAST_READ = {
     "text": "v if type(v) is str else read_text(v, {path}, pr)",
     "date": "read_date_fast(v, {path}, pr)",
     "titer": "read_titer_fast(v, {path}, pr)",
+    "interval": "read_interval(v, {path}, pr)",
 }
 
 

@@ -331,7 +331,8 @@ class _Compiler:
                 return self.node(Sql(value, lv(*kept)), parts)
             case ir.Quantified() | ir.CountCompare():
                 return self.quantifier(e)
-            case ir.NumCompare():
+            case ir.NumCompare() | ir.NoneRecorded() | ir.Overlaps() | ir.OngoingAt() | ir.Lasted() \
+                    | ir.DistinctCount():
                 raise not_yet_translated(e)
             case _:
                 raise untranslatable(e)

@@ -23,6 +23,8 @@ from crit.text import decimal_text
 
 _FLIP: dict[ir.CompareOp, ir.CompareOp] = {">=": "<=", "<=": ">=", ">": "<", "<": ">", "=": "=", "!=": "!="}
 _NUMERIC = ("integer", "decimal", "quantity", "lab")
+_UNDATED = ("list", "judgment", "date", "interval")  # kinds that cannot be `measured within` a window
+_KEYS = ("text", "enum", "integer", "date")  # what `count(different KEY in …)` can tell apart
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class _Checker:
                        "declare them in a 'patient' block, or import a schema file that has one")
         for field in self.declare_fields(tuple(patient_fields), in_record=False):
             self.fields[field.name] = field
+        self.check_anchors(patient_fields)
         for m in modules:
             for define in m.defines:
                 if not self.usable_name(define.name, define.span, "a definition", "define"):
@@ -197,7 +200,8 @@ class _Checker:
                 self.error("E103", decl.type.span, "a judgment cannot be optional",
                            "a judgment not yet recorded is already pending; remove the '?'")
             plausible = self.plausible(decl, type_) if decl.plausible is not None else None
-            out[decl.name] = ir.Field(decl.name, type_, decl.optional, decl.label, decl.span, plausible)
+            measured = self.freshness(decl, type_, in_record) if decl.measured is not None else None
+            out[decl.name] = ir.Field(decl.name, type_, decl.optional, decl.label, decl.span, plausible, measured)
         return tuple(out.values())
 
     def plausible(self, decl: ast.FieldDecl, t: ir.Type) -> ir.Plausible | None:
@@ -236,6 +240,43 @@ class _Checker:
         high = exact_decimal(Fraction(given.high.value) * ratio)
         text = f"{given.low.text} to {given.high.text}" + (f" {unit_text}" if unit_text else "")
         return ir.Plausible(low, high, text)
+
+    def freshness(self, decl: ast.FieldDecl, t: ir.Type, in_record: bool) -> ir.Freshness | None:
+        """`measured within N unit before ANCHOR` on a field: checked here but for its anchor,
+        a patient date field, which `check_anchors` resolves once every patient field is known."""
+        m = decl.measured
+        assert m is not None
+        if in_record:
+            self.error("E130", m.span, "only a patient field can be dated",
+                       "declare the result as a patient field, or drop 'measured within …'")
+            return None
+        if t.kind in _UNDATED:
+            self.error("E130", m.span, f"{_a(t.describe())} cannot be dated with 'measured within'",
+                       "date a result that is measured: a lab value, a quantity, a score or a test result")
+            return None
+        if m.duration.amount == 0:
+            self.error("E205", m.duration.span, "a window of 0 has no length",
+                       "give the window a length, e.g. measured within 14 days before screening")
+            return None
+        return ir.Freshness(m.duration.amount, ir.narrow(m.duration.unit, ir.WINDOW_UNITS),
+                            ir.narrow(m.direction, ir.DIRECTIONS), m.anchor.name)
+
+    def check_anchors(self, decls: Sequence[ast.FieldDecl]) -> None:
+        """Each dated field's anchor is a patient date field that is not itself dated."""
+        for decl in decls:
+            field = self.fields.get(decl.name)
+            if decl.measured is None or field is None or field.measured is None:
+                continue
+            anchor = decl.measured.anchor
+            found = self.fields.get(anchor.name)
+            if found is None:
+                dates = [f.name for f in self.fields.values() if f.type.kind == "date"]
+                self.error("E130", anchor.span, f"unknown field '{anchor.name}'",
+                           did_you_mean(anchor.name, dates) or "name a patient date field, e.g. screening")
+            elif found.type.kind != "date" or found.measured is not None:
+                self.error("E130", anchor.span,
+                           f"a result is dated from a date, and {anchor.name} is {_a(found.type.describe())}",
+                           "name a patient date field, e.g. measured within 14 days before screening")
 
     def resolve_type(self, t: ast.TypeExpr, in_record: bool) -> ir.Type | None:
         if t.kind in ("quantity", "lab"):
@@ -304,7 +345,7 @@ class _Checker:
         if t.kind in self.records:
             hint = f"a record is used through a list: 'list of {t.kind}'"
         self.error("E103", t.span, f"unknown type '{t.kind}'",
-                   hint or "types are bool, integer, decimal, text, date, titer, judgment, "
+                   hint or "types are bool, integer, decimal, text, date, interval, titer, judgment, "
                    "quantity UNIT, lab UNIT, an enum, set of ENUM, list of RECORD")
         return None
 
@@ -469,6 +510,10 @@ class _Checker:
                 return self.window(e, scope)
             case ast.Quantifier():
                 return self.quantified(e, scope)
+            case ast.NoneRecorded():
+                return self.none_recorded(e, scope)
+            case ast.Overlaps() | ast.OngoingAt() | ast.Lasted():
+                return self.interval_test(e, scope)
             case ast.Number() | ast.QuantityLit() | ast.UlnLit() | ast.TiterLit() | ast.DateLit() | ast.TextLit():
                 self.error("E208", e.span, f"a {_literal_kind(e)} is not a condition",
                            "a line must be true or false, e.g. a comparison: hemoglobin >= 60 g/L")
@@ -681,6 +726,20 @@ class _Checker:
         if items is None or record is None:
             return ir.Truth(False, e.span)
         cond = self.condition(q.condition, self.item_scope(scope, record)) if q.condition else None
+        if q.key is not None:
+            key = next((f for f in record.fields if f.name == q.key.name), None)
+            if key is None:
+                names = [f.name for f in record.fields]
+                self.error("E232", q.key.span, f"{record.name} has no field '{q.key.name}'",
+                           did_you_mean(q.key.name, names)
+                           or f"count different values of one of its fields: {', '.join(names)}")
+                return ir.Truth(False, e.span)
+            if key.type.kind not in _KEYS:
+                self.error("E232", q.key.span, f"'different' compares text, enum, whole-number or date values, "
+                           f"and {q.key.name} is {_a(key.type.describe())}",
+                           "count different values of a field that names what is counted, e.g. an agent")
+                return ir.Truth(False, e.span)
+            return ir.DistinctCount(op, items, record, key, cond, int(right.value), e.span)
         return ir.CountCompare(op, items, record, cond, int(right.value), e.span)
 
     def between(self, e: ast.Between, scope: _Scope) -> ir.Expr:
@@ -741,6 +800,47 @@ class _Checker:
                          ir.narrow(e.duration.unit, ir.WINDOW_UNITS), ir.narrow(e.direction, ir.DIRECTIONS),
                          anchor, e.span)
 
+    def none_recorded(self, e: ast.NoneRecorded, scope: _Scope) -> ir.Expr:
+        field = self.value(e.field, scope)
+        if field is None:
+            return ir.Truth(False, e.span)
+        if not field.field.optional:
+            self.error("E230", e.field.span, f"{e.field.name} cannot be recorded as none: it is not optional",
+                       f"declare it with '?' ({e.field.name}: {field.field.type.describe()}?) so that a "
+                       "record can say there is none")
+            return ir.Truth(False, e.span)
+        return ir.NoneRecorded(field, e.span)
+
+    def interval_test(self, e: ast.Overlaps | ast.OngoingAt | ast.Lasted, scope: _Scope) -> ir.Expr:
+        word = {ast.Overlaps: "overlaps", ast.OngoingAt: "ongoing at", ast.Lasted: "lasted"}[type(e)]
+        field = self.value(e.value, scope)
+        if field is None:
+            if not isinstance(e.value, ast.Ref):
+                example = {"overlaps": "overlaps 1 week before screening", "ongoing at": "ongoing at screening",
+                           "lasted": "lasted at least 8 weeks by screening"}[word]
+                self.error("E231", e.value.span, f"'{word}' needs an interval field on its left",
+                           f"write e.g. infection {example}")
+            return ir.Truth(False, e.span)
+        if field.field.type.kind != "interval":
+            hint = (f"for one date, use a window: {field.field.name} within 1 week before screening"
+                    if field.field.type.kind == "date" else
+                    "declare the field as 'interval' (a start and an end, or ongoing)")
+            self.error("E231", e.value.span, f"'{word}' needs an interval (a start and an end), and "
+                       f"{field.field.name} is {_a(field.field.type.describe())}", hint)
+            return ir.Truth(False, e.span)
+        anchor = self.date_value(e.anchor, scope)
+        if not isinstance(e, ast.OngoingAt) and e.duration.amount == 0:
+            self.error("E205", e.duration.span, "a window of 0 has no length",
+                       "give it a length, e.g. overlaps 1 week before screening")
+        if anchor is None:
+            return ir.Truth(False, e.span)
+        if isinstance(e, ast.OngoingAt):
+            return ir.OngoingAt(field, anchor, e.span)
+        unit = ir.narrow(e.duration.unit, ir.WINDOW_UNITS)
+        if isinstance(e, ast.Overlaps):
+            return ir.Overlaps(field, e.duration.amount, unit, ir.narrow(e.direction, ir.DIRECTIONS), anchor, e.span)
+        return ir.Lasted(field, ir.narrow(e.kind, ir.LASTED_KINDS), e.duration.amount, unit, anchor, e.span)
+
     def date_value(self, e: ast.Expr, scope: _Scope) -> ir.Value | None:
         if isinstance(e, ast.DateLit):
             return self.literal(e, ir.Type("date"), "the window")
@@ -751,8 +851,10 @@ class _Checker:
                            "use a date field or a date such as 2025-06-26")
             return None
         if field.field.type.kind != "date":
+            hint = (f"for an interval, say {field.field.name} overlaps … or {field.field.name} ongoing at …"
+                    if field.field.type.kind == "interval" else "use a date field, e.g. screening")
             self.error("E205", e.span, f"a window needs dates, and {field.field.name} is "
-                       f"{_a(field.field.type.describe())}", "use a date field, e.g. screening")
+                       f"{_a(field.field.type.describe())}", hint)
             return None
         return field
 
@@ -786,6 +888,8 @@ def _condition_hint(name: str, t: ir.Type) -> str:
         return f"quantify over it: any({name} where …) or count({name} where …) >= 1"
     if t.kind == "date":
         return f"use a window: {name} within 4 weeks before screening"
+    if t.kind == "interval":
+        return f"test it: {name} overlaps 1 week before screening, or {name} ongoing at screening"
     return _compare_hint(t, name)
 
 
@@ -811,6 +915,8 @@ def _compare_hint_for(t: ir.Type) -> str:
         return "compare it with a titer: X > 1:80"
     if kind == "date":
         return "compare it with a date (YYYY-MM-DD) or use a window"
+    if kind == "interval":
+        return "an interval is tested with overlaps, ongoing at or lasted: X overlaps 1 week before screening"
     if kind == "text":
         return 'compare text with = or !=: X = "yes"'
     return "compare it with a number: X >= 18"

@@ -83,7 +83,7 @@ CRITERION_ID = re.compile(r"[IE][0-9]+")
 # read as the word, never as the name. The other words (`and`, `x`, `list` …) are read as names
 # where a name is expected, so they stay usable; `note` and `when` too, except as the first word
 # of a line. tests/test_front_end_limits.py checks each word of the grammar against this.
-RESERVED_WORDS = frozenset({"all", "any", "at", "count", "false", "not", "true"})
+RESERVED_WORDS = frozenset({"all", "any", "at", "count", "false", "no", "not", "true"})
 
 
 def reserved_reason(name: str) -> str | None:

@@ -160,7 +160,7 @@ def expand(expr: ir.Expr, definitions: Mapping[str, ir.Definition]) -> ir.Expr:
             return ir.AtLeast(count, tuple(expand(o, definitions) for o in operands), kind, NOWHERE)
         case ir.Quantified(condition=condition) if condition is not None:
             return dataclasses.replace(expr, condition=expand(condition, definitions))
-        case ir.CountCompare(condition=condition) if condition is not None:
+        case ir.CountCompare(condition=condition) | ir.DistinctCount(condition=condition) if condition is not None:
             return dataclasses.replace(expr, condition=expand(condition, definitions))
         case ir.NumCompare(left=left, right=right):
             return dataclasses.replace(expr, left=_expand_num(left, definitions),

@@ -110,6 +110,8 @@ class Solver:
         self.asserted: set[str] = set()  # the variables whose facts z3 holds
         self.indicators: dict[object, tuple[Term, frozenset[str], bool]] = {}  # a condition's switch
         self.item_conditions: dict[str, dict[object, ir.Expr]] = {}
+        self.distinct: dict[str, set[object]] = {}  # a list → the (key, condition) of its distinct counts
+        self.different: dict[object, int] = {}  # a distinct count's signature → its variable's number
         self.lists: dict[str, _ListDescription | None] = {}
         self.z3 = z3.Solver()  # one for every question: each condition is switched on by a literal
         if rlimit:
@@ -131,6 +133,9 @@ class Solver:
         """Note the conditions on list items; True if one is new (a list description to redo)."""
         new = False
         for node in _quantifiers(condition):
+            if isinstance(node, ir.DistinctCount) and node.items.scope == "patient":
+                self.distinct.setdefault(node.items.field.name, set()).add(
+                    (node.key.name, None if node.condition is None else key(node.condition)))
             if node.items.scope == "patient" and node.condition is not None:
                 known = self.item_conditions.setdefault(node.items.field.name, {})
                 new = new or key(node.condition) not in known
@@ -263,10 +268,16 @@ class _Encoder:
                 return self.member(e, item)
             case ir.Window():
                 return self.window(e, item)
+            case ir.NoneRecorded():
+                return self.none_recorded(e, item)
+            case ir.Overlaps() | ir.OngoingAt() | ir.Lasted():
+                return self.interval(e, item)
             case ir.Quantified() | ir.CountCompare():
                 return self.quantifier(e, item)
             case ir.NumCompare():
                 return self.num_compare(e, item)
+            case ir.DistinctCount():
+                return self.distinct_count(e, item)
             case _:  # a definition not written out
                 return self.unknown(e, item)
 
@@ -445,12 +456,38 @@ class _Encoder:
             return self.unknown(e, item)
         amount = -e.amount if e.direction == "before" else e.amount
         edge = self.shifted(e.anchor, anchor[0], amount, e.unit, item)
-        day, start = value[0], anchor[0]
-        if e.kind == "within":
-            inside = z3.And(edge <= day, day <= start) if amount < 0 else z3.And(start <= day, day <= edge)
+        return z3.And(value[1], anchor[1], _inside(e.kind, value[0], anchor[0], edge, amount < 0))
+
+    def none_recorded(self, e: ir.NoneRecorded, item: _Item | None) -> Term:
+        var, name = self.field(e.value, item)
+        if var is None:
+            return self.unknown(e, item)
+        return z3.Bool(name + "#none") if var.optional else z3.BoolVal(False)
+
+    def interval(self, e: ir.Overlaps | ir.OngoingAt | ir.Lasted, item: _Item | None) -> Term:
+        """An interval is two dates, its start and its end (the calendar's last day: ongoing)."""
+        var, name = self.field(e.value, item)
+        anchor = self.term(e.anchor, item, e.value) if isinstance(e.anchor, ir.Const) else None
+        if isinstance(e.anchor, ir.FieldRef):
+            anchor_var, anchor_name = self.field(e.anchor, item)
+            anchor = None if anchor_var is None else (_variable(anchor_var, anchor_name),
+                                                      self.present(anchor_var, anchor_name))
+        if var is None or var.kind != "interval" or anchor is None:
+            return self.unknown(e, item)
+        start, end, day = z3.Int(name + "#start"), z3.Int(name + "#end"), anchor[0]
+        if isinstance(e, ir.OngoingAt):
+            held = z3.And(start <= day, day <= end)
+        elif isinstance(e, ir.Overlaps):
+            amount = -e.amount if e.direction == "before" else e.amount
+            edge = self.shifted(e.anchor, day, amount, e.unit, item)
+            first, last = (edge, day) if amount < 0 else (day, edge)
+            held = z3.And(start <= last, end >= first)
         else:
-            inside = day <= edge if amount < 0 else day >= edge
-        return z3.And(value[1], anchor[1], inside)
+            edge = self.shifted(e.value, start, e.amount, e.unit, item)
+            last = z3.If(end < day, end, day)
+            held = {"at_least": edge <= last, "more_than": edge < last, "less_than": last < edge,
+                    "at_most": last <= edge}[e.kind]
+        return z3.And(self.present(var, name), anchor[1], held)
 
     def shifted(self, anchor: ir.Value, day: Term, amount: int, unit: str, item: _Item | None) -> Term:
         """The anchor moved by `amount` units, clamped to the calendar as the runtime does."""
@@ -486,6 +523,32 @@ class _Encoder:
         if e.condition is None:
             return z3.BoolVal(True)
         return description.count(e.condition, holding=False) == 0
+
+    def distinct_count(self, e: ir.DistinctCount, item: _Item | None) -> Term:
+        """How many different keys the items meeting the condition hold: any number from 1 (0 with
+        no such item) to how many there are, at most an enum's members. Exact when nothing else
+        asked of the list's items mentions the key and the list has this one distinct count (the
+        keys are then free to repeat or differ); otherwise only the bounds are known, which keeps
+        "no patient" a proof but makes "some patient" no witness (opaque)."""
+        if e.items.scope != "patient" or item is not None:
+            return self.unknown(e, item)
+        description = self.description(e.items)
+        if description is None:
+            return self.unknown(e, item)
+        name = e.items.field.name
+        mentioned = any(isinstance(n, ir.FieldRef) and n.scope == "item" and n.field.name == e.key.name
+                        for c in self.solver.item_conditions.get(name, {}).values() for n in ir.walk(c))
+        if mentioned or len(self.solver.distinct.get(name, ())) > 1:
+            self.opaque = True
+        matching = description.count(e.condition)
+        signature = (description.name, e.key.name, None if e.condition is None else key(e.condition))
+        found = self.solver.different.setdefault(signature, len(self.solver.different))
+        different = z3.Int(f"{description.name}#different#{e.key.name}#{found}")
+        bounds = [different <= matching, z3.Implies(matching >= 1, different >= 1),
+                  z3.Implies(matching == 0, different == 0)]
+        if e.key.type.kind == "enum" and e.key.type.enum is not None:
+            bounds.append(different <= len(e.key.type.enum.members))
+        return z3.And(*bounds, _holds(different, e.op, z3.IntVal(e.number)))
 
     def description(self, items: ir.FieldRef) -> _ListDescription | None:
         name = items.field.name
@@ -610,10 +673,10 @@ def _criterion_exprs(c: ir.Criterion) -> Iterator[ir.Expr]:
             pending += item.body
 
 
-def _quantifiers(expr: ir.Expr) -> Iterator[ir.Quantified | ir.CountCompare]:
+def _quantifiers(expr: ir.Expr) -> Iterator[ir.Quantified | ir.CountCompare | ir.DistinctCount]:
     """The quantifiers over lists in a condition (not those inside a list item's condition)."""
     match expr:
-        case ir.Quantified() | ir.CountCompare():
+        case ir.Quantified() | ir.CountCompare() | ir.DistinctCount():
             yield expr
         case ir.Not(operand=operand):
             yield from _quantifiers(operand)
@@ -637,6 +700,9 @@ def _ranges(var: _Var, name: str) -> list[Term]:
     if var.kind == "date":
         day = z3.Int(name)
         return [day >= _FIRST_DAY, day <= _LAST_DAY]
+    if var.kind == "interval":
+        start, end = z3.Int(name + "#start"), z3.Int(name + "#end")
+        return [start >= _FIRST_DAY, start <= end, end <= _LAST_DAY]
     if var.kind == "titer":
         return [z3.Int(name) >= 1]
     if var.kind == "enum":
@@ -699,9 +765,19 @@ def _window_holds(e: ir.Window) -> bool:
     assert isinstance(day, datetime.date) and isinstance(anchor, datetime.date)
     amount = -e.amount if e.direction == "before" else e.amount
     edge = _shift(anchor, amount, e.unit)
-    if amount < 0:
-        return edge <= day <= anchor if e.kind == "within" else day <= edge
-    return anchor <= day <= edge if e.kind == "within" else day >= edge
+    held: bool = _inside(e.kind, day, anchor, edge, amount < 0)
+    return held
+
+
+def _inside(kind: str, day: Any, anchor: Any, edge: Any, before: bool) -> Any:
+    """A date in a window from its anchor to its edge (dates or z3 terms): `within` and `at
+    least` inclusive at the edge, `less than` and `more than` strict; the anchor always in."""
+    both = z3.And if not isinstance(day, datetime.date) else (lambda a, b: a and b)
+    if before:
+        return {"within": both(edge <= day, day <= anchor), "less_than": both(edge < day, day <= anchor),
+                "at_least": day <= edge, "more_than": day < edge}[kind]
+    return {"within": both(anchor <= day, day <= edge), "less_than": both(anchor <= day, day < edge),
+            "at_least": day >= edge, "more_than": day > edge}[kind]
 
 
 __all__ = ["DEFAULT_TIMEOUT_MS", "MAX_ITEM_CONDITIONS", "Outcome", "Solver"]

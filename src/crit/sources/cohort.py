@@ -131,12 +131,23 @@ def schema_kinds(protocol: ir.Protocol) -> dict[str, Any]:
             return {"": "json", "value": "number", "uln": "number", "unit": "text"}
         if t.kind == "set":
             return "set"
+        if t.kind == "interval":
+            return {"": "json", "start": "text", "end": "text", "ongoing": "bool"}
         if t.kind == "list":
             assert t.record is not None
             return {"": "json", "[]": {f.name: kind(f.type) for f in records[t.record].fields}}
         return "text"
 
-    return {f.name: kind(f.type) for f in protocol.fields}
+    def dated(field: ir.Field) -> Any:
+        """A dated result: its value (or a quantity's own keys) and the date it was measured."""
+        inner = kind(field.type)
+        if field.measured is None:
+            return inner
+        if isinstance(inner, dict):
+            return {**inner, "": "json", "measured": "text"}
+        return {"": "json", "value": inner, "measured": "text"}
+
+    return {f.name: dated(f) for f in protocol.fields}
 
 
 def _path(name: str) -> tuple[str | int, ...]:

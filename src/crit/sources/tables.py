@@ -252,6 +252,9 @@ def _place(field: ir.Field, table: str, records: Mapping[str, ir.Record]) -> Fie
             assert t.record is not None and t.record in records
             count = Column(f"{name}{SEPARATOR}items", name, "integer", "items", True)
             return FieldLayout(field, table, (count, *none), items=f"{table}{SEPARATOR}{name}")
+        case "interval":
+            raise _error("S202", field.span, f"the SQL layout has no columns for {name}, an interval, yet",
+                         "screen this protocol with the Python engine (crit screen --engine python)")
         case _ as unreachable:
             assert_never(unreachable)
 
@@ -334,6 +337,9 @@ def _value_schema(field: ir.Field) -> dict[str, Any]:
             schema = measured if t.kind == "lab" else {"anyOf": [dict(_NUMBER), measured]}
         case "list":
             schema = {"type": "array", "items": {"$ref": f"#/$defs/{t.record}"}}
+        case "interval":
+            raise _error("S202", field.span, f"the JSON Schema has no form for {field.name}, an interval, yet",
+                         "validate such records with crit eval")
         case _ as unreachable:
             assert_never(unreachable)
     if field.label:
@@ -431,6 +437,8 @@ def _values(layout_: Layout, placed: FieldLayout, raw: object, present: bool, pa
                 for index, item in enumerate(raw):
                     _record_rows(layout_, layout_.table(placed.items), (*key, index), item, f"{path}[{index}]",
                                  children)
+        case "interval":  # never placed: layout() refuses an interval field
+            raise AssertionError(placed.field.name)
         case _ as unreachable:
             assert_never(unreachable)
     if problems:

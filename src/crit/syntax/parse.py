@@ -384,13 +384,14 @@ class _Builder:
         for node in nodes:
             if not isinstance(node, Tree):
                 continue
-            name, type_tree, optional, plausible, label = node.children
+            name, type_tree, optional, plausible, measured, label = node.children
             assert isinstance(type_tree, Tree)
             out.append(
                 ast.FieldDecl(
                     str(name), self.type_expr(type_tree), optional is not None,
                     self.opt_text(label), self.span(node),
                     self.plausible(plausible) if isinstance(plausible, Tree) else None,
+                    self.measured(measured) if isinstance(measured, Tree) else None,
                 )
             )
         return tuple(out)
@@ -404,6 +405,13 @@ class _Builder:
         low, high, unit = tree.children
         return ast.Plausible(self.number(low), self.number(high),
                              self.unit(unit) if isinstance(unit, Tree) else None, self.span(tree))
+
+
+    def measured(self, tree: Tree[Token]) -> ast.Measured:
+        duration, direction, anchor = tree.children
+        assert isinstance(duration, Tree) and isinstance(direction, Tree) and isinstance(anchor, Token)
+        return ast.Measured(self.duration(duration), direction.data, ast.Ref(str(anchor), self.span(anchor)),
+                            self.span(tree))
 
     def type_expr(self, tree: Tree[Token]) -> ast.TypeExpr:
         span = self.span(tree)
@@ -599,17 +607,37 @@ class _Builder:
                 assert isinstance(rest, Token)
                 members = (ast.Ref(str(rest), self.span(rest)),)
             return ast.Membership(_MEMBERSHIP[kind], value, members, span)
-        if kind in ("within", "at_least_from"):
+        if kind in _WINDOWS:
             subject, dur, direction, anchor = c
             assert isinstance(dur, Tree) and isinstance(direction, Tree)
             return ast.Window(
-                "within" if kind == "within" else "at_least",
+                _WINDOWS[kind],
                 self.expr(subject),
                 self.duration(dur),
                 direction.data,
                 self.expr(anchor),
                 span,
             )
+        if kind == "none_recorded":
+            assert isinstance(c[0], Token)
+            return ast.NoneRecorded(ast.Ref(str(c[0]), self.span(c[0])), span)
+        if kind == "overlaps":
+            subject, dur, direction, anchor = c
+            assert isinstance(dur, Tree) and isinstance(direction, Tree)
+            return ast.Overlaps(self.expr(subject), self.duration(dur), direction.data, self.expr(anchor), span)
+        if kind == "ongoing_at":
+            return ast.OngoingAt(self.expr(c[0]), self.expr(c[1]), span)
+        if kind == "lasted":
+            subject, lasting, dur, anchor = c
+            assert isinstance(lasting, Tree) and isinstance(dur, Tree)
+            return ast.Lasted(self.expr(subject), lasting.data.removeprefix("lasting_"), self.duration(dur),
+                              self.expr(anchor), span)
+        if kind == "count_different":
+            key, name, condition = c
+            assert isinstance(key, Token) and isinstance(name, Token)
+            cond = self.expr(condition) if isinstance(condition, Tree) else None
+            return ast.Quantifier("count", ast.Ref(str(name), self.span(name)), cond, span,
+                                  ast.Ref(str(key), self.span(key)))
         if kind == "at_least_of":
             count = self.whole(c[0])
             operands = self.expr_list(c[1])
@@ -708,6 +736,9 @@ class _Builder:
             unit = "days"
         return ast.Duration(self.whole(amount_token), unit, self.span(tree))
 
+
+_WINDOWS = {"within": "within", "at_least_from": "at_least", "less_than_from": "less_than",
+            "more_than_from": "more_than"}
 
 _OPS = {">=": ">=", "≥": ">=", "<=": "<=", "≤": "<=", ">": ">", "<": "<", "=": "=",
         "!=": "!=", "≠": "!="}

@@ -350,7 +350,8 @@ def _signs(protocol: ir.Protocol) -> dict[object, set[int]]:
                     walk(operand, sign)
             case ir.Quantified(condition=condition) if condition is not None:
                 walk(condition, sign)
-            case ir.CountCompare(op=op, condition=condition) if condition is not None:
+            case ir.CountCompare(op=op, condition=condition) | ir.DistinctCount(op=op, condition=condition) \
+                    if condition is not None:
                 for s in {">=": (sign,), ">": (sign,), "<=": (-sign,), "<": (-sign,)}.get(op, (sign, -sign)):
                     walk(condition, s)
             case ir.DefinitionRef(name=name):
@@ -453,11 +454,14 @@ def _subject(e: ir.Expr) -> object:
     """What a condition is about: its field, list or definition (None when it is compound)."""
     match e:
         case ir.Compare(left=ir.FieldRef(field=f)) | ir.Between(value=ir.FieldRef(field=f)) | \
-                ir.UlnCompare(lab=ir.FieldRef(field=f)) | ir.Window(value=ir.FieldRef(field=f)):
+                ir.UlnCompare(lab=ir.FieldRef(field=f)) | ir.Window(value=ir.FieldRef(field=f)) | \
+                ir.Overlaps(value=ir.FieldRef(field=f)) | ir.OngoingAt(value=ir.FieldRef(field=f)) | \
+                ir.Lasted(value=ir.FieldRef(field=f)) | ir.NoneRecorded(value=ir.FieldRef(field=f)):
             return ("value", f.name)
         case ir.Member(value=ir.FieldRef(field=f)):
             return ("member", f.name)
-        case ir.CountCompare(items=ir.FieldRef(field=f)) | ir.Quantified(items=ir.FieldRef(field=f)):
+        case ir.CountCompare(items=ir.FieldRef(field=f)) | ir.Quantified(items=ir.FieldRef(field=f)) | \
+                ir.DistinctCount(items=ir.FieldRef(field=f)):
             return ("list", f.name)
         case ir.FieldRef(field=f):
             return ("flag", f.name)
@@ -482,8 +486,8 @@ def _kind_of_change(old: ir.Expr, new: ir.Expr) -> str:
         return "condition"
     if isinstance(old, ir.Compare | ir.UlnCompare) and isinstance(new, ir.Compare | ir.UlnCompare):
         return "threshold" if old.op == new.op else "comparison"
-    return {ir.Between: "range", ir.Window: "window", ir.Member: "members",
-            ir.CountCompare: "count"}.get(type(old), "condition")
+    return {ir.Between: "range", ir.Window: "window", ir.Member: "members", ir.Overlaps: "window",
+            ir.Lasted: "duration", ir.CountCompare: "count", ir.DistinctCount: "count"}.get(type(old), "condition")
 
 
 def _line_text(line: ir.Line | ir.When) -> str:
@@ -588,7 +592,7 @@ def _fields(what: str, old: Sequence[ir.Field], new: Sequence[ir.Field]) -> list
         bounds = [(f.plausible.low, f.plausible.high) if f.plausible is not None else None for f in (a, b)]
         if bounds[0] != bounds[1]:  # the values a record may hold changed (not only how they are written)
             ranges = [f.plausible.text if f.plausible is not None else "—" for f in (a, b)]
-            out.append(Change(f"{what} {name}: plausible range", shown[0], shown[1]))
+            out.append(Change(f"{what} {name}: plausible range", ranges[0], ranges[1]))
     return out
 
 
