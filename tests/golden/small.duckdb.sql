@@ -56,8 +56,7 @@ WITH "_q1_items" AS MATERIALIZED (
     a1."_q1_u" AS "_q1_u",
     p."age" >= 18 AS "_d1",
     p."age" IS NULL AS "_m2",
-    CASE WHEN p."consent" THEN 1 WHEN NOT p."consent" THEN 0 ELSE 3 END AS "_n4",
-    p."kind" IN ('x') AS "_n6",
+    CASE WHEN p."consent" THEN 1 WHEN NOT p."consent" THEN 2 ELSE 3 END AS "_n4",
     CASE
       WHEN p."alt" <= (
         p."alt__uln" * CAST('3.0' AS DECIMAL(2, 1))
@@ -68,48 +67,48 @@ WITH "_q1_items" AS MATERIALIZED (
           p."alt__uln" * CAST('3.0' AS DECIMAL(2, 1))
         )
       )
-      THEN 0
+      THEN 2
+      ELSE 3
+    END AS "_n6",
+    CASE
+      WHEN CASE
+        WHEN p."weight" IS NULL
+        THEN NULL
+        WHEN (
+          (
+            CAST('40' AS DECIMAL(2, 0))
+          ) > p."weight"
+        )
+        OR (
+          p."weight" > (
+            CAST('90.718474' AS DECIMAL(8, 6))
+          )
+        )
+        THEN FALSE
+        ELSE TRUE
+      END
+      THEN 1
+      WHEN NOT CASE
+        WHEN p."weight" IS NULL
+        THEN NULL
+        WHEN (
+          (
+            CAST('40' AS DECIMAL(2, 0))
+          ) > p."weight"
+        )
+        OR (
+          p."weight" > (
+            CAST('90.718474' AS DECIMAL(8, 6))
+          )
+        )
+        THEN FALSE
+        ELSE TRUE
+      END
+      THEN 2
       ELSE 3
     END AS "_n7",
     CASE
       WHEN CASE
-        WHEN p."weight" IS NULL
-        THEN NULL
-        WHEN (
-          (
-            CAST('40' AS DECIMAL(2, 0))
-          ) > p."weight"
-        )
-        OR (
-          p."weight" > (
-            CAST('90.718474' AS DECIMAL(8, 6))
-          )
-        )
-        THEN FALSE
-        ELSE TRUE
-      END
-      THEN 1
-      WHEN NOT CASE
-        WHEN p."weight" IS NULL
-        THEN NULL
-        WHEN (
-          (
-            CAST('40' AS DECIMAL(2, 0))
-          ) > p."weight"
-        )
-        OR (
-          p."weight" > (
-            CAST('90.718474' AS DECIMAL(8, 6))
-          )
-        )
-        THEN FALSE
-        ELSE TRUE
-      END
-      THEN 0
-      ELSE 3
-    END AS "_n8",
-    CASE
-      WHEN CASE
         WHEN (
           p."last_vaccine" IS NULL AND NOT p."last_vaccine__none"
         )
@@ -136,9 +135,9 @@ WITH "_q1_items" AS MATERIALIZED (
         ) <= p."last_vaccine"
         AND p."last_vaccine" <= p."screening"
       END
-      THEN 0
+      THEN 2
       ELSE 3
-    END AS "_n12",
+    END AS "_n11",
     CASE
       WHEN (
         p."tags__x" AND p."tags__y"
@@ -147,19 +146,18 @@ WITH "_q1_items" AS MATERIALIZED (
       WHEN NOT (
         p."tags__x" AND p."tags__y"
       )
-      THEN 0
+      THEN 2
       ELSE 3
-    END AS "_n14"
+    END AS "_n13"
   FROM "patients" AS p
   LEFT JOIN "_q1_agg" AS a1
     ON p."patient_id" = a1."patient_id"
 ), "_l2" AS MATERIALIZED (
   SELECT
     p."_m2" AS "_m2",
-    p."_n12" AS "_n12",
-    p."_n14" AS "_n14",
+    p."_n11" AS "_n11",
+    p."_n13" AS "_n13",
     p."_n4" AS "_n4",
-    p."_n6" AS "_n6",
     p."alt" AS "alt",
     p."consent" AS "consent",
     p."doses__items" AS "doses__items",
@@ -170,18 +168,41 @@ WITH "_q1_items" AS MATERIALIZED (
     p."screening" AS "screening",
     p."tags__x" AS "tags__x",
     p."weight" AS "weight",
-    CASE WHEN p."_d1" THEN 1 WHEN NOT p."_d1" THEN 0 ELSE 3 END AS "_n3",
+    CASE WHEN p."_d1" THEN 1 WHEN NOT p."_d1" THEN 2 ELSE 3 END AS "_n3",
     CASE
-      WHEN p."_n7" = 0 OR p."_n8" = 0
-      THEN 0
-      WHEN p."_n7" = 2 AND p."_n8" = 2
-      THEN 2
-      WHEN p."_n7" IN (1, 2) AND p."_n8" IN (1, 2)
+      WHEN (
+        (
+          p."_n6" IN (1, 3, 4, 5, 6, 7)
+        ) AND (
+          p."_n7" IN (1, 3, 4, 5, 6, 7)
+        )
+      )
+      AND (
+        (
+          p."_n6" IN (1, 3, 5, 7)
+        ) OR (
+          p."_n7" IN (1, 3, 5, 7)
+        )
+      )
       THEN 1
-      WHEN p."_n7" IN (1, 3) OR p."_n8" IN (1, 3)
-      THEN 3
-      ELSE 4
-    END AS "_n9",
+      ELSE 0
+    END + CASE
+      WHEN (
+        p."_n6" IN (2, 3, 6, 7)
+      ) OR (
+        p."_n7" IN (2, 3, 6, 7)
+      )
+      THEN 2
+      ELSE 0
+    END + CASE
+      WHEN (
+        p."_n6" IN (4, 5, 6, 7)
+      ) AND (
+        p."_n7" IN (4, 5, 6, 7)
+      )
+      THEN 4
+      ELSE 0
+    END AS "_n8",
     CASE
       WHEN p."doses__items" IS NULL
       THEN NULL
@@ -189,16 +210,15 @@ WITH "_q1_items" AS MATERIALIZED (
       THEN TRUE
       WHEN COALESCE(p."_q1_u", 0) = 0
       THEN FALSE
-    END AS "_n11"
+    END AS "_n10"
   FROM "_l1" AS p
 ), "_l3" AS MATERIALIZED (
   SELECT
     p."_m2" AS "_m2",
+    p."_n10" AS "_n10",
     p."_n11" AS "_n11",
-    p."_n12" AS "_n12",
-    p."_n14" AS "_n14",
-    p."_n6" AS "_n6",
-    p."_n9" AS "_n9",
+    p."_n13" AS "_n13",
+    p."_n8" AS "_n8",
     p."alt" AS "alt",
     p."consent" AS "consent",
     p."doses__items" AS "doses__items",
@@ -210,34 +230,56 @@ WITH "_q1_items" AS MATERIALIZED (
     p."tags__x" AS "tags__x",
     p."weight" AS "weight",
     CASE
-      WHEN p."_n3" = 0 OR p."_n4" = 0
-      THEN 0
-      WHEN p."_n3" = 2 AND p."_n4" = 2
-      THEN 2
-      WHEN p."_n3" IN (1, 2) AND p."_n4" IN (1, 2)
+      WHEN (
+        (
+          p."_n3" IN (1, 3, 4, 5, 6, 7)
+        ) AND (
+          p."_n4" IN (1, 3, 4, 5, 6, 7)
+        )
+      )
+      AND (
+        (
+          p."_n3" IN (1, 3, 5, 7)
+        ) OR (
+          p."_n4" IN (1, 3, 5, 7)
+        )
+      )
       THEN 1
-      WHEN p."_n3" IN (1, 3) OR p."_n4" IN (1, 3)
-      THEN 3
-      ELSE 4
+      ELSE 0
+    END + CASE
+      WHEN (
+        p."_n3" IN (2, 3, 6, 7)
+      ) OR (
+        p."_n4" IN (2, 3, 6, 7)
+      )
+      THEN 2
+      ELSE 0
+    END + CASE
+      WHEN (
+        p."_n3" IN (4, 5, 6, 7)
+      ) AND (
+        p."_n4" IN (4, 5, 6, 7)
+      )
+      THEN 4
+      ELSE 0
     END AS "_n5",
     CASE
-      WHEN NOT p."_n6"
-      THEN 2
-      WHEN p."_n6"
-      THEN p."_n9"
-      WHEN p."_n9" = 2
-      THEN 2
-      ELSE 4
-    END AS "_n10",
-    CASE WHEN p."_n11" THEN 1 WHEN NOT p."_n11" THEN 0 ELSE 3 END AS "_n13"
+      WHEN NOT p."kind" IN ('x')
+      THEN 4
+      WHEN p."kind" IN ('x')
+      THEN p."_n8"
+      WHEN p."_n8" IN (4, 5, 6, 7)
+      THEN p."_n8"
+      ELSE p."_n8" + 4
+    END AS "_n9",
+    CASE WHEN p."_n10" THEN 1 WHEN NOT p."_n10" THEN 2 ELSE 3 END AS "_n12"
   FROM "_l2" AS p
 ), "_l4" AS MATERIALIZED (
   SELECT
     p."_m2" AS "_m2",
     p."_n10" AS "_n10",
-    p."_n11" AS "_n11",
     p."_n5" AS "_n5",
-    p."_n6" AS "_n6",
+    p."_n8" AS "_n8",
     p."_n9" AS "_n9",
     p."alt" AS "alt",
     p."consent" AS "consent",
@@ -250,25 +292,67 @@ WITH "_q1_items" AS MATERIALIZED (
     p."tags__x" AS "tags__x",
     p."weight" AS "weight",
     CASE
-      WHEN p."_n12" = 1 OR p."_n13" = 1 OR p."_n14" = 1
+      WHEN (
+        p."_n11" IN (1, 3, 5, 7)
+      )
+      OR (
+        p."_n12" IN (1, 3, 5, 7)
+      )
+      OR (
+        p."_n13" IN (1, 3, 5, 7)
+      )
       THEN 1
-      WHEN p."_n12" = 2 AND p."_n13" = 2 AND p."_n14" = 2
+      ELSE 0
+    END + CASE
+      WHEN (
+        (
+          p."_n11" IN (2, 3, 4, 5, 6, 7)
+        )
+        AND (
+          p."_n12" IN (2, 3, 4, 5, 6, 7)
+        )
+        AND (
+          p."_n13" IN (2, 3, 4, 5, 6, 7)
+        )
+      )
+      AND (
+        (
+          p."_n11" IN (2, 3, 6, 7)
+        )
+        OR (
+          p."_n12" IN (2, 3, 6, 7)
+        )
+        OR (
+          p."_n13" IN (2, 3, 6, 7)
+        )
+      )
       THEN 2
-      WHEN p."_n12" IN (0, 2) AND p."_n13" IN (0, 2) AND p."_n14" IN (0, 2)
-      THEN 0
-      WHEN p."_n12" IN (0, 3) OR p."_n13" IN (0, 3) OR p."_n14" IN (0, 3)
-      THEN 3
-      ELSE 4
-    END AS "_n15"
+      ELSE 0
+    END + CASE
+      WHEN (
+        p."_n11" IN (4, 5, 6, 7)
+      )
+      AND (
+        p."_n12" IN (4, 5, 6, 7)
+      )
+      AND (
+        p."_n13" IN (4, 5, 6, 7)
+      )
+      THEN 4
+      ELSE 0
+    END AS "_n14",
+    p."_n5" IN (2, 3, 6, 7) AND p."_n5" <> 2 AS "_b15",
+    p."_n9" IN (2, 3, 6, 7) AND p."_n9" <> 2 AS "_b16"
   FROM "_l3" AS p
 ), "_l5" AS MATERIALIZED (
   SELECT
+    p."_b15" AS "_b15",
+    p."_b16" AS "_b16",
     p."_m2" AS "_m2",
     p."_n10" AS "_n10",
-    p."_n11" AS "_n11",
-    p."_n15" AS "_n15",
+    p."_n14" AS "_n14",
     p."_n5" AS "_n5",
-    p."_n6" AS "_n6",
+    p."_n8" AS "_n8",
     p."_n9" AS "_n9",
     p."alt" AS "alt",
     p."consent" AS "consent",
@@ -280,100 +364,130 @@ WITH "_q1_items" AS MATERIALIZED (
     p."screening" AS "screening",
     p."tags__x" AS "tags__x",
     p."weight" AS "weight",
-    p."_n5" = 0 OR p."_n10" = 0 OR p."_n15" = 1 AS "_r16",
-    p."_n5" >= 3 OR p."_n10" >= 3 OR p."_n15" >= 3 AS "_u17"
+    p."_n14" IN (1, 3, 5, 7) AND p."_n14" <> 1 AS "_b17",
+    p."_n5" = 2 OR p."_n9" = 2 OR p."_n14" = 1 AS "_r18"
   FROM "_l4" AS p
 ), "_l6" AS MATERIALIZED (
   SELECT
-    p."_n10" AS "_n10",
-    p."_n15" AS "_n15",
+    p."_n14" AS "_n14",
     p."_n5" AS "_n5",
-    p."_r16" AS "_r16",
-    p."_u17" AS "_u17",
+    p."_n9" AS "_n9",
+    p."_r18" AS "_r18",
     p."patient_id" AS "patient_id",
-    NOT p."_r16" AND (
-      p."_n5" >= 3 AND p."_m2"
-    ) AS "_m18",
-    NOT p."_r16"
-    AND (
-      p."_n10" >= 3 AND (
-        p."_n9" >= 3 AND (
-          p."alt" IS NULL
-        )
-      )
-    ) AS "_m19",
-    NOT p."_r16" AND (
-      p."_n5" >= 3 AND (
-        p."consent" IS NULL
+    p."_b15" OR p."_b16" OR p."_b17" AS "_u19",
+    NOT p."_r18" AND (
+      p."_b15" AND (
+        p."_n5" IN (3, 5, 6, 7) AND p."_m2"
       )
     ) AS "_m20",
-    NOT p."_r16"
+    NOT p."_r18"
     AND (
-      p."_n15" >= 3 AND (
-        p."_n11" IS NULL AND p."doses__items" IS NULL
+      p."_b16"
+      AND (
+        p."_n9" IN (3, 5, 6, 7)
+        AND (
+          p."_n8" IN (3, 5, 6, 7) AND (
+            p."alt" IS NULL
+          )
+        )
       )
     ) AS "_m21",
-    NOT p."_r16"
+    NOT p."_r18"
     AND (
-      p."_n10" >= 3 AND (
-        p."_n6" IS NULL AND (
-          p."kind" IS NULL
+      p."_b15" AND (
+        p."_n5" IN (3, 5, 6, 7) AND (
+          p."consent" IS NULL
         )
       )
     ) AS "_m22",
-    NOT p."_r16"
+    NOT p."_r18"
     AND (
-      p."_n15" >= 3 AND (
-        p."last_vaccine" IS NULL AND NOT p."last_vaccine__none"
+      p."_b17"
+      AND (
+        p."_n14" IN (3, 5, 6, 7) AND (
+          p."_n10" IS NULL AND p."doses__items" IS NULL
+        )
       )
     ) AS "_m23",
-    NOT p."_r16" AND (
-      p."_n15" >= 3 AND (
-        p."screening" IS NULL
+    NOT p."_r18"
+    AND (
+      p."_b16" AND (
+        p."_n9" IN (3, 5, 6, 7) AND (
+          p."kind" IS NULL
+        )
       )
     ) AS "_m24",
-    NOT p."_r16" AND (
-      p."_n15" >= 3 AND (
-        p."tags__x" IS NULL
+    NOT p."_r18"
+    AND (
+      p."_b17"
+      AND (
+        p."_n14" IN (3, 5, 6, 7)
+        AND (
+          p."last_vaccine" IS NULL AND NOT p."last_vaccine__none"
+        )
       )
     ) AS "_m25",
-    NOT p."_r16"
+    NOT p."_r18"
     AND (
-      p."_n10" >= 3
-      AND (
-        p."_n9" >= 3
-        AND (
-          (
-            CASE
-              WHEN p."weight" IS NULL
-              THEN NULL
-              WHEN (
-                (
-                  CAST('40' AS DECIMAL(2, 0))
-                ) > p."weight"
-              )
-              OR (
-                p."weight" > (
-                  CAST('90.718474' AS DECIMAL(8, 6))
-                )
-              )
-              THEN FALSE
-              ELSE TRUE
-            END
-          ) IS NULL
-          AND p."weight" IS NULL
+      p."_b17" AND (
+        p."_n14" IN (3, 5, 6, 7) AND (
+          p."screening" IS NULL
         )
       )
     ) AS "_m26",
-    NOT p."_r16"
+    NOT p."_r18"
     AND (
-      p."_n15" >= 3
-      AND (
-        p."_n11" IS NULL AND NOT (
-          p."doses__items" IS NULL
+      p."_b17" AND (
+        p."_n14" IN (3, 5, 6, 7) AND (
+          p."tags__x" IS NULL
         )
       )
-    ) AS "_m27"
+    ) AS "_m27",
+    NOT p."_r18"
+    AND (
+      p."_b16"
+      AND (
+        p."_n9" IN (3, 5, 6, 7)
+        AND (
+          p."_n8" IN (3, 5, 6, 7)
+          AND (
+            (
+              CASE
+                WHEN p."weight" IS NULL
+                THEN NULL
+                WHEN (
+                  (
+                    CAST('40' AS DECIMAL(2, 0))
+                  ) > p."weight"
+                )
+                OR (
+                  p."weight" > (
+                    CAST('90.718474' AS DECIMAL(8, 6))
+                  )
+                )
+                THEN FALSE
+                ELSE TRUE
+              END
+            ) IS NULL
+            AND (
+              p."weight" IS NULL
+            )
+          )
+        )
+      )
+    ) AS "_m28",
+    NOT p."_r18"
+    AND (
+      p."_b17"
+      AND (
+        p."_n14" IN (3, 5, 6, 7)
+        AND (
+          p."_n10" IS NULL AND NOT (
+            p."doses__items" IS NULL
+          )
+        )
+      )
+    ) AS "_m29"
   FROM "_l5" AS p
 ), "_missing" AS MATERIALIZED (
   SELECT DISTINCT
@@ -387,7 +501,7 @@ WITH "_q1_items" AS MATERIALIZED (
       FALSE AS "_j"
     FROM "_l6" AS p
     WHERE
-      p."_m18"
+      p."_m20"
     UNION ALL
     SELECT
       p."patient_id" AS "patient_id",
@@ -395,7 +509,7 @@ WITH "_q1_items" AS MATERIALIZED (
       FALSE AS "_j"
     FROM "_l6" AS p
     WHERE
-      p."_m19"
+      p."_m21"
     UNION ALL
     SELECT
       p."patient_id" AS "patient_id",
@@ -403,7 +517,7 @@ WITH "_q1_items" AS MATERIALIZED (
       TRUE AS "_j"
     FROM "_l6" AS p
     WHERE
-      p."_m20"
+      p."_m22"
     UNION ALL
     SELECT
       p."patient_id" AS "patient_id",
@@ -411,7 +525,7 @@ WITH "_q1_items" AS MATERIALIZED (
       FALSE AS "_j"
     FROM "_l6" AS p
     WHERE
-      p."_m21"
+      p."_m23"
     UNION ALL
     SELECT
       p."patient_id" AS "patient_id",
@@ -419,7 +533,7 @@ WITH "_q1_items" AS MATERIALIZED (
       FALSE AS "_j"
     FROM "_l6" AS p
     WHERE
-      p."_m22"
+      p."_m24"
     UNION ALL
     SELECT
       p."patient_id" AS "patient_id",
@@ -427,7 +541,7 @@ WITH "_q1_items" AS MATERIALIZED (
       FALSE AS "_j"
     FROM "_l6" AS p
     WHERE
-      p."_m23"
+      p."_m25"
     UNION ALL
     SELECT
       p."patient_id" AS "patient_id",
@@ -435,7 +549,7 @@ WITH "_q1_items" AS MATERIALIZED (
       FALSE AS "_j"
     FROM "_l6" AS p
     WHERE
-      p."_m24"
+      p."_m26"
     UNION ALL
     SELECT
       p."patient_id" AS "patient_id",
@@ -443,7 +557,7 @@ WITH "_q1_items" AS MATERIALIZED (
       FALSE AS "_j"
     FROM "_l6" AS p
     WHERE
-      p."_m25"
+      p."_m27"
     UNION ALL
     SELECT
       p."patient_id" AS "patient_id",
@@ -451,7 +565,7 @@ WITH "_q1_items" AS MATERIALIZED (
       FALSE AS "_j"
     FROM "_l6" AS p
     WHERE
-      p."_m26"
+      p."_m28"
     UNION ALL
     SELECT
       p."patient_id" AS "patient_id",
@@ -461,7 +575,7 @@ WITH "_q1_items" AS MATERIALIZED (
     JOIN "_q1_paths" AS o
       ON p."patient_id" = o."patient_id"
     WHERE
-      p."_m27"
+      p."_m29"
   ) AS m
 ), "_paths" AS MATERIALIZED (
   SELECT
@@ -479,37 +593,49 @@ WITH "_q1_items" AS MATERIALIZED (
 SELECT
   p."patient_id" AS "patient_id",
   CASE
-    WHEN p."_r16"
+    WHEN p."_r18"
     THEN 'ineligible'
-    WHEN p."_u17"
+    WHEN p."_u19"
     THEN 'needs review'
     ELSE 'eligible'
   END AS "decision",
   CASE
     WHEN p."_n5" = 1
     THEN 'met'
-    WHEN p."_n5" = 0
-    THEN 'not met'
     WHEN p."_n5" = 2
+    THEN 'not met'
+    WHEN p."_n5" = 4
     THEN 'not applicable'
+    WHEN p."_n5" = 5
+    THEN 'met or not applicable'
+    WHEN p."_n5" = 6
+    THEN 'not met or not applicable'
     ELSE 'unknown'
   END AS "I1",
   CASE
-    WHEN p."_n10" = 1
+    WHEN p."_n9" = 1
     THEN 'met'
-    WHEN p."_n10" = 0
+    WHEN p."_n9" = 2
     THEN 'not met'
-    WHEN p."_n10" = 2
+    WHEN p."_n9" = 4
     THEN 'not applicable'
+    WHEN p."_n9" = 5
+    THEN 'met or not applicable'
+    WHEN p."_n9" = 6
+    THEN 'not met or not applicable'
     ELSE 'unknown'
   END AS "I2",
   CASE
-    WHEN p."_n15" = 1
+    WHEN p."_n14" = 1
     THEN 'met'
-    WHEN p."_n15" = 0
+    WHEN p."_n14" = 2
     THEN 'not met'
-    WHEN p."_n15" = 2
+    WHEN p."_n14" = 4
     THEN 'not applicable'
+    WHEN p."_n14" = 5
+    THEN 'met or not applicable'
+    WHEN p."_n14" = 6
+    THEN 'not met or not applicable'
     ELSE 'unknown'
   END AS "E1",
   COALESCE(x."missing", '') AS "missing",

@@ -47,8 +47,20 @@ from crit.sources.tables import PATIENT_ID, PATIENTS, FieldLayout, Layout
 
 DIALECTS = ("duckdb", "spark", "postgres", "bigquery", "trino")
 
-# criterion codes
-NOT_MET, MET, NA, UNKNOWN, UNSURE = 0, 1, 2, 3, 4
+# criterion codes: the set of outcomes its completions can still give, one bit each (as the
+# interpreter's `Fact.possible`): 1 met, 2 not met, 4 not applicable; 3 is unknown (met or not),
+# 5 met or not applicable, 6 not met or not applicable, 7 any of the three
+MET, NOT_MET, NA = 1, 2, 4
+UNKNOWN = MET | NOT_MET
+CODES = range(1, 8)
+SINGLE = (MET, NOT_MET, NA)
+
+
+def with_bit(bit: int) -> list[int]:
+    """The codes whose set holds outcome `bit` (one of the outcomes `bit` when it has several)."""
+    return [code for code in CODES if code & bit]
+
+
 
 Src = tuple[str, str]  # ("f", patient field) | ("i", item field) | ("q", quantifier number)
 
@@ -82,6 +94,22 @@ class Val:
     uln: Sql | None = None
     to_storage: Fraction | None = None
     placed: FieldLayout | None = None
+    flags: tuple[tuple[Src, Sql], ...] | None = None  # when set: the paths that make it missing, each's flag
+    alias: str = "p"
+
+
+def flags_of(v: Val) -> list[tuple[Src, Sql]]:
+    """The paths that make `v` missing, with their flags (a dated value: its own or its anchor's)."""
+    if v.flags is not None:
+        return list(v.flags)
+    if v.src is not None and v.missing is not None:
+        return [(v.src, v.missing)]
+    return []
+
+
+# the constructs this backend does not translate yet: each is its compile error S201, with its place
+UNTRANSLATED: tuple[type, ...] = (ir.NumCompare, ir.Arith, ir.Convert, ir.UlnOf, ir.ValueRef, ir.Choice,
+                                  ir.Equivalent)
 
 
 def _error(code: str, span: Span, message: str, hint: str) -> CritError:
@@ -162,6 +190,15 @@ def is_null(e: exp.Expr) -> exp.Expr:
     return exp.Is(this=exp.Paren(this=e) if not isinstance(e, exp.Column) else e, expression=exp.Null())
 
 
+def is_in(e: exp.Expr, values: list[int]) -> exp.Expr:
+    return exp.In(this=e, expressions=[num(v) for v in values])
+
+
+def open_code(e: exp.Expr) -> exp.Expr:
+    """A criterion code of more than one outcome: its missing facts count."""
+    return is_in(e, [c for c in CODES if c not in SINGLE])
+
+
 def paren(e: exp.Expr) -> exp.Expr:
     return e if isinstance(e, exp.Column | exp.Literal | exp.Paren | exp.Boolean | exp.Case) else exp.Paren(this=e)
 
@@ -199,6 +236,7 @@ class _Quantifier:
     patient_level: int  # the level of the chain its items join
     flags: list[tuple[Src, str]]  # per-item flag columns: (source, column name)
     agg_level: int  # the level at which its counts join the chain
+    distinct: bool = False  # a count of different keys: each flag column is its path's whole test
 
 
 class _Compiler:
@@ -272,7 +310,12 @@ class _Compiler:
         kind = ref.field.type.kind
         none = Sql(column(placed.column("none").name, alias)) if ref.field.optional else None
         uln = Sql(column(placed.column("uln").name, alias)) if kind == "lab" else None
-        if kind == "set":
+        if kind == "interval":
+            value = Sql(column(placed.column("start").name, alias))
+            missing = Sql(is_null(value.e))
+            if none is not None:
+                missing = Sql(and_(missing.e, not_(none.e)))
+        elif kind == "set":
             assert ref.field.type.enum is not None
             first = placed.columns[0]
             value = Sql(column(first.name, alias))
@@ -283,8 +326,62 @@ class _Compiler:
             missing = Sql(is_null(value.e))
             if none is not None and kind != "list":
                 missing = Sql(and_(missing.e, not_(none.e)))
-        return Val(value, missing, none, src, uln, placed.to_storage if kind in ("quantity", "lab") else None,
-                   placed)
+        val = Val(value, missing, none, src, uln, placed.to_storage if kind in ("quantity", "lab") else None,
+                  placed, alias=alias)
+        if ref.field.measured is not None:
+            return self.dated(val, ref)
+        return val
+
+    def dated(self, val: Val, ref: ir.FieldRef) -> Val:
+        """A dated result: its value when measured in its window from the anchor date, else
+        missing (the anchor's path when the anchor is what is missing, as the interpreter says)."""
+        m = ref.field.measured
+        assert m is not None and val.placed is not None and val.missing is not None
+        if ref.field.type.kind in ("set", "list", "interval"):
+            raise self.untranslated(ref.span, f"a dated {ref.field.type.kind}")
+        anchor_field = next(f for f in self.protocol.fields if f.name == m.anchor)
+        anchor = column(self.layout.of(PATIENTS, anchor_field.name).column("value").name, "p")
+        day = column(val.placed.column("measured").name, val.alias)
+        edge = self.shifted(anchor, None, -m.amount if m.direction == "before" else m.amount, m.unit)
+        fresh = self.in_window("within", day, anchor, edge, m.direction)
+        present = not_(is_null(val.e.e))
+        value = Sql(case([(fresh, val.e.e)]))
+        uln = None if val.uln is None else Sql(case([(fresh, val.uln.e)]))
+        stale = and_(present, not_(is_null(anchor)), not_(paren(fresh)))
+        waiting = and_(present, is_null(anchor))
+        missing = Sql(or_(paren(val.missing.e), paren(stale), paren(waiting)))
+        assert val.src is not None
+        flags = ((val.src, Sql(or_(paren(val.missing.e), paren(stale)))), (("f", m.anchor), Sql(waiting)))
+        return replace(val, e=value, uln=uln, missing=missing, flags=flags)
+
+    def shifted(self, anchor: exp.Expr, const: datetime.date | None, amount: int, unit: str) -> exp.Expr:
+        """The day `amount` units from the anchor (a literal's computed here, as the runtime does)."""
+        if const is not None:
+            try:
+                day = rt.shift(const, amount, unit)
+            except (OverflowError, ValueError):
+                day = datetime.date.max if amount > 0 else datetime.date.min
+            return self.const(day)
+        count, sql_unit = amount, "DAY"
+        if unit == "weeks":
+            count = amount * 7
+        elif unit in ("months", "years"):
+            count, sql_unit = amount * (12 if unit == "years" else 1), "MONTH"
+        return exp.Cast(this=exp.DateAdd(this=anchor, expression=num(count), unit=exp.Var(this=sql_unit)),
+                        to=exp.DataType.build("DATE"))
+
+    @staticmethod
+    def in_window(kind: str, v: exp.Expr, a: exp.Expr, edge: exp.Expr, direction: str) -> exp.Expr:
+        """The runtime's windows: `within` and `at least` inclusive, `less than`, `more than` strict."""
+        if direction == "before":
+            tests = {"within": and_(compare("<=", edge, v), compare("<=", v, a)),
+                     "less_than": and_(compare("<", edge, v), compare("<=", v, a)),
+                     "at_least": compare("<=", v, edge), "more_than": compare("<", v, edge)}
+        else:
+            tests = {"within": and_(compare("<=", a, v), compare("<=", v, edge)),
+                     "less_than": and_(compare("<=", a, v), compare("<", v, edge)),
+                     "at_least": compare(">=", v, edge), "more_than": compare(">", v, edge)}
+        return tests[kind]
 
     def untranslated(self, span: Span, what: str) -> CritError:
         return _error("S201", span, f"the SQL backend cannot translate {what}",
@@ -331,8 +428,13 @@ class _Compiler:
                 return self.node(Sql(value, lv(*kept)), parts)
             case ir.Quantified() | ir.CountCompare():
                 return self.quantifier(e)
-            case ir.NumCompare() | ir.NoneRecorded() | ir.Overlaps() | ir.OngoingAt() | ir.Lasted() \
-                    | ir.DistinctCount():
+            case ir.NoneRecorded():
+                return self.none_recorded(e)
+            case ir.Overlaps() | ir.OngoingAt() | ir.Lasted():
+                return self.interval(e)
+            case ir.DistinctCount():
+                return self.quantifier(e)
+            case ir.NumCompare():
                 raise not_yet_translated(e)
             case _:
                 raise untranslatable(e)
@@ -348,7 +450,7 @@ class _Compiler:
         """A compound node: kept as a column; a path makes it unknown when it is unknown (a
         criterion code of 3 or 4 when `coded`) and the path makes some part unknown."""
         kept = self.keep(value)
-        guard = exp.GTE(this=kept.e, expression=num(UNKNOWN)) if coded else is_null(kept.e)
+        guard = open_code(kept.e) if coded else is_null(kept.e)
         sources: dict[Src, list[Sql]] = {}
         for part in parts:
             for src, flag in part.contrib.items():
@@ -369,17 +471,17 @@ class _Compiler:
             test = case([(or_(*missing), exp.Null()), (or_(*nones), false())], test)
         contrib: dict[Src, Sql] = {}
         for v in values:
-            if v.src is not None and v.missing is not None:
-                flag = v.missing.e
-                contrib[v.src] = Sql(or_(contrib[v.src].e, flag) if v.src in contrib else flag, level)
+            for src, found in flags_of(v):
+                flag = found.e
+                contrib[src] = Sql(or_(contrib[src].e, flag) if src in contrib else flag, level)
         return Cond(Sql(test, level), contrib)
 
     def atom_contrib(self, value: Sql, values: list[Val]) -> Cond:
         contrib: dict[Src, Sql] = {}
         for v in values:
-            if v.src is not None and v.missing is not None:
-                flag = and_(is_null(value.e), v.missing.e)
-                contrib[v.src] = Sql(or_(contrib[v.src].e, flag) if v.src in contrib else flag, value.level)
+            for src, found in flags_of(v):
+                flag = and_(is_null(value.e), paren(found.e))
+                contrib[src] = Sql(or_(contrib[src].e, flag) if src in contrib else flag, value.level)
         return Cond(value, contrib)
 
     def storage(self, values: list[ir.Value], span: Span) -> tuple[Fraction, str] | None:
@@ -445,30 +547,65 @@ class _Compiler:
     def window(self, e: ir.Window) -> Cond:
         value, anchor = self.value(e.value), self.value(e.anchor)
         amount = -e.amount if e.direction == "before" else e.amount
-        if isinstance(e.anchor, ir.Const):
-            assert isinstance(e.anchor.value, datetime.date)
-            try:
-                day = rt.shift(e.anchor.value, amount, e.unit)
-            except (OverflowError, ValueError):
-                day = datetime.date.max if amount > 0 else datetime.date.min
-            edge: exp.Expr = self.const(day)
+        const = e.anchor.value if isinstance(e.anchor, ir.Const) else None
+        assert const is None or isinstance(const, datetime.date)
+        edge = self.shifted(anchor.e.e, const, amount, e.unit)
+        return self.atom([value, anchor], self.in_window(e.kind, value.e.e, anchor.e.e, edge, e.direction))
+
+    def none_recorded(self, e: ir.NoneRecorded) -> Cond:
+        v = self.field(e.value)
+        assert v.missing is not None
+        whens = [(v.none.e, true())] if v.none is not None else []
+        test = case([*whens, (v.missing.e, exp.Null())], false())
+        return self.atom([replace(v, none=None)], test)
+
+    def interval(self, e: ir.Overlaps | ir.OngoingAt | ir.Lasted) -> Cond:
+        """An interval test: unknown when the interval or the anchor is missing, false when either is
+        recorded as none, else the test, itself unknown only when it turns on an end not recorded."""
+        period, anchor = self.field(e.value), self.value(e.anchor)
+        assert period.placed is not None and period.src is not None
+        start = column(period.placed.column("start").name, period.alias)
+        end = column(period.placed.column("end").name, period.alias)
+        ongoing = column(period.placed.column("ongoing").name, period.alias)
+        a = anchor.e.e
+        const = e.anchor.value if isinstance(e.anchor, ir.Const) else None
+        assert const is None or isinstance(const, datetime.date)
+        test: exp.Expr
+        if isinstance(e, ir.Overlaps):
+            edge = self.shifted(a, const, -e.amount if e.direction == "before" else e.amount, e.unit)
+            first, last = (edge, a) if e.direction == "before" else (a, edge)
+            test = case([(compare(">", start, last), false()),
+                         (or_(ongoing, compare(">=", start, first)), true()),
+                         (is_null(end), exp.Null())], compare(">=", end, first))
+        elif isinstance(e, ir.OngoingAt):
+            test = case([(compare(">", start, a), false()),
+                         (or_(ongoing, compare("=", start, a)), true()),
+                         (is_null(end), exp.Null())], compare(">=", end, a))
         else:
-            count, unit = amount, "DAY"
-            if e.unit == "weeks":
-                count = amount * 7
-            elif e.unit in ("months", "years"):
-                count, unit = amount * (12 if e.unit == "years" else 1), "MONTH"
-            edge = exp.Cast(this=exp.DateAdd(this=anchor.e.e, expression=num(count), unit=exp.Var(this=unit)),
-                            to=exp.DataType.build("DATE"))
-        v, a = value.e.e, anchor.e.e
-        if e.direction == "before":
-            test = and_(compare("<=", edge, v), compare("<=", v, a)) if e.kind == "within" else compare("<=", v, edge)
-        else:
-            test = and_(compare("<=", a, v), compare("<=", v, edge)) if e.kind == "within" else compare(">=", v, edge)
-        return self.atom([value, anchor], test)
+            edge = self.shifted(start, None, e.amount, e.unit)
+            upto = exp.Least(this=end, expressions=[a])
+            longest = case([(or_(ongoing, is_null(end)), a)], upto)
+            shortest = case([(ongoing, a), (is_null(end), exp.Least(this=start, expressions=[a]))], upto)
+
+            def enough(last: exp.Expr) -> exp.Expr:
+                return {"at_least": compare("<=", edge, last), "more_than": compare("<", edge, last),
+                        "less_than": compare("<", last, edge), "at_most": compare("<=", last, edge)}[e.kind]
+
+            test = case([(exp.EQ(this=paren(enough(longest)), expression=paren(enough(shortest))), enough(longest))])
+        missing = [v.missing.e for v in (period, anchor) if v.missing is not None]
+        nones = [v.none.e for v in (period, anchor) if v.none is not None]
+        whens: list[tuple[exp.Expr, exp.Expr]] = [(or_(*missing), exp.Null())]
+        if nones:
+            whens.append((or_(*nones), false()))
+        value = Sql(case(whens, test), lv(period.e, anchor.e))
+        cond = self.atom_contrib(value, [period, anchor])
+        kind, name = period.src
+        contrib = dict(cond.contrib)
+        contrib[(kind, f"{name}.end")] = Sql(and_(is_null(value.e), not_(paren(or_(*missing)))), value.level)
+        return Cond(value, contrib)
 
     # ---- quantifiers ----
-    def quantifier(self, e: ir.Quantified | ir.CountCompare) -> Cond:
+    def quantifier(self, e: ir.Quantified | ir.CountCompare | ir.DistinctCount) -> Cond:
         """A quantifier over a patient's list is a patient-level value, even inside another
         list's item condition (it does not depend on that item)."""
         if e.items.scope == "item":
@@ -479,11 +616,11 @@ class _Compiler:
         finally:
             self.item = outer
 
-    def _quantifier(self, e: ir.Quantified | ir.CountCompare) -> Cond:
+    def _quantifier(self, e: ir.Quantified | ir.CountCompare | ir.DistinctCount) -> Cond:
         lst = replace(self.field(e.items), none=None)  # a list recorded as none is empty: 0 items
         assert lst.placed is not None and lst.placed.items is not None and lst.missing is not None
         items = lst.e.e  # the number of items; NULL when the list is missing (none: 0)
-        if e.condition is None:
+        if e.condition is None and not isinstance(e, ir.DistinctCount):
             if isinstance(e, ir.CountCompare):
                 test: exp.Expr = compare(e.op, items, num(e.number))
             else:
@@ -491,11 +628,16 @@ class _Compiler:
             return self.atom([lst], test)
         self.item = (lst.placed.items, e.record)
         try:
-            condition = self.cond(e.condition)
+            condition = Cond(Sql(true())) if e.condition is None else self.cond(e.condition)
+            key = None
+            if isinstance(e, ir.DistinctCount):
+                if e.key.type.kind in ("lab", "set", "list", "interval") or e.key.measured is not None:
+                    raise self.untranslated(e.span, f"different values of a {e.key.type.kind} field")
+                key = self.field(ir.FieldRef(e.key, "item", e.span))
         finally:
             self.item = None
         q = _Quantifier(len(self.quantifiers) + 1, lst.placed.items, e.items.field.name, condition.value.level,
-                        [], 0)
+                        [], 0, key is not None)
         self.quantifiers.append(q)
         prefix = f"_q{q.number}"
         selected: list[exp.Expr] = [
@@ -503,7 +645,18 @@ class _Compiler:
             _alias(column("ordinal_1", "it"), "ordinal_1", quoted=True),
             _alias(condition.value.e, "_v", quoted=True),
         ]
-        for index, (src, flag) in enumerate(sorted(condition.contrib.items())):
+        flag_items = sorted(condition.contrib.items())
+        if key is not None:  # an item counts toward the range while it may match and its key is not none
+            assert key.missing is not None and key.src is not None
+            keyed = not_(key.none.e) if key.none is not None else true()
+            maybe = and_(keyed, paren(or_(is_null(condition.value.e), condition.value.e)))
+            flag_items = [(src, Sql(and_(keyed, paren(flag.e)))) for src, flag in flag_items]
+            flag_items.append((key.src, Sql(and_(paren(maybe), key.missing.e))))
+            sure = and_(keyed, paren(case([(condition.value.e, true())], false())))
+            selected += [_alias(key.e.e, "_k", quoted=True), _alias(key.missing.e, "_km", quoted=True),
+                         _alias(sure, "_sure", quoted=True),
+                         _alias(case([(maybe, true())], false()), "_maybe", quoted=True)]
+        for index, (src, flag) in enumerate(flag_items):
             name = f"_c{index}"
             q.flags.append((src, name))
             selected.append(_alias(flag.e, name, quoted=True))
@@ -513,10 +666,25 @@ class _Compiler:
                        .join(_alias(exp.Table(this=ident(source)), "p", table=True),
                              on=exp.EQ(this=column(PATIENT_ID, "it"), expression=column(PATIENT_ID, "p"))))
         v = column("_v", "i")
+        t_count: exp.Expr = exp.Sum(this=case([(v, num(1))], num(0)))
+        u_count: exp.Expr = exp.Sum(this=case([(is_null(v), num(1))], num(0)))
+        if isinstance(e, ir.DistinctCount):  # t: the fewest different keys, t + u: the most
+            k, km = column("_k", "i"), column("_km", "i")
+            sure, maybe = column("_sure", "i"), column("_maybe", "i")
+            known = exp.Count(this=exp.Distinct(expressions=[case([(and_(sure, not_(km)), k)])]))
+            unkeyed = exp.Sum(this=case([(and_(sure, km), num(1))], num(0)))
+            low = case([(exp.GT(this=known, expression=num(0)), known.copy()),
+                        (exp.GT(this=unkeyed, expression=num(0)), num(1))], num(0))
+            high: exp.Expr = exp.Add(
+                this=exp.Count(this=exp.Distinct(expressions=[case([(and_(maybe, not_(km)), k)])])),
+                expression=exp.Sum(this=case([(and_(maybe, km), num(1))], num(0))))
+            if e.key.type.kind == "enum" and e.key.type.enum is not None:
+                high = exp.Least(this=high, expressions=[num(len(e.key.type.enum.members))])
+            t_count, u_count = low, exp.Sub(this=paren(high), expression=paren(low.copy()))
         counts = (exp.select(
             _alias(column(PATIENT_ID, "i"), PATIENT_ID, quoted=True),
-            _alias(exp.Sum(this=case([(v, num(1))], num(0))), f"{prefix}_t", quoted=True),
-            _alias(exp.Sum(this=case([(is_null(v), num(1))], num(0))), f"{prefix}_u", quoted=True),
+            _alias(t_count, f"{prefix}_t", quoted=True),
+            _alias(u_count, f"{prefix}_u", quoted=True),
             _alias(exp.Sum(this=case([(not_(v), num(1))], num(0))), f"{prefix}_f", quoted=True))
             .from_(_alias(exp.Table(this=ident(f"{prefix}_items")), "i", table=True))
             .group_by(column(PATIENT_ID, "i")))
@@ -534,7 +702,7 @@ class _Compiler:
 
         t, u, f = count("t"), count("u"), count("f")
         whens: list[tuple[exp.Expr, exp.Expr]] = [(lst.missing.e, exp.Null())]
-        if isinstance(e, ir.CountCompare):
+        if isinstance(e, ir.CountCompare | ir.DistinctCount):
             high = exp.Paren(this=exp.Add(this=t, expression=u))
             n = num(e.number)
             yes, no = {
@@ -564,7 +732,7 @@ class _Compiler:
         table = _alias(exp.Table(this=ident(f"_q{q.number}_items")), "i", table=True)
         for src, flag in q.flags:
             kind, name = src
-            where = and_(is_null(column("_v", "i")), column(flag, "i"))
+            where = column(flag, "i") if q.distinct else and_(is_null(column("_v", "i")), column(flag, "i"))
             if kind == "q":
                 other = _alias(exp.Table(this=ident(f"_q{name}_paths")), "o", table=True)
                 selects.append(exp.select(_alias(column(PATIENT_ID, "i"), PATIENT_ID, quoted=True),
@@ -593,50 +761,53 @@ class _Compiler:
 
     # ---- criteria ----
     def code(self, c: Cond) -> Cond:
-        """A condition as a criterion code: 1 met, 0 not met, 3 unknown."""
+        """A condition as a criterion code: met, not met, or either (unknown)."""
         v = c.value
         value = Sql(case([(v.e, num(MET)), (not_(v.e), num(NOT_MET))], num(UNKNOWN)), v.level)
         return Cond(value, c.contrib)
 
     def combine(self, kind: str, count: int, parts: list[Cond]) -> Cond:
+        """The outcomes `all`, `any` or `at least count` of the parts can give, each part taking
+        any outcome in its set independently (the interpreter's fold over sets)."""
         codes = [self.keep(p.value) if len(parts) > 1 else p.value for p in parts]
         cs = [c.e for c in codes]
 
-        def each(test: exp.Expr | list[int], op: str) -> exp.Expr:
-            tests = [exp.In(this=c, expressions=[num(x) for x in test]) if isinstance(test, list)
-                     else exp.EQ(this=c, expression=test) for c in cs]
-            return and_(*tests) if op == "all" else or_(*tests)
+        def each(allowed: list[int], op: str) -> exp.Expr:
+            tests = [is_in(c, allowed) for c in cs]
+            return and_(*(paren(t) for t in tests)) if op == "all" else or_(*(paren(t) for t in tests))
 
+        def bit(test: exp.Expr, value: int) -> exp.Expr:
+            return case([(test, num(value))], num(0))
+
+        na = each(with_bit(NA), "all")
         if kind == "all":
-            value: exp.Expr = case([
-                (each(num(NOT_MET), "any"), num(NOT_MET)),
-                (each(num(NA), "all"), num(NA)),
-                (each([MET, NA], "all"), num(MET)),
-                (each([MET, UNKNOWN], "any"), num(UNKNOWN))], num(UNSURE))
+            met = and_(paren(each(with_bit(MET | NA), "all")), paren(each(with_bit(MET), "any")))
+            not_met = each(with_bit(NOT_MET), "any")
         elif kind == "any":
-            value = case([
-                (each(num(MET), "any"), num(MET)),
-                (each(num(NA), "all"), num(NA)),
-                (each([NOT_MET, NA], "all"), num(NOT_MET)),
-                (each([NOT_MET, UNKNOWN], "any"), num(UNKNOWN))], num(UNSURE))
+            met = each(with_bit(MET), "any")
+            not_met = and_(paren(each(with_bit(NOT_MET | NA), "all")), paren(each(with_bit(NOT_MET), "any")))
         else:
-            trues = self._sum([case([(exp.EQ(this=c, expression=num(MET)), num(1))], num(0)) for c in cs])
-            unknowns = self._sum([case([(exp.GTE(this=c, expression=num(UNKNOWN)), num(1))], num(0)) for c in cs])
-            sure = each([NOT_MET, MET, UNKNOWN], "any")
-            value = case([
-                (each(num(NA), "all"), num(NA)),
-                (exp.GTE(this=exp.Paren(this=trues), expression=num(count)), num(MET)),
-                (and_(exp.LT(this=exp.Paren(this=exp.Add(this=exp.Paren(this=trues),
-                                                          expression=exp.Paren(this=unknowns))),
-                             expression=num(count)), paren(sure)), num(NOT_MET)),
-                (sure, num(UNKNOWN))], num(UNSURE))
+            may_meet = self._sum([bit(is_in(c, with_bit(MET)), 1) for c in cs])
+            sure = exp.Paren(this=self._sum([bit(exp.EQ(this=c, expression=num(MET)), 1) for c in cs]))
+            any_not_met, any_met = each(with_bit(NOT_MET), "any"), each(with_bit(MET), "any")
+            if count >= 1:
+                met = exp.GTE(this=exp.Paren(this=may_meet), expression=num(count))
+            else:
+                met = each([c for c in CODES if c != NA], "any")
+            # some part applies with fewer than `count` met: a part not met, the rest as few as can be;
+            # with no part that can be not met, at least one met part makes it apply
+            not_met = or_(paren(and_(paren(any_not_met), exp.LT(this=sure, expression=num(count)))),
+                          paren(and_(not_(paren(any_not_met)), paren(any_met),
+                                     exp.LT(this=sure, expression=num(count)),
+                                     exp.LT(this=num(1), expression=num(count)))))
+        value = exp.Add(this=exp.Add(this=bit(met, MET), expression=bit(not_met, NOT_MET)), expression=bit(na, NA))
         return self.node(Sql(value, lv(*codes)), parts, coded=True)
 
     def when(self, gate: Cond, body: Cond) -> Cond:
-        """`when3`: not applicable if the gate is false, the body if it is true, else unknown and
-        perhaps not applicable (unless the body is not applicable either way)."""
+        """`when`: not applicable if the gate is false, the body if it is true, else the body's
+        outcomes or not applicable."""
         g, b = gate.value.e, body.value.e
-        value = case([(not_(g), num(NA)), (g, b), (exp.EQ(this=b, expression=num(NA)), num(NA))], num(UNSURE))
+        value = case([(not_(g), num(NA)), (g, b), (is_in(b, with_bit(NA)), b)], exp.Add(this=b, expression=num(NA)))
         return self.node(Sql(value, lv(gate.value, body.value)), [gate, body], coded=True)
 
     def line(self, item: ir.Line | ir.When) -> Cond:
@@ -646,30 +817,35 @@ class _Compiler:
         inner = body[0] if len(body) == 1 else self.combine("all", 0, body)
         return self.when(self.cond(item.condition), inner)
 
-    def criterion(self, c: ir.Criterion, gate: Cond | None, gated: bool) -> Cond:
+    def criterion(self, c: ir.Criterion, gate: Cond | None) -> Cond:
+        """As the interpreter: the criterion's outcome (kept in `codes`) is its body under every
+        gate above it; its parent combines the body under its own `when` only."""
+        own = None
         if c.applies is not None:
             own = self.cond(c.applies)
-            if gated and gate is not None:
+            if gate is not None:
                 both = Sql(and_(paren(gate.value.e), paren(own.value.e)), lv(gate.value, own.value))
                 gate = self.node(both, [gate, own])
             else:
-                gate = self.node(own.value, [own])
+                gate = own
         parts: list[Cond] = []
         for item in c.items:
             if isinstance(item, ir.Note):
                 continue
             if isinstance(item, ir.Criterion):
-                parts.append(self.criterion(item, gate, gated or c.applies is not None))
+                parts.append(self.criterion(item, gate))
             else:
                 parts.append(self.line(item))
-        combined = parts[0] if len(parts) == 1 and c.combine != "at_least" else \
+        body = parts[0] if len(parts) == 1 and c.combine != "at_least" else \
             self.combine(c.combine, c.at_least, parts)
-        if (gated or c.applies is not None) and gate is not None:
-            combined = self.when(gate, combined)
-        kept = self.keep(combined.value, "c")
-        result = Cond(kept, combined.contrib)
+        outcome = body if gate is None else self.when(gate, body)
+        kept = self.keep(outcome.value, "c")
         self.codes[c.id] = kept
-        return result
+        if own is None:
+            return body
+        if gate is own:
+            return Cond(kept, outcome.contrib)
+        return self.when(own, body)
 
     def definition(self, d: ir.Definition) -> None:
         lines = d.lines()
@@ -687,16 +863,23 @@ class _Compiler:
         for d in self.protocol.definitions:
             self.definition(d)
         for top in self.protocol.inclusion + self.protocol.exclusion:
-            self.tops.append((top, self.criterion(top, None, False)))
-        refused = or_(*(exp.EQ(this=self.codes[c.id].e,
-                               expression=num(NOT_MET if c.section == "inclusion" else MET)) for c, _ in self.tops))
-        unknown = or_(*(exp.GTE(this=self.codes[c.id].e, expression=num(UNKNOWN)) for c, _ in self.tops))
+            self.tops.append((top, self.criterion(top, None)))
+
+        def refusal(c: ir.Criterion) -> int:
+            return NOT_MET if c.section == "inclusion" else MET
+
+        # refused: some top criterion surely refuses; blocking: one may refuse and may not
+        refused = or_(*(exp.EQ(this=self.codes[c.id].e, expression=num(refusal(c))) for c, _ in self.tops))
+        blocking = {c.id: self.keep(Sql(and_(is_in(self.codes[c.id].e, with_bit(refusal(c))),
+                                             exp.NEQ(this=self.codes[c.id].e, expression=num(refusal(c)))),
+                                        self.codes[c.id].level), "b") for c, _ in self.tops}
         refused_col = self.keep(Sql(refused, lv(*self.codes.values())), "r")
-        unknown_col = self.keep(Sql(unknown, lv(*self.codes.values())), "u")
+        unknown_col = self.keep(Sql(or_(*(b.e for b in blocking.values())), lv(*blocking.values())), "u")
         sources: dict[Src, list[Sql]] = {}
-        for _, top_value in self.tops:
+        for top, top_value in self.tops:
             for src, flag in top_value.contrib.items():
-                sources.setdefault(src, []).append(flag)
+                block = blocking[top.id]
+                sources.setdefault(src, []).append(Sql(and_(block.e, paren(flag.e)), lv(block, flag)))
         flags: list[tuple[Src, Sql]] = []
         for src, found in sorted(sources.items()):
             flag = Sql(and_(not_(refused_col.e), paren(or_(*(paren(f.e) for f in found)))),
@@ -705,7 +888,8 @@ class _Compiler:
         last = max(self.levels) if self.levels else 0
         for level in self.joins:
             last = max(last, level)
-        outcome = {MET: "met", NOT_MET: "not met", NA: "not applicable"}
+        outcome = {MET: "met", NOT_MET: "not met", NA: "not applicable", MET | NA: "met or not applicable",
+                   NOT_MET | NA: "not met or not applicable"}
         final: list[exp.Expr] = [_alias(column(PATIENT_ID, "p"), PATIENT_ID, quoted=True)]
         final.append(_alias(case([(refused_col.e, lit("ineligible")), (unknown_col.e, lit("needs review"))],
                                      lit("eligible")), "decision", quoted=True))

@@ -31,6 +31,9 @@ The layout (one row per patient, table `patients`, key `patient_id`):
     list of R             F__items BIGINT, the number of items (NULL when the list is missing);
                           the items in table patients__F (patient_id, ordinal_1, R's columns);
                           a list in R's items in patients__F__G (patient_id, ordinal_1, ordinal_2, …)
+    interval              F__start, F__end DATE and F__ongoing BOOLEAN (NULL when missing); an
+                          end not recorded is F__end NULL with F__ongoing false
+    measured … (dated)    also F__measured DATE: the day the result was measured
     optional (`?`)        also F__none BOOLEAN NOT NULL: true when recorded as none (JSON null)
 
 A value column is NULL when the fact is missing (or recorded as none). Ordinals count from 0,
@@ -40,6 +43,7 @@ that `k × ULN` stays within 38 digits on every engine; never floating point.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -60,7 +64,7 @@ PRECISION = 32  # digits of every DECIMAL column: k × ULN (k up to 5 digits) fi
 MAX_INTEGER_DIGITS = 15  # records' numbers lie strictly within ±10^15 (the runtime's limit)
 
 ColumnKind = Literal["key", "ordinal", "bool", "integer", "decimal", "text", "date"]
-Role = Literal["key", "ordinal", "value", "uln", "none", "member", "items"]
+Role = Literal["key", "ordinal", "value", "uln", "none", "member", "items", "start", "end", "ongoing", "measured"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +219,16 @@ def layout(protocol: ir.Protocol) -> Layout:
 
 
 def _place(field: ir.Field, table: str, records: Mapping[str, ir.Record]) -> FieldLayout:
+    placed = _place_value(field, table, records)
+    if field.measured is None:
+        return placed
+    measured = Column(f"{field.name}{SEPARATOR}measured", f"{field.name}.measured", "date", "measured", True)
+    columns = [c for c in placed.columns if c.role != "none"] + [measured]
+    columns += [c for c in placed.columns if c.role == "none"]
+    return FieldLayout(placed.field, placed.table, tuple(columns), placed.storage, placed.to_storage, placed.items)
+
+
+def _place_value(field: ir.Field, table: str, records: Mapping[str, ir.Record]) -> FieldLayout:
     t = field.type
     name = field.name
     none = (Column(f"{name}{SEPARATOR}none", name, "bool", "none", False),) if field.optional else ()
@@ -253,8 +267,10 @@ def _place(field: ir.Field, table: str, records: Mapping[str, ir.Record]) -> Fie
             count = Column(f"{name}{SEPARATOR}items", name, "integer", "items", True)
             return FieldLayout(field, table, (count, *none), items=f"{table}{SEPARATOR}{name}")
         case "interval":
-            raise _error("S202", field.span, f"the SQL layout has no columns for {name}, an interval, yet",
-                         "screen this protocol with the Python engine (crit screen --engine python)")
+            return FieldLayout(field, table, (Column(f"{name}{SEPARATOR}start", f"{name}.start", "date", "start", True),
+                                              Column(f"{name}{SEPARATOR}end", f"{name}.end", "date", "end", True),
+                                              Column(f"{name}{SEPARATOR}ongoing", f"{name}.ongoing", "bool", "ongoing",
+                                                     True), *none))
         case _ as unreachable:
             assert_never(unreachable)
 
@@ -338,10 +354,22 @@ def _value_schema(field: ir.Field) -> dict[str, Any]:
         case "list":
             schema = {"type": "array", "items": {"$ref": f"#/$defs/{t.record}"}}
         case "interval":
-            raise _error("S202", field.span, f"the JSON Schema has no form for {field.name}, an interval, yet",
-                         "validate such records with crit eval")
+            day = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "format": "date"}
+            schema = {"type": "object", "properties": {"start": day, "end": {"anyOf": [day, {"type": "null"}]},
+                                                       "ongoing": {"anyOf": [{"type": "boolean"}, {"type": "null"}]}},
+                      "required": ["start"], "additionalProperties": False}
         case _ as unreachable:
             assert_never(unreachable)
+    if field.measured is not None:
+        day = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "format": "date"}
+        if t.kind in ("quantity", "lab"):  # the date beside the value and unit
+            whole = schema if t.kind == "lab" else schema["anyOf"][1]
+            whole = {**whole, "properties": {**whole["properties"], "measured": day},
+                     "required": [*whole["required"], "measured"]}
+            schema = whole
+        else:
+            schema = {"type": "object", "properties": {"value": schema, "measured": day},
+                      "required": ["value", "measured"], "additionalProperties": False}
     if field.label:
         schema["description"] = field.label
     return schema
@@ -391,6 +419,15 @@ def _values(layout_: Layout, placed: FieldLayout, raw: object, present: bool, pa
     none = present and raw is None and field.optional
     missing = not present or raw is None
     out: list[object]
+    measured: datetime.date | None = None
+    if field.measured is not None and not missing:  # the value beside its date, read as validate() does
+        whole = t.kind in ("quantity", "lab")
+        if not isinstance(raw, Mapping) or "measured" not in raw:
+            raise TableError(rt.Problem(path, "expected a value with the date it was measured"))
+        measured = rt.read_date(raw["measured"], f"{path}.measured", problems)
+        rest = {k: v for k, v in raw.items() if k != "measured"}
+        raw = rest if whole else rest.get("value")
+        path = path if whole else f"{path}.value"
     match t.kind:
         case "bool" | "judgment":
             out = [None if missing else rt.read_bool(raw, path, problems)]
@@ -437,12 +474,23 @@ def _values(layout_: Layout, placed: FieldLayout, raw: object, present: bool, pa
                 for index, item in enumerate(raw):
                     _record_rows(layout_, layout_.table(placed.items), (*key, index), item, f"{path}[{index}]",
                                  children)
-        case "interval":  # never placed: layout() refuses an interval field
-            raise AssertionError(placed.field.name)
+        case "interval":
+            period = None if missing else rt.read_interval(raw, path, problems)
+            out = [None, None, None] if period is None else [period.start, period.end, period.ongoing]
         case _ as unreachable:
             assert_never(unreachable)
+    if field.plausible is not None and not problems:  # as validate(): a value outside the range is refused
+        stored = out[0]
+        low = Fraction(field.plausible.low) * placed.to_storage
+        high = Fraction(field.plausible.high) * placed.to_storage
+        if stored is not None and not low <= Fraction(str(stored)) <= high:
+            raise TableError(rt.Problem(f"{path}.value" if isinstance(raw, Mapping) else path,
+                                        f"outside the plausible range {field.plausible.text}; check the value "
+                                        "and its unit"))
     if problems:
         raise TableError(problems[0])
+    if field.measured is not None:
+        out.append(None if out[0] is None else measured)
     if field.optional:
         out.append(none)
     return out
