@@ -116,12 +116,6 @@ def _error(code: str, span: Span, message: str, hint: str) -> CritError:
     return CritError([Diagnostic(code=code, severity="error", span=span, message=message, hint=hint)])
 
 
-def not_yet_translated(node: ir.Expr) -> CritError:
-    """A construct the language has and this backend does not translate yet (listed by name in
-    the `match` that calls this): this backend's compile error, with its place, never dropped."""
-    return untranslatable(node)  # type: ignore[arg-type]
-
-
 def untranslatable(node: Never) -> CritError:
     """The `assert_never` of this backend: mypy requires every IR kind to be handled before it
     (a kind added to the IR is a type error here until translated); at run time, a kind merged
@@ -434,8 +428,9 @@ class _Compiler:
                 return self.interval(e)
             case ir.DistinctCount():
                 return self.quantifier(e)
-            case ir.NumCompare():
-                raise not_yet_translated(e)
+            case ir.NumCompare():  # README: SQL, known limits
+                raise self.untranslated(e.span, "a comparison of derived values (arithmetic, a value in another "
+                                        "unit, a named value, a value chosen by condition, an equivalence table) yet")
             case _:
                 raise untranslatable(e)
 
