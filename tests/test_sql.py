@@ -99,7 +99,9 @@ def test_golden_sql_for_a_small_protocol(small: Any, golden: Callable[[str, str]
 
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_every_dialect_parses_back(jy231: Any, small: Any, dialect: str) -> None:
-    for protocol in (jy231, small):
+    """The small protocol in every dialect; JY231 (a second to write and to parse) in the
+    dialects `crit screen` runs, DuckDB and Spark."""
+    for protocol in (jy231, small) if dialect in ("duckdb", "spark") else (small,):
         parsed = sqlglot.parse(emitted(protocol, dialect), read=dialect)
         assert len([p for p in parsed if p is not None]) == 1
         for statement in tables.create_statements(protocol, dialect):
