@@ -591,8 +591,8 @@ def _fields(what: str, old: Sequence[ir.Field], new: Sequence[ir.Field]) -> list
             out.append(Change(f"{what} {name}: label", a.label or "—", b.label or "—"))
         bounds = [(f.plausible.low, f.plausible.high) if f.plausible is not None else None for f in (a, b)]
         if bounds[0] != bounds[1]:  # the values a record may hold changed (not only how they are written)
-            ranges = [f.plausible.text if f.plausible is not None else "—" for f in (a, b)]
-            out.append(Change(f"{what} {name}: plausible range", ranges[0], ranges[1]))
+            texts = [f.plausible.text if f.plausible is not None else "—" for f in (a, b)]
+            out.append(Change(f"{what} {name}: plausible range", texts[0], texts[1]))
     return out
 
 
