@@ -147,13 +147,12 @@ class Derived:
             self.checking.pop()
         result: Checked | None = None
         if found is not None:
-            num, unit_measure = found.num, found.measure
+            num: ir.Num | None = found.num
+            unit_measure = found.measure
             if define.unit is not None:
                 declared = self.unit(define.unit)
-                if declared is None:
-                    num = None  # type: ignore[assignment]
-                else:
-                    num, unit_measure = self.stated(define, found, declared)  # type: ignore[assignment]
+                num, unit_measure = (None, unit_measure) if declared is None else \
+                    self.stated(define, found, declared)
             if num is not None:
                 ref = ir.ValueRef(name, define.label, num, unit_measure.text, define.span)
                 result = Checked(ref, unit_measure)
