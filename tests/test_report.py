@@ -61,6 +61,17 @@ def test_attrition_in_protocol_order() -> None:
     assert steps[-1]["remaining"] == 2 + 3  # eligible and needs review
 
 
+def test_partial_outcomes_count_as_unknown_and_are_undecided_only_where_they_may_refuse() -> None:
+    """An exclusion that is "not met or not applicable" leaves the patient decided (eligible);
+    one that is "met or not applicable" leaves the patient undecided from that step on."""
+    tally = Tally(CRITERIA)
+    tally.add("eligible", vector(MET, "met or not applicable", MET, "not met or not applicable"))
+    tally.add("needs review", vector(MET, MET, MET, "met or not applicable"), ("sex",))
+    tally.flush()
+    assert tally.outcomes[1] == [1, 0, 1, 0] and tally.outcomes[3] == [0, 0, 2, 0]  # I2, E1
+    assert [s["undecided"] for s in tally.attrition()] == [0, 0, 1]
+
+
 def test_near_misses_count_patients_failing_one_criterion_alone() -> None:
     misses = {m["criterion"].id: m for m in sample().near_misses()}
     assert (misses["I1"]["only"], misses["I1"]["eligible"], misses["I1"]["review"]) == (1, 1, 0)

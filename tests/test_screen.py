@@ -77,6 +77,21 @@ def test_decided_by_names_the_criteria_and_the_sub_criteria_under_them(tmp_path:
     assert found[3]["decided_by"] == ["I2"]  # `requires any`: every disease failed, none is named
 
 
+def test_decided_by_names_a_partly_known_criterion_only_if_it_may_refuse(tmp_path: Path) -> None:
+    """c missing: E1 (`when c`) is "met or not applicable" when x is true (it may exclude: named),
+    "not met or not applicable" when x is false (it cannot: the patient is eligible)."""
+    protocol = tmp_path / "gated.crit"
+    protocol.write_text('protocol G "gated"\n\npatient\n  c: bool\n  x: bool\n\ninclusion\n'
+                        '  I1 "always"\n    true\n\nexclusion\n  E1 "gated" when c\n    x\n', encoding="utf-8")
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"x": true}\n{"x": false}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert run(protocol, source, "-o", out, "-q")[0] == 0
+    found = rows(out)
+    assert (found[0]["decision"], found[0]["decided_by"], found[0]["missing"]) == ("needs review", ["E1"], ["c"])
+    assert (found[1]["decision"], found[1]["decided_by"], found[1]["missing"]) == ("eligible", [], [])
+
+
 def test_csv_in_gives_the_same_results_as_json_lines(tmp_path: Path) -> None:
     from_json, from_csv = tmp_path / "a.csv", tmp_path / "b.csv"
     run(JY231, COHORT / "patients.jsonl", "-o", from_json, "-q")
