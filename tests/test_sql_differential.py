@@ -156,3 +156,94 @@ def test_rows_refuse_a_value_outside_its_plausible_range_as_validate_does() -> N
     for name, record in refused:
         with pytest.raises(tables.TableError, match="plausible range"):
             tables.rows(layout, name, record)
+
+
+TIME = '''protocol T "Time constructs"
+
+enum Color
+  a
+  b
+
+record Item
+  ok: bool
+  n: integer?
+  color: Color
+
+patient
+  screening: date?
+  infection: interval?
+  course: interval
+  seen: date
+  hb: quantity g/L also g/dL measured within 14 days before screening
+  alt: lab U/L measured within 2 weeks before screening
+  stage: Color measured within 1 months before screening
+  items: list of Item?
+  flag: bool?
+
+inclusion
+  I1 "Strict windows and no X recorded"
+    seen less than 2 weeks before screening or seen more than 1 months after screening
+    when no infection recorded: flag
+  I2 "Intervals" requires any
+    infection overlaps 1 weeks before screening
+    course ongoing at screening
+    course lasted at least 8 weeks by screening
+    infection lasted less than 10 days by 2025-03-31
+  I3 "Dated results" when flag
+    hb >= 100 g/L
+    alt < 3 × ULN
+    stage is a
+  I4 "Different values" requires any
+    count(different n in items where ok) >= 2
+    count(different color in items) < 2
+  I5 "Gated, met either way" when flag
+    seen <= 2025-12-31
+
+exclusion
+  E1 "Course too long"
+    course lasted more than 1 years by screening
+'''
+
+
+def _time_records() -> list[dict[str, Any]]:
+    days = ["2025-03-31", "2025-03-17", "2025-03-18", "2025-02-28", "2025-05-01", "2024-12-01"]
+    periods: list[Any] = [{"start": "2025-03-20", "end": "2025-03-25"}, {"start": "2025-01-01", "ongoing": True},
+                          {"start": "2025-03-24"}, {"start": "2024-01-01", "end": "2025-03-30"},
+                          {"start": "2025-04-02"}, {"start": "2025-02-01"}]
+    items: list[Any] = [[], [{"ok": True, "n": 1, "color": "a"}, {"ok": True, "n": 1, "color": "b"}],
+                        [{"ok": True, "n": 1, "color": "a"}, {"ok": None, "n": 2, "color": "a"}],
+                        [{"ok": True, "color": "a"}, {"ok": True, "n": None, "color": "a"}], None]
+    out: list[dict[str, Any]] = []
+    for i in range(72):
+        record: dict[str, Any] = {
+            "seen": days[i % 6], "course": periods[i % 6],
+            "hb": {"value": 90 + 5 * (i % 4), "unit": "g/L", "measured": days[(i + 1) % 6]},
+            "alt": {"value": 50 + 20 * (i % 3), "uln": 40, "unit": "U/L", "measured": days[(i + 2) % 6]},
+            "stage": {"value": "ab"[i % 2], "measured": days[(i + 3) % 6]},
+        }
+        if i % 6 != 5:
+            record["flag"] = i % 5 != 0
+        if i % 7:
+            record["screening"] = days[i % 4] if i % 11 else None
+        if i % 3:
+            record["infection"] = periods[(i + 1) % 6] if i % 4 else None
+        if i % 9 != 4:
+            record["items"] = items[i % 5]
+        if i % 5 == 3:
+            del record["hb"]
+        out.append(record)
+    return out
+
+
+def test_the_time_constructs_agree_with_the_interpreter(connection: duckdb.DuckDBPyConnection) -> None:
+    """Strict windows, no X recorded, intervals (ended, ongoing, end not recorded, none, missing),
+    dated results (fresh, stale, the anchor missing) and distinct counts (keys unknown, none,
+    repeated), on a grid of records: outcome sets, decisions and missing facts as the interpreter."""
+    protocol = compile_text(TIME)
+    got = check_agreement(connection, protocol, _time_records())
+    decisions = {row["decision"] for row in got.values()}
+    outcomes = {row[c] for row in got.values() for c in ("I1", "I2", "I3", "I4", "I5", "E1")}
+    assert len(got) == 72 and decisions == {"eligible", "ineligible", "needs review"}
+    assert {"met or not applicable", "unknown", "not applicable", "met", "not met"} <= outcomes
+    missing = {path for row in got.values() for path in row["missing"].split(", ")}
+    assert {"infection.end", "course.end", "screening", "hb", "stage"} <= missing

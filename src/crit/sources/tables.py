@@ -342,7 +342,7 @@ def _value_schema(field: ir.Field) -> dict[str, Any]:
             schema = {"type": "array", "items": {"type": "string", "enum": list(t.enum.member_names())}}
         case "quantity" | "lab":
             assert t.unit is not None
-            units = [t.unit.text, *(u.text for u, _ in t.also)]
+            units = [t.unit.text, *t.record_units()]
             keys = ("value", "uln") if t.kind == "lab" else ("value",)
             properties: dict[str, Any] = {k: dict(_NUMBER) for k in keys}
             if t.kind == "lab":
@@ -447,7 +447,7 @@ def _values(layout_: Layout, placed: FieldLayout, raw: object, present: bool, pa
             out = [None if missing else rt.read_date(raw, path, problems)]
         case "quantity" | "lab":
             assert t.unit is not None
-            factors = {u.text: f for u, f in t.also}
+            factors = t.record_units()
             scale = placed.columns[0].scale
             if t.kind == "quantity":
                 number = None if missing else rt.read_quantity(raw, path, problems, t.unit.text, factors)
