@@ -108,8 +108,43 @@ def flags_of(v: Val) -> list[tuple[Src, Sql]]:
 
 
 # the constructs this backend does not translate yet: each is its compile error S201, with its place
-UNTRANSLATED: tuple[type, ...] = (ir.NumCompare, ir.Arith, ir.Convert, ir.UlnOf, ir.ValueRef, ir.Choice,
-                                  ir.Equivalent)
+UNTRANSLATED: tuple[type, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Rational:
+    """n / d, d > 0, each an exact DECIMAL with at most (whole digits, places) as sized; `one`: d is 1."""
+
+    n: exp.Expr
+    d: exp.Expr
+    n_size: tuple[int, int]
+    d_size: tuple[int, int]
+    one: bool
+
+
+@dataclass(frozen=True)
+class _Alt:
+    """One value a derived value may take: possible (`act`), recorded as none, or unknown (all
+    non-NULL BOOLEANs); else `number`."""
+
+    act: exp.Expr
+    number: _Rational
+    none: exp.Expr
+    unk: exp.Expr
+
+
+@dataclass(frozen=True)
+class _Derived:
+    alts: list[_Alt]
+    paths: dict[Src, exp.Expr]  # the interpreter's Derived.missing: each path with its flag
+    level: int
+
+
+def _merge(a: Mapping[Src, exp.Expr], b: Mapping[Src, exp.Expr]) -> dict[Src, exp.Expr]:
+    out = dict(a)
+    for src, flag in b.items():
+        out[src] = or_(paren(out[src]), paren(flag)) if src in out else flag
+    return out
 
 
 def _error(code: str, span: Span, message: str, hint: str) -> CritError:
@@ -428,9 +463,8 @@ class _Compiler:
                 return self.interval(e)
             case ir.DistinctCount():
                 return self.quantifier(e)
-            case ir.NumCompare():  # README: SQL, known limits
-                raise self.untranslated(e.span, "a comparison of derived values (arithmetic, a value in another "
-                                        "unit, a named value, a value chosen by condition, an equivalence table) yet")
+            case ir.NumCompare():
+                return self.num_compare(e)
             case _:
                 raise untranslatable(e)
 
@@ -598,6 +632,179 @@ class _Compiler:
         contrib = dict(cond.contrib)
         contrib[(kind, f"{name}.end")] = Sql(and_(is_null(value.e), not_(paren(or_(*missing)))), value.level)
         return Cond(value, contrib)
+
+    # ---- derived values ----
+    # A derived value is a few alternatives (a value chosen by a condition not yet known may be one
+    # of several), each a number n/d (d > 0, both exact DECIMALs), recorded as none, or unknown (a
+    # fact missing, a division by zero), with whether it is among the possible values (`act`); and
+    # the paths whose absence leaves it open, each with its flag: the interpreter's `Derived`.
+    def digits(self, span: Span, whole: int, places: int) -> tuple[int, int]:
+        if whole + places > 38:
+            raise self.untranslated(span, "this arithmetic exactly: it needs more than the 38 digits SQL's DECIMAL "
+                                    "holds (a product of two measurements with many decimal places)")
+        return whole, places
+
+    def derived(self, v: ir.Num) -> _Derived:
+        match v:
+            case ir.Const():
+                assert isinstance(v.value, Decimal | Fraction | int) and not isinstance(v.value, bool)
+                return _Derived([_Alt(true(), self.rational(Fraction(v.value)), false(), false())], {}, 0)
+            case ir.FieldRef():
+                return self.derived_field(v, None)
+            case ir.UlnOf():
+                return self.derived_field(v.lab, v.multiple)
+            case ir.Arith():
+                return self.arith(v.op, self.derived(v.left), self.derived(v.right), v.span)
+            case ir.Convert():
+                factor = _Derived([_Alt(true(), self.rational(Fraction(v.factor)), false(), false())], {}, 0)
+                return self.arith("×", self.derived(v.value), factor, v.span)
+            case ir.ValueRef():
+                return self.derived(v.value)
+            case ir.Choice():
+                return self.choice(v)
+            case ir.Equivalent():
+                return self.equivalent(v)
+            case _:
+                assert_never(v)
+
+    def rational(self, value: Fraction) -> _Rational:
+        if tables.terminating(value):
+            decimal = rt.terminating(value)
+            assert isinstance(decimal, Decimal)
+            return self.literal_rational(decimal, Decimal(1))
+        return self.literal_rational(Decimal(value.numerator), Decimal(value.denominator))
+
+    def literal_rational(self, n: Decimal, d: Decimal) -> _Rational:
+        def size(x: Decimal) -> tuple[int, int]:
+            _, ds, exponent = x.as_tuple()
+            assert isinstance(exponent, int)
+            return max(1, len(ds) + min(exponent, 0) + max(exponent, 0)), max(0, -exponent)
+
+        return _Rational(decimal_literal(n, self.dialect), decimal_literal(d, self.dialect), size(n), size(d),
+                         d == 1)
+
+    def derived_field(self, ref: ir.FieldRef, multiple: Decimal | None) -> _Derived:
+        v = self.field(ref)
+        kind = ref.field.type.kind
+        if kind not in ("integer", "decimal", "quantity", "lab") or v.placed is None or v.missing is None:
+            raise self.untranslated(ref.span, f"arithmetic on a {kind} field")
+        if kind == "integer":
+            n, n_size = v.e.e, (tables.MAX_INTEGER_DIGITS, 0)
+        else:
+            scale = v.placed.columns[0].scale
+            n, n_size = v.e.e, (tables.PRECISION - scale, scale)
+        if multiple is not None:
+            assert v.uln is not None
+            k = self.literal_rational(multiple, Decimal(1))
+            n = exp.Mul(this=paren(v.uln.e), expression=k.n)
+            n_size = self.digits(ref.span, n_size[0] + k.n_size[0], n_size[1] + k.n_size[1])
+        to_storage = v.to_storage if kind in ("quantity", "lab") and v.to_storage is not None else Fraction(1)
+        d = self.rational(to_storage)  # stored = canonical × to_storage: a terminating decimal (the layout's)
+        number = _Rational(n, d.n, n_size, d.n_size, to_storage == 1)
+        none = v.none.e if v.none is not None else false()
+        alt = _Alt(true(), number, none, v.missing.e)
+        return _Derived([alt], {src: flag.e for src, flag in flags_of(v)}, v.e.level)
+
+    def arith(self, op: ir.ArithOp, left: _Derived, right: _Derived, span: Span) -> _Derived:
+        alts: list[_Alt] = []
+        for a in left.alts:
+            for b in right.alts:
+                act = and_(paren(a.act), paren(b.act))
+                none = or_(paren(a.none), paren(b.none))
+                unknown = or_(paren(a.unk), paren(b.unk))
+                x, y = a.number, b.number
+                if op in ("+", "-"):
+                    left_n, left_size = self.times(x.n, x.n_size, y.d, y.d_size, y.one, span)
+                    right_n, right_size = self.times(y.n, y.n_size, x.d, x.d_size, x.one, span)
+                    joined = exp.Add if op == "+" else exp.Sub
+                    n: exp.Expr = joined(this=paren(left_n), expression=paren(right_n))
+                    n_size = self.digits(span, max(left_size[0], right_size[0]) + 1, max(left_size[1], right_size[1]))
+                    d, d_size = self.times(x.d, x.d_size, y.d, y.d_size, y.one, span)
+                    number = _Rational(n, d, n_size, d_size, x.one and y.one)
+                elif op == "×":
+                    n, n_size = self.times(x.n, x.n_size, y.n, y.n_size, False, span)
+                    d, d_size = self.times(x.d, x.d_size, y.d, y.d_size, y.one, span)
+                    number = _Rational(n, d, n_size, d_size, x.one and y.one)
+                else:
+                    n, n_size = self.times(x.n, x.n_size, y.d, y.d_size, y.one, span)
+                    n = case([(compare("<", y.n, num(0)), exp.Neg(this=paren(n)))], n)
+                    d, d_size = self.times(x.d, x.d_size, exp.Abs(this=y.n), y.n_size, False, span)
+                    number = _Rational(n, d, n_size, d_size, False)
+                    zero = and_(not_(paren(none)), paren(case([(compare("=", y.n, num(0)), true())], false())))
+                    unknown = or_(paren(unknown), paren(zero))
+                alts.append(_Alt(act, number, none, unknown))
+        return _Derived(alts, _merge(left.paths, right.paths), max(left.level, right.level))
+
+    def times(self, x: exp.Expr, x_size: tuple[int, int], y: exp.Expr, y_size: tuple[int, int], y_one: bool,
+              span: Span) -> tuple[exp.Expr, tuple[int, int]]:
+        if y_one:
+            return x, x_size
+        return exp.Mul(this=paren(x), expression=paren(y)), self.digits(span, x_size[0] + y_size[0],
+                                                                        x_size[1] + y_size[1])
+
+    def choice(self, v: ir.Choice) -> _Derived:
+        """As the interpreter: a branch is possible while no earlier condition surely holds and
+        its own may; the otherwise value while none surely holds."""
+        alts: list[_Alt] = []
+        paths: dict[Src, exp.Expr] = {}
+        level = 0
+        reach: list[exp.Expr] = []  # each earlier condition is not surely true
+        for condition, value in v.branches:
+            c = self.cond(condition)
+            level = max(level, c.value.level)
+            so_far = and_(*reach) if reach else true()
+            may = case([(not_(c.value.e), false())], true())
+            gate = and_(paren(so_far), paren(may))
+            branch = self.derived(value)
+            level = max(level, branch.level)
+            alts += [replace(alt, act=and_(paren(gate), paren(alt.act))) for alt in branch.alts]
+            paths = _merge(paths, {src: and_(paren(gate), paren(flag)) for src, flag in branch.paths.items()})
+            paths = _merge(paths, {src: and_(paren(so_far), paren(flag.e)) for src, flag in c.contrib.items()})
+            reach.append(case([(c.value.e, false())], true()))
+        last = and_(*reach)
+        otherwise = self.derived(v.otherwise)
+        alts += [replace(alt, act=and_(paren(last), paren(alt.act))) for alt in otherwise.alts]
+        paths = _merge(paths, {src: and_(paren(last), paren(flag)) for src, flag in otherwise.paths.items()})
+        return _Derived(alts, paths, max(level, otherwise.level))
+
+    def equivalent(self, v: ir.Equivalent) -> _Derived:
+        dose = self.derived(v.dose)
+        agent = self.field(v.agent)
+        assert agent.missing is not None
+        factors = [(member, self.literal_rational(factor, Decimal(1))) for member, factor in v.table.factors]
+        size = (max(f.n_size[0] for _, f in factors), max(f.n_size[1] for _, f in factors))
+        factor = case([(exp.EQ(this=agent.e.e, expression=lit(member)), f.n) for member, f in factors])
+        agent_none = agent.none.e if agent.none is not None else false()
+        alts = []
+        for alt in dose.alts:
+            n, n_size = self.times(alt.number.n, alt.number.n_size, factor, size, False, v.span)
+            number = _Rational(n, alt.number.d, n_size, alt.number.d_size, alt.number.one)
+            alts.append(_Alt(alt.act, number, or_(paren(alt.none), paren(agent_none)),
+                             or_(paren(alt.unk), paren(agent.missing.e))))
+        paths = _merge(dose.paths, {src: flag.e for src, flag in flags_of(agent)})
+        return _Derived(alts, paths, max(dose.level, agent.e.level))
+
+    def num_compare(self, e: ir.NumCompare) -> Cond:
+        """Decided when every pair of values the sides may take agrees; unknown when a side is."""
+        left, right = self.derived(e.left), self.derived(e.right)
+        unknown = or_(*(paren(and_(paren(a.act), paren(a.unk))) for a in left.alts + right.alts))
+        holds: list[exp.Expr] = []
+        fails: list[exp.Expr] = []
+        for a in left.alts:
+            for b in right.alts:
+                x, _ = self.times(a.number.n, a.number.n_size, b.number.d, b.number.d_size, b.number.one, e.span)
+                y, _ = self.times(b.number.n, b.number.n_size, a.number.d, a.number.d_size, a.number.one, e.span)
+                answer = case([(or_(paren(a.none), paren(b.none)), false())], compare(e.op, x, y))
+                idle = not_(paren(and_(paren(a.act), paren(b.act))))
+                holds.append(or_(idle, paren(answer)))
+                fails.append(or_(idle, not_(paren(answer))))
+        value = case([(unknown, exp.Null()), (and_(*(paren(h) for h in holds)), true()),
+                      (and_(*(paren(f) for f in fails)), false())])
+        level = max(left.level, right.level)
+        kept = self.keep(Sql(value, level))
+        contrib = {src: Sql(and_(is_null(kept.e), paren(flag)), kept.level)
+                   for src, flag in _merge(left.paths, right.paths).items()}
+        return Cond(kept, contrib)
 
     # ---- quantifiers ----
     def quantifier(self, e: ir.Quantified | ir.CountCompare | ir.DistinctCount) -> Cond:
