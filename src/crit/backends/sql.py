@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from fractions import Fraction
+from math import gcd
 from typing import Never, assert_never
 
 from sqlglot import exp
@@ -111,15 +112,16 @@ def flags_of(v: Val) -> list[tuple[Src, Sql]]:
 UNTRANSLATED: tuple[type, ...] = ()
 
 
+_Term = tuple[exp.Expr, tuple[int, int]] | None  # a product of columns with its (whole digits, places); None: 1
+
+
 @dataclass(frozen=True)
 class _Rational:
-    """n / d, d > 0, each an exact DECIMAL with at most (whole digits, places) as sized; `one`: d is 1."""
+    """k × n / d: k exact, folded at compile time; n and d products of columns (None: 1), d > 0."""
 
-    n: exp.Expr
-    d: exp.Expr
-    n_size: tuple[int, int]
-    d_size: tuple[int, int]
-    one: bool
+    k: Fraction
+    n: _Term
+    d: _Term
 
 
 @dataclass(frozen=True)
@@ -635,20 +637,36 @@ class _Compiler:
 
     # ---- derived values ----
     # A derived value is a few alternatives (a value chosen by a condition not yet known may be one
-    # of several), each a number n/d (d > 0, both exact DECIMALs), recorded as none, or unknown (a
-    # fact missing, a division by zero), with whether it is among the possible values (`act`); and
-    # the paths whose absence leaves it open, each with its flag: the interpreter's `Derived`.
-    def digits(self, span: Span, whole: int, places: int) -> tuple[int, int]:
-        if whole + places > 38:
-            raise self.untranslated(span, "this arithmetic exactly: it needs more than the 38 digits SQL's DECIMAL "
-                                    "holds (a product of two measurements with many decimal places)")
-        return whole, places
+    # of several), each a number k × n / d (k an exact rational folded at compile time; n and d
+    # products of columns, d > 0), recorded as none, or unknown (a fact missing, a division by
+    # zero), with whether it is among the possible values (`act`); and the paths whose absence
+    # leaves it open, each with its flag: the interpreter's `Derived`.
+    def digits(self, span: Span, size: tuple[int, int]) -> tuple[int, int]:
+        if size[0] + size[1] > 38:
+            raise self.untranslated(span, "this arithmetic exactly: it may need more than the 38 digits SQL's "
+                                    "DECIMAL holds (a product of two measurements kept to many decimal places)")
+        return size
+
+    def product(self, x: _Term, y: _Term, span: Span) -> _Term:
+        if x is None:
+            return y
+        if y is None:
+            return x
+        size = self.digits(span, (x[1][0] + y[1][0], x[1][1] + y[1][1]))
+        return exp.Mul(this=paren(x[0]), expression=paren(y[0])), size
+
+    def scaled(self, factor: int, term: _Term, span: Span) -> tuple[exp.Expr, tuple[int, int]]:
+        """`factor × term` (term None: 1), an integer literal times a product of columns."""
+        literal: _Term = None if factor == 1 else (decimal_literal(Decimal(factor), self.dialect),
+                                                   (len(str(abs(factor))), 0))
+        out = self.product(literal, term, span)
+        return out if out is not None else (num(1), (1, 0))
 
     def derived(self, v: ir.Num) -> _Derived:
         match v:
             case ir.Const():
                 assert isinstance(v.value, Decimal | Fraction | int) and not isinstance(v.value, bool)
-                return _Derived([_Alt(true(), self.rational(Fraction(v.value)), false(), false())], {}, 0)
+                return _Derived([_Alt(true(), _Rational(Fraction(v.value), None, None), false(), false())], {}, 0)
             case ir.FieldRef():
                 return self.derived_field(v, None)
             case ir.UlnOf():
@@ -656,8 +674,8 @@ class _Compiler:
             case ir.Arith():
                 return self.arith(v.op, self.derived(v.left), self.derived(v.right), v.span)
             case ir.Convert():
-                factor = _Derived([_Alt(true(), self.rational(Fraction(v.factor)), false(), false())], {}, 0)
-                return self.arith("×", self.derived(v.value), factor, v.span)
+                return self.arith("×", self.derived(v.value), self.derived(ir.Const("number", v.factor, "", v.span)),
+                                  v.span)
             case ir.ValueRef():
                 return self.derived(v.value)
             case ir.Choice():
@@ -667,42 +685,19 @@ class _Compiler:
             case _:
                 assert_never(v)
 
-    def rational(self, value: Fraction) -> _Rational:
-        if tables.terminating(value):
-            decimal = rt.terminating(value)
-            assert isinstance(decimal, Decimal)
-            return self.literal_rational(decimal, Decimal(1))
-        return self.literal_rational(Decimal(value.numerator), Decimal(value.denominator))
-
-    def literal_rational(self, n: Decimal, d: Decimal) -> _Rational:
-        def size(x: Decimal) -> tuple[int, int]:
-            _, ds, exponent = x.as_tuple()
-            assert isinstance(exponent, int)
-            return max(1, len(ds) + min(exponent, 0) + max(exponent, 0)), max(0, -exponent)
-
-        return _Rational(decimal_literal(n, self.dialect), decimal_literal(d, self.dialect), size(n), size(d),
-                         d == 1)
-
     def derived_field(self, ref: ir.FieldRef, multiple: Decimal | None) -> _Derived:
         v = self.field(ref)
         kind = ref.field.type.kind
         if kind not in ("integer", "decimal", "quantity", "lab") or v.placed is None or v.missing is None:
             raise self.untranslated(ref.span, f"arithmetic on a {kind} field")
-        if kind == "integer":
-            n, n_size = v.e.e, (tables.MAX_INTEGER_DIGITS, 0)
-        else:
-            scale = v.placed.columns[0].scale
-            n, n_size = v.e.e, (tables.PRECISION - scale, scale)
-        if multiple is not None:
-            assert v.uln is not None
-            k = self.literal_rational(multiple, Decimal(1))
-            n = exp.Mul(this=paren(v.uln.e), expression=k.n)
-            n_size = self.digits(ref.span, n_size[0] + k.n_size[0], n_size[1] + k.n_size[1])
+        scale = 0 if kind == "integer" else v.placed.columns[0].scale
+        size = (tables.MAX_INTEGER_DIGITS if kind == "integer" else tables.PRECISION - scale, scale)
+        column_e = v.e.e if multiple is None else (v.uln.e if v.uln is not None else v.e.e)
         to_storage = v.to_storage if kind in ("quantity", "lab") and v.to_storage is not None else Fraction(1)
-        d = self.rational(to_storage)  # stored = canonical × to_storage: a terminating decimal (the layout's)
-        number = _Rational(n, d.n, n_size, d.n_size, to_storage == 1)
+        # the stored number is the canonical one × to_storage
+        k = (Fraction(multiple) if multiple is not None else Fraction(1)) / to_storage
         none = v.none.e if v.none is not None else false()
-        alt = _Alt(true(), number, none, v.missing.e)
+        alt = _Alt(true(), _Rational(k, (column_e, size), None), none, v.missing.e)
         return _Derived([alt], {src: flag.e for src, flag in flags_of(v)}, v.e.level)
 
     def arith(self, op: ir.ArithOp, left: _Derived, right: _Derived, span: Span) -> _Derived:
@@ -713,34 +708,34 @@ class _Compiler:
                 none = or_(paren(a.none), paren(b.none))
                 unknown = or_(paren(a.unk), paren(b.unk))
                 x, y = a.number, b.number
-                if op in ("+", "-"):
-                    left_n, left_size = self.times(x.n, x.n_size, y.d, y.d_size, y.one, span)
-                    right_n, right_size = self.times(y.n, y.n_size, x.d, x.d_size, x.one, span)
-                    joined = exp.Add if op == "+" else exp.Sub
-                    n: exp.Expr = joined(this=paren(left_n), expression=paren(right_n))
-                    n_size = self.digits(span, max(left_size[0], right_size[0]) + 1, max(left_size[1], right_size[1]))
-                    d, d_size = self.times(x.d, x.d_size, y.d, y.d_size, y.one, span)
-                    number = _Rational(n, d, n_size, d_size, x.one and y.one)
+                if op in ("+", "-"):  # (kx·nx·dy ± ky·ny·dx) / (dx·dy), the k's over a common denominator
+                    common = x.k.denominator * y.k.denominator // gcd(x.k.denominator, y.k.denominator)
+                    kx, ky = int(x.k * common), int(y.k * common)
+                    if op == "-":
+                        ky = -ky
+                    first = self.scaled(kx, self.product(x.n, y.d, span), span)
+                    second = self.scaled(ky, self.product(y.n, x.d, span), span)
+                    total = exp.Add(this=paren(first[0]), expression=paren(second[0]))
+                    size = self.digits(span, (max(first[1][0], second[1][0]) + 1, max(first[1][1], second[1][1])))
+                    number = _Rational(Fraction(1, common), (total, size), self.product(x.d, y.d, span))
                 elif op == "×":
-                    n, n_size = self.times(x.n, x.n_size, y.n, y.n_size, False, span)
-                    d, d_size = self.times(x.d, x.d_size, y.d, y.d_size, y.one, span)
-                    number = _Rational(n, d, n_size, d_size, x.one and y.one)
-                else:
-                    n, n_size = self.times(x.n, x.n_size, y.d, y.d_size, y.one, span)
-                    n = case([(compare("<", y.n, num(0)), exp.Neg(this=paren(n)))], n)
-                    d, d_size = self.times(x.d, x.d_size, exp.Abs(this=y.n), y.n_size, False, span)
-                    number = _Rational(n, d, n_size, d_size, False)
-                    zero = and_(not_(paren(none)), paren(case([(compare("=", y.n, num(0)), true())], false())))
-                    unknown = or_(paren(unknown), paren(zero))
+                    number = _Rational(x.k * y.k, self.product(x.n, y.n, span), self.product(x.d, y.d, span))
+                elif y.k == 0:  # a division by the number 0
+                    number = _Rational(Fraction(0), None, None)
+                    unknown = or_(paren(unknown), not_(paren(none)))
+                else:  # x / y = (kx / ky) · (nx·dy) / (dx·ny), the sign of ny moved up
+                    n = self.product(x.n, y.d, span)
+                    d = x.d
+                    if y.n is not None:
+                        negative = compare("<", y.n[0], num(0))
+                        top = n[0] if n is not None else num(1)
+                        n = (case([(negative, exp.Neg(this=paren(top)))], top), n[1] if n is not None else (1, 0))
+                        d = self.product(x.d, (exp.Abs(this=y.n[0]), y.n[1]), span)
+                        zero = and_(not_(paren(none)), paren(case([(compare("=", y.n[0], num(0)), true())], false())))
+                        unknown = or_(paren(unknown), paren(zero))
+                    number = _Rational(x.k / y.k, n, d)
                 alts.append(_Alt(act, number, none, unknown))
         return _Derived(alts, _merge(left.paths, right.paths), max(left.level, right.level))
-
-    def times(self, x: exp.Expr, x_size: tuple[int, int], y: exp.Expr, y_size: tuple[int, int], y_one: bool,
-              span: Span) -> tuple[exp.Expr, tuple[int, int]]:
-        if y_one:
-            return x, x_size
-        return exp.Mul(this=paren(x), expression=paren(y)), self.digits(span, x_size[0] + y_size[0],
-                                                                        x_size[1] + y_size[1])
 
     def choice(self, v: ir.Choice) -> _Derived:
         """As the interpreter: a branch is possible while no earlier condition surely holds and
@@ -771,30 +766,37 @@ class _Compiler:
         dose = self.derived(v.dose)
         agent = self.field(v.agent)
         assert agent.missing is not None
-        factors = [(member, self.literal_rational(factor, Decimal(1))) for member, factor in v.table.factors]
-        size = (max(f.n_size[0] for _, f in factors), max(f.n_size[1] for _, f in factors))
-        factor = case([(exp.EQ(this=agent.e.e, expression=lit(member)), f.n) for member, f in factors])
+        sizes = []
+        whens: list[tuple[exp.Expr, exp.Expr]] = []
+        for member, factor in v.table.factors:
+            _, ds, exponent = factor.as_tuple()
+            assert isinstance(exponent, int)
+            sizes.append((max(1, len(ds) + exponent), max(0, -exponent)))
+            whens.append((exp.EQ(this=agent.e.e, expression=lit(member)), decimal_literal(factor, self.dialect)))
+        factor_term: _Term = (case(whens), (max(s[0] for s in sizes), max(s[1] for s in sizes)))
         agent_none = agent.none.e if agent.none is not None else false()
         alts = []
         for alt in dose.alts:
-            n, n_size = self.times(alt.number.n, alt.number.n_size, factor, size, False, v.span)
-            number = _Rational(n, alt.number.d, n_size, alt.number.d_size, alt.number.one)
+            number = _Rational(alt.number.k, self.product(alt.number.n, factor_term, v.span), alt.number.d)
             alts.append(_Alt(alt.act, number, or_(paren(alt.none), paren(agent_none)),
                              or_(paren(alt.unk), paren(agent.missing.e))))
         paths = _merge(dose.paths, {src: flag.e for src, flag in flags_of(agent)})
         return _Derived(alts, paths, max(dose.level, agent.e.level))
 
     def num_compare(self, e: ir.NumCompare) -> Cond:
-        """Decided when every pair of values the sides may take agrees; unknown when a side is."""
+        """Decided when every pair of values the sides may take agrees; unknown when a side is.
+        kx·nx/dx op ky·ny/dy is compared as (kx·L)·nx·dy op (ky·L)·ny·dx, with d > 0 and L > 0."""
         left, right = self.derived(e.left), self.derived(e.right)
         unknown = or_(*(paren(and_(paren(a.act), paren(a.unk))) for a in left.alts + right.alts))
         holds: list[exp.Expr] = []
         fails: list[exp.Expr] = []
         for a in left.alts:
             for b in right.alts:
-                x, _ = self.times(a.number.n, a.number.n_size, b.number.d, b.number.d_size, b.number.one, e.span)
-                y, _ = self.times(b.number.n, b.number.n_size, a.number.d, a.number.d_size, a.number.one, e.span)
-                answer = case([(or_(paren(a.none), paren(b.none)), false())], compare(e.op, x, y))
+                x, y = a.number, b.number
+                common = x.k.denominator * y.k.denominator // gcd(x.k.denominator, y.k.denominator)
+                first = self.scaled(int(x.k * common), self.product(x.n, y.d, e.span), e.span)
+                second = self.scaled(int(y.k * common), self.product(y.n, x.d, e.span), e.span)
+                answer = case([(or_(paren(a.none), paren(b.none)), false())], compare(e.op, first[0], second[0]))
                 idle = not_(paren(and_(paren(a.act), paren(b.act))))
                 holds.append(or_(idle, paren(answer)))
                 fails.append(or_(idle, not_(paren(answer))))
