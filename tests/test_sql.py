@@ -109,6 +109,19 @@ def test_every_dialect_parses_back(jy231: Any, small: Any, dialect: str) -> None
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
+def test_the_new_constructs_in_every_dialect(dialect: str) -> None:
+    """Time constructs and derived values (tests/test_sql_differential.py's grids) parse back in
+    every dialect, spelt with CASE and exact decimals only."""
+    from test_sql_differential import DERIVED, TIME
+
+    for source in (TIME, DERIVED):
+        text = emitted(compile_text(source), dialect)
+        assert len([p for p in sqlglot.parse(text, read=dialect) if p is not None]) == 1
+        upper = text.upper()
+        assert "IS TRUE" not in upper and not any(w in upper for w in ("DOUBLE", "FLOAT", "REAL"))
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
 def test_no_is_true_and_no_floats(small: Any, dialect: str) -> None:
     """Kleene logic is spelt with CASE, never `IS TRUE`; exact numbers are never floating point."""
     text = emitted(small, dialect).upper()
