@@ -101,7 +101,7 @@ def screen(both: tuple[ModuleType, Interpreter], **changes: Any) -> dict[str, tu
 
 def test_arithmetic_is_exact_and_units_are_converted(both: tuple[ModuleType, Interpreter]) -> None:
     # 80 kg / (1.8 m)^2 = 24.69…: the comparison is made in the literal's kg/m^2
-    assert screen(both)["I1"] == ("met", "bmi ≈24.691358025 kg/m^2 ≥ 18.5 kg/m^2; bmi ≈24.691358025 kg/m² ≤ 30 kg/m²")
+    assert screen(both)["I1"] == ("met", "bmi ≈24.691358025 kg/m^2 ≥ 18.5 kg/m²; bmi ≈24.691358025 kg/m² ≤ 30 kg/m²")
     # exactly 30 kg/m^2 at 97.2 kg and 180 cm, and in pounds (97.2 kg is 97.2 / 0.45359237 lb)
     assert screen(both, weight=97.2)["I1"][0] == "met"
     assert screen(both, weight=97.21)["I1"][0] == "not met"
