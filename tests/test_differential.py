@@ -76,8 +76,12 @@ def sound(module: Any, interpreter: Interpreter, schema: Schema, record: dict[st
         for result in complete.criteria:
             if result.id in definite:
                 reached = definite[result.id].value
-                assert result.outcome.value in EITHER.get(reached, {reached}), (
-                    "unsound outcome", result.id, record, full)
+                # A completion may still leave an outcome open (a dated result that is stale once
+                # the anchor date is known stays unknown): what it can still be must lie within
+                # what was reached with the facts missing.
+                found = result.outcome.value
+                possible = EITHER.get(found, {found}) if found != "unknown" else {"met", "not met", "not applicable"}
+                assert possible <= EITHER.get(reached, {reached}), ("unsound outcome", result.id, record, full)
 
 
 def _settings(examples: int) -> Any:
@@ -233,7 +237,7 @@ def test_the_generator_exercises_every_construct() -> None:
     Drawn without shrinking (nothing is being minimised), so it takes a few seconds."""
     texts: list[str] = []
 
-    @settings(max_examples=150, database=None, derandomize=True, phases=[Phase.generate],
+    @settings(max_examples=400, database=None, derandomize=True, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(protocols())
     def collect(case: tuple[str, Schema]) -> None:
