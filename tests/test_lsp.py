@@ -253,7 +253,7 @@ async def test_hover(client: LanguageClient, project: Path) -> None:
     assert "Lupus, treated" in criterion and "(inclusion)" in criterion
     assert criterion.split("\n")[2:] == [
         "- Diagnosis is Systemic lupus erythematosus",
-        "- the number of Treatment entries in Treatments with Immunosuppressive is ≥ 1",
+        "- the number of entries in Treatments with Immunosuppressive is ≥ 1",
         "- AST ≤ 3 × ULN",
     ]
     unit = await hover_at(client, uri, position(PROTOCOL, "g/L", line_with="define"))
