@@ -77,7 +77,7 @@ def scope_of(tokens: dict[str, list[tuple[str, list[Token]]]], name: str, line_w
     ("jy231.crit", "age between 18 and 75", "between", "keyword.operator.word.crit"),
     ("jy231.crit", "age between 18 and 75", "and", "keyword.operator.logical.crit"),
     ("jy231.crit", "define refractory", "refractory", "entity.name.function.crit"),
-    ("jy231.crit", "count(treatments where", "where", "keyword.control.crit"),
+    ("jy231.crit", "count(different agent in treatments where", "where", "keyword.control.crit"),
     ("jy231.crit", "inclusion", "inclusion", "keyword.other.crit"),
     ("autoimmune.crit", "enum Disease", "Disease", "entity.name.type.crit"),
     ("autoimmune.crit", "  hemoglobin:", "g/L", "constant.other.unit.crit"),
