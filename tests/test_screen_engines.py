@@ -173,7 +173,19 @@ def test_bad_parquet_values_are_error_rows(tmp_path: Path, parquet: Path) -> Non
           CASE WHEN patient_id = 'P0000002' THEN 0 ELSE ast__uln END AS ast__uln,
           CASE WHEN patient_id = 'P0000003' THEN treatments__items + 1 ELSE treatments__items END
             AS treatments__items,
-          CASE WHEN patient_id = 'P0000005' THEN 1000000000000000 ELSE age END AS age)
+          CASE WHEN patient_id = 'P0000005' THEN 1000000000000000 ELSE age END AS age,
+          CASE WHEN patient_id = 'P0000010' THEN 10.8 ELSE hemoglobin END AS hemoglobin,
+          CASE patient_id WHEN 'P0000006' THEN DATE '2025-01-10' WHEN 'P0000007' THEN DATE '2025-01-01'
+            WHEN 'P0000008' THEN DATE '2025-01-01' WHEN 'P0000009' THEN NULL WHEN 'P0000011' THEN 'infinity'::DATE
+            WHEN 'P0000012' THEN DATE '2024-04-01' ELSE systemic_infection__start END AS systemic_infection__start,
+          CASE patient_id WHEN 'P0000006' THEN DATE '2025-01-01' WHEN 'P0000007' THEN DATE '2025-01-10'
+            WHEN 'P0000008' THEN NULL WHEN 'P0000009' THEN DATE '2025-01-10' WHEN 'P0000011' THEN NULL
+            WHEN 'P0000012' THEN NULL ELSE systemic_infection__end END AS systemic_infection__end,
+          CASE patient_id WHEN 'P0000006' THEN false WHEN 'P0000007' THEN true WHEN 'P0000008' THEN false
+            WHEN 'P0000009' THEN false WHEN 'P0000011' THEN false WHEN 'P0000012' THEN NULL
+            ELSE systemic_infection__ongoing END AS systemic_infection__ongoing,
+          CASE WHEN patient_id IN ('P0000006', 'P0000007', 'P0000009', 'P0000011', 'P0000012') THEN false
+            WHEN patient_id = 'P0000008' THEN true ELSE systemic_infection__none END AS systemic_infection__none)
         FROM t UNION ALL SELECT * FROM t WHERE patient_id = 'P0000004'""")
     out = tmp_path / "out.jsonl"
     code, _ = run(JY231, bad, "-o", out, "-q")
@@ -187,7 +199,23 @@ def test_bad_parquet_values_are_error_rows(tmp_path: Path, parquet: Path) -> Non
     assert errors[4] == 'id: "P0000004" is also the id of 1 later record'
     assert errors[5] == "age: 1000000000000000 is out of range"
     assert errors[39] == 'id: "P0000004" is already the id of record 4'
-    assert len(errors) == 6
+    by_id = {r["id"]: r["error"] for r in rows if r["decision"] == "error"}
+    assert by_id["P0000006"] == "systemic_infection.end: ends (2025-01-01) before it starts (2025-01-10)"
+    assert by_id["P0000007"] == "systemic_infection.ongoing: an interval with an end is not ongoing"
+    assert by_id["P0000008"] == "systemic_infection: recorded as none and with a value"
+    assert by_id["P0000009"] == "systemic_infection.start: missing: an interval needs its start"
+    assert by_id["P0000010"] == ("hemoglobin: 10.8 g/L is outside the plausible range 20 to 250 g/L; "
+                                 "check the value and its unit")
+    assert by_id["P0000011"] == "systemic_infection.start: 'infinity' is not a date; write YYYY-MM-DD"
+    assert "P0000012" not in by_id  # an ongoing not recorded reads as false, as in a record:
+    twelve = next(json.loads(line) for line in LINES if json.loads(line)["id"] == "P0000012")
+    twelve["systemic_infection"] = {"start": "2024-04-01"}
+    (tmp_path / "twelve.jsonl").write_text(json.dumps(twelve) + "\n", encoding="utf-8")
+    run(JY231, tmp_path / "twelve.jsonl", "-o", tmp_path / "twelve.out.jsonl", "--engine", "python", "-q")
+    expected = json.loads((tmp_path / "twelve.out.jsonl").read_text(encoding="utf-8"))
+    found = next(r for r in rows if r["id"] == "P0000012")
+    assert {k: v for k, v in found.items() if k != "record"} == {k: v for k, v in expected.items() if k != "record"}
+    assert len(errors) == 12
 
 
 def test_a_parquet_column_of_the_wrong_type_makes_the_cohort_unreadable(tmp_path: Path, parquet: Path) -> None:
@@ -286,3 +314,63 @@ def test_spark_gives_the_python_engines_rows(tmp_path: Path) -> None:
     assert out.read_bytes() == expected.read_bytes()
     decisions = {row[2] for row in csv.reader(io.StringIO(out.read_text(encoding="utf-8")))}
     assert decisions == {"decision", "eligible", "ineligible", "needs review"}
+
+
+# ---- Parquet: dated results ------------------------------------------------------------------
+
+DATED = '''protocol D "Dated results"
+
+enum TestResult
+  negative "Negative"
+  positive "Positive"
+
+patient
+  screening: date
+  hb: quantity g/L also g/dL from 20 to 250 g/L measured within 14 days before screening
+  alt: lab U/L from 0 to 5000 measured within 14 days before screening
+  pregnancy_test: TestResult measured within 3 days before screening
+
+inclusion
+  I1 "Blood"
+    hb >= 60 g/L
+    alt <= 3.0 x ULN
+    pregnancy_test is negative
+'''
+
+
+def test_bad_dated_parquet_values_are_error_rows_worded_as_validate_words_them(tmp_path: Path) -> None:
+    source = tmp_path / "dated.crit"
+    source.write_text(DATED, encoding="utf-8")
+    protocol, loaded = compile_or_fail(source)
+    module = evaluator(protocol, loaded)
+    day = "2025-06-20"
+
+    def record(hb: object = 120, alt: object = 30, test: object = "negative") -> dict[str, Any]:
+        return {"screening": "2025-06-25", "hb": {"value": hb, "unit": "g/dL" if hb == 12 else "g/L", "measured": day},
+                "alt": {"value": alt, "uln": 40, "measured": day}, "pregnancy_test": {"value": test, "measured": day}}
+
+    good = [(f"D{n}", record(hb=12 if n == 7 else 120)) for n in range(1, 8)]
+    assert not any(module.validate(r) for _, r in good)
+    directory = tmp_path / "cohort"
+    sql_engine.write_parquet(tables.layout(protocol), good, directory, tmp_path)
+    bad = _rewrite(directory, tmp_path / "bad", "patients", """
+        SELECT * REPLACE (
+          CASE WHEN patient_id = 'D1' THEN NULL ELSE hb__measured END AS hb__measured,
+          CASE WHEN patient_id = 'D2' THEN NULL WHEN patient_id = 'D5' THEN 'maybe' ELSE pregnancy_test END
+            AS pregnancy_test,
+          CASE WHEN patient_id = 'D3' THEN 'infinity'::DATE ELSE pregnancy_test__measured END
+            AS pregnancy_test__measured,
+          CASE WHEN patient_id = 'D4' THEN 10.8 ELSE hb END AS hb,
+          CASE WHEN patient_id = 'D6' THEN 6000 ELSE alt END AS alt) FROM t""")
+    out = tmp_path / "out.jsonl"
+    code, result = run(source, bad, "-o", out, "-q")
+    assert code == 3, result.output
+    errors = {r["id"]: r["error"] for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())
+              if r["decision"] == "error"}
+    assert errors.pop("D1") == "hb.measured: missing: the date the result was measured"
+    assert errors.pop("D2") == "pregnancy_test.value: missing"
+    assert errors.pop("D3") == "pregnancy_test.measured: 'infinity' is not a date; write YYYY-MM-DD"
+    as_records = {"D4": record(hb=10.8), "D5": record(test="maybe"), "D6": record(alt=6000)}
+    for patient, written in as_records.items():  # what validate() says of the same values in a record
+        assert errors.pop(patient) == "; ".join(map(str, module.validate(written)))
+    assert errors == {}  # D7, written in g/dL, is stored in g/L and within its range

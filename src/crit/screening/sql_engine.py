@@ -12,10 +12,14 @@ done in two passes.
    columns in the layout of `crit schema --sql`, one file or directory per table) is checked in
    SQL: the file's columns and types must be the layout's (else the cohort is unreadable, exit
    3); values no column type rules out (a number out of range, an enum value that is no member,
-   a lab value without its upper limit, a list whose item rows do not match its count, a
-   duplicated or missing patient id) are found by one query per table, and only the rows it
-   finds are read into Python, where the runtime's own readers word the message. A record with
-   a problem is never screened: it is an error row.
+   a lab value without its upper limit, a value outside its field's plausible range, an interval
+   without its start, ending before it starts or ongoing with an end, a dated result without its
+   date or a date without its result, a date YYYY-MM-DD cannot write, a value beside `F__none`
+   true, a list whose item rows do not match its count, a duplicated or missing patient id) are
+   found by one query per table, and only the rows it finds are read into Python, where the
+   runtime's own readers word the message. A record with a problem is never screened: it is an
+   error row. An interval's `F__ongoing` NULL beside a start reads as false, as a record's
+   absent `"ongoing"` does.
 2. **Screening.** The protocol's SQL (`crit.backends.sql.emit_sql`, in the engine's dialect) runs
    over the tables of the readable records; its rows are joined to pass 1's records and read
    back in record order, and written by the Python engine's own `Screener.text`, its decided-by
@@ -33,7 +37,8 @@ import collections
 import datetime
 import re
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -360,11 +365,36 @@ def _path(chain: tuple[str, ...], ordinals: Sequence[Any], name: str) -> str:
     return f"{steps}{name}"
 
 
+def _roles(placed: tables.FieldLayout) -> dict[str, tables.Column]:
+    """A field's columns by role (`member:M` for a set's member M)."""
+    return {c.role if c.member is None else f"member:{c.member}": c for c in placed.columns}
+
+
+_VALUES = ("value", "uln", "start", "end", "ongoing", "measured")  # columns NULL when recorded as none
+
+
+def _bad_date(column: str) -> str:
+    """A DATE the record format cannot write (YYYY-MM-DD): infinite, before year 1 or after 9999."""
+    return f"({column} IS NOT NULL AND NOT COALESCE(year({column}) BETWEEN 1 AND 9999, false))"
+
+
+def _bounds(placed: tables.FieldLayout) -> tuple[Decimal, Decimal]:
+    """The plausible range in the stored unit, at the column's scale, rounded inwards: a stored
+    value outside it is outside the range (the SQL test is a superset; `_problems` decides)."""
+    assert placed.field.plausible is not None
+    scale = Decimal(1).scaleb(-placed.columns[0].scale)
+    low, high = (Fraction(b) * placed.to_storage for b in (placed.field.plausible.low, placed.field.plausible.high))
+    with localcontext() as context:
+        context.prec = 60
+        return ((Decimal(low.numerator) / Decimal(low.denominator)).quantize(scale, ROUND_CEILING),
+                (Decimal(high.numerator) / Decimal(high.denominator)).quantize(scale, ROUND_FLOOR))
+
+
 def _suspect(placed: tables.FieldLayout) -> list[str]:
     """SQL predicates, true for a row whose value of this field the record format rules out.
     Each is matched by `_problems`, which words it (a superset: `_problems` decides)."""
     t = placed.field.type
-    cols = {c.role if c.member is None else f"member:{c.member}": ident(c.name) for c in placed.columns}
+    cols = {k: ident(c.name) for k, c in _roles(placed).items()}
     out: list[str] = []
     value = cols.get("value")
     match t.kind:
@@ -385,8 +415,23 @@ def _suspect(placed: tables.FieldLayout) -> list[str]:
                        + " OR ".join(f"{c} IS NOT NULL" for c in members) + ")")
         case "list":
             out.append(f"{cols['items']} < 0")
-        case "bool" | "judgment" | "text" | "date":
+        case "date":
+            out.append(_bad_date(cols["value"]))
+        case "interval":
+            start, end, ongoing = cols["start"], cols["end"], cols["ongoing"]
+            out.append(f"{start} IS NULL AND ({end} IS NOT NULL OR {ongoing} IS NOT NULL)")
+            out.append(f"{ongoing} AND {end} IS NOT NULL")
+            out.append(f"{end} < {start}")
+            out += [_bad_date(start), _bad_date(end)]
+        case "bool" | "judgment" | "text":
             pass
+    if placed.field.plausible is not None and value is not None:
+        low, high = _bounds(placed)
+        out.append(f"({value} < {format(low, 'f')} OR {value} > {format(high, 'f')})")
+    if placed.field.measured is not None:  # the date beside the result: both or neither
+        measured = cols["measured"]
+        out.append(f"({ident(placed.columns[0].name)} IS NULL) <> ({measured} IS NULL)")
+        out.append(_bad_date(measured))
     if placed.field.optional:
         none = cols["none"]
         if t.kind == "set":
@@ -394,59 +439,108 @@ def _suspect(placed: tables.FieldLayout) -> list[str]:
         elif t.kind == "list":
             out.append(f"{none} AND {cols['items']} <> 0")
         else:
-            values = [c for k, c in cols.items() if k in ("value", "uln")]
+            values = [c for k, c in cols.items() if k in _VALUES]
             out.append(f"{none} AND (" + " OR ".join(f"{c} IS NOT NULL" for c in values) + ")")
     return [f"COALESCE({p}, false)" for p in out]
 
 
+def _read_day(value: Any, path: str, problems: list[rt.Problem]) -> datetime.date | None:
+    """A DATE column's value, read as the text `_check_values` selects it as (YYYY-MM-DD)."""
+    return None if value is None else rt.read_date(str(value), path, problems)
+
+
+def _canonical(stored: Any, placed: tables.FieldLayout) -> rt.Exact:
+    """A stored number in the field's canonical unit, as validate() holds it."""
+    if placed.to_storage == 1:
+        return Decimal(stored)
+    number = Fraction(Decimal(stored)) / placed.to_storage
+    if not tables.terminating(number):
+        return number
+    with localcontext() as context:
+        context.prec = 60
+        return Decimal(number.numerator) / Decimal(number.denominator)
+
+
 def _problems(placed: tables.FieldLayout, row: Mapping[str, Any], path: str) -> list[str]:
     """The problems of one field's columns in a row `_suspect` found, worded as the runtime's
-    readers word them where the record format has the same problem."""
+    readers word them where the record format has the same problem. DATE columns come as text
+    (`_check_values`)."""
     t = placed.field.type
-    values = {c.role if c.member is None else f"member:{c.member}": row[c.name] for c in placed.columns}
+    values = {k: row[c.name] for k, c in _roles(placed).items()}
     value = values.get("value")
     problems: list[rt.Problem] = []
+    dated = placed.field.measured is not None
+    whole = not dated or t.kind in ("quantity", "lab")  # a dated result's value is at `.value` but these
+    at = path if whole else f"{path}.value"
+    if placed.field.optional and values.get("none"):
+        recorded = [k for k, v in values.items() if k in _VALUES and v is not None]
+        recorded += [k for k, v in values.items() if k.startswith("member:") and v]
+        if recorded or (t.kind == "list" and values.get("items") not in (None, 0)):
+            problems.append(rt.Problem(path, "recorded as none and with a value"))
+        return [str(p) for p in problems]  # recorded as none: no value to read
+    measured: datetime.date | None = None
+    if dated:
+        first = row[placed.columns[0].name]
+        if first is not None and values["measured"] is None:
+            problems.append(rt.Problem(f"{path}.measured", "missing: the date the result was measured"))
+        elif first is None and values["measured"] is not None:
+            problems.append(rt.Problem(f"{path}.value", "missing"))
+        else:
+            measured = _read_day(values["measured"], f"{path}.measured", problems)
+    before = len(problems)
+    number: Any = None
     match t.kind:
         case "integer":
             if value is not None:
-                rt.read_integer(int(value), path, problems)
+                number = rt.read_integer(int(value), at, problems)
         case "decimal" | "quantity":
             if value is not None:
-                rt.read_decimal(Decimal(value), path, problems)
+                number = rt.read_decimal(Decimal(value), at, problems)
         case "titer":
             if value is not None:
-                rt.read_titer(f"1:{value}", path, problems)
+                rt.read_titer(f"1:{value}", at, problems)
         case "lab":
             uln = values["uln"]
             if (value is None) != (uln is None):
                 lacking = "uln" if uln is None else "value"
-                problems.append(rt.Problem(f"{path}.{lacking}", "missing; a lab value is recorded with its upper "
-                                                               "limit of normal, or neither is"))
+                problems.append(rt.Problem(f"{at}.{lacking}", "missing; a lab value is recorded with its upper "
+                                                             "limit of normal, or neither is"))
             elif value is not None:
                 raw = {"value": Decimal(value), "uln": Decimal(uln), "unit": placed.storage}
                 assert t.unit is not None
                 factors = {u.text: f for u, f in t.also}
-                rt.read_lab(raw, path, problems, t.unit.text, factors)
+                number = rt.read_lab(raw, at, problems, t.unit.text, factors)
         case "enum":
             assert t.enum is not None
             if value is not None:
-                rt.read_enum(value, path, problems, t.enum.member_names())
+                rt.read_enum(value, at, problems, t.enum.member_names())
         case "set":
             members = {k.removeprefix("member:"): v for k, v in values.items() if k.startswith("member:")}
             empty = sorted(m for m, v in members.items() if v is None)
             if empty and len(empty) < len(members):
-                problems.append(rt.Problem(path, f"the member columns {', '.join(empty)} are NULL and others are "
-                                                 "not; NULL in every one means missing"))
+                problems.append(rt.Problem(at, f"the member columns {', '.join(empty)} are NULL and others are "
+                                               "not; NULL in every one means missing"))
         case "list":
             if values["items"] is not None and values["items"] < 0:
-                problems.append(rt.Problem(path, f"{values['items']} items"))
-        case "bool" | "judgment" | "text" | "date":
+                problems.append(rt.Problem(at, f"{values['items']} items"))
+        case "date":
+            _read_day(value, at, problems)
+        case "interval":
+            period = {k: values[k] for k in ("start", "end", "ongoing") if values[k] is not None}
+            if period:
+                rt.read_interval(period, at, problems)
+        case "bool" | "judgment" | "text":
             pass
-    if placed.field.optional and values.get("none"):
-        recorded = [k for k, v in values.items() if k in ("value", "uln") and v is not None]
-        recorded += [k for k, v in values.items() if k.startswith("member:") and v]
-        if recorded or (t.kind == "list" and values.get("items") not in (None, 0)):
-            problems.append(rt.Problem(path, "recorded as none and with a value"))
+    plausible = placed.field.plausible
+    if plausible is not None and number is not None and len(problems) == before:
+        canonical = _canonical(number.value if isinstance(number, rt.Lab) else number, placed)
+        read: Any = rt.Lab(canonical, _canonical(number.uln, placed)) if isinstance(number, rt.Lab) else canonical
+        if dated:
+            if measured is None:
+                return [str(p) for p in problems]  # validate() reads no result then: no range to check
+            read = rt.Dated(read, measured)
+        unit = t.unit.text if t.unit is not None else ""
+        rt.plausible(read, plausible.low, plausible.high, plausible.text, unit, path, problems)
     return [str(p) for p in problems]
 
 
@@ -510,6 +604,9 @@ def _cast(column: tables.Column) -> str:
     name = ident(column.name)
     if column.role == "none":
         return f"COALESCE({name}, false) AS {name}"
+    if column.role == "ongoing":  # not recorded reads as false, as the runtime reads an interval
+        start = ident(column.name.removesuffix("ongoing") + "start")
+        return f"CASE WHEN {start} IS NOT NULL THEN COALESCE({name}, false) END AS {name}"
     sql_type = tables.sql_type(column, "duckdb").sql("duckdb")
     return f"CAST({name} AS {sql_type}) AS {name}"
 
@@ -544,8 +641,10 @@ def _check_values(engine: Engine, table: tables.Table, chain: tuple[str, ...], b
         return
     keys = [ident(k) for k in table.key]
     record = [ident(RECORD)] if table.depth == 0 else []
-    names = [c.name for c in table.columns if c.role not in ("key", "ordinal")]
-    query = (f"SELECT {', '.join([*record, *keys, *(ident(n) for n in names)])} FROM {ident(RAW + table.name)} "
+    shown = [c for c in table.columns if c.role not in ("key", "ordinal")]
+    names = [c.name for c in shown]
+    selected = [f"CAST({ident(c.name)} AS VARCHAR)" if c.kind == "date" else ident(c.name) for c in shown]
+    query = (f"SELECT {', '.join([*record, *keys, *selected])} FROM {ident(RAW + table.name)} "
              f"WHERE {' OR '.join(predicates)}")
     for found in engine.rows(query):
         values = list(found)
