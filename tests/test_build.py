@@ -182,7 +182,7 @@ def test_every_artefact_carries_the_generated_mark(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.chdir(ROOT)
     loaded = Loaded()
-    artefacts = outputs(load(Path("protocols/jy231.crit"), loaded), loaded)
+    artefacts = outputs(load(Path("protocols/jy231.crit"), loaded), loaded, "duckdb")
     assert set(artefacts) == {"jy231.py", "jy231.md", "jy231.sql"}
     for name, text in artefacts.items():
         assert GENERATED_MARK.encode() in text.encode("utf-8")[:512], name

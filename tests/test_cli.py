@@ -73,7 +73,22 @@ def test_build_then_check_is_clean_then_stale(capsys: pytest.CaptureFixture[str]
 def test_build_one_file_to_a_directory(capsys: pytest.CaptureFixture[str], project: Path) -> None:
     code, _, _ = run(capsys, "build", "protocols/jy231.crit", "-o", "out")
     assert code == 0
-    assert sorted(p.name for p in (project / "out").iterdir()) == ["jy231.md", "jy231.py", "jy231.sql"]
+    assert sorted(p.name for p in (project / "out").iterdir()) == ["jy231.md", "jy231.py"]
+
+
+def test_build_writes_sql_when_asked(capsys: pytest.CaptureFixture[str], project: Path) -> None:
+    """SQL is asked for by --sql, or by `sql` in [tool.crit] (as this repository does); the
+    option wins over the table."""
+    code, _, _ = run(capsys, "build", "protocols/jy231.crit", "-o", "out", "--sql", "spark")
+    assert code == 0
+    assert sorted(p.name for p in (project / "out").iterdir()) == ["jy231.md", "jy231.py", "jy231.spark.sql"]
+    (project / "pyproject.toml").write_text('[tool.crit]\nsql = "duckdb"\n', encoding="utf-8")
+    code, _, _ = run(capsys, "build", "protocols/jy231.crit", "-o", "table")
+    assert code == 0
+    assert sorted(p.name for p in (project / "table").iterdir()) == ["jy231.md", "jy231.py", "jy231.sql"]
+    (project / "pyproject.toml").write_text('[tool.crit]\nsql = "oracle"\n', encoding="utf-8")
+    code, _, err = run(capsys, "build", "protocols/jy231.crit", "-o", "bad")
+    assert code == cli.EXIT_USAGE and "[tool.crit] sql must be one of duckdb, spark" in err
 
 
 def test_build_with_nothing_to_build(capsys: pytest.CaptureFixture[str], tmp_path: Path,
@@ -256,7 +271,7 @@ def test_build_creates_a_missing_output_directory(capsys: pytest.CaptureFixture[
     code, out, _ = run(capsys, "build", "protocols/jy231.crit", "-o", "new/nested/dir")
     assert code == 0 and "wrote new/nested/dir/jy231.py" in out
     written = sorted(p.name for p in (project / "new" / "nested" / "dir").iterdir())
-    assert written == ["jy231.md", "jy231.py", "jy231.sql"]
+    assert written == ["jy231.md", "jy231.py"]
 
 
 @pytest.mark.parametrize("output", ["a-file", "a-file/below"])
@@ -398,7 +413,7 @@ def test_build_refuses_an_output_directory_that_is_a_symlink(capsys: pytest.Capt
     assert list((project / "real").iterdir()) == []
     code, _, err = run(capsys, "build", "protocols/jy231.crit", "-o", "real")
     assert code == 0
-    assert sorted(p.name for p in (project / "real").iterdir()) == ["jy231.md", "jy231.py", "jy231.sql"]
+    assert sorted(p.name for p in (project / "real").iterdir()) == ["jy231.md", "jy231.py"]
 
 
 def test_build_keeps_a_hand_written_file_that_mentions_the_mark_below_its_first_line(

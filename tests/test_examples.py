@@ -31,6 +31,11 @@ def test_t2d_is_formatted() -> None:
     assert code == 0, output
 
 
+def test_t2d_rendering_and_evaluator_are_current() -> None:
+    code, output = run("build", str(T2D / "t2d.crit"), "-o", str(T2D), "--sql", "none", "--check")
+    assert code == 0, output
+
+
 def test_t2d_vignettes_pass() -> None:
     code, output = run("test", str(T2D / "t2d.tests.json"))
     assert code == 0, output

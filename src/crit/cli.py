@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from crit import __version__
-from crit.config import ConfigError, load_config
+from crit.config import SQL_DIALECTS, ConfigError, load_config
 from crit.english import counted
 from crit.files import UnsafeWrite, is_generated, refuse_symlink, write_atomic
 from crit.interpret import Interpreter
@@ -77,17 +77,21 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--protocols", "protocol_dir", type=click.Path(path_type=Path), default=None,
               help="Where to find protocols when no FILE is given (default: `protocols` in [tool.crit], "
                    "else protocols).")
-@click.option("--sql", "sql", type=click.Choice(["duckdb", "spark", "postgres", "bigquery", "trino"]),
-              default="duckdb", show_default=True,
-              help="Dialect of the SQL query: NAME.sql for duckdb, NAME.DIALECT.sql for another.")
-def build(file: Path | None, out_dir: Path | None, check_only: bool, protocol_dir: Path | None, sql: str) -> None:
-    """Compile FILE (or every protocols/*.crit) to OUTPUT/NAME.py, OUTPUT/NAME.md and OUTPUT/NAME.sql."""
+@click.option("--sql", "sql", type=click.Choice([*SQL_DIALECTS, "none"]), default=None,
+              help="Also write the SQL query in this dialect: NAME.sql for duckdb, NAME.DIALECT.sql for "
+                   "another; none: no SQL (default: `sql` in [tool.crit], else none).")
+def build(file: Path | None, out_dir: Path | None, check_only: bool, protocol_dir: Path | None,
+          sql: str | None) -> None:
+    """Compile FILE (or every protocols/*.crit) to OUTPUT/NAME.py and OUTPUT/NAME.md, and with
+    --sql (or `sql` in [tool.crit]) OUTPUT/NAME.sql. A protocol the SQL backend cannot translate
+    is an error when SQL is asked for, never a query with the construct left out."""
     try:
         config = load_config()
     except ConfigError as err:
         click.echo(f"crit: {err}", err=True)
         raise Failure(EXIT_USAGE) from None
     out_dir = config.output if out_dir is None else out_dir
+    sql = config.sql if sql is None else None if sql == "none" else sql
     directories = config.protocols if protocol_dir is None else (protocol_dir,)
     sources = [file] if file is not None else [p for d in directories for p in _protocol_files(d)]
     if not sources:

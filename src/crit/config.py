@@ -4,6 +4,7 @@
     protocols = ["protocols"]   # where `crit build` and `crit check` look when given no file
     output = "generated"        # where `crit build` writes
     strict = true               # `crit check` treats lint warnings as errors
+    sql = "duckdb"              # `crit build` also writes each protocol's SQL query, in this dialect
 
 Paths are relative to the directory holding `pyproject.toml`. Options on the command line win.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 DEFAULT_PROTOCOLS = (Path("protocols"),)
 DEFAULT_OUTPUT = Path("generated")
+SQL_DIALECTS = ("duckdb", "spark", "postgres", "bigquery", "trino")  # crit.backends.sql.DIALECTS
 
 
 class ConfigError(Exception):
@@ -28,7 +30,8 @@ class Config:
     protocols: tuple[Path, ...] = DEFAULT_PROTOCOLS
     output: Path = DEFAULT_OUTPUT
     strict: bool = False
-    source: Path | None = None  # the pyproject.toml it was read from, if any
+    source: Path | None = None
+    sql: str | None = None  # the dialect `crit build` writes a SQL query in; None: no SQL  # the pyproject.toml it was read from, if any
 
 
 def find_pyproject(start: Path) -> Path | None:
@@ -63,7 +66,7 @@ def load_config(start: Path | None = None) -> Config:
     return _parse(table, pyproject.parent, shown, pyproject)
 
 
-_KEYS = {"protocols", "output", "strict"}
+_KEYS = {"protocols", "output", "strict", "sql"}
 
 
 def _parse(table: dict[str, Any], root: Path, shown: str, pyproject: Path) -> Config:
@@ -82,7 +85,10 @@ def _parse(table: dict[str, Any], root: Path, shown: str, pyproject: Path) -> Co
     strict = table.get("strict", False)
     if not isinstance(strict, bool):
         raise ConfigError(f"{shown}: [tool.crit] strict must be true or false")
-    return Config(tuple(_under(root, p) for p in protocols), _under(root, output), strict, pyproject)
+    sql = table.get("sql")
+    if sql is not None and sql not in SQL_DIALECTS:
+        raise ConfigError(f"{shown}: [tool.crit] sql must be one of {', '.join(SQL_DIALECTS)}")
+    return Config(tuple(_under(root, p) for p in protocols), _under(root, output), strict, pyproject, sql)
 
 
 def _under(root: Path, name: str) -> Path:

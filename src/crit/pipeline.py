@@ -42,22 +42,24 @@ def compile_or_fail(path: Path) -> tuple[ir.Protocol, Loaded]:
         raise Failure(EXIT_ERRORS) from None
 
 
-def outputs(protocol: ir.Protocol, loaded: Loaded, sql: str = "duckdb") -> dict[str, str]:
-    """The artefacts of one protocol, by file name: the evaluator, the rendering and the SQL
-    query (`NAME.sql` in DuckDB's dialect, `NAME.DIALECT.sql` in another). A construct the SQL
-    backend cannot translate is a diagnostic, printed as `crit check` prints them, and
-    `Failure(EXIT_ERRORS)`: never a file with the construct left out."""
+def outputs(protocol: ir.Protocol, loaded: Loaded, sql: str | None = None) -> dict[str, str]:
+    """The artefacts of one protocol, by file name: the evaluator, the rendering and, when a
+    dialect is asked for, the SQL query (`NAME.sql` in DuckDB's dialect, `NAME.DIALECT.sql` in
+    another). A construct the SQL backend cannot translate is a diagnostic, printed as `crit
+    check` prints them, and `Failure(EXIT_ERRORS)`: never a file with the construct left out."""
     stem = Path(protocol.source).stem
     source_text = loaded.sources.get(protocol.source, "")
+    out = {f"{stem}.py": emit_python(protocol, source_text), f"{stem}.md": emit_markdown(protocol)}
+    if sql is None:
+        return out
     try:
         query = emit_sql(protocol, sql)
     except CritError as err:
         click.echo(render_all(err.diagnostics, loaded.sources), err=True)
         click.echo(f"\n{counted(len(err.diagnostics), 'error')} in {protocol.source} (SQL backend)", err=True)
         raise Failure(EXIT_ERRORS) from None
-    sql_name = f"{stem}.sql" if sql == "duckdb" else f"{stem}.{sql}.sql"
-    return {f"{stem}.py": emit_python(protocol, source_text), f"{stem}.md": emit_markdown(protocol),
-            sql_name: query}
+    out[f"{stem}.sql" if sql == "duckdb" else f"{stem}.{sql}.sql"] = query
+    return out
 
 
 _modules = itertools.count(1)
