@@ -82,7 +82,8 @@ def test_tool_crit_sets_build_and_check_defaults(project: Path, capsys: pytest.C
 
 
 @pytest.mark.parametrize(("table", "message"), [
-    ("protocol = ['trials']\n", "[tool.crit] has no setting 'protocol' (the settings are output, protocols, sql, strict)"),
+    ("protocol = ['trials']\n",
+     "[tool.crit] has no setting 'protocol' (the settings are output, protocols, sql, strict)"),
     ("strict = 'yes'\n", "[tool.crit] strict must be true or false"),
     ("protocols = [1]\n", "[tool.crit] protocols must be a directory name or a list of them"),
     ("output = ''\n", "[tool.crit] output must be a directory name"),

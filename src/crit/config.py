@@ -30,8 +30,8 @@ class Config:
     protocols: tuple[Path, ...] = DEFAULT_PROTOCOLS
     output: Path = DEFAULT_OUTPUT
     strict: bool = False
-    source: Path | None = None
-    sql: str | None = None  # the dialect `crit build` writes a SQL query in; None: no SQL  # the pyproject.toml it was read from, if any
+    source: Path | None = None  # the pyproject.toml it was read from, if any
+    sql: str | None = None  # the dialect `crit build` writes a SQL query in; None: no SQL
 
 
 def find_pyproject(start: Path) -> Path | None:
