@@ -147,3 +147,12 @@ def test_pre_commit_hooks_run(project: Path, capsys: pytest.CaptureFixture[str])
     schema.write_text(SCHEMA, encoding="utf-8")
     assert run_hook(hooks["crit-build-check"], staged) == 1  # t2 changed, out/ did not
     assert "stale: out/t2.py" in capsys.readouterr().err
+
+
+def test_the_configured_sql_dialects_are_the_backends() -> None:
+    """`crit.config` names the dialects without importing the SQL backend (sqlglot is not loaded
+    to read a setting); the two lists must stay one."""
+    from crit.backends.sql import DIALECTS
+    from crit.config import SQL_DIALECTS
+
+    assert SQL_DIALECTS == DIALECTS
