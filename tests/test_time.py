@@ -132,6 +132,21 @@ def test_a_missing_end_is_the_missing_fact() -> None:
     assert "infection.end" in result.missing
 
 
+def test_a_fact_missing_twice_in_one_criterion_is_named_once(tmp_path: Any) -> None:
+    """Two conditions on one interval's unrecorded end gave `missing: infection.end; missing:
+    infection.end` in the criterion's reason."""
+    protocol = compile_text(
+        'protocol DUP "Twice"\n\npatient\n  screening: date\n  infection: interval? "Infection"\n\n'
+        'inclusion\n  I1 "Infected for a while"\n'
+        '    infection ongoing at screening or infection lasted at least 3 days by screening\n')
+    path = tmp_path / "twice.py"
+    path.write_text(emit_python(protocol, ""), encoding="utf-8")
+    module = import_module(path)
+    result = module.evaluate({"screening": "2025-01-10", "infection": {"start": "2025-01-01"}})
+    [reason] = [c.reason for c in result.criteria if c.id == "I1"]
+    assert reason == "missing: infection.end"
+
+
 @pytest.mark.parametrize(("stable", "outcome"), [
     ({"start": "2025-06-17", "ongoing": True}, "not met"),     # 14 days to screening: not more than 2 weeks
     ({"start": "2025-06-16", "ongoing": True}, "met"),

@@ -1117,7 +1117,9 @@ _SHOWN = {">=": "≥", "<=": "≤", ">": ">", "<": "<", "=": "=", "!=": "≠"}
 
 
 def _join(parts: Iterable[Reasoned]) -> str:
-    return "; ".join(reason for _, reason in parts if reason)
+    """The parts' reasons in order, each once: two conditions on one missing fact (an interval's
+    end tested twice) give one `missing: infection.end`, not two."""
+    return "; ".join(dict.fromkeys(reason for _, reason in parts if reason))
 
 
 def _unknown(paths: tuple[str, ...], judgment: bool = False) -> str:

@@ -96,7 +96,8 @@ def _union(facts: Iterable[Fact]) -> tuple[str, ...]:
 
 
 def _join(facts: Iterable[Fact]) -> str:
-    return "; ".join(f.reason for f in facts if f.reason)
+    """Each reason once, in order (one fact missing twice is named once)."""
+    return "; ".join(dict.fromkeys(f.reason for f in facts if f.reason))
 
 
 def _and(a: rt.Outcome, b: rt.Outcome) -> rt.Outcome:
