@@ -37,14 +37,27 @@ API, for the reader and the synthetic generator (also in the README, "FHIR input
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import fhirpathpy
+from antlr4 import CommonTokenStream, InputStream, Token  # type: ignore[import-untyped]
+from antlr4.error.ErrorListener import ErrorListener  # type: ignore[import-untyped]
+from fhirpathpy.engine.invocations import invocation_registry as fhirpath_functions
+from fhirpathpy.models import models
+from fhirpathpy.parser import parse as fhirpath_parse
+from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
+from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
+
+from crit import ir
 from crit.ast import Span
 from crit.check.names import did_you_mean
+from crit.check.units import UnitError, factor, parse_unit
 from crit.diagnostics import CritError, Diagnostic
 from crit.text import split_lines
 
@@ -226,20 +239,23 @@ class Mapping:
 
 _UCUM_SPECIAL = {"[IU]": "IU", "[iU]": "IU", "[in_i]": "in", "[lb_av]": "lb", "[oz_av]": "oz",
                  "mm[Hg]": "mmHg", "cm[H2O]": "cmH2O"}
+# The UCUM annotations crit reads as part of a unit; any other annotation means 1, as in UCUM.
+_UCUM_ANNOTATIONS = {"1.73_m2": "1.73m2", "cells": "cells", "copies": "copies"}
 _UCUM_POWER_OF_TEN = re.compile(r"(?<![0-9.])10\*(?=[0-9])")
 _UCUM_ANNOTATION = re.compile(r"\{([^{}]*)\}")
 
 
 def crit_unit(ucum: str) -> str:
-    """A UCUM unit code as crit writes the unit: `10*3/uL` → `10^3/uL`, an annotation loses its
-    braces and underscores (`mL/min/{1.73_m2}` → `mL/min/1.73m2`, `{cells}/uL` → `cells/uL`),
-    bracketed units take their everyday names (`[IU]/mL` → `IU/mL`, `mm[Hg]` → `mmHg`).
-    Anything else is kept, and crit's unit parser says whether it knows it."""
+    """A UCUM unit code as crit writes the unit: `10*3/uL` → `10^3/uL`; the annotations crit
+    reads lose their braces (`mL/min/{1.73_m2}` → `mL/min/1.73m2`, `{cells}/uL` → `cells/uL`)
+    and any other is dropped, since UCUM reads it as 1 (`{score}` → ``); bracketed units take
+    their everyday names (`[IU]/mL` → `IU/mL`, `mm[Hg]` → `mmHg`). Anything else is kept, and
+    crit's unit parser says whether it knows it."""
     text = ucum.strip()
     for special, plain in _UCUM_SPECIAL.items():
         text = text.replace(special, plain)
     text = _UCUM_POWER_OF_TEN.sub("10^", text)
-    return _UCUM_ANNOTATION.sub(lambda m: m.group(1).replace("_", ""), text)
+    return _UCUM_ANNOTATION.sub(lambda m: _UCUM_ANNOTATIONS.get(m.group(1), ""), text)
 
 
 # ---- where a key stands in the file ---------------------------------------------------------
@@ -533,7 +549,11 @@ def _syntax_error(message: str, locator: Locator) -> Diagnostic:
     else:
         line, column = len(locator.lines), 1
     hint = "the mapping is TOML: `key = value`, strings in double quotes, tables as [fields.NAME]"
+    if what.startswith("Illegal character '\\n'") or what.startswith("Unterminated string"):
+        what = "the line ends inside a string"
+        hint = 'close the string with " on the same line'
     if what.startswith("Cannot overwrite a value") or what.startswith("Cannot declare"):
+        what = "a key or table is written twice"
         seen: set[tuple[str, ...]] = set()
         for entry in locator.entries:
             if entry.path in seen and entry.value_column:
@@ -794,3 +814,427 @@ def _resource(text: str | None) -> ResourceType | None:
         if text == option:
             return option
     return None
+
+
+# ---- checking against the schema ------------------------------------------------------------
+
+_FHIRPATH_HINT = "write FHIRPath as the FHIR specification does, e.g. value.as(Quantity), " \
+                 "onset.as(dateTime) | recordedDate, status = 'active'"
+# What each kind of field takes from its resource, besides the keys every mapped field has.
+_KIND_KEYS: dict[ir.TypeKind, tuple[str, ...]] = {
+    "bool": ("value", "members"), "integer": ("value", "age_at"), "decimal": ("value",),
+    "text": ("value",), "date": ("value",), "titer": ("value",), "judgment": (),
+    "interval": ("start", "end", "ongoing"), "quantity": ("value", "units"),
+    "lab": ("value", "uln", "units"), "enum": ("value", "members"),
+    "set": ("value", "members", "positive"), "list": ("items",),
+}
+_COMMON_KEYS = ("resource", "code", "status", "verification", "where", "select", "within", "absent",
+                "measured")
+_SELECTS_OF: dict[Select, tuple[ir.TypeKind, ...]] = {
+    "any": ("bool",), "count": ("integer",), "all": ("list", "set"),
+}
+_KEY_PURPOSE = {
+    "value": "a value", "members": "members", "age_at": "an age from a date", "start": "an interval's start",
+    "end": "an interval's end", "ongoing": "an ongoing interval", "units": "units", "uln": "an upper limit",
+    "positive": "positive results", "items": "list items",
+}
+
+
+def check(mapping: Mapping, fields: Sequence[ir.Field], records: Sequence[ir.Record]) -> list[Diagnostic]:
+    """What in `mapping` does not fit the schema whose checked patient `fields` and `records`
+    are given: each problem a positioned diagnostic in the mapping file, in line order."""
+    checker = _Checker(mapping, fields, records)
+    checker.run()
+    return sorted(checker.problems.items, key=Diagnostic.sort_key)
+
+
+class _Checker:
+    def __init__(self, mapping: Mapping, fields: Sequence[ir.Field], records: Sequence[ir.Record]) -> None:
+        self.mapping = mapping
+        self.fields = {f.name: f for f in fields}
+        self.records = {r.name: r for r in records}
+        self.problems = _Problems(Locator(mapping.file, mapping.source))
+
+    def run(self) -> None:
+        mapped = {f.name for f in self.mapping.fields}
+        for name, unmapped in self.fields.items():
+            if name not in mapped:
+                self.problems.at_key(
+                    "F106", ("schema",), f"field {name} ({_field_words(unmapped)}) is not mapped",
+                    f"add [fields.{name}] saying where FHIR holds it, or "
+                    f'manual = "why it is entered by hand"')
+        for field_map in self.mapping.fields:
+            declared = self.fields.get(field_map.name)
+            if declared is None:
+                self.problems.at_key("F107", ("fields", field_map.name),
+                                     f"the schema has no field {field_map.name}",
+                                     did_you_mean(field_map.name, self.fields)
+                                     or f"the schema is {self.mapping.schema}; remove this table or "
+                                        "declare the field there")
+                continue
+            self.field(field_map, declared)
+
+    # ---- one field ----
+
+    def field(self, m: FieldMap, declared: ir.Field) -> None:
+        at = ("fields", m.name)
+        kind = declared.type.kind
+        if m.manual is not None:
+            self.manual(m, at)
+            return
+        if kind == "judgment":
+            self.problems.at_key("F117", at, f"{m.name} is an investigator's judgment, and FHIR cannot hold one",
+                                 f'write manual = "…" for {m.name}: a judgment is entered by hand')
+            return
+        if m.resource is None:
+            if "resource" not in self._written(at):
+                self.problems.at_key("F105", at, f"{m.name} names no resource type",
+                                     'write resource = "Observation" (or the resource that holds it), '
+                                     'or manual = "why it is entered by hand"')
+            return
+        allowed = (*_COMMON_KEYS, *_KIND_KEYS[kind])
+        for key in self._written(at):
+            if key in FIELD_KEYS and key not in allowed and key != "manual":
+                self.problems.at_key("F108", (*at, key),
+                                     f"{key} does not fit {m.name}, {_field_words(declared)}",
+                                     _misfit_hint(key, declared))
+        if m.verification is not None and m.resource != "Condition":
+            self.problems.at_key("F108", (*at, "verification"),
+                                 f"verification is a Condition's, and {m.name} comes from {m.resource}",
+                                 "remove verification, or use status for this resource's status")
+        if m.measured is not None and declared.measured is None:
+            self.problems.at_key("F108", (*at, "measured"),
+                                 f"{m.name} is not a dated result in the schema",
+                                 "remove measured, or declare the field `measured within …` in the schema")
+        if self.select(m, declared, at):
+            self.absent(m, declared, at)
+            self.required(m, declared, at)
+        if m.within is not None:
+            self.date_field(m.within.before, (*at, "within", "before"), "a window ends on")
+        if m.age_at is not None and "age_at" in allowed:
+            self.date_field(m.age_at, (*at, "age_at"), "an age is counted to")
+        if "units" in allowed:
+            self.units(m, declared, at)
+        if "members" in allowed and m.members:
+            self.members(m.members, declared.type, at, by_value=m.value is not None)
+        for key in FHIRPATH_KEYS:
+            expression = getattr(m, key)
+            if expression is not None:
+                self.fhirpath(expression, (*at, key))
+        self.systems(m.code, (*at, "code"))
+        if kind == "list" and declared.type.record is not None:
+            self.items(m, self.records.get(declared.type.record), at)
+
+    def manual(self, m: FieldMap, at: tuple[str, ...]) -> None:
+        if not m.manual or not m.manual.strip():
+            self.problems.at_value("F108", (*at, "manual"), f"{m.name} is manual without a reason",
+                                   'say why it is entered by hand, e.g. manual = "the investigator\'s assessment"')
+        for key in self._written(at):
+            if key != "manual" and key in FIELD_KEYS:
+                self.problems.at_key("F108", (*at, key),
+                                     f"{m.name} is entered by hand (manual), so {key} is never used",
+                                     "remove manual to read the field from FHIR, or remove this key")
+
+    def select(self, m: FieldMap, declared: ir.Field, at: tuple[str, ...]) -> bool:
+        """Whether `select` fits the field's kind (if not, what else is missing is not said)."""
+        kind = declared.type.kind
+        fits = _SELECTS_OF.get(m.select)
+        if fits is not None and kind not in fits:
+            what = {"any": "a yes/no field (whether any resource is found)",
+                    "count": "an integer field (how many resources are found)",
+                    "all": "a list or a set (every resource found)"}[m.select]
+            self.problems.at_value("F109", (*at, "select"), f'select = "{m.select}" is for {what}, and '
+                                   f"{m.name} is {_field_words(declared)}", _select_hint(kind))
+            return False
+        if fits is None and kind in ("list", "set"):
+            self.problems.at_value("F109", (*at, "select"), f"{m.name} is {_field_words(declared)}, "
+                                   f'which takes every matching resource, not the {m.select} one',
+                                   'write select = "all"')
+            return False
+        return True
+
+    def absent(self, m: FieldMap, declared: ir.Field, at: tuple[str, ...]) -> None:
+        kind = declared.type.kind
+        if m.absent == "none" and not declared.optional:
+            self.problems.at_value("F110", (*at, "absent"),
+                                   f'absent = "none" records "none" for {m.name}, which is not optional',
+                                   f"only an optional field (declared {declared.type.describe()}?) may be "
+                                   'recorded as none; remove absent to leave it missing')
+        elif m.absent == "empty" and kind not in ("list", "set"):
+            self.problems.at_value("F110", (*at, "absent"),
+                                   f'absent = "empty" is for lists and sets, and {m.name} is {_field_words(declared)}',
+                                   "remove absent to leave the field missing when FHIR holds nothing")
+        elif m.absent != "missing" and m.select in ("any", "count"):
+            self.problems.at_value("F110", (*at, "absent"),
+                                   f'with select = "{m.select}" no resource already means '
+                                   + ("no" if m.select == "any" else "0"), "remove absent")
+
+    def required(self, m: FieldMap, declared: ir.Field, at: tuple[str, ...]) -> None:
+        """The keys without which the field's kind cannot be read."""
+        kind = declared.type.kind
+        needs: list[tuple[str, str]] = []
+        if kind in ("integer", "decimal", "text", "date", "titer", "quantity", "lab") and m.select != "count":
+            needs.append(("value", 'value = "FHIRPath to the value", e.g. value = "value.as(Quantity)"'))
+        if kind == "bool" and m.select != "any" and m.value is None and not m.members:
+            needs.append(("value", 'select = "any" (true when a resource is found), value = "FHIRPath '
+                                   'to a boolean", or members = { true = [...], false = [...] }'))
+        if kind in ("quantity", "lab"):
+            needs.append(("units", 'units = ["UCUM codes accepted"], e.g. units = ["g/L", "g/dL"]'))
+        if kind == "lab":
+            needs.append(("uln", 'uln = "referenceRange.high"'))
+        if kind == "interval":
+            needs.append(("start", 'start = "FHIRPath to the start", e.g. start = "effective.as(Period).start"'))
+        if kind in ("enum", "set"):
+            needs.append(("members", "members.NAME = [codes] for each member, or \"manual\""))
+        if kind == "list":
+            needs.append(("items", f"[fields.{m.name}.items] with a source for each sub-field"))
+        for key, how in needs:
+            if getattr(m, key) in (None, ()) and key not in self._written(at):
+                self.problems.at_key("F105", at, f"{m.name} ({_field_words(declared)}) needs {key}", f"write {how}")
+        if m.positive and m.value is None:
+            self.problems.at_key("F105", (*at, "positive"),
+                                 "positive results need the value they are read from",
+                                 'write value = "value.as(CodeableConcept)"')
+
+    def units(self, m: FieldMap, declared: ir.Field, at: tuple[str, ...]) -> None:
+        unit = declared.type.unit
+        if unit is None:
+            return
+        accepted = {unit.text, *declared.type.record_units()}
+        for ucum in m.units:
+            problem = _unit_problem(ucum, unit, accepted)
+            if problem is not None:
+                self.problems.at_value("F114", (*at, "units"), f"{m.name}: {problem[0]}", problem[1], ucum)
+
+    def members(self, members: tuple[MemberMap, ...], t: ir.Type, at: tuple[str, ...], by_value: bool) -> None:
+        if t.kind == "bool":
+            names: tuple[str, ...] = ("true", "false")
+            what = "a yes/no field's members are true and false"
+        else:
+            assert t.enum is not None
+            names = t.enum.member_names()
+            what = f"{t.enum.name} has " + ", ".join(names)
+        written = {m.name for m in members}
+        for member in members:
+            if member.name not in names:
+                self.problems.at_key("F113", (*at, "members", member.name),
+                                     f"{member.name} is not a member of {_type_name(t)}",
+                                     did_you_mean(member.name, names) or what)
+            if not by_value:
+                self.systems(member.codes, (*at, "members", member.name))
+        for name in names:
+            if name not in written:
+                self.problems.at_key("F112", (*at, "members"),
+                                     f"member {name} of {_type_name(t)} is not mapped",
+                                     f'add {name} = [its codes], or {name} = "manual" if FHIR cannot tell it apart')
+
+    def items(self, m: FieldMap, record: ir.Record | None, at: tuple[str, ...]) -> None:
+        if record is None:
+            return
+        subfields = {f.name: f for f in record.fields}
+        where = (*at, "items")
+        given = {item.name for item in m.items}
+        for name in subfields:
+            if name not in given and m.items:
+                self.problems.at_key("F116", where, f"sub-field {name} of {record.name} has no source",
+                                     f'add {name} = {{ value = "FHIRPath" }}, or {name} = {{ manual = "why" }}')
+        for item in m.items:
+            sub_field = subfields.get(item.name)
+            place = (*where, item.name)
+            if sub_field is None:
+                self.problems.at_key("F116", place, f"{record.name} has no sub-field {item.name}",
+                                     did_you_mean(item.name, subfields) or "its sub-fields are "
+                                     + ", ".join(subfields))
+                continue
+            self.item(item, sub_field, place)
+
+    def item(self, item: ItemMap, sub: ir.Field, at: tuple[str, ...]) -> None:
+        sources = [key for key in ("value", "code_in", "members", "manual") if key in self._written(at)]
+        if not sources:
+            self.problems.at_key("F105", at, f"sub-field {item.name} says nothing about where it comes from",
+                                 '{ value = "FHIRPath" }, { code_in = [codes] } for a yes/no, '
+                                 '{ members = {...} } for a choice, or { manual = "why" }')
+            return
+        if len(sources) > 1:
+            self.problems.at_key("F108", (*at, sources[1]),
+                                 f"sub-field {item.name} has both {sources[0]} and {sources[1]}",
+                                 "keep the one source the sub-field comes from")
+            return
+        kind = sub.type.kind
+        if item.code_in and kind != "bool":
+            self.problems.at_key("F108", (*at, "code_in"),
+                                 f"code_in makes a yes/no, and {item.name} is {_field_words(sub)}",
+                                 'write value = "FHIRPath to the value"')
+        if item.members and kind not in ("enum",):
+            self.problems.at_key("F108", (*at, "members"),
+                                 f"members are for a choice, and {item.name} is {_field_words(sub)}",
+                                 'write value = "FHIRPath to the value"')
+        elif item.members:
+            self.members(item.members, sub.type, at, by_value=False)
+        if item.otherwise is not None:
+            if kind != "date":
+                self.problems.at_key("F108", (*at, "otherwise"),
+                                     f"otherwise gives a date, and {item.name} is {_field_words(sub)}",
+                                     "remove otherwise")
+            self.date_field(item.otherwise, (*at, "otherwise"), "an ongoing item's date is")
+        if item.ongoing is not None and item.otherwise is None:
+            self.problems.at_key("F108", (*at, "ongoing"),
+                                 "ongoing says when to use otherwise, and there is no otherwise",
+                                 'add otherwise = "screening" (a patient date field), or remove ongoing')
+        for key in ("value", "ongoing"):
+            expression = getattr(item, key)
+            if expression is not None:
+                self.fhirpath(expression, (*at, key))
+        self.systems(item.code_in, (*at, "code_in"))
+
+    # ---- pieces ----
+
+    def date_field(self, name: str, at: tuple[str, ...], what: str) -> None:
+        found = self.fields.get(name)
+        dates = [f.name for f in self.fields.values() if f.type.kind == "date"]
+        if found is None:
+            self.problems.at_value("F111", at, f"the schema has no field {name}",
+                                   did_you_mean(name, dates) or f"{what} a patient date field: " + ", ".join(dates))
+        elif found.type.kind != "date":
+            self.problems.at_value("F111", at, f"{name} is {_field_words(found)}, and {what} a date",
+                                   f"name a patient date field: {', '.join(dates)}")
+
+    def systems(self, codes: tuple[Code, ...], at: tuple[str, ...]) -> None:
+        """Codes matched against a resource's code element carry a code system."""
+        for code in codes:
+            if code.system is None:
+                self.problems.at_value("F118", at, f"{code.text!r} names no code system",
+                                       f"a resource's code is a coding: write alias|{code.code} with an "
+                                       "alias from [codesystems], or the system's URI", code.text)
+
+    def fhirpath(self, expression: str, at: tuple[str, ...]) -> None:
+        problem = fhirpath_problem(expression)
+        if problem is not None:
+            self.problems.at_value("F115", at, f"{at[-1]}: {problem}", _FHIRPATH_HINT)
+
+    def _written(self, at: tuple[str, ...]) -> tuple[str, ...]:
+        """The keys written in the table at `at`, from the parsed TOML (so a key with a value of
+        the wrong shape still counts as written)."""
+        data: Any = self._data
+        for part in at:
+            data = data.get(part, {}) if isinstance(data, dict) else {}
+        return tuple(data) if isinstance(data, dict) else ()
+
+    @functools.cached_property
+    def _data(self) -> dict[str, Any]:
+        return tomllib.loads(self.mapping.source)
+
+
+def fhirpath_problem(expression: str) -> str | None:
+    """Why a FHIRPath expression would not run, in words, or None: it must parse to its end
+    (fhirpathpy's own parser stops silently at the first token it cannot use), call only
+    functions fhirpathpy implements, and compile with fhirpathpy."""
+    errors: list[tuple[int, str]] = []
+
+    class Listener(ErrorListener):  # type: ignore[misc]
+        def syntaxError(self, recognizer: Any, symbol: Any, line: int, column: int, msg: str,
+                        e: Any) -> None:
+            errors.append((column, msg))
+
+    lexer = FHIRPathLexer(InputStream(expression))
+    lexer.removeErrorListeners()
+    lexer.addErrorListener(Listener())
+    stream = CommonTokenStream(lexer)
+    parser = FHIRPathParser(stream)
+    parser.removeErrorListeners()
+    parser.addErrorListener(Listener())
+    parser.expression()
+    if not expression.strip():
+        return "the expression is empty"
+    if errors:
+        column, message = errors[0]
+        if "<EOF>" in message:
+            return f"{expression!r} ends before the expression does"
+        if message.startswith("token recognition error"):
+            return f"{expression!r} has a character FHIRPath does not read at character {column + 1}"
+        token = re.search(r"input ('[^']*'|\S+)", message)
+        return f"{expression!r} does not read at character {column + 1}" + (
+            f": {token.group(1)} is unexpected there" if token else "")
+    if stream.LA(1) != Token.EOF:
+        column = stream.LT(1).column
+        return f"{expression!r} goes on after a whole expression, at character {column + 1}"
+    parsed = fhirpath_parse(expression)  # type: ignore[no-untyped-call]
+    unknown = sorted(_functions(parsed) - set(fhirpath_functions))
+    if unknown:
+        return f"{expression!r} calls {unknown[0]}(), which FHIRPath does not have"
+    try:
+        fhirpathpy.compile(expression, models["r4"])
+    except Exception as err:  # fhirpathpy raises bare Exceptions
+        return f"{expression!r} does not compile: {err}"
+    return None
+
+
+def _functions(node: Any) -> set[str]:
+    """The names of the functions a parsed FHIRPath expression calls."""
+    out: set[str] = set()
+    if isinstance(node, dict):
+        if node.get("type") == "Functn":
+            for child in node.get("children", ()):
+                if child.get("type") == "Identifier":
+                    out.update(str(t) for t in child.get("terminalNodeText", ()))
+                    break
+        for child in node.get("children", ()) or ():
+            out |= _functions(child)
+    return out
+
+
+def _unit_problem(ucum: str, unit: ir.Unit, accepted: set[str]) -> tuple[str, str] | None:
+    """Why a UCUM unit cannot fill a field in `unit`, or None when its crit spelling is one of
+    the units the schema accepts in a record."""
+    spelled = crit_unit(ucum)
+    if spelled in accepted:
+        return None
+    listed = ", ".join(sorted(accepted))
+    try:
+        parsed = parse_unit(spelled)
+    except UnitError as err:
+        return (f"{ucum!r} is not a unit crit reads ({err.message})",
+                f"write the UCUM code the laboratory sends, for a unit the field accepts: {listed}")
+    try:
+        factor(parsed, unit)
+    except UnitError as err:
+        return (f"{ucum!r} cannot fill the field: {err.message}", f"the field accepts {listed}")
+    return (f"{ucum!r} converts to {unit.text}, but the schema does not accept {spelled} for this field",
+            f"add `also {spelled}` to the field in the schema, or leave {ucum!r} out here")
+
+
+def _field_words(f: ir.Field) -> str:
+    """What a field holds, with its article: `a lab value in U/L`, `an optional date`."""
+    t = f.type
+    words = {"bool": "yes/no field", "integer": "whole number", "decimal": "number", "text": "text",
+             "date": "date", "titer": "titer", "judgment": "judgment", "interval": "interval",
+             "quantity": f"quantity in {t.unit.text if t.unit else ''}",
+             "lab": f"lab value in {t.unit.text if t.unit else ''}",
+             "enum": f"choice of {t.enum.name if t.enum else ''}",
+             "set": f"set of {t.enum.name if t.enum else ''}", "list": f"list of {t.record}"}[t.kind]
+    if f.optional:
+        return f"an optional {words}"
+    return ("an " if words[0] in "aeiou" else "a ") + words
+
+
+def _type_name(t: ir.Type) -> str:
+    if t.kind == "bool":
+        return "a yes/no field"
+    assert t.enum is not None
+    return t.enum.name
+
+
+def _select_hint(kind: ir.TypeKind) -> str:
+    if kind in ("list", "set"):
+        return 'write select = "all"'
+    if kind == "bool":
+        return 'write select = "any" (true when a resource is found), or "latest" with value or members'
+    if kind == "integer":
+        return 'write select = "count" (how many resources), or "latest" with value'
+    return 'write select = "latest" (by date), "earliest", or "one" (every resource must agree)'
+
+
+def _misfit_hint(key: str, declared: ir.Field) -> str:
+    purpose = _KEY_PURPOSE.get(key, key)
+    kinds = [k for k, keys in _KIND_KEYS.items() if key in keys]
+    return f"{key} gives {purpose}, for a field of type {' or '.join(kinds)}; remove it for {declared.name}"

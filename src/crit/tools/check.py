@@ -2,6 +2,10 @@
 
 A command of its own module because lint loads z3, which no other everyday command needs.
 
+A FHIR mapping (`NAME.fhir.toml`) is checked against the schema its `schema` key names, and a
+protocol's check also checks the mapping beside each schema it imports (`<schema stem>.fhir.toml`),
+so a schema and its mapping cannot drift apart unnoticed.
+
 `--format` chooses who reads the diagnostics: `text` a person (the default: the source line, a
 caret and the hint), `json` a program (one JSON object per line), `sarif` code scanning (one
 SARIF 2.1.0 log), `github` a GitHub Actions log (workflow commands that annotate the lines of a
@@ -19,12 +23,14 @@ from urllib.parse import quote
 import click
 
 from crit import __version__, ir
+from crit.ast import Span
 from crit.config import ConfigError, load_config
 from crit.diagnostics import CritError, Diagnostic, render_all
-from crit.driver import Loaded, load
+from crit.driver import Loaded, display_path, load
 from crit.english import counted
 from crit.pipeline import compile_or_fail
 from crit.process import EXIT_ERRORS, EXIT_USAGE, Failure
+from crit.sources import fhir_mapping
 from crit.tools.lint import as_errors, lint
 
 FORMATS = ("text", "json", "sarif", "github")
@@ -42,7 +48,9 @@ FORMATS = ("text", "json", "sarif", "github")
                    "(workflow annotations) for tools.")
 def check_command(files: Sequence[Path], every: bool, strict: bool | None, output_format: str) -> None:
     """Parse, type-check and lint protocol FILES (or, with --all, every protocol of the project);
-    print every error and warning with its place and a hint."""
+    print every error and warning with its place and a hint. A FILE ending in .toml is a FHIR
+    mapping, checked against the schema it names; a protocol's check includes the FHIR mapping
+    beside each schema it imports."""
     if not files and not every:
         raise click.UsageError("name the protocol FILES to check, or give --all")
     try:
@@ -60,7 +68,17 @@ def check_command(files: Sequence[Path], every: bool, strict: bool | None, outpu
     if output_format == "text":
         _check_text(files, strict)
         return
-    results = [diagnose(path, strict) for path in files]
+    results: list[Result] = []
+    seen: set[Path] = set()
+    for path in files:
+        if is_mapping(path):
+            if path.resolve() not in seen:
+                results.append(diagnose_mapping(path, seen))
+            continue
+        results.append(diagnose(path, strict))
+        if results[-1].protocol is not None:
+            results.extend(diagnose_mapping(found, seen) for found in mappings_beside(results[-1].loaded, path)
+                           if found.resolve() not in seen)
     failed = any(result.failed for result in results)
     if output_format == "json":
         for result in results:
@@ -81,15 +99,107 @@ class Result:
     under --strict), the files read, and the checked protocol if it checked."""
 
     def __init__(self, path: Path, diagnostics: list[Diagnostic], loaded: Loaded,
-                 protocol: ir.Protocol | None) -> None:
+                 protocol: ir.Protocol | None, mapping: fhir_mapping.Mapping | None = None) -> None:
         self.path = path
         self.diagnostics = diagnostics
         self.loaded = loaded
         self.protocol = protocol
+        self.mapping = mapping
 
     @property
     def failed(self) -> bool:
         return any(d.severity == "error" for d in self.diagnostics)
+
+
+def is_mapping(path: Path) -> bool:
+    """A FHIR mapping file, not a protocol: `crit check` checks it against its schema."""
+    return path.suffix == ".toml"
+
+
+def mappings_beside(loaded: Loaded, protocol: Path) -> list[Path]:
+    """The FHIR mapping beside each schema a protocol imports (`<schema stem>.fhir.toml`)."""
+    own = display_path(protocol)
+    out = []
+    for shown in loaded.sources:
+        candidate = Path(shown).with_suffix(".fhir.toml")
+        if shown != own and candidate.is_file():
+            out.append(candidate)
+    return out
+
+
+class MappingCheck:
+    """One mapping's check: its diagnostics, the texts they quote, and the mapping if it loaded."""
+
+    def __init__(self, diagnostics: list[Diagnostic], sources: dict[str, str],
+                 mapping: fhir_mapping.Mapping | None) -> None:
+        self.diagnostics = diagnostics
+        self.sources = sources
+        self.mapping = mapping
+
+
+# The protocol a mapping's schema is checked through: a schema alone has no header or criteria.
+_SCHEMA_PROTOCOL = 'protocol SCHEMA "The schema a FHIR mapping maps"\n\nimport "{schema}"\n\n' \
+                   'inclusion\n  I1 "Nothing: only the schema is checked"\n    true\n'
+
+
+def check_mapping(path: Path) -> MappingCheck:
+    """A FHIR mapping checked against the schema its `schema` key names: the schema's own
+    errors, then the mapping's, each placed in its file."""
+    shown = display_path(path)
+    try:
+        mapping = fhir_mapping.load(path)
+    except CritError as err:
+        try:
+            text = fhir_mapping.read_text(path)
+        except CritError:
+            text = ""
+        return MappingCheck(err.diagnostics, {shown: text}, None)
+    sources = {mapping.file: mapping.source}
+    schema = mapping.schema_path()
+    locator = fhir_mapping.Locator(mapping.file, mapping.source)
+    if not schema.name.endswith(".crit") or not schema.is_file():
+        where = locator.value(("schema",))
+        return MappingCheck([Diagnostic(
+            code="F119", severity="error", span=where,
+            message=f"the schema {mapping.schema} cannot be read: "
+                    + ("it is not a .crit file" if not schema.name.endswith(".crit") else "there is no such file"),
+            hint="name the schema file this mapping maps, relative to the mapping, e.g. schema = \"autoimmune.crit\"",
+        )], sources, mapping)
+    loaded = Loaded()
+    wrapper = schema.parent / f"{path.name}.crit"
+    try:
+        protocol = load(wrapper, loaded, text=_SCHEMA_PROTOCOL.format(schema=schema.name.replace('"', "")))
+    except CritError as err:
+        sources |= loaded.sources
+        own = display_path(wrapper)
+        return MappingCheck([_at_schema_key(d, locator) if d.span.file == own else d for d in err.diagnostics],
+                            sources, mapping)
+    diagnostics = fhir_mapping.check(mapping, *schema_of(protocol, protocol.source))
+    return MappingCheck(diagnostics, sources, mapping)
+
+
+def schema_of(protocol: ir.Protocol, own: str) -> tuple[list[ir.Field], list[ir.Record]]:
+    """The patient fields and records a protocol's schemas declare, not the protocol file itself:
+    what the mapping beside a schema maps."""
+    return ([f for f in protocol.fields if f.span.file != own],
+            [r for r in protocol.records if r.span.file != own])
+
+
+def _at_schema_key(diagnostic: Diagnostic, locator: fhir_mapping.Locator) -> Diagnostic:
+    """A problem with the schema file as a whole (not a schema, cannot be imported), placed at
+    the mapping's `schema` key."""
+    span: Span = locator.value(("schema",))
+    return Diagnostic(code="F119", severity="error", span=span, message=diagnostic.message,
+                      hint="name the schema file this mapping maps (a .crit file of enums, records and "
+                           "patient fields), relative to the mapping")
+
+
+def diagnose_mapping(path: Path, seen: set[Path]) -> Result:
+    """What `crit check` finds in one FHIR mapping (each mapping once per run)."""
+    seen.add(path.resolve())
+    checked = check_mapping(path)
+    loaded = Loaded(sources=checked.sources)
+    return Result(path, checked.diagnostics, loaded, None, mapping=checked.mapping)
 
 
 def diagnose(path: Path, strict: bool) -> Result:
@@ -105,28 +215,56 @@ def diagnose(path: Path, strict: bool) -> Result:
 
 def _check_text(files: Sequence[Path], strict: bool) -> None:
     """Diagnostics for people: each with its source line, a caret and the hint, on stderr; a
-    line per protocol that checks, on stdout."""
+    line per protocol or mapping that checks, on stdout."""
     failed = False
+    seen: set[Path] = set()
     for path in files:
+        if is_mapping(path):
+            if path.resolve() not in seen:
+                failed = not _mapping_text(path, seen) or failed
+            continue
         try:
             protocol, loaded = compile_or_fail(path)  # prints the errors as every command does
         except Failure:
             failed = True
             continue
-        warnings = lint(protocol)
-        if strict and warnings:
-            errors = as_errors(warnings)
-            click.echo(render_all(errors, loaded.sources), err=True)
-            click.echo(f"\n{counted(len(errors), 'error')} in {path}", err=True)
-            failed = True
-            continue
-        if warnings:
-            click.echo(render_all(warnings, loaded.sources) + "\n", err=True)
-        noted = f", {counted(len(warnings), 'warning')}" if warnings else ""
-        click.echo(f"{path}: ok ({protocol.id}, {counted(len(protocol.criteria()), 'criterion')}, "
-                   f"{counted(len(protocol.fields), 'field')}{noted})")
+        failed = not _protocol_text(path, protocol, loaded, strict) or failed
+        for mapping in mappings_beside(loaded, path):
+            if mapping.resolve() not in seen:
+                failed = not _mapping_text(mapping, seen) or failed
     if failed:
         raise Failure(EXIT_ERRORS)
+
+
+def _protocol_text(path: Path, protocol: ir.Protocol, loaded: Loaded, strict: bool) -> bool:
+    """A checked protocol's lint warnings (errors under --strict) and its line; whether it passes."""
+    warnings = lint(protocol)
+    if strict and warnings:
+        errors = as_errors(warnings)
+        click.echo(render_all(errors, loaded.sources), err=True)
+        click.echo(f"\n{counted(len(errors), 'error')} in {path}", err=True)
+        return False
+    if warnings:
+        click.echo(render_all(warnings, loaded.sources) + "\n", err=True)
+    noted = f", {counted(len(warnings), 'warning')}" if warnings else ""
+    click.echo(f"{path}: ok ({protocol.id}, {counted(len(protocol.criteria()), 'criterion')}, "
+               f"{counted(len(protocol.fields), 'field')}{noted})")
+    return True
+
+
+def _mapping_text(path: Path, seen: set[Path]) -> bool:
+    """One mapping's check for people; whether it is free of errors."""
+    seen.add(path.resolve())
+    checked = check_mapping(path)
+    if checked.diagnostics:
+        click.echo(render_all(checked.diagnostics, checked.sources), err=True)
+        click.echo(f"\n{counted(len(checked.diagnostics), 'error')} in {display_path(path)}", err=True)
+        return False
+    assert checked.mapping is not None
+    manual = sum(1 for f in checked.mapping.fields if f.manual is not None)
+    click.echo(f"{checked.mapping.file}: ok (FHIR mapping of {checked.mapping.schema}: "
+               f"{counted(len(checked.mapping.fields) - manual, 'field')} from FHIR, {manual} entered by hand)")
+    return True
 
 
 # ---- JSON lines -----------------------------------------------------------------------------
@@ -172,7 +310,7 @@ def sarif(results: Iterable[Result]) -> dict[str, Any]:
 
 def _rule_text(code: str) -> str:
     kinds = {"E0": "syntax error", "E1": "schema error", "E2": "expression or type error",
-             "E3": "criterion or definition error", "W0": "lint warning"}
+             "E3": "criterion or definition error", "W0": "lint warning", "F1": "FHIR mapping error"}
     return f"crit {kinds.get(code[:2], 'diagnostic')} {code}"
 
 
