@@ -92,6 +92,23 @@ DEFAULT_STATUS: dict[ResourceType, tuple[str, ...]] = {
                         "off-study"),
 }
 DEFAULT_VERIFICATION = ("confirmed",)
+# Each resource type's status codes in FHIR R4 (Condition: its clinical status), so that a
+# misspelt status, which would match nothing, is caught when the mapping is read.
+STATUS_CODES: dict[ResourceType, tuple[str, ...]] = {
+    "Patient": (),
+    "Observation": ("registered", "preliminary", "final", "amended", "corrected", "cancelled", "unknown"),
+    "Condition": ("active", "recurrence", "relapse", "inactive", "remission", "resolved"),
+    "MedicationStatement": ("active", "completed", "intended", "stopped", "on-hold", "unknown", "not-taken"),
+    "MedicationRequest": ("active", "on-hold", "cancelled", "completed", "stopped", "draft", "unknown"),
+    "MedicationAdministration": ("in-progress", "not-done", "on-hold", "completed", "stopped", "unknown"),
+    "Immunization": ("completed", "not-done"),
+    "Procedure": ("preparation", "in-progress", "not-done", "on-hold", "stopped", "completed", "unknown"),
+    "Encounter": ("planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled", "unknown"),
+    "ResearchSubject": ("candidate", "eligible", "follow-up", "ineligible", "not-registered", "off-study",
+                        "on-study", "on-study-intervention", "on-study-observation", "pending-on-study",
+                        "potential-candidate", "screening", "withdrawn"),
+}
+VERIFICATION_CODES = ("unconfirmed", "provisional", "differential", "confirmed", "refuted")
 ENTERED_IN_ERROR = "entered-in-error"
 
 # The keys of each table, in the order the README documents them.
@@ -621,12 +638,19 @@ class _Shaper:
         absent = self.choice(body, (*where, "absent"), ABSENTS, "missing")
         within = self.window(body, (*where, "within"))
         strings = {key: self.string(body, (*where, key)) for key in (*FHIRPATH_KEYS, "age_at")}
+        typed = _resource(resource)
+        status = self.strings(body, (*where, "status"))
+        verification = self.strings(body, (*where, "verification"))
+        if typed is not None and typed != "Patient":
+            self.statuses(status, (*where, "status"), STATUS_CODES[typed], f"{typed} status")
+        if typed == "Condition":
+            self.statuses(verification, (*where, "verification"), VERIFICATION_CODES, "Condition verification status")
         return FieldMap(
             name=name, manual=manual,
-            resource=_resource(resource),
+            resource=typed,
             code=self.codes(body, (*where, "code")),
-            status=self.strings(body, (*where, "status")),
-            verification=self.strings(body, (*where, "verification")),
+            status=status,
+            verification=verification,
             where=strings["where"], select=select, value=strings["value"], uln=strings["uln"],
             measured=strings["measured"], start=strings["start"], end=strings["end"],
             ongoing=strings["ongoing"], age_at=strings["age_at"],
@@ -636,6 +660,17 @@ class _Shaper:
             within=within, absent=absent,
             items=self.items(body, (*where, "items")),
         )
+
+    def statuses(self, written: tuple[str, ...] | None, where: tuple[str, ...], codes: tuple[str, ...],
+                 what: str) -> None:
+        """Each status one the resource type has (entered in error never counts)."""
+        for status in written or ():
+            if status == ENTERED_IN_ERROR:
+                self.problems.at_value("F103", where, "a resource entered in error never counts",
+                                       f"remove {status!r}", status)
+            elif status not in codes:
+                self.problems.at_value("F103", where, f"{status!r} is not a FHIR R4 {what}",
+                                       did_you_mean(status, codes) or "one of " + ", ".join(codes), status)
 
     def items(self, body: dict[str, Any], where: tuple[str, ...]) -> tuple[ItemMap, ...]:
         table = self.table(body, where)
@@ -833,6 +868,8 @@ _COMMON_KEYS = ("resource", "code", "status", "verification", "where", "select",
 _SELECTS_OF: dict[Select, tuple[ir.TypeKind, ...]] = {
     "any": ("bool",), "count": ("integer",), "all": ("list", "set"),
 }
+_PATIENT_LACKS = {"code": "code to match", "status": "status to filter by", "within": "date to window",
+                  "measured": "result date"}
 _KEY_PURPOSE = {
     "value": "a value", "members": "members", "age_at": "an age from a date", "start": "an interval's start",
     "end": "an interval's end", "ongoing": "an ongoing interval", "units": "units", "uln": "an upper limit",
@@ -898,6 +935,11 @@ class _Checker:
                 self.problems.at_key("F108", (*at, key),
                                      f"{key} does not fit {m.name}, {_field_words(declared)}",
                                      _misfit_hint(key, declared))
+        if m.resource == "Patient":
+            for key in ("code", "status", "within", "measured"):
+                if key in self._written(at):
+                    self.problems.at_key("F108", (*at, key), f"a Patient resource has no {_PATIENT_LACKS[key]}",
+                                         f"remove {key}: each patient has one Patient resource")
         if m.verification is not None and m.resource != "Condition":
             self.problems.at_key("F108", (*at, "verification"),
                                  f"verification is a Condition's, and {m.name} comes from {m.resource}",
