@@ -187,15 +187,34 @@ def _write_generated(out_dir: Path, changed: list[tuple[Path, str]]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--interpret", is_flag=True,
               help="Evaluate with the reference interpreter instead of the generated module.")
-def eval_(protocol_file: Path, record_file: Path, as_json: bool, interpret: bool) -> None:
-    """Screen the patient record(s) in RECORD_FILE (a JSON object or a list of them; - for stdin)."""
+@click.option("--from", "source", type=click.Choice(("records", "fhir")), default="records", show_default=True,
+              help="records: crit's patient records; fhir: FHIR R4 (a Bundle .json file, a directory of them, "
+                   "or a bulk-data export directory of .ndjson files).")
+@click.option("--mapping", type=click.Path(path_type=Path, dir_okay=False),
+              help="--from fhir: the mapping file (default: SCHEMA.fhir.toml beside the protocol's schema).")
+@click.option("--manual", type=click.Path(path_type=Path, dir_okay=False),
+              help="--from fhir: the fields entered by hand, as JSON Lines (one object per patient, with its id).")
+def eval_(protocol_file: Path, record_file: Path, as_json: bool, interpret: bool, source: str,
+          mapping: Path | None, manual: Path | None) -> None:
+    """Screen the patient record(s) in RECORD_FILE (a JSON object or a list of them; - for stdin).
+    With --from fhir, print the record crit built for each patient in the FHIR input, with the
+    resources each field came from, then the criteria."""
+    if source != "fhir" and (mapping is not None or manual is not None):
+        click.echo(f"crit: {'--mapping' if mapping is not None else '--manual'} is for --from fhir", err=True)
+        raise Failure(EXIT_USAGE)
+    if source == "fhir" and str(record_file) == "-":
+        click.echo("crit: --from fhir reads a Bundle file or a directory, not standard input", err=True)
+        raise Failure(EXIT_USAGE)
     protocol, loaded = compile_or_fail(protocol_file)
-    records = read_records(record_file)
     module: Any
     if interpret:
         module = Interpreter(protocol)
     else:
         module = evaluator(protocol, loaded)
+    if source == "fhir":
+        _eval_fhir(protocol, module, record_file, mapping, manual, as_json)
+        return
+    records = read_records(record_file)
     results: list[dict[str, Any]] = []
     bad = False
     for index, record in enumerate(records):
@@ -214,6 +233,56 @@ def eval_(protocol_file: Path, record_file: Path, as_json: bool, interpret: bool
         click.echo("\n\n".join(_table(r) for r in results))
     if bad:
         raise Failure(EXIT_RECORD)
+
+
+def _eval_fhir(protocol: Any, module: Any, path: Path, mapping: Path | None, manual: Path | None,
+               as_json: bool) -> None:
+    """`crit eval --from fhir`: each patient's record as built, with its sources, then the
+    decision; as it goes for text, as one JSON document with --json. Exit 3 if any patient
+    could not be screened."""
+    # The screening command's module, imported as the command table imports it: only when asked.
+    screening = importlib.import_module("crit.screening.screen")
+    reader = screening.open_fhir(protocol, path, mapping, manual)
+    results: list[dict[str, Any]] = []
+    bad = False
+    try:
+        for found in reader.patients(path):
+            if not hasattr(found, "record"):  # input that could not be read
+                result: dict[str, Any] = {"id": None, "error": [f"{found.where}: {found.problem}"]}
+            else:
+                problems = found.problems or [str(p) for p in module.validate(found.record)]
+                result = {"id": found.id, "record": found.record, "sources": found.sources}
+                if problems:
+                    result["error"] = problems
+                else:
+                    result.update(module.evaluate(found.record).to_dict())
+            bad = bad or "error" in result
+            if as_json:
+                results.append(result)
+            else:
+                click.echo(_built(result, protocol) + "\n" + _table(result, result.get("sources")) + "\n")
+    except screening.fhir.InputError as err:
+        click.echo(f"crit: {err}", err=True)
+        raise Failure(EXIT_RECORD) from None
+    if as_json:
+        click.echo(json_text(results))
+    if bad:
+        raise Failure(EXIT_RECORD)
+
+
+def _built(result: dict[str, Any], protocol: Any) -> str:
+    """The record crit built from FHIR, a line per schema field: its value (or missing) and
+    where it came from."""
+    if "record" not in result:
+        return f"input that is not a patient: {shown(result['error'][0])}"
+    record, sources = result["record"], result["sources"]
+    lines = [f"patient {_label(result['id'])}: the record built from FHIR"]
+    width = max((len(f.name) for f in protocol.fields), default=0)
+    for field in protocol.fields:
+        value = json_text(record[field.name], indent=None) if field.name in record else "missing"
+        where = "; ".join(sources.get(field.name, []))
+        lines.append(f"  {field.name:<{width}}  {shown(value)}" + (f"  ← {shown(where)}" if where else ""))
+    return "\n".join(lines)
 
 
 def json_text(value: Any, indent: str | None = "") -> str:
@@ -244,8 +313,10 @@ def _label(ident: object) -> str:
     return shown(json_text(ident, indent=None))
 
 
-def _table(result: dict[str, Any]) -> str:
-    """A result for a coordinator: the decision, then one row per criterion."""
+def _table(result: dict[str, Any], sources: dict[str, list[str]] | None = None) -> str:
+    """A result for a coordinator: the decision, then one row per criterion; with `sources`
+    (a record built from FHIR), each row is followed by the resources of the facts its reason
+    names."""
     if "error" in result:
         lines = [f"record {_label(result['id'])}: cannot be read"]
         lines += [f"  {shown(problem)}" for problem in result["error"]]
@@ -261,7 +332,21 @@ def _table(result: dict[str, Any]) -> str:
         depth = c["id"].count(".")
         ident = ("  " * depth + c["id"]).ljust(width + 2 * 3)
         lines.append(f"  {ident}  {c['outcome']:<14}  {shown(c['reason'])}")
+        cited = _cited(c["reason"], sources) if sources else ""
+        if cited:
+            lines.append(f"  {' ' * len(ident)}  {'':<14}  from {shown(cited)}")
     return "\n".join(lines)
+
+
+def _cited(reason: str, sources: dict[str, list[str]]) -> str:
+    """The resources behind the facts a reason names (`hemoglobin 108 g/L ...` names hemoglobin),
+    each once: `hemoglobin: Observation/h1; platelets: Observation/p1`."""
+    named = []
+    for name in sources:
+        found = re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", reason) if "[" not in name else None
+        if found is not None:
+            named.append((found.start(), name))
+    return "; ".join(f"{name}: {', '.join(sources[name])}" for _, name in sorted(named))
 
 
 

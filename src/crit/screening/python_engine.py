@@ -100,6 +100,8 @@ class Screener:
             ids: list[tuple[int, str]], duplicates: Mapping[int, int]) -> tuple[Any, ...]:
         number, line, payload, problem = item
         record_id: Any = self.columns.id_of(payload) if self.columns is not None and isinstance(payload, list) else None
+        if problem is not None and self.job.input_format == "fhir" and isinstance(payload, bytes):
+            record_id = json_records.loads(payload.decode("utf-8")).get("id")  # a FHIR patient with problems
         if problem is None:
             try:
                 record = self.parse(payload, line)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import io
 import os
 import signal
@@ -28,18 +29,22 @@ from typing import IO, Any, NoReturn
 
 import click
 
-from crit import ir
+from crit import ir, text
 from crit.backends.markdown import comment_text
 from crit.backends.python import emit_python
+from crit.diagnostics import CritError, render_all
+from crit.english import counted
 from crit.files import GENERATED_MARK, AtomicFile, UnsafeWrite, is_generated, same_file
 from crit.pipeline import compile_or_fail
-from crit.process import EXIT_RECORD, EXIT_USAGE, Failure
+from crit.process import EXIT_ERRORS, EXIT_RECORD, EXIT_USAGE, Failure
 from crit.screening import report, sql_engine
 from crit.screening.python_engine import COLUMNS, Job, Screened, Screener, batches, screen_batches
+from crit.sources import fhir, fhir_mapping
 from crit.sources import records as json_records
 from crit.sources.cohort import (
     Columns,
     HeaderError,
+    Item,
     Meter,
     csv_items,
     json_items,
@@ -48,6 +53,7 @@ from crit.sources.cohort import (
 )
 
 BATCH = 500  # records per unit of work
+SOURCES = ("records", "fhir")
 FORMATS = ("jsonl", "json", "csv")
 INPUT_FORMATS = (*FORMATS, "parquet")
 ENGINES = ("auto", "python", "duckdb", "spark")
@@ -141,10 +147,12 @@ def choose_engine(given: str, in_format: str) -> str:
     return given
 
 
-def _refuse_overwrites(protocol_file: Path, records: Path, output: Path, reports: Sequence[Path]) -> None:
-    """No output may be the protocol, the input or another output: that would overwrite it."""
+def _refuse_overwrites(protocol_file: Path, records: Path, output: Path, reports: Sequence[Path],
+                       also: Sequence[tuple[str, Path]] = ()) -> None:
+    """No output may be the protocol, the input (`also`: the FHIR mapping and manual entries) or
+    another output: that would overwrite it."""
 
-    read = [("the protocol", protocol_file)] + ([("the input", records)] if str(records) != "-" else [])
+    read = [("the protocol", protocol_file)] + ([("the input", records)] if str(records) != "-" else []) + list(also)
     written = ([("-o", output)] if str(output) != "-" else []) + [("--report", path) for path in reports]
     for index, (flag, path) in enumerate(written):
         for what, source in read:
@@ -153,6 +161,103 @@ def _refuse_overwrites(protocol_file: Path, records: Path, output: Path, reports
         for earlier_flag, earlier in written[:index]:
             if same_file(path, earlier):
                 _refuse(f"{flag} {path} names the same file as {earlier_flag} {earlier}; give each its own file")
+
+
+# ---- FHIR input ----------------------------------------------------------------------------------
+
+
+def _fhir_usage(records: Path, input_format: str | None, engine: str) -> str:
+    """What --from fhir cannot be combined with, refused before anything is read."""
+    if input_format is not None:
+        _refuse("--input-format is for crit's records; --from fhir tells the FHIR layout from the input itself")
+    if str(records) == "-":
+        _refuse("--from fhir reads a Bundle file or a directory, not standard input")
+    if engine not in ("auto", "python"):
+        _refuse("--from fhir screens with the Python engine (--engine python or auto)")
+    return "fhir"
+
+
+def mapping_beside(protocol: ir.Protocol) -> Path | None:
+    """The default mapping: `<schema stem>.fhir.toml` beside the file that declares the patient
+    fields (the protocol itself, or the schema it imports)."""
+    if not protocol.fields:
+        return None
+    schema = Path(protocol.fields[0].span.file)
+    return schema.with_name(schema.stem + ".fhir.toml")
+
+
+@dataclasses.dataclass(frozen=True)
+class FhirReader:
+    """A checked mapping made ready (`fhir.Builder`), and the manual entries, if any."""
+
+    mapping: Path
+    builder: fhir.Builder
+    manual: fhir.Manual | None
+
+    def patients(self, records: Path, meter: Meter | None = None) -> Iterator[fhir.FhirPatient | fhir.Unread]:
+        return fhir.patients(records, self.builder, self.manual, meter)
+
+    def items(self, records: Path, meter: Meter) -> Iterator[Item]:
+        """The patients as screening items: each record as JSON text (exact numbers), and a
+        patient with problems, input that cannot be read and manual entries for no patient as
+        error rows that keep the patient's id."""
+        for number, found in enumerate(self.patients(records, meter), start=1):
+            if isinstance(found, fhir.Unread):
+                yield number, 0, b"{}", f"{found.where}: {found.problem}"
+                continue
+            payload = text.json_source(found.record).encode("utf-8")
+            yield number, 0, payload, "; ".join(found.problems) or None
+
+
+def open_fhir(protocol: ir.Protocol, records: Path, mapping: Path | None, manual: Path | None) -> FhirReader:
+    """The mapping (given, or beside the schema) loaded and checked against the protocol's
+    fields, its diagnostics printed as `crit check` prints them (exit 1); the input and the
+    manual entries opened, or one line and exit 3."""
+    path = mapping if mapping is not None else mapping_beside(protocol)
+    if path is None:
+        _refuse(f"{protocol.source} declares no patient fields, so there is nothing to map")
+    if mapping is None and not path.is_file():
+        _refuse(f"no FHIR mapping for {protocol.fields[0].span.file}: expected {path}; give one with --mapping")
+    try:
+        loaded = fhir_mapping.load(path)
+    except CritError as err:
+        _diagnostics(err.diagnostics, path, None)
+    found = fhir_mapping.check(loaded, protocol.fields, protocol.records)
+    if any(d.severity == "error" for d in found):
+        _diagnostics(found, path, loaded.source)
+    try:
+        fhir.input_files(records)
+        entries = fhir.Manual(manual) if manual is not None else None
+    except fhir.InputError as err:
+        click.echo(f"crit: {err}", err=True)
+        raise Failure(EXIT_RECORD) from None
+    return FhirReader(path, fhir.Builder(loaded, protocol), entries)
+
+
+def _diagnostics(found: Sequence[Any], path: Path, source: str | None) -> NoReturn:
+    """A bad mapping: its diagnostics, with the lines they point at, then exit 1."""
+    if source is None:
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            source = ""
+    shown = fhir_mapping.display_path(path)
+    errors = [d for d in found if d.severity == "error"]
+    click.echo(render_all(found, {shown: source}), err=True)
+    click.echo(f"\n{counted(len(errors), 'error')} in {shown}", err=True)
+    raise Failure(EXIT_ERRORS)
+
+
+def _refuse_inside(records: Path, output: Path, reports: Sequence[Path]) -> None:
+    """No output that crit reads as FHIR (.json, .ndjson) may be written into a FHIR input
+    directory: the next screen would read the results as patients."""
+    if not records.is_dir():
+        return
+    written = ([("-o", output)] if str(output) != "-" else []) + [("--report", path) for path in reports]
+    for flag, path in written:
+        if path.suffix.lower() in (".json", ".ndjson") and same_file(path.parent, records):
+            _refuse(f"{flag} {path} is inside the FHIR input directory {records}, where the next screen would "
+                    "read it as FHIR; write it elsewhere")
 
 
 def _refuse_sources(sources: Sequence[str], output: Path, reports: Sequence[Path]) -> None:
@@ -260,11 +365,19 @@ def _terminable() -> Iterator[None]:
 @click.option("--master", metavar="URL",
               help="--engine spark: the Spark master (default local[N], N from --jobs; spark://host:7077 "
                    "or yarn for a cluster).")
+@click.option("--from", "source", type=click.Choice(SOURCES), default="records", show_default=True,
+              help="records: crit's patient records; fhir: FHIR R4 (a Bundle .json file, a directory of "
+                   "them, or a bulk-data export directory of .ndjson files).")
+@click.option("--mapping", type=click.Path(path_type=Path, dir_okay=False),
+              help="--from fhir: the mapping file (default: SCHEMA.fhir.toml beside the protocol's schema).")
+@click.option("--manual", type=click.Path(path_type=Path, dir_okay=False),
+              help="--from fhir: the fields entered by hand, as JSON Lines (one object per patient, with its id).")
 def screen_command(protocol_file: Path, records: Path, output: Path, input_format: str | None,
                    output_format: str | None, reports: tuple[Path, ...], jobs: int, progress: bool | None,
-                   quiet: bool, engine: str, master: str | None) -> None:
-    """Screen every patient record in RECORDS (JSON Lines, a JSON document or CSV) against
-    PROTOCOL_FILE.
+                   quiet: bool, engine: str, master: str | None, source: str, mapping: Path | None,
+                   manual: Path | None) -> None:
+    """Screen every patient record in RECORDS (JSON Lines, a JSON document or CSV; with
+    --from fhir, FHIR R4 bundles or a bulk export) against PROTOCOL_FILE.
 
     Writes one row per record to OUTPUT, in input order: its number, id, decision, the
     criteria that decided it and the missing facts; a record that cannot be read gets a row
@@ -273,26 +386,39 @@ def screen_command(protocol_file: Path, records: Path, output: Path, input_forma
     earlier output as it was.
     """
 
-    in_format = _format(records, input_format, "input")
+    from_fhir = source == "fhir"
+    if from_fhir:
+        in_format = _fhir_usage(records, input_format, engine)
+    elif mapping is not None or manual is not None:
+        _refuse(f"{'--mapping' if mapping is not None else '--manual'} is for --from fhir")
+    else:
+        in_format = _format(records, input_format, "input")
     out_format = _format(output, output_format, "output")
-    engine = choose_engine(engine, in_format)
+    engine = "python" if from_fhir else choose_engine(engine, in_format)
     if master is not None and engine != "spark":
         _refuse("--master is for --engine spark")
-    if in_format != "parquet" and records.is_dir():
+    if in_format not in ("parquet", "fhir") and records.is_dir():
         _refuse(f"{records} is a directory; a directory is read as a Parquet cohort (--input-format parquet)")
     for path in reports:
         if path.suffix.lower() not in (".md", ".html", ".htm"):
             _refuse(f"--report {path}: give a .md or .html file")
-    _refuse_overwrites(protocol_file, records, output, reports)
+    given = [("the mapping", p) for p in (mapping,) if p is not None] + \
+        [("the manual entries", p) for p in (manual,) if p is not None]
+    _refuse_overwrites(protocol_file, records, output, reports, given)
+    if from_fhir:
+        _refuse_inside(records, output, reports)
     jobs = jobs or os.cpu_count() or 1
 
     # Here rather than at the top: the worker processes import this module and never the compiler.
 
     protocol, loaded = compile_or_fail(protocol_file)
     _refuse_sources(tuple(loaded.sources), output, reports)
+    reader = open_fhir(protocol, records, mapping, manual) if from_fhir else None
+    if reader is not None:
+        _refuse_sources((str(reader.mapping),), output, reports)
     _refuse_foreign(output, reports)
     try:
-        if in_format == "parquet":
+        if in_format in ("parquet", "fhir"):
             if not records.exists():
                 raise FileNotFoundError(2, "No such file or directory")
             stream: IO[bytes] = io.BytesIO()
@@ -305,7 +431,10 @@ def screen_command(protocol_file: Path, records: Path, output: Path, input_forma
         with _terminable(), stream:
             counts, seconds = _screen(protocol, loaded, stream, records, in_format, output, out_format, reports,
                                       jobs, not quiet and (progress if progress is not None else sys.stderr.isatty()),
-                                      engine, master)
+                                      engine, master, reader)
+    except fhir.InputError as err:
+        click.echo(f"crit: {err}; nothing written", err=True)
+        raise Failure(EXIT_RECORD) from None
     except (KeyboardInterrupt, Terminated) as stop:
         left = ("no file written, earlier files left as they were" if str(output) != "-"
                 else "the rows screened so far are on standard output; no report written")
@@ -350,7 +479,7 @@ def _unique_ids(job: Job, items: Iterator[Any], jobs: int) -> Generator[Screened
 
 def _screen(protocol: ir.Protocol, loaded: Any, stream: IO[bytes], records: Path, in_format: str, output: Path,
             out_format: str, reports: Sequence[Path], jobs: int, show: bool, engine: str = "python",
-            master: str | None = None) -> tuple[collections.Counter[str], float]:
+            master: str | None = None, reader: FhirReader | None = None) -> tuple[collections.Counter[str], float]:
     """Screen the stream into the output and the reports; each is written under a temporary
     name and renamed into place only when everything is complete."""
     with contextlib.ExitStack() as stack:
@@ -373,6 +502,9 @@ def _screen(protocol: ir.Protocol, loaded: Any, stream: IO[bytes], records: Path
                 header, items = csv_items(stream, meter)
             elif in_format == "parquet":
                 items = iter(())
+            elif in_format == "fhir":
+                assert reader is not None
+                items = reader.items(records, meter)
             else:
                 items = (json_items if in_format == "json" else jsonl_items)(stream, meter)
             combine = tuple(c.combine for top in protocol.inclusion + protocol.exclusion for c in top.walk())
@@ -384,6 +516,7 @@ def _screen(protocol: ir.Protocol, loaded: Any, stream: IO[bytes], records: Path
             click.echo(f"crit: {records}: {err}; nothing screened", err=True)
             raise Failure(EXIT_RECORD) from None
         size = records.stat().st_size if str(records) != "-" and records.is_file() and in_format != "parquet" else None
+        size = fhir.input_size(records) if in_format == "fhir" else size
         bar = _Progress(show, size, f"screening {records.name}")
         counts: collections.Counter[str] = collections.Counter()
         tally = report.Tally(Screener(job).criteria) if reports else None
