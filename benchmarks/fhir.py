@@ -1,0 +1,131 @@
+"""FHIR input speed: patients per second from a bulk-data NDJSON export to result rows, and peak
+memory, against the JSON Lines path on the same patients, measured in the same run.
+
+For each size, `benchmarks/fhir_cohort.py` writes the first SIZE patients of the synthetic JY231
+cohort both ways (JSON Lines, and an `$export` directory with the manual-entry file); then each
+`crit screen` runs as a process of its own, timed (wall and CPU seconds, peak RSS from wait4):
+
+    crit screen protocols/jy231.crit cohort.jsonl -o rows.jsonl
+    crit screen --from fhir protocols/jy231.crit export/ --manual manual.jsonl -o rows.jsonl
+
+and the two row files are compared (decision, deciding criteria, missing facts, pending
+judgments), leaving out the records FHIR cannot say (`fhir_cohort.FhirPatient.left_out`).
+
+    python benchmarks/fhir.py                       # 1,000 and 10,000 patients
+    python benchmarks/fhir.py --sizes 100000        # peak memory at 10^5 (long: see README)
+
+The machine's load average is printed with the table: on a shared machine, read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import cohort  # noqa: E402
+import fhir_cohort  # noqa: E402
+
+JY231 = ROOT / "protocols" / "jy231.crit"
+COMPARED = ("decision", "decided_by", "missing", "pending_judgments")
+
+
+def timed(command: list[str]) -> tuple[float, float, float, int]:
+    """Run a command: wall seconds, CPU seconds, peak RSS in MiB, exit code."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        code = os.waitstatus_to_exitcode(status)
+        if code not in (0, 3):
+            errors.seek(0)
+            raise SystemExit(f"{' '.join(command)} failed ({code}):\n{errors.read().decode()[-3000:]}")
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, code
+
+
+def make_data(directory: Path, size: int, seed: int) -> tuple[Path, Path, Path, list[str | None], float]:
+    """The JSON Lines cohort and its FHIR export; the left-out reason of each record; seconds taken."""
+    started = time.perf_counter()
+    records = directory / "cohort.jsonl"
+    cohort.write(records, size, seed)
+    export, manual = directory / "export", directory / "manual.jsonl"
+    left_out: list[str | None] = []
+
+    def noting() -> Any:
+        for patient in fhir_cohort.fhir_cohort(size, seed):
+            left_out.append(patient.left_out)
+            yield patient
+
+    fhir_cohort.write(noting(), export, "ndjson", manual, seed=seed)
+    return records, export, manual, left_out, time.perf_counter() - started
+
+
+def agreement(json_rows: Path, fhir_rows: Path, left_out: list[str | None]) -> tuple[int, int, int]:
+    """(agree, differ, left out) over the two row files, record by record."""
+    agree = differ = skipped = 0
+    with json_rows.open(encoding="utf-8") as mine, fhir_rows.open(encoding="utf-8") as theirs:
+        for reason, a, b in zip(left_out, mine, theirs, strict=True):
+            if reason is not None:
+                skipped += 1
+                continue
+            x, y = json.loads(a), json.loads(b)
+            same = all(x[k] == y[k] for k in COMPARED) if x["decision"] != "error" else y["decision"] == "error"
+            agree, differ = agree + same, differ + (not same)
+    return agree, differ, skipped
+
+
+def size_of(path: Path) -> float:
+    files = path.rglob("*") if path.is_dir() else [path]
+    return sum(p.stat().st_size for p in files if p.is_file()) / (1 << 20)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="patients (default 1000 10000)")
+    parser.add_argument("--seed", type=int, default=231)
+    parser.add_argument("--keep", type=Path, help="write the data here and keep it (default: a temporary directory)")
+    args = parser.parse_args(argv)
+    crit = [sys.executable, "-m", "crit.cli"]
+    table = []
+    load_before = os.getloadavg()
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory(prefix="crit-fhir-bench-") as scratch:
+            directory = (args.keep / str(size)) if args.keep else Path(scratch)
+            directory.mkdir(parents=True, exist_ok=True)
+            records, export, manual, left_out, made = make_data(directory, size, args.seed)
+            print(f"{size:,} patients written both ways in {made:.0f} s "
+                  f"(JSON Lines {size_of(records):.0f} MiB, NDJSON export {size_of(export):.0f} MiB)", file=sys.stderr)
+            json_rows, fhir_rows = directory / "json-rows.jsonl", directory / "fhir-rows.jsonl"
+            base = timed([*crit, "screen", "-q", str(JY231), str(records), "-o", str(json_rows)])
+            fhir = timed([*crit, "screen", "-q", "--from", "fhir", str(JY231), str(export), "--manual", str(manual),
+                          "-o", str(fhir_rows)])
+            agree, differ, skipped = agreement(json_rows, fhir_rows, left_out)
+            table.append((size, base, fhir, agree, differ, skipped, size_of(records), size_of(export)))
+    load_after = os.getloadavg()
+    print("| path | patients | input MiB | wall s | CPU s | patients/s (wall) | CPU ms/patient | peak RSS MiB | "
+          "vs JSON (CPU) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for size, base, fhir, _, _, _, json_mib, fhir_mib in table:
+        for name, (wall, cpu, rss, _), mib in (("JSON Lines", base, json_mib),
+                                                ("FHIR NDJSON + manual", fhir, fhir_mib)):
+            print(f"| {name} | {size:,} | {mib:.1f} | {wall:.1f} | {cpu:.1f} | {size / wall:,.0f} | "
+                  f"{1000 * cpu / size:.2f} | {rss:.0f} | {base[1] / cpu:.2f}x |")
+    for size, _, _, agree, differ, skipped, _, _ in table:
+        print(f"{size:,} patients: {agree:,} agree, {differ:,} differ, {skipped:,} left out (FHIR cannot say them)")
+    print(f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} CPUs")
+    return 1 if any(row[4] for row in table) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
