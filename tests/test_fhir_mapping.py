@@ -146,6 +146,24 @@ def test_defaults_a_reader_relies_on() -> None:
     assert o.statuses() == ("final",) and o.resource_codes() == ()
 
 
+def test_a_sets_members_are_its_tests_even_when_their_results_are_read(
+        jy231: tuple[fhir_mapping.Mapping, ir.Protocol]) -> None:
+    mapping, protocol = jy231
+    antibodies = mapping.field("myositis_antibodies")
+    assert antibodies is not None and antibodies.value is not None and antibodies.positive
+    assert antibodies.members_by_resource_code()
+    assert [c.text for c in antibodies.resource_codes()][:2] == ["site|anti-jo-1", "site|anti-zo"]
+    hbsag = mapping.field("hbsag")
+    assert hbsag is not None and not hbsag.members_by_resource_code()  # a coded result
+    assert [c.text for c in hbsag.resource_codes()] == ["loinc|5196-1", "loinc|5195-3"]
+    # a set that reads results must say which are positive
+    text = mapping.source.replace('positive = ["snomed|10828004", "snomed|260373001"]\nabsent = "missing"', "", 1)
+    (problem,) = fhir_mapping.check(loads(text, JY231_MAPPING), *schema_of(protocol, protocol.source))
+    lines = text.splitlines()
+    table = next(i for i, line in enumerate(lines) if line.startswith("[fields.myositis_antibodies]"))
+    assert (problem.code, problem.span.line) == ("F105", lines.index('value = "value.as(CodeableConcept)"', table) + 1)
+
+
 def test_a_toml_syntax_error_is_one_positioned_diagnostic() -> None:
     with pytest.raises(CritError) as info:
         _load('schema = "s.crit"\n\n[fields.x]\nvalue = [1,\n  oops]\n')

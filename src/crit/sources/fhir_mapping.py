@@ -45,12 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import fhirpathpy
 from antlr4 import CommonTokenStream, InputStream, Token  # type: ignore[import-untyped]
 from antlr4.error.ErrorListener import ErrorListener  # type: ignore[import-untyped]
 from fhirpathpy.engine.invocations import invocation_registry as fhirpath_functions
-from fhirpathpy.models import models
-from fhirpathpy.parser import parse as fhirpath_parse
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
@@ -220,10 +217,15 @@ class FieldMap:
         """A Condition's verification statuses that count."""
         return self.verification if self.verification is not None else DEFAULT_VERIFICATION
 
+    def members_by_resource_code(self) -> bool:
+        """Whether members are told apart by the resource's own code (a diagnosis, a set's
+        tests), rather than by the codes of its `value` (a coded result)."""
+        return self.resource != "Patient" and (self.value is None or bool(self.positive))
+
     def resource_codes(self) -> tuple[Code, ...]:
         """The codes a candidate resource's own code must match (empty: any code): `code`, else,
-        when members are told apart by the resource's code (no `value`), the members' codes."""
-        if self.code or self.value is not None or self.resource == "Patient":
+        when members are told apart by the resource's code, the members' codes."""
+        if self.code or not self.members_by_resource_code():
             return self.code
         return tuple(c for m in self.members for c in m.codes)
 
@@ -958,7 +960,7 @@ class _Checker:
         if "units" in allowed:
             self.units(m, declared, at)
         if "members" in allowed and m.members:
-            self.members(m.members, declared.type, at, by_value=m.value is not None)
+            self.members(m.members, declared.type, at, by_value=not m.members_by_resource_code())
         for key in FHIRPATH_KEYS:
             expression = getattr(m, key)
             if expression is not None:
@@ -1033,6 +1035,10 @@ class _Checker:
         for key, how in needs:
             if getattr(m, key) in (None, ()) and key not in self._written(at):
                 self.problems.at_key("F105", at, f"{m.name} ({_field_words(declared)}) needs {key}", f"write {how}")
+        if kind == "set" and m.value is not None and not m.positive:
+            self.problems.at_key("F105", (*at, "value"), f"{m.name} reads each test's result, and no result "
+                                 "is said to be positive", 'write positive = ["snomed|10828004"] (the codes '
+                                 "that make a member present), or remove value to count each test found")
         if m.positive and m.value is None:
             self.problems.at_key("F105", (*at, "positive"),
                                  "positive results need the value they are read from",
@@ -1167,10 +1173,14 @@ class _Checker:
         return tomllib.loads(self.mapping.source)
 
 
+@functools.lru_cache(maxsize=512)
 def fhirpath_problem(expression: str) -> str | None:
-    """Why a FHIRPath expression would not run, in words, or None: it must parse to its end
-    (fhirpathpy's own parser stops silently at the first token it cannot use), call only
-    functions fhirpathpy implements, and compile with fhirpathpy."""
+    """Why a FHIRPath expression would not run, in words, or None. It must parse to its end with
+    fhirpathpy's grammar (`fhirpathpy.compile` stops silently at the first token it cannot
+    use, and would read `value value` as `value`) and call only functions fhirpathpy implements.
+    Mappings repeat their expressions, and parsing is slow in Python, so answers are kept."""
+    if not expression.strip():
+        return "the expression is empty"
     errors: list[tuple[int, str]] = []
 
     class Listener(ErrorListener):  # type: ignore[misc]
@@ -1185,9 +1195,7 @@ def fhirpath_problem(expression: str) -> str | None:
     parser = FHIRPathParser(stream)
     parser.removeErrorListeners()
     parser.addErrorListener(Listener())
-    parser.expression()
-    if not expression.strip():
-        return "the expression is empty"
+    tree = parser.expression()
     if errors:
         column, message = errors[0]
         if "<EOF>" in message:
@@ -1198,30 +1206,22 @@ def fhirpath_problem(expression: str) -> str | None:
         return f"{expression!r} does not read at character {column + 1}" + (
             f": {token.group(1)} is unexpected there" if token else "")
     if stream.LA(1) != Token.EOF:
-        column = stream.LT(1).column
-        return f"{expression!r} goes on after a whole expression, at character {column + 1}"
-    parsed = fhirpath_parse(expression)  # type: ignore[no-untyped-call]
-    unknown = sorted(_functions(parsed) - set(fhirpath_functions))
+        return f"{expression!r} goes on after a whole expression, at character {stream.LT(1).column + 1}"
+    unknown = sorted(_functions(tree) - set(fhirpath_functions))
     if unknown:
         return f"{expression!r} calls {unknown[0]}(), which FHIRPath does not have"
-    try:
-        fhirpathpy.compile(expression, models["r4"])
-    except Exception as err:  # fhirpathpy raises bare Exceptions
-        return f"{expression!r} does not compile: {err}"
     return None
 
 
-def _functions(node: Any) -> set[str]:
+def _functions(tree: Any) -> set[str]:
     """The names of the functions a parsed FHIRPath expression calls."""
     out: set[str] = set()
-    if isinstance(node, dict):
-        if node.get("type") == "Functn":
-            for child in node.get("children", ()):
-                if child.get("type") == "Identifier":
-                    out.update(str(t) for t in child.get("terminalNodeText", ()))
-                    break
-        for child in node.get("children", ()) or ():
-            out |= _functions(child)
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, FHIRPathParser.FunctnContext):
+            out.add(str(node.identifier().getText()).strip("`"))  # type: ignore[no-untyped-call]
+        todo.extend(getattr(node, "children", None) or ())
     return out
 
 
