@@ -402,8 +402,8 @@ class Translator:
         if screening is not None and _parse(anchor_text) is None and result.expect_error is None:
             result.expect_error = f"screening: {anchor_text!r} is not a date"
         self.noise(p)
-        rng.shuffle(p.resources)  # an EHR holds them in no particular order; the Patient first
-        p.resources.sort(key=lambda r: r["resourceType"] != "Patient")
+        rng.shuffle(p.resources)  # then in the order they were recorded, as a server stores them
+        p.resources.sort(key=lambda r: (r["resourceType"] != "Patient", _when(r)))
         return result
 
     def field(self, p: _Patient, fm: FieldMap, record: dict[str, Any], manual: dict[str, Any]) -> str | None:
@@ -1011,20 +1011,27 @@ def _dump(resource: Resource) -> str:
 
 def write_ndjson(patients: Iterable[FhirPatient], directory: Path, window: int = 100, seed: int = 231) -> int:
     """A bulk-data export: one NDJSON file per resource type, Patient.ndjson in cohort order,
-    each other file's resources interleaved across `window` patients at a time (an export
-    lists resources as the server stores them, not patient by patient). Returns the resources written."""
+    each other file's resources interleaved at random across `window` patients at a time, each
+    patient's in the order they were recorded (an export lists resources as the server stores
+    them, not patient by patient). Returns the resources written."""
     directory.mkdir(parents=True, exist_ok=True)
     files: dict[str, IO[str]] = {}
     rng = random.Random(f"export:{seed}")
-    pending: dict[str, list[str]] = {}
+    pending: dict[str, list[tuple[int, str]]] = {}
     count = 0
 
     def flush() -> None:
         for kind, lines in pending.items():
-            rng.shuffle(lines)
+            queues: dict[int, list[str]] = {}
+            for owner, line in lines:
+                queues.setdefault(owner, []).append(line)
+            turns = [owner for owner, _ in lines]
+            rng.shuffle(turns)  # a random interleaving that keeps each patient's order
+            for queue in queues.values():
+                queue.reverse()
             if kind not in files:
                 files[kind] = (directory / f"{kind}.ndjson").open("w", encoding="utf-8")
-            files[kind].write("".join(lines))
+            files[kind].write("".join(queues[owner].pop() for owner in turns))
         pending.clear()
 
     try:
@@ -1036,7 +1043,7 @@ def write_ndjson(patients: Iterable[FhirPatient], directory: Path, window: int =
                         files["Patient"] = (directory / "Patient.ndjson").open("w", encoding="utf-8")
                     files["Patient"].write(line)
                 else:
-                    pending.setdefault(resource["resourceType"], []).append(line)
+                    pending.setdefault(resource["resourceType"], []).append((index, line))
                 count += 1
             if index % max(1, window) == 0:
                 flush()
@@ -1051,14 +1058,18 @@ _TYPE_ORDER = ("Patient", "Encounter", "Condition", "Observation", "MedicationSt
                "ResearchSubject")
 
 
+def _when(resource: Resource) -> str:
+    """The date a resource is about (when it was recorded, near enough), as text; "" for none."""
+    return next((str(v.get("start") if isinstance(v, dict) else v)[:10] for k, v in resource.items()
+                 if k in ("effectiveDateTime", "effectivePeriod", "onsetDateTime", "recordedDate",
+                          "occurrenceDateTime", "period")), "")
+
+
 def _reading_order(resource: Resource) -> tuple[int, str, str]:
     """Type by type, as a server's Patient/$everything lists them, then by date."""
     kind = resource["resourceType"]
     rank = _TYPE_ORDER.index(kind) if kind in _TYPE_ORDER else len(_TYPE_ORDER)
-    when = next((str(v.get("start") if isinstance(v, dict) else v) for k, v in resource.items()
-                 if k in ("effectiveDateTime", "effectivePeriod", "onsetDateTime", "recordedDate",
-                          "occurrenceDateTime", "period")), "")
-    return rank, when, resource["id"]
+    return rank, _when(resource), resource["id"]
 
 
 def bundle(patient: FhirPatient) -> Resource:
