@@ -226,6 +226,8 @@ fields.c.value = "v"
     (("fields", "b", "fields", "c", "value"), None, (16, 10, 15)),
     (("fields", "a", "code"), "x|2", (5, 3, 8)),
     (("schema",), ..., (1, 10, 18)),
+    (("fields", "a", "items", "end", "otherwise"), "screening", (14, 34, 45)),
+    (("fields", "a", "items", "end", "value"), "screening", (14, 34, 45)),  # the first after the key
 ])
 def test_the_locator_places_keys_and_values(path: tuple[str, ...], text: object,
                                             expected: tuple[int, int, int]) -> None:

@@ -434,8 +434,14 @@ class Locator:
         """The span of the value of the key at `path`; with `text`, of that string inside the
         value (an element of an array, which may continue on later lines)."""
         entry = self._find(path)
-        if entry is None:
-            return self.key(path)
+        if entry is None:  # a key of an inline table: the value is searched for after it
+            span = self.key(path)
+            line = self.lines[span.line - 1] if span.line <= len(self.lines) else ""
+            for quoted in (f'"{text}"', f"'{text}'") if text is not None else ():
+                at = line.find(quoted, span.column - 1)
+                if at >= 0:
+                    return self._span(span.line, at + 1, len(quoted))
+            return span
         if text is not None:
             for number in range(entry.line, len(self.lines) + 1):
                 line = self.lines[number - 1]
