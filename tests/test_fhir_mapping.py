@@ -171,6 +171,14 @@ def test_a_toml_syntax_error_is_one_positioned_diagnostic() -> None:
     assert (diagnostic.code, diagnostic.span.line, diagnostic.span.column) == ("F100", 5, 3)
 
 
+def test_a_table_written_twice_is_placed_at_its_second_header() -> None:
+    with pytest.raises(CritError) as info:
+        _load('schema = "s.crit"\n[fields.a]\nmanual = "x"\n\n[fields.a]\nmanual = "y"\n')
+    (diagnostic,) = info.value.diagnostics
+    assert (diagnostic.message, diagnostic.span.line, diagnostic.span.column) == \
+        ("not valid TOML: a key or table is written twice", 5, 9)
+
+
 def test_every_shape_problem_is_reported_not_just_the_first() -> None:
     with pytest.raises(CritError) as info:
         _load('schema = "s.crit"\nfhir = "R5"\n[fields.x]\nresorce = "Observation"\nselect = 3\n'

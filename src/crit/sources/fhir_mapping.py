@@ -7,16 +7,17 @@ problem as a positioned diagnostic in the TOML file, as `crit check` does for `.
 
 API, for the reader and the synthetic generator (also in the README, "FHIR input"):
 
-- `load(path) -> Mapping` reads and shapes the file; raises `CritError` (positioned F1xx
-  diagnostics; `CritError.sources` is not set: quote lines with `{mapping.file: mapping.source}`,
-  or with `read_text` of the file on failure) when the TOML does not parse or a key or value is
-  not of the mapping's shape. `check(mapping, fields, records) -> list[Diagnostic]` finds what
-  does not fit the schema (an unmapped field, a unit that does not convert …).
+- `load(path) -> Mapping` reads and shapes the file, or raises `CritError` with positioned F1xx
+  diagnostics when the TOML does not parse or a key or value is not of the mapping's shape
+  (quote their lines with `{display_path(path): read_text(path)}`). `check(mapping, fields,
+  records) -> list[Diagnostic]` finds what does not fit the schema (an unmapped field, a unit
+  that does not convert, a member without codes …); `fhirpath_problem(expression)` says why a
+  FHIRPath would not run.
 - `Mapping`: `schema` (path as written, relative to the mapping), `schema_path()`, `fhir`
   ("R4"), `codesystems` (alias → absolute URI), `fields` (`FieldMap`, file order), `field(name)`.
 - `FieldMap`: `name`; `manual` (the reason, when the field is entered by hand: then nothing else
   is set); `resource` (a `ResourceType`); `code` (`Code`s the resource's code element must
-  match; when empty and `members` match the resource's code, the members' codes); `status`
+  match; `resource_codes()` adds the members' codes when `members_by_resource_code()`); `status`
   (`statuses()` gives the resource type's default when unset); `verification` (Condition
   only); `where` (FHIRPath boolean); `select` ("latest", "earliest", "one", "any", "count",
   "all"); `value`, `uln`, `measured`, `start`, `end`, `ongoing`, `age_at` (FHIRPath, except
@@ -581,7 +582,7 @@ def _syntax_error(message: str, locator: Locator) -> Diagnostic:
         what = "a key or table is written twice"
         seen: set[tuple[str, ...]] = set()
         for entry in locator.entries:
-            if entry.path in seen and entry.value_column:
+            if entry.path in seen:
                 line, column = entry.line, entry.column
                 break
             seen.add(entry.path)
