@@ -485,3 +485,24 @@ def test_without_a_mapping_beside_the_schema_screen_says_where_it_looked(tmp_pat
     assert code == 2
     assert result.output.strip() == (f"crit: no FHIR mapping for {protocol}: expected {tmp_path / 'p.fhir.toml'}; "
                                      "give one with --mapping")
+
+
+def test_a_member_fhir_cannot_tell_apart_may_be_entered_by_hand(tmp_path: Path) -> None:
+    """diagnosis maps `other = "manual"`: a manual entry fills it when FHIR has no diagnosis, and
+    must agree with FHIR when FHIR has one."""
+    resources = [r for r in base() if r["resourceType"] != "Condition"]
+    for resource in resources:
+        for key in ("subject", "patient"):
+            if key in resource:
+                resource[key] = {"reference": "Patient/P-001"}
+    path = bundle(tmp_path / "in.json", resources)
+    manual = tmp_path / "manual.jsonl"
+    manual.write_text('{"id": "P-001", "diagnosis": "other"}\n', encoding="utf-8")
+    builder = fhir.Builder(fhir_mapping.load(MAPPING), PROTOCOL)
+    [patient] = list(fhir.patients(path, builder, fhir.Manual(manual)))
+    assert isinstance(patient, fhir.FhirPatient) and patient.problems == []
+    assert patient.record["diagnosis"] == "other"
+    [patient] = list(fhir.patients(BUNDLE, builder, fhir.Manual(manual)))
+    assert isinstance(patient, fhir.FhirPatient)
+    assert patient.problems == [f'diagnosis: the manual entry gives "other" ({manual}:1), but Condition/P-001-sle '
+                                'gave "SLE"']

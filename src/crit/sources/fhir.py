@@ -343,16 +343,19 @@ _CODE_OF = {
     "Encounter": "type",
     "ResearchSubject": "study.identifier",
 }
+# The date is the first of these elements that holds one: a dateTime or instant as it is, a
+# Period by its start. (One plain element per FHIRPath call: a union of `ofType()` terms costs
+# ten times as much, and every dated field asks for the date of every candidate.)
 _DATE_OF = {
-    "Observation": "effective.ofType(dateTime) | effective.ofType(instant) | effective.ofType(Period).start",
-    "Condition": "onset.ofType(dateTime) | onset.ofType(Period).start | recordedDate",
-    "MedicationStatement": "effective.ofType(dateTime) | effective.ofType(Period).start | dateAsserted",
+    "Observation": "effective",
+    "Condition": "onset | recordedDate",
+    "MedicationStatement": "effective | dateAsserted",
     "MedicationRequest": "authoredOn",
-    "MedicationAdministration": "effective.ofType(dateTime) | effective.ofType(Period).start",
-    "Immunization": "occurrence.ofType(dateTime)",
-    "Procedure": "performed.ofType(dateTime) | performed.ofType(Period).start",
-    "Encounter": "period.start",
-    "ResearchSubject": "period.start",
+    "MedicationAdministration": "effective",
+    "Immunization": "occurrence",
+    "Procedure": "performed",
+    "Encounter": "period",
+    "ResearchSubject": "period",
 }
 _FULL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -521,13 +524,65 @@ class Builder:
         self.date_of = {kind: compiled(path) for kind, path in _DATE_OF.items()}
         self.types = frozenset(r.resource for r in self.rules if r.resource)
         self.order = {name: index for index, name in enumerate(("id", *self.fields))}
+        self.memo: dict[tuple[str, Any], Any] = {}  # per patient: see _codes_of
 
     def _path(self, path: str | None, resource: dict[str, Any]) -> list[Any]:
         return self.paths[path](resource) if path is not None else []
 
+    # What every field asks of a resource (its codes, its date, whether its data is absent) is
+    # worked out once per resource and patient: FHIRPath costs tens of microseconds a call, and
+    # forty Observation fields would otherwise each ask it of every Observation.
+
     def _codes_of(self, resource: dict[str, Any]) -> list[tuple[Any, Any]]:
-        found = self.code_of.get(str(resource.get("resourceType")))
-        return _codings(found(resource)) if found is not None else []
+        key = ("codes", id(resource))
+        if key not in self.memo:
+            found = self.code_of.get(str(resource.get("resourceType")))
+            self.memo[key] = _codings(found(resource)) if found is not None else []
+        codes: list[tuple[Any, Any]] = self.memo[key]
+        return codes
+
+    def _date(self, resource: dict[str, Any]) -> str | None:
+        key = ("date", id(resource))
+        if key not in self.memo:
+            found = self.date_of.get(str(resource.get("resourceType")))
+            dates = [item.get("start") if isinstance(item, dict) else item for item in found(resource)] if found else []
+            self.memo[key] = next((_iso_date(d) for d in dates if _iso_date(d) is not None), None)
+        when: str | None = self.memo[key]
+        return when
+
+    def _absent_reason(self, resource: dict[str, Any]) -> str | None:
+        """Why the resource's data is absent (`dataAbsentReason`), or None when it is not."""
+        key = ("absent", id(resource))
+        if key not in self.memo:
+            found = _ABSENT(resource)
+            self.memo[key] = (", ".join(str(c) for _, c in _codings(found)) or "dataAbsentReason") if found else None
+        reason: str | None = self.memo[key]
+        return reason
+
+    def _by_code(self, kind: str, resources: list[dict[str, Any]]) -> dict[tuple[Any, Any], list[int]]:
+        """The patient's resources of one type by (system, code), as positions in input order."""
+        key = ("index", kind)
+        if key not in self.memo:
+            index: dict[tuple[Any, Any], list[int]] = {}
+            for position, resource in enumerate(resources):
+                for coding in self._codes_of(resource):
+                    index.setdefault(coding, []).append(position)
+            self.memo[key] = index
+        found: dict[tuple[Any, Any], list[int]] = self.memo[key]
+        return found
+
+    def _candidates(self, rule: FieldMap, by_type: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """The resources the field reads, in input order: exact codes are looked up in the
+        patient's index, prefixes are matched resource by resource."""
+        resources = by_type.get(str(rule.resource), [])
+        codes = _filter_codes(rule)
+        if codes and not any(c.prefix for c in codes):
+            index = self._by_code(str(rule.resource), resources)
+            positions = sorted({p for c in codes for p in index.get((c.system, c.code), ())})
+            resources = [resources[p] for p in positions]
+        elif codes:
+            resources = [r for r in resources if _any_code(codes, self._codes_of(r))]
+        return [r for r in resources if self._counts(rule, r)]
 
     # -- a patient
 
@@ -537,6 +592,7 @@ class Builder:
         record: dict[str, Any] = {"id": group.id}
         sources: dict[str, list[str]] = {}
         problems = list(group.problems)
+        self.memo = {}
         if group.patient is not None:
             by_type: dict[str, list[dict[str, Any]]] = {}
             for resource in group.resources:
@@ -556,15 +612,21 @@ class Builder:
 
     def _manual(self, entry: dict[str, Any], where: str, record: dict[str, Any], sources: dict[str, list[str]],
                 problems: list[str]) -> None:
+        """Merge the patient's manual entries: fields the mapping leaves to manual entry, and fields
+        with a member FHIR cannot tell apart (`members.other = "manual"`) when FHIR gave none."""
         for key, value in entry.items():
             if key == "id":
                 continue
             rule = self.by_name.get(key)
             if key not in self.fields:
                 problems.append(f"{key}: not a field of the schema ({where})")
-            elif rule is not None and rule.resource is not None:
+            elif rule is not None and rule.resource is not None and not any(m.manual for m in rule.members):
                 problems.append(f"{key}: the mapping takes this field from {rule.resource} resources, so the "
                                 f"manual-entry file may not give it ({where})")
+            elif key in record:  # a member FHIR cannot tell apart, given by hand: FHIR must agree
+                if text.json_source(record[key]) != text.json_source(value):
+                    problems.append(f"{key}: the manual entry gives {text.json_source(value)} ({where}), but "
+                                    f"{', '.join(sources.get(key, []))} gave {text.json_source(record[key])}")
             else:
                 record[key] = value
                 sources[key] = [f"manual entry ({where})"]
@@ -572,8 +634,8 @@ class Builder:
     # -- a field
 
     def _counts(self, rule: FieldMap, resource: dict[str, Any]) -> bool:
-        """Whether a resource of the rule's type is one the field reads: its status, its code
-        and the rule's own `where`. Nothing entered in error ever counts."""
+        """Whether a resource of the rule's type and codes is one the field reads: its status and
+        the rule's own `where`. Nothing entered in error ever counts."""
         kind = resource.get("resourceType")
         if resource.get("status") == ENTERED_IN_ERROR:
             return False
@@ -585,14 +647,7 @@ class Builder:
                 return False
         elif rule.statuses() and resource.get("status") not in rule.statuses():
             return False
-        codes = _filter_codes(rule)
-        if codes and not _any_code(codes, self._codes_of(resource)):
-            return False
         return rule.where is None or _first(self._path(rule.where, resource)) is True
-
-    def _date(self, resource: dict[str, Any]) -> str | None:
-        found = self.date_of.get(str(resource.get("resourceType")))
-        return _iso_date(_first(found(resource))) if found is not None else None
 
     def _field(self, rule: FieldMap, patient: dict[str, Any], by_type: dict[str, list[dict[str, Any]]],
                record: dict[str, Any], sources: dict[str, list[str]]) -> None:
@@ -604,11 +659,12 @@ class Builder:
         if rule.resource == "Patient":
             candidates = [patient]
         else:
-            candidates = [r for r in by_type.get(str(rule.resource), ()) if self._counts(rule, r)]
+            candidates = self._candidates(rule, by_type)
         if rule.within is not None:
             candidates = self._window(rule, candidates, record[rule.within.before])
-        notes = [f"{reference(r)}: data absent ({self._absence(r)})" for r in candidates if _ABSENT(r)]
-        present = [r for r in candidates if not _ABSENT(r)]
+        notes = [f"{reference(r)}: data absent ({self._absent_reason(r)})" for r in candidates
+                 if self._absent_reason(r)]
+        present = [r for r in candidates if not self._absent_reason(r)]
         if rule.select in ("any", "count"):
             record[name] = bool(present) if rule.select == "any" else len(present)
             sources[name] = [reference(r) for r in present] + notes or [f"no matching {rule.resource}"]
@@ -620,10 +676,10 @@ class Builder:
         if not chosen:
             self._absent(rule, record, sources)
             return
-        if all(_ABSENT(r) for r in chosen):
-            sources[name] = [f"{reference(r)}: data absent ({self._absence(r)})" for r in chosen]
+        if all(self._absent_reason(r) for r in chosen):
+            sources[name] = [f"{reference(r)}: data absent ({self._absent_reason(r)})" for r in chosen]
             return
-        chosen = [r for r in chosen if not _ABSENT(r)]
+        chosen = [r for r in chosen if not self._absent_reason(r)]
         values = [(r, self._value(rule, r, record)) for r in chosen]
         if len({text.json_source(v) for _, v in values}) > 1:
             given = "; ".join(f"{reference(r)} gives {text.json_source(v)}" for r, v in values[:_SHOWN])
@@ -632,9 +688,6 @@ class Builder:
             raise _Unmapped(f"{why}: {given}")
         record[name] = values[0][1]
         sources[name] = [reference(r) for r in chosen]
-
-    def _absence(self, resource: dict[str, Any]) -> str:
-        return ", ".join(str(c) for _, c in _codings(_ABSENT(resource))) or "dataAbsentReason"
 
     def _window(self, rule: FieldMap, candidates: list[dict[str, Any]], anchor: str) -> list[dict[str, Any]]:
         """The candidates dated within the look-back window (inclusive at both ends)."""
