@@ -506,3 +506,12 @@ def test_a_member_fhir_cannot_tell_apart_may_be_entered_by_hand(tmp_path: Path) 
     assert isinstance(patient, fhir.FhirPatient)
     assert patient.problems == [f'diagnosis: the manual entry gives "other" ({manual}:1), but Condition/P-001-sle '
                                 'gave "SLE"']
+
+
+def test_several_processes_give_the_same_rows(tmp_path: Path) -> None:
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    for out, jobs in ((one, "1"), (two, "2")):
+        code, _ = run("screen", "--from", "fhir", JY231, EXPORT, "-o", out, "-q", "--jobs", jobs,
+                      "--manual", DATA / "export-manual.jsonl")
+        assert code == 0
+    assert one.read_bytes() == two.read_bytes()
