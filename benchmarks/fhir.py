@@ -55,11 +55,15 @@ def timed(command: list[str]) -> tuple[float, float, float, int]:
 
 
 def make_data(directory: Path, size: int, seed: int) -> tuple[Path, Path, Path, list[str | None], float]:
-    """The JSON Lines cohort and its FHIR export; the left-out reason of each record; seconds taken."""
+    """The JSON Lines cohort and its FHIR export; the left-out reason of each record; seconds taken.
+    A directory kept from an earlier run (`--keep`, same size and seed) is used as it is."""
     started = time.perf_counter()
     records = directory / "cohort.jsonl"
-    cohort.write(records, size, seed)
     export, manual = directory / "export", directory / "manual.jsonl"
+    done = directory / f"left-out-{seed}.json"
+    if done.exists():
+        return records, export, manual, json.loads(done.read_text(encoding="utf-8")), 0.0
+    cohort.write(records, size, seed)
     left_out: list[str | None] = []
 
     def noting() -> Any:
@@ -68,6 +72,7 @@ def make_data(directory: Path, size: int, seed: int) -> tuple[Path, Path, Path, 
             yield patient
 
     fhir_cohort.write(noting(), export, "ndjson", manual, seed=seed)
+    done.write_text(json.dumps(left_out), encoding="utf-8")
     return records, export, manual, left_out, time.perf_counter() - started
 
 
@@ -94,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="patients (default 1000 10000)")
     parser.add_argument("--seed", type=int, default=231)
-    parser.add_argument("--keep", type=Path, help="write the data here and keep it (default: a temporary directory)")
+    parser.add_argument("--keep", type=Path, help="write the data here and keep it, or use what an earlier run "
+                                                  "kept there (default: a temporary directory)")
+    parser.add_argument("--data-only", action="store_true", help="write the data (with --keep) and stop")
     args = parser.parse_args(argv)
     crit = [sys.executable, "-m", "crit.cli"]
     table = []
@@ -104,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             directory = (args.keep / str(size)) if args.keep else Path(scratch)
             directory.mkdir(parents=True, exist_ok=True)
             records, export, manual, left_out, made = make_data(directory, size, args.seed)
-            print(f"{size:,} patients written both ways in {made:.0f} s "
+            print(f"{size:,} patients written both ways in {made:.0f} s (0: kept from an earlier run) "
                   f"(JSON Lines {size_of(records):.0f} MiB, NDJSON export {size_of(export):.0f} MiB)", file=sys.stderr)
+            if args.data_only:
+                continue
             json_rows, fhir_rows = directory / "json-rows.jsonl", directory / "fhir-rows.jsonl"
             base = timed([*crit, "screen", "-q", str(JY231), str(records), "-o", str(json_rows)])
             fhir = timed([*crit, "screen", "-q", "--from", "fhir", str(JY231), str(export), "--manual", str(manual),

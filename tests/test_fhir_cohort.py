@@ -33,12 +33,6 @@ EXAMPLES = ROOT / "examples" / "fhir"
 EXAMPLE_RECORDS = (3, 7, 10, 12, 1110)
 SIZE = 100  # patients compared: every decision and every kind of field, in a few seconds
 COMPARED = ("decision", "decided_by", "missing", "pending_judgments")
-# The reader cannot take yet what the mapping leaves to manual entry for one member of a field
-# read from FHIR: `diagnosis` "other" (`members.other = "manual"`). Reported to the reader's
-# author; the strict xfail below turns red once it can, so that the gap is closed here too.
-BY_HAND_GAP = ("crit.sources.fhir refuses a manual-entry value for a field the mapping reads from FHIR but "
-               "leaves one member of to manual entry (diagnosis: members.other = \"manual\"), so a patient "
-               "with another autoimmune disease is an error row instead of ineligible by I2")
 
 
 def _generator() -> tuple[ModuleType, ModuleType]:
@@ -92,28 +86,9 @@ def screened(tmp_path_factory: pytest.TempPathFactory, patients: list[Any]) -> t
 
 
 def by_hand(patient: Any, translator: Any) -> bool:
-    """Whether the patient's manual entry gives a field the mapping reads from FHIR (a member
-    of it entered by hand)."""
+    """Whether the patient's manual entry gives a field the mapping reads from FHIR (a member of
+    it FHIR cannot tell apart: diagnosis "other")."""
     return any(translator.mapping.field(name).manual is None for name in patient.manual if name != "id")
-
-
-def differences(patients: list[Any], screened: tuple[list[Any], list[Any]], skip: Any,
-                ) -> tuple[list[str], Counter[str]]:
-    json_rows, fhir_rows = screened
-    assert len(fhir_rows) == len(json_rows) == len(patients)
-    found = []
-    compared: Counter[str] = Counter()
-    for patient, mine, theirs in zip(patients, json_rows, fhir_rows, strict=True):
-        assert theirs["id"] == mine["id"] == patient.id
-        assert patient.left_out is None and patient.expect_error is None  # no record broken on purpose here
-        if skip(patient):
-            compared["left out"] += 1
-            continue
-        wrong = {key: (mine[key], theirs[key]) for key in COMPARED if mine[key] != theirs[key]}
-        if wrong:
-            found.append(f"{patient.id} (JSON, FHIR): {wrong} {theirs['error'] or ''}")
-        compared[mine["decision"]] += 1
-    return found, compared
 
 
 def test_the_fhir_export_holds_the_json_cohorts_patients(patients: list[Any]) -> None:
@@ -126,21 +101,24 @@ def test_the_fhir_export_holds_the_json_cohorts_patients(patients: list[Any]) ->
                           "ResearchSubject"}
 
 
-def test_fhir_and_json_give_the_same_rows_for_every_patient_fhir_carries(
-        patients: list[Any], screened: tuple[list[Any], list[Any]], translator: Any) -> None:
-    """Every patient but those with a field entered by hand that the mapping reads from FHIR
-    (BY_HAND_GAP): the same decision, deciding criteria, missing facts and pending judgments."""
-    found, compared = differences(patients, screened, lambda p: by_hand(p, translator))
-    assert not found, f"{len(found)} of {SIZE} patients differ:\n" + "\n".join(found)
-    assert {"eligible", "ineligible", "needs review"} <= set(compared), compared
-    assert 0 < compared["left out"] <= SIZE // 10, compared
-
-
-@pytest.mark.xfail(strict=True, reason=BY_HAND_GAP)
-def test_fhir_and_json_give_the_same_rows_for_every_patient(
-        patients: list[Any], screened: tuple[list[Any], list[Any]]) -> None:
-    found, _ = differences(patients, screened, lambda p: False)
-    assert not found, f"{len(found)} of {SIZE} patients differ:\n" + "\n".join(found)
+def test_fhir_and_json_give_the_same_result_rows(patients: list[Any], screened: tuple[list[Any], list[Any]],
+                                                translator: Any) -> None:
+    """Every patient: the same decision, deciding criteria, missing facts and pending judgments."""
+    json_rows, fhir_rows = screened
+    assert len(fhir_rows) == len(json_rows) == len(patients) == SIZE
+    differences = []
+    compared: Counter[str] = Counter()
+    for patient, mine, theirs in zip(patients, json_rows, fhir_rows, strict=True):
+        assert theirs["id"] == mine["id"] == patient.id
+        assert patient.left_out is None and patient.expect_error is None  # no record broken on purpose here
+        wrong = {key: (mine[key], theirs[key]) for key in COMPARED if mine[key] != theirs[key]}
+        if wrong:
+            differences.append(f"{patient.id} (JSON, FHIR): {wrong} {theirs['error'] or ''}")
+        compared[mine["decision"]] += 1
+        compared["by hand"] += by_hand(patient, translator)
+    assert not differences, f"{len(differences)} of {SIZE} patients differ:\n" + "\n".join(differences)
+    # every kind of row, and a diagnosis FHIR cannot tell apart, given by hand
+    assert {"eligible", "ineligible", "needs review"} <= set(compared) and compared["by hand"], compared
 
 
 def _broken_unit(record: dict[str, Any]) -> dict[str, Any]:
