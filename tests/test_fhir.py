@@ -515,3 +515,9 @@ def test_several_processes_give_the_same_rows(tmp_path: Path) -> None:
                       "--manual", DATA / "export-manual.jsonl")
         assert code == 0
     assert one.read_bytes() == two.read_bytes()
+
+
+def test_eval_of_one_bundle_takes_its_patient_from_a_site_wide_manual_file() -> None:
+    """export-manual.jsonl also holds P-002: a screen of the bundle would report that entry, eval does not."""
+    code, result = run("eval", "--from", "fhir", JY231, BUNDLE, "--manual", DATA / "export-manual.jsonl")
+    assert code == 0 and "record P-001: ELIGIBLE" in result.output and "P-002" not in result.output

@@ -246,7 +246,7 @@ def _eval_fhir(protocol: Any, module: Any, path: Path, mapping: Path | None, man
     results: list[dict[str, Any]] = []
     bad = False
     try:
-        for found in reader.patients(path):
+        for found in reader.patients(path, unused=False):  # a site's manual file holds other patients too
             if not hasattr(found, "record"):  # input that could not be read
                 result: dict[str, Any] = {"id": None, "error": [f"{found.where}: {found.problem}"]}
             else:

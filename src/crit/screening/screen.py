@@ -194,8 +194,11 @@ class FhirReader:
     builder: fhir.Builder
     manual: fhir.Manual | None
 
-    def patients(self, records: Path, meter: Meter | None = None) -> Iterator[fhir.FhirPatient | fhir.Unread]:
-        return fhir.patients(records, self.builder, self.manual, meter)
+    def patients(self, records: Path, meter: Meter | None = None,
+                 unused: bool = True) -> Iterator[fhir.FhirPatient | fhir.Unread]:
+        """The patients; `unused`: then the manual entries of ids the input does not have, which a
+        screen reports and `crit eval` of one patient's bundle does not."""
+        return fhir.patients(records, self.builder, self.manual, meter, unused)
 
     def items(self, records: Path, meter: Meter) -> Iterator[Item]:
         """The patients as screening items: each record as JSON text (exact numbers), and a

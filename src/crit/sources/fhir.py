@@ -970,15 +970,15 @@ class Manual:
                 yield Unread(f"{self.path}:{line}", f"the manual entry for {ident!r} names no patient in the input")
 
 
-def patients(path: Path, builder: Builder, manual: Manual | None = None,
-             meter: Meter | None = None) -> Iterator[FhirPatient | Unread]:
+def patients(path: Path, builder: Builder, manual: Manual | None = None, meter: Meter | None = None,
+             unused: bool = True) -> Iterator[FhirPatient | Unread]:
     """Every patient in the input as crit reads them, in input order; then what could not be
-    read, and manual entries for patients the input does not have."""
+    read, and (`unused`) manual entries for patients the input does not have."""
     for group in read(path, builder.types, meter):
         if isinstance(group, Unread):
             yield group
             continue
         entry = manual.take(group.id) if manual is not None and group.patient is not None else None
         yield builder.build(group, entry)
-    if manual is not None:
+    if manual is not None and unused:
         yield from manual.unused()
