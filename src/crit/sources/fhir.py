@@ -162,13 +162,13 @@ class _Spill:
             "SELECT patient, count(*) FROM resource WHERE patient NOT IN (SELECT id FROM patient) "
             "GROUP BY patient ORDER BY min(rowid)").fetchall()
         for ident, count in orphans:
-            resources = self._resources(ident)
+            resources = self._resources(ident, _SHOWN)
             named = ", ".join(reference(r) for r in resources[:_SHOWN]) + (", …" if count > _SHOWN else "")
             yield Group(ident, None, [], [f"Patient/{ident}: the input has no Patient resource with this id, "
                                           f"but {count} resource{'s name' if count != 1 else ' names'} it ({named})"])
 
-    def _resources(self, ident: str) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT body FROM resource WHERE patient = ? ORDER BY rowid", (ident,))
+    def _resources(self, ident: str, limit: int = -1) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT body FROM resource WHERE patient = ? ORDER BY rowid LIMIT ?", (ident, limit))
         return [pickle.loads(body) for (body,) in rows]
 
     def close(self) -> None:
