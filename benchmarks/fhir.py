@@ -12,7 +12,7 @@ and the two row files are compared (decision, deciding criteria, missing facts, 
 judgments), leaving out the records FHIR cannot say (`fhir_cohort.FhirPatient.left_out`).
 
     python benchmarks/fhir.py                       # 1,000 and 10,000 patients
-    python benchmarks/fhir.py --sizes 100000        # peak memory at 10^5 (long: see README)
+    python benchmarks/fhir.py --sizes 10000 100000 --base 10000   # 10^5: 10^4 patients repeated with fresh ids
 
 The machine's load average is printed with the table: on a shared machine, read the ratios.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,46 @@ def make_data(directory: Path, size: int, seed: int) -> tuple[Path, Path, Path, 
     return records, export, manual, left_out, time.perf_counter() - started
 
 
+_ID = re.compile(r'("id": ?"[^"]+)"')
+_PATIENT = re.compile(r'("reference": ?"Patient/([^"]+))"')
+
+
+def repeat(base: Path, directory: Path, size: int, base_size: int, left_out: list[str | None],
+           ) -> tuple[Path, Path, Path, list[str | None], float]:
+    """`size` patients made of the `base_size` in `base` repeated with fresh ids (`P0000001-r2`)
+    for patients and resources alike, both ways; each repeat's resources after the one before."""
+    started = time.perf_counter()
+    directory.mkdir(parents=True, exist_ok=True)
+    copies = -(-size // base_size)
+
+    def copy(source: Path, target: Path, patients_only: bool) -> None:
+        with source.open(encoding="utf-8") as lines, target.open("w", encoding="utf-8") as out:
+            written = 0
+            for k in range(1, copies + 1):
+                lines.seek(0)
+                for line in lines:
+                    if patients_only and written == size:
+                        return
+                    if k > 1:
+                        line = _PATIENT.sub(rf'\1-r{k}"', _ID.sub(rf'\1-r{k}"', line, count=1))
+                    out.write(line)
+                    written += 1
+
+    copy(base / "cohort.jsonl", directory / "cohort.jsonl", True)
+    copy(base / "manual.jsonl", directory / "manual.jsonl", True)
+    (directory / "export").mkdir(exist_ok=True)
+    for part in sorted((base / "export").glob("*.ndjson")):
+        copy(part, directory / "export" / part.name, part.name == "Patient.ndjson")
+    if size % base_size:  # the last copy is cut short: keep only resources of its patients
+        kept = {json.loads(line)["id"] for line in (directory / "export" / "Patient.ndjson").open(encoding="utf-8")}
+        for part in (directory / "export").glob("*.ndjson"):
+            text = [line for line in part.open(encoding="utf-8")
+                    if (found := _PATIENT.search(line)) is None or found.group(2) in kept]
+            part.write_text("".join(text), encoding="utf-8")
+    return (directory / "cohort.jsonl", directory / "export", directory / "manual.jsonl",
+            (left_out * copies)[:size], time.perf_counter() - started)
+
+
 def agreement(json_rows: Path, fhir_rows: Path, left_out: list[str | None]) -> tuple[int, int, int]:
     """(agree, differ, left out) over the two row files, record by record."""
     agree = differ = skipped = 0
@@ -102,38 +143,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="write the data here and keep it, or use what an earlier run "
                                                   "kept there (default: a temporary directory)")
     parser.add_argument("--data-only", action="store_true", help="write the data (with --keep) and stop")
+    parser.add_argument("--base", type=int, default=0,
+                        help="make sizes above BASE of the first BASE patients repeated with fresh ids "
+                             "(generating 10^5 patients takes about 10 CPU minutes)")
     args = parser.parse_args(argv)
     crit = [sys.executable, "-m", "crit.cli"]
-    table = []
-    load_before = os.getloadavg()
-    for size in args.sizes:
+    differing = 0
+    print("| path | patients | input MiB | wall s | CPU s | patients/s (wall) | CPU ms/patient | peak RSS MiB | "
+          "vs JSON (CPU) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
+    for size in args.sizes:  # each size's rows as soon as they are measured
         with tempfile.TemporaryDirectory(prefix="crit-fhir-bench-") as scratch:
             directory = (args.keep / str(size)) if args.keep else Path(scratch)
             directory.mkdir(parents=True, exist_ok=True)
-            records, export, manual, left_out, made = make_data(directory, size, args.seed)
+            if args.base and size > args.base:
+                base = args.keep / str(args.base) if args.keep else Path(scratch) / "base"
+                base.mkdir(parents=True, exist_ok=True)
+                *_, base_left_out, _ = make_data(base, args.base, args.seed)
+                records, export, manual, left_out, made = repeat(base, directory, size, args.base, base_left_out)
+            else:
+                records, export, manual, left_out, made = make_data(directory, size, args.seed)
             print(f"{size:,} patients written both ways in {made:.0f} s (0: kept from an earlier run) "
                   f"(JSON Lines {size_of(records):.0f} MiB, NDJSON export {size_of(export):.0f} MiB)", file=sys.stderr)
             if args.data_only:
                 continue
+            load = os.getloadavg()[0]
             json_rows, fhir_rows = directory / "json-rows.jsonl", directory / "fhir-rows.jsonl"
-            base = timed([*crit, "screen", "-q", str(JY231), str(records), "-o", str(json_rows)])
+            plain = timed([*crit, "screen", "-q", str(JY231), str(records), "-o", str(json_rows)])
             fhir = timed([*crit, "screen", "-q", "--from", "fhir", str(JY231), str(export), "--manual", str(manual),
                           "-o", str(fhir_rows)])
             agree, differ, skipped = agreement(json_rows, fhir_rows, left_out)
-            table.append((size, base, fhir, agree, differ, skipped, size_of(records), size_of(export)))
-    load_after = os.getloadavg()
-    print("| path | patients | input MiB | wall s | CPU s | patients/s (wall) | CPU ms/patient | peak RSS MiB | "
-          "vs JSON (CPU) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for size, base, fhir, _, _, _, json_mib, fhir_mib in table:
-        for name, (wall, cpu, rss, _), mib in (("JSON Lines", base, json_mib),
-                                                ("FHIR NDJSON + manual", fhir, fhir_mib)):
-            print(f"| {name} | {size:,} | {mib:.1f} | {wall:.1f} | {cpu:.1f} | {size / wall:,.0f} | "
-                  f"{1000 * cpu / size:.2f} | {rss:.0f} | {base[1] / cpu:.2f}x |")
-    for size, _, _, agree, differ, skipped, _, _ in table:
-        print(f"{size:,} patients: {agree:,} agree, {differ:,} differ, {skipped:,} left out (FHIR cannot say them)")
-    print(f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} CPUs")
-    return 1 if any(row[4] for row in table) else 0
+            differing += differ
+            for name, (wall, cpu, rss, _), mib in (("JSON Lines", plain, size_of(records)),
+                                                    ("FHIR NDJSON + manual", fhir, size_of(export))):
+                print(f"| {name} | {size:,} | {mib:.1f} | {wall:.1f} | {cpu:.1f} | {size / wall:,.0f} | "
+                      f"{1000 * cpu / size:.2f} | {rss:.0f} | {plain[1] / cpu:.2f}x |")
+            print(f"{size:,} patients: {agree:,} agree, {differ:,} differ, {skipped:,} left out (FHIR cannot say "
+                  f"them); load average {load:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs",
+                  flush=True)
+    return 1 if differing else 0
 
 
 if __name__ == "__main__":
