@@ -39,6 +39,9 @@ TYPES = {"bool": "bool", "integer": "integer", "decimal": "decimal", "quantity":
          "glucose": "quantity mmol/L also mg/dL as glucose molar mass 180.156 g/mol",
          "interval": "interval",
          "dated": "quantity g/L also g/dL measured within 14 days before screening"}
+# Plausible ranges, written after an optional field's `?`. Real protocols range their weights and
+# lengths (and every value drawn below lies inside), so the SQL backend can size their products.
+RANGES = {"weight": " from 0 to 1000 lb", "length": " from 0 to 100 in"}
 ITEM_FIELDS = ("ok", "n", "day")
 
 
@@ -270,7 +273,7 @@ def protocols(draw: st.DrawFn) -> tuple[str, Schema]:
            "record Item", "  ok: bool", "  n: integer", "  day: date", "", "patient",
            "  screening: date"]
     for name, (kind, optional) in schema.fields.items():
-        out.append(f"  {name}: {TYPES[kind]}{'?' if optional else ''}")
+        out.append(f"  {name}: {TYPES[kind]}{'?' if optional else ''}{RANGES.get(kind, '')}")
     out += ["", f"define d0: {draw(conditions(schema))}"]
     integers, weights = schema.of("integer"), schema.of("weight")
     if integers:  # the named values `derived` may compare
