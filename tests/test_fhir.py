@@ -335,6 +335,8 @@ def test_age_at_counts_whole_years_and_a_partial_birth_date_is_a_problem(tmp_pat
     assert built(tmp_path, resources).record["age"] == 33
     find(resources, "P-001")["birthDate"] = "1991"
     assert built(tmp_path, resources).problems == ['age: Patient/P-001 gives the birth date "1991", not a full date']
+    del find(resources, "P-001")["birthDate"]
+    assert built(tmp_path, resources).problems == ["age: Patient/P-001 has no birth date"]
 
 
 def test_a_coded_yes_or_no_and_a_titer(tmp_path: Path) -> None:

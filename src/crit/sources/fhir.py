@@ -801,6 +801,8 @@ class Builder:
             value: Any = self._interval(rule, resource)
         elif rule.age_at is not None:
             born = _first(self._path(rule.value or "birthDate", resource))
+            if born is None:
+                raise _Unmapped(f"{reference(resource)} has no birth date")
             if _iso_date(born) is None:
                 raise _Unmapped(f"{reference(resource)} gives the birth date {text.json_source(born)}, "
                                 "not a full date")
