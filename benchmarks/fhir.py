@@ -55,20 +55,21 @@ def timed(command: list[str]) -> tuple[float, float, float, int]:
     return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, code
 
 
-def make_data(directory: Path, size: int, seed: int) -> tuple[Path, Path, Path, list[str | None], float]:
+def make_data(directory: Path, size: int, seed: int, invalid: float = 0.002,
+              ) -> tuple[Path, Path, Path, list[str | None], float]:
     """The JSON Lines cohort and its FHIR export; the left-out reason of each record; seconds taken.
     A directory kept from an earlier run (`--keep`, same size and seed) is used as it is."""
     started = time.perf_counter()
     records = directory / "cohort.jsonl"
     export, manual = directory / "export", directory / "manual.jsonl"
-    done = directory / f"left-out-{seed}.json"
+    done = directory / f"left-out-{seed}-{invalid}.json"
     if done.exists():
         return records, export, manual, json.loads(done.read_text(encoding="utf-8")), 0.0
-    cohort.write(records, size, seed)
+    cohort.write(records, size, seed, invalid)
     left_out: list[str | None] = []
 
     def noting() -> Any:
-        for patient in fhir_cohort.fhir_cohort(size, seed):
+        for patient in fhir_cohort.fhir_cohort(size, seed, invalid):
             left_out.append(patient.left_out)
             yield patient
 
@@ -142,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=231)
     parser.add_argument("--keep", type=Path, help="write the data here and keep it, or use what an earlier run "
                                                   "kept there (default: a temporary directory)")
+    parser.add_argument("--invalid", type=float, default=0.002,
+                        help="the share of records made unreadable on purpose (default 0.002, as cohort.py)")
     parser.add_argument("--data-only", action="store_true", help="write the data (with --keep) and stop")
     parser.add_argument("--base", type=int, default=0,
                         help="make sizes above BASE of the first BASE patients repeated with fresh ids "
@@ -159,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.base and size > args.base:
                 base = args.keep / str(args.base) if args.keep else Path(scratch) / "base"
                 base.mkdir(parents=True, exist_ok=True)
-                *_, base_left_out, _ = make_data(base, args.base, args.seed)
+                *_, base_left_out, _ = make_data(base, args.base, args.seed, args.invalid)
                 records, export, manual, left_out, made = repeat(base, directory, size, args.base, base_left_out)
             else:
-                records, export, manual, left_out, made = make_data(directory, size, args.seed)
+                records, export, manual, left_out, made = make_data(directory, size, args.seed, args.invalid)
             print(f"{size:,} patients written both ways in {made:.0f} s (0: kept from an earlier run) "
                   f"(JSON Lines {size_of(records):.0f} MiB, NDJSON export {size_of(export):.0f} MiB)", file=sys.stderr)
             if args.data_only:
