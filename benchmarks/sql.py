@@ -1,6 +1,7 @@
 """Screening at scale: JY231 through its SQL on DuckDB (and Spark) against the Python engine.
 
-    python benchmarks/sql.py --sizes 1000000 --sample 20000 [--spark 100000] [--dir /tmp/crit-sql]
+    python benchmarks/sql.py --sizes 1000000 10000000 --sample 20000 [--screen-up-to 1000000]
+                             [--spark 1000000] [--dir /tmp/crit-sql]
 
 1. Data. `--sample` synthetic JY231 records from benchmarks/cohort.py (its mix of eligible,
    ineligible, incomplete and, at 0.2 %, unreadable records) are written as JSON Lines, and the
@@ -12,7 +13,8 @@
    - `sql core`: the protocol's SQL over the Parquet tables, every criterion's outcome, the
      decision and the missing facts materialised to a Parquet file (DuckDB, all cores);
    - `crit screen --engine duckdb`: the whole command on the Parquet cohort (the SQL checks of
-     pass 1, the SQL, and the result rows written as JSON Lines by Python);
+     pass 1, the SQL, and the result rows written as JSON Lines by Python), for the sizes up to
+     `--screen-up-to` (writing 10^7 JSON rows in Python takes longer than the SQL);
    - `crit screen --engine python --jobs 2` on the JSON Lines sample: its records/s is
      extrapolated to each size (per-record cost is flat: README, "Performance");
    - JSON Lines ingestion: `crit screen --engine duckdb --jobs 2` on the same JSON Lines sample
@@ -118,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--sample", type=int, default=20_000, help="records generated (and screened by Python)")
     parser.add_argument("--spark", type=int, default=0, help="also screen this many records on Spark (local[2])")
+    parser.add_argument("--screen-up-to", type=int, default=None,
+                        help="run the whole `crit screen --engine duckdb` only on sizes up to this")
     parser.add_argument("--dir", type=Path, default=None, help="where the data goes (default: a temporary directory)")
     parser.add_argument("--core", nargs=2, type=Path, metavar=("COHORT", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--make", action="store_true", help=argparse.SUPPRESS)
@@ -155,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         s, rss, _ = timed([sys.executable, __file__, "--core", str(cohorts[size]), f"{out}.parquet"])
         rows.append(("SQL core on DuckDB (Parquet in, Parquet out)", size, s, s / size * 1e6, rss,
                      f"{py_us / (s / size * 1e6):.1f}×"))
+        print(f"SQL core, {size:,} records: {s:.1f} s, {rss:,.0f} MiB", flush=True)
+        if args.screen_up_to is not None and size > args.screen_up_to:
+            continue
         s, rss, _ = timed([*CRIT, "screen", str(JY231), str(cohorts[size]), "-o", f"{out}.jsonl", "-q", "--jobs", "2",
                            "--engine", "duckdb"])
         rows.append(("crit screen --engine duckdb (Parquet in, JSON Lines out)", size, s, s / size * 1e6, rss,

@@ -4780,548 +4780,143 @@ WITH "_q1_items" AS MATERIALIZED (
   SELECT DISTINCT
     m."patient_id",
     m."path",
-    m."_j"
+    CASE
+      WHEN m."path" < 'active_muscle_inflammation'
+      THEN 0
+      WHEN m."path" < 'age'
+      THEN 1
+      WHEN m."path" < 'aldolase'
+      THEN 2
+      WHEN m."path" < 'alt'
+      THEN 3
+      WHEN m."path" < 'ana'
+      THEN 4
+      WHEN m."path" < 'anca'
+      THEN 5
+      WHEN m."path" < 'anti_dsdna'
+      THEN 6
+      WHEN m."path" < 'anti_scl70'
+      THEN 7
+      WHEN m."path" < 'anti_ssa'
+      THEN 8
+      WHEN m."path" < 'ast'
+      THEN 9
+      WHEN m."path" < 'bilirubin'
+      THEN 10
+      WHEN m."path" < 'breastfeeding'
+      THEN 11
+      WHEN m."path" < 'bvas'
+      THEN 12
+      WHEN m."path" < 'childbearing_potential'
+      THEN 13
+      WHEN m."path" < 'ck'
+      THEN 14
+      WHEN m."path" < 'classification_met'
+      THEN 15
+      WHEN m."path" < 'cmv_dna'
+      THEN 16
+      WHEN m."path" < 'collection_contraindicated'
+      THEN 17
+      WHEN m."path" < 'collection_feasible'
+      THEN 18
+      WHEN m."path" < 'consent_signed'
+      THEN 19
+      WHEN m."path" < 'contraception_agreed'
+      THEN 20
+      WHEN m."path" < 'diagnosis'
+      THEN 21
+      WHEN m."path" < 'diagnosis_date'
+      THEN 22
+      WHEN m."path" < 'ecg_normal'
+      THEN 23
+      WHEN m."path" < 'ecog'
+      THEN 24
+      WHEN m."path" < 'egfr'
+      THEN 25
+      WHEN m."path" < 'essdai'
+      THEN 26
+      WHEN m."path" < 'extramuscular_vas'
+      THEN 27
+      WHEN m."path" < 'haq_di'
+      THEN 28
+      WHEN m."path" < 'hbcab'
+      THEN 29
+      WHEN m."path" < 'hbsag'
+      THEN 30
+      WHEN m."path" < 'hbv_dna'
+      THEN 31
+      WHEN m."path" < 'hcv_antibody'
+      THEN 32
+      WHEN m."path" < 'hcv_rna'
+      THEN 33
+      WHEN m."path" < 'hemoglobin'
+      THEN 34
+      WHEN m."path" < 'hiv_antibody'
+      THEN 35
+      WHEN m."path" < 'ild'
+      THEN 36
+      WHEN m."path" < 'intolerant_to_standard_therapy'
+      THEN 37
+      WHEN m."path" < 'last_live_vaccine'
+      THEN 38
+      WHEN m."path" < 'ldh'
+      THEN 39
+      WHEN m."path" < 'lvef'
+      THEN 40
+      WHEN m."path" < 'malignancies'
+      THEN 41
+      WHEN m."path" < 'mmt8'
+      THEN 42
+      WHEN m."path" < 'mrss'
+      THEN 43
+      WHEN m."path" < 'myositis_antibodies'
+      THEN 44
+      WHEN m."path" < 'other_study'
+      THEN 45
+      WHEN m."path" < 'other_study.end'
+      THEN 46
+      WHEN m."path" < 'patient_global_vas'
+      THEN 47
+      WHEN m."path" < 'physician_global_vas'
+      THEN 48
+      WHEN m."path" < 'platelets'
+      THEN 49
+      WHEN m."path" < 'pregnancy_planned'
+      THEN 50
+      WHEN m."path" < 'pregnant'
+      THEN 51
+      WHEN m."path" < 'prior_car_t'
+      THEN 52
+      WHEN m."path" < 'rash_vas'
+      THEN 53
+      WHEN m."path" < 'relative_contraindication'
+      THEN 54
+      WHEN m."path" < 'reproductive_potential'
+      THEN 55
+      WHEN m."path" < 'screening'
+      THEN 56
+      WHEN m."path" < 'severe_disorders'
+      THEN 57
+      WHEN m."path" < 'sex'
+      THEN 58
+      WHEN m."path" < 'sledai'
+      THEN 59
+      WHEN m."path" < 'syphilis'
+      THEN 60
+      WHEN m."path" < 'systemic_infection'
+      THEN 61
+      WHEN m."path" < 'systemic_infection.end'
+      THEN 62
+      WHEN m."path" < 'treatments'
+      THEN 63
+      WHEN m."path" < 'urine_pregnancy_test'
+      THEN 64
+      ELSE 65
+    END AS "_b"
   FROM (
     SELECT
       p."patient_id" AS "patient_id",
-      'active_muscle_inflammation' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m147"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'age' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m148"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'aldolase' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m149"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'alt' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m150"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'ana' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m151"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'anca' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m152"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'anti_dsdna' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m153"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'anti_scl70' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m154"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'anti_ssa' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m155"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'ast' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m156"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'bilirubin' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m157"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'breastfeeding' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m158"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'bvas' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m159"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'childbearing_potential' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m160"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'ck' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m161"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'classification_met' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m162"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'cmv_dna' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m163"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'collection_contraindicated' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m164"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'collection_feasible' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m165"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'consent_signed' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m166"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'contraception_agreed' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m167"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'diagnosis' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m168"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'diagnosis_date' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m169"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'disorder_outweighs' AS "path",
-      TRUE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m170"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'ecg_normal' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m171"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'ecog' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m172"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'egfr' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m173"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'essdai' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m174"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'extramuscular_vas' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m175"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'haq_di' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m176"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'hbcab' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m177"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'hbsag' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m178"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'hbv_dna' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m179"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'hcv_antibody' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m180"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'hcv_rna' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m181"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'hemoglobin' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m182"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'hiv_antibody' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m183"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'ild' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m184"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'intolerant_to_standard_therapy' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m185"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'last_live_vaccine' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m186"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'ldh' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m187"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'lvef' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m188"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'malignancies' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m189"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'mmt8' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m190"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'mrss' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m191"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'myositis_antibodies' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m192"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'other_study' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m193"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'other_study.end' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m194"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'patient_global_vas' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m195"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'physician_global_vas' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m196"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'platelets' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m197"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'pregnancy_planned' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m198"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'pregnant' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m199"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'prior_car_t' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m200"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'rash_vas' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m201"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'relative_contraindication' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m202"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'reproductive_potential' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m203"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'screening' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m204"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'severe_disorders' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m205"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'sex' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m206"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'sledai' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m207"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'syphilis' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m208"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'systemic_infection' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m209"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'systemic_infection.end' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m210"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'treatments' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m211"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'unsuitable' AS "path",
-      TRUE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m212"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      'urine_pregnancy_test' AS "path",
-      FALSE AS "_j"
-    FROM "_l10" AS p
-    WHERE
-      p."_m213"
-    UNION ALL
-    SELECT
-      p."patient_id" AS "patient_id",
-      o."path" AS "path",
-      FALSE AS "_j"
+      o."path" AS "path"
     FROM "_l10" AS p
     JOIN "_q1_paths" AS o
       ON p."patient_id" = o."patient_id"
@@ -5330,8 +4925,7 @@ WITH "_q1_items" AS MATERIALIZED (
     UNION ALL
     SELECT
       p."patient_id" AS "patient_id",
-      o."path" AS "path",
-      FALSE AS "_j"
+      o."path" AS "path"
     FROM "_l10" AS p
     JOIN "_q2_paths" AS o
       ON p."patient_id" = o."patient_id"
@@ -5341,12 +4935,12 @@ WITH "_q1_items" AS MATERIALIZED (
 ), "_paths" AS MATERIALIZED (
   SELECT
     m."patient_id" AS "patient_id",
-    LISTAGG(CASE WHEN NOT m."_j" THEN m."path" END, ', '
+    NULLIF(LISTAGG(CASE WHEN m."_b" = 42 THEN m."path" END, ', '
     ORDER BY
-      m."path") AS "missing",
-    LISTAGG(CASE WHEN m."_j" THEN m."path" END, ', '
+      m."path"), '') AS "_p42",
+    NULLIF(LISTAGG(CASE WHEN m."_b" = 64 THEN m."path" END, ', '
     ORDER BY
-      m."path") AS "pending_judgments"
+      m."path"), '') AS "_p64"
   FROM "_missing" AS m
   GROUP BY
     m."patient_id"
@@ -5802,8 +5396,81 @@ SELECT
     THEN 'not met or not applicable'
     ELSE 'unknown'
   END AS "E9",
-  COALESCE(x."missing", '') AS "missing",
-  COALESCE(x."pending_judgments", '') AS "pending_judgments"
+  CONCAT_WS(
+    ', ',
+    CASE WHEN p."_m147" THEN 'active_muscle_inflammation' END,
+    CASE WHEN p."_m148" THEN 'age' END,
+    CASE WHEN p."_m149" THEN 'aldolase' END,
+    CASE WHEN p."_m150" THEN 'alt' END,
+    CASE WHEN p."_m151" THEN 'ana' END,
+    CASE WHEN p."_m152" THEN 'anca' END,
+    CASE WHEN p."_m153" THEN 'anti_dsdna' END,
+    CASE WHEN p."_m154" THEN 'anti_scl70' END,
+    CASE WHEN p."_m155" THEN 'anti_ssa' END,
+    CASE WHEN p."_m156" THEN 'ast' END,
+    CASE WHEN p."_m157" THEN 'bilirubin' END,
+    CASE WHEN p."_m158" THEN 'breastfeeding' END,
+    CASE WHEN p."_m159" THEN 'bvas' END,
+    CASE WHEN p."_m160" THEN 'childbearing_potential' END,
+    CASE WHEN p."_m161" THEN 'ck' END,
+    CASE WHEN p."_m162" THEN 'classification_met' END,
+    CASE WHEN p."_m163" THEN 'cmv_dna' END,
+    CASE WHEN p."_m164" THEN 'collection_contraindicated' END,
+    CASE WHEN p."_m165" THEN 'collection_feasible' END,
+    CASE WHEN p."_m166" THEN 'consent_signed' END,
+    CASE WHEN p."_m167" THEN 'contraception_agreed' END,
+    CASE WHEN p."_m168" THEN 'diagnosis' END,
+    CASE WHEN p."_m169" THEN 'diagnosis_date' END,
+    CASE WHEN p."_m171" THEN 'ecg_normal' END,
+    CASE WHEN p."_m172" THEN 'ecog' END,
+    CASE WHEN p."_m173" THEN 'egfr' END,
+    CASE WHEN p."_m174" THEN 'essdai' END,
+    CASE WHEN p."_m175" THEN 'extramuscular_vas' END,
+    CASE WHEN p."_m176" THEN 'haq_di' END,
+    CASE WHEN p."_m177" THEN 'hbcab' END,
+    CASE WHEN p."_m178" THEN 'hbsag' END,
+    CASE WHEN p."_m179" THEN 'hbv_dna' END,
+    CASE WHEN p."_m180" THEN 'hcv_antibody' END,
+    CASE WHEN p."_m181" THEN 'hcv_rna' END,
+    CASE WHEN p."_m182" THEN 'hemoglobin' END,
+    CASE WHEN p."_m183" THEN 'hiv_antibody' END,
+    CASE WHEN p."_m184" THEN 'ild' END,
+    CASE WHEN p."_m185" THEN 'intolerant_to_standard_therapy' END,
+    CASE WHEN p."_m186" THEN 'last_live_vaccine' END,
+    CASE WHEN p."_m187" THEN 'ldh' END,
+    CASE WHEN p."_m188" THEN 'lvef' END,
+    CASE WHEN p."_m189" THEN 'malignancies' END,
+    x."_p42",
+    CASE WHEN p."_m190" THEN 'mmt8' END,
+    CASE WHEN p."_m191" THEN 'mrss' END,
+    CASE WHEN p."_m192" THEN 'myositis_antibodies' END,
+    CASE WHEN p."_m193" THEN 'other_study' END,
+    CASE WHEN p."_m194" THEN 'other_study.end' END,
+    CASE WHEN p."_m195" THEN 'patient_global_vas' END,
+    CASE WHEN p."_m196" THEN 'physician_global_vas' END,
+    CASE WHEN p."_m197" THEN 'platelets' END,
+    CASE WHEN p."_m198" THEN 'pregnancy_planned' END,
+    CASE WHEN p."_m199" THEN 'pregnant' END,
+    CASE WHEN p."_m200" THEN 'prior_car_t' END,
+    CASE WHEN p."_m201" THEN 'rash_vas' END,
+    CASE WHEN p."_m202" THEN 'relative_contraindication' END,
+    CASE WHEN p."_m203" THEN 'reproductive_potential' END,
+    CASE WHEN p."_m204" THEN 'screening' END,
+    CASE WHEN p."_m205" THEN 'severe_disorders' END,
+    CASE WHEN p."_m206" THEN 'sex' END,
+    CASE WHEN p."_m207" THEN 'sledai' END,
+    CASE WHEN p."_m208" THEN 'syphilis' END,
+    CASE WHEN p."_m209" THEN 'systemic_infection' END,
+    CASE WHEN p."_m210" THEN 'systemic_infection.end' END,
+    CASE WHEN p."_m211" THEN 'treatments' END,
+    x."_p64",
+    CASE WHEN p."_m213" THEN 'urine_pregnancy_test' END
+  ) AS "missing",
+  CONCAT_WS(
+    ', ',
+    CASE WHEN p."_m170" THEN 'disorder_outweighs' END,
+    CASE WHEN p."_m212" THEN 'unsuitable' END
+  ) AS "pending_judgments"
 FROM "_l10" AS p
 LEFT JOIN "_paths" AS x
   ON p."patient_id" = x."patient_id";

@@ -155,6 +155,19 @@ def test_the_layout_of_jy231(jy231: Any) -> None:
     assert layout.table("patients__treatments").key == ("patient_id", "ordinal_1")
 
 
+def test_columns_are_sized_from_plausible_ranges_and_unit_factors(jy231: Any) -> None:
+    """Whole digits from the range in the stored unit (a ULN has none: 15), places: 10 as written
+    plus those an accepted unit's exact factor adds (mm stored in cm: 1)."""
+    patients = {c.name: c for c in tables.layout(jy231).table("patients").columns}
+    assert tables.sql_type(patients["rash_vas"], "duckdb").sql("duckdb") == "DECIMAL(13, 11)"  # 0 to 10 cm
+    assert tables.sql_type(patients["ck"], "duckdb").sql("duckdb") == "DECIMAL(16, 10)"  # 0 to 500000 U/L
+    assert tables.sql_type(patients["ck__uln"], "duckdb").sql("duckdb") == "DECIMAL(25, 10)"  # no range
+    assert tables.sql_type(patients["haq_di"], "duckdb").sql("duckdb") == "DECIMAL(11, 10)"  # 0 to 3
+    assert patients["age"].kind == "integer" and patients["age"].whole == 3  # BIGINT, 3 digits for arithmetic
+    weight = tables.layout(compile_text(_DERIVED_HEAD + "w > 1 kg\n")).of("patients", "w").columns[0]
+    assert (weight.whole, weight.scale) == (15, 18)  # lb stored in kg: 0.45359237 adds 8 places
+
+
 def test_a_quantity_no_decimal_converts_is_stored_in_a_unit_that_does(small: Any) -> None:
     placed = tables.layout(small).of("patients", "weight")
     assert placed.storage == "lb" or placed.storage == "kg"
@@ -298,10 +311,38 @@ _DERIVED_HEAD = ('protocol P "p"\n\nenum Agent\n  a\n  b\n\nequivalence eq "Dose
 
 
 def test_s201_arithmetic_beyond_38_digits_is_refused_at_its_place() -> None:
-    """A product of two measurements kept to many decimal places needs more digits than any
-    engine's DECIMAL: refused at the comparison (README: SQL, known limits), never rounded."""
+    """A product of two measurements with no plausible range (15 whole digits each) needs more
+    digits than any engine's DECIMAL: refused at the arithmetic (README: SQL, known limits),
+    never rounded, with a hint naming the field to give a range."""
     (diagnostic,) = _error(_DERIVED_HEAD + "h × h > 100 cm²\n").diagnostics
     assert diagnostic.code == "S201" and diagnostic.span.line == 24 and "38 digits" in diagnostic.message
+    assert "'h' has no plausible range" in diagnostic.hint
+
+
+def test_a_product_of_ranged_measurements_is_translated() -> None:
+    """With plausible ranges the same arithmetic fits: BMI from weight in lb or kg and height in
+    in or cm (the SURPASS-2 example's), and h × h."""
+    ranged = _DERIVED_HEAD.replace("w: quantity lb also kg", "w: quantity lb also kg from 40 to 900 lb") \
+        .replace("h: quantity in also cm", "h: quantity in also cm from 20 to 100 in")
+    for line in ("h × h > 100 cm²", "w / (h × h) >= 25 kg/m^2", "w / (h × h) × 2 > 30 kg/m^2"):
+        emit_sql(compile_text(ranged + line + "\n"), "duckdb")
+    emit_sql(load(ROOT / "examples" / "t2d" / "t2d.crit"), "duckdb")
+
+
+def test_s201_names_the_range_to_narrow() -> None:
+    """When every field has a range and the arithmetic still needs more than 38 digits, the
+    hint names the ranges."""
+    source = ('protocol P "p"\n\npatient\n  a: decimal from 0 to 1000000000\n  b: decimal from 0 to 1000000000\n'
+              '  c: decimal from 0 to 1000\n\ninclusion\n  I1 "x"\n    a × b × c > 1\n')
+    (diagnostic,) = _error(source).diagnostics
+    assert diagnostic.code == "S201" and "narrow the plausible range of 'a' (0 to 1000000000)" in diagnostic.hint
+
+
+def test_s103_a_column_beyond_38_digits() -> None:
+    """A unit 10^15 times another, with no range, would need 30 whole digits."""
+    source = 'protocol P "p"\n\npatient\n  q: quantity pg also kg\n\ninclusion\n  I1 "x"\n    q > 1 g\n'
+    (diagnostic,) = _error(source).diagnostics
+    assert diagnostic.code == "S103" and diagnostic.span.line == 4 and "plausible range" in diagnostic.hint
 
 
 def test_s202_a_limit_no_decimal_writes_in_the_stored_unit() -> None:

@@ -493,84 +493,34 @@ WITH `_q1_items` AS (
   SELECT DISTINCT
     m.`patient_id`,
     m.`path`,
-    m.`_j`
+    CASE
+      WHEN m.`path` < 'age'
+      THEN 0
+      WHEN m.`path` < 'alt'
+      THEN 1
+      WHEN m.`path` < 'doses'
+      THEN 2
+      WHEN m.`path` < 'kind'
+      THEN 3
+      WHEN m.`path` < 'last_vaccine'
+      THEN 4
+      WHEN m.`path` < 'tags'
+      THEN 5
+      WHEN m.`path` < 'weight'
+      THEN 6
+      ELSE 7
+    END AS `_b`
   FROM (
     SELECT
       p.`patient_id` AS `patient_id`,
-      'age' AS `path`,
-      FALSE AS `_j`
-    FROM `_l6` AS p
-    WHERE
-      p.`_m20`
-    UNION ALL
-    SELECT
-      p.`patient_id` AS `patient_id`,
-      'alt' AS `path`,
-      FALSE AS `_j`
-    FROM `_l6` AS p
-    WHERE
-      p.`_m21`
-    UNION ALL
-    SELECT
-      p.`patient_id` AS `patient_id`,
-      'consent' AS `path`,
-      TRUE AS `_j`
-    FROM `_l6` AS p
-    WHERE
-      p.`_m22`
-    UNION ALL
-    SELECT
-      p.`patient_id` AS `patient_id`,
-      'doses' AS `path`,
-      FALSE AS `_j`
-    FROM `_l6` AS p
-    WHERE
-      p.`_m23`
-    UNION ALL
-    SELECT
-      p.`patient_id` AS `patient_id`,
-      'kind' AS `path`,
-      FALSE AS `_j`
-    FROM `_l6` AS p
-    WHERE
-      p.`_m24`
-    UNION ALL
-    SELECT
-      p.`patient_id` AS `patient_id`,
-      'last_vaccine' AS `path`,
-      FALSE AS `_j`
-    FROM `_l6` AS p
-    WHERE
-      p.`_m25`
-    UNION ALL
-    SELECT
-      p.`patient_id` AS `patient_id`,
-      'screening' AS `path`,
-      FALSE AS `_j`
+      'screening' AS `path`
     FROM `_l6` AS p
     WHERE
       p.`_m26`
     UNION ALL
     SELECT
       p.`patient_id` AS `patient_id`,
-      'tags' AS `path`,
-      FALSE AS `_j`
-    FROM `_l6` AS p
-    WHERE
-      p.`_m27`
-    UNION ALL
-    SELECT
-      p.`patient_id` AS `patient_id`,
-      'weight' AS `path`,
-      FALSE AS `_j`
-    FROM `_l6` AS p
-    WHERE
-      p.`_m28`
-    UNION ALL
-    SELECT
-      p.`patient_id` AS `patient_id`,
-      o.`path` AS `path`,
-      FALSE AS `_j`
+      o.`path` AS `path`
     FROM `_l6` AS p
     JOIN `_q1_paths` AS o
       ON p.`patient_id` = o.`patient_id`
@@ -580,8 +530,14 @@ WITH `_q1_items` AS (
 ), `_paths` AS (
   SELECT
     m.`patient_id` AS `patient_id`,
-    ARRAY_JOIN(ARRAY_SORT(COLLECT_LIST(CASE WHEN NOT m.`_j` THEN m.`path` END)), ', ') AS `missing`,
-    ARRAY_JOIN(ARRAY_SORT(COLLECT_LIST(CASE WHEN m.`_j` THEN m.`path` END)), ', ') AS `pending_judgments`
+    NULLIF(
+      ARRAY_JOIN(ARRAY_SORT(COLLECT_LIST(CASE WHEN m.`_b` = 3 THEN m.`path` END)), ', '),
+      ''
+    ) AS `_p3`,
+    NULLIF(
+      ARRAY_JOIN(ARRAY_SORT(COLLECT_LIST(CASE WHEN m.`_b` = 5 THEN m.`path` END)), ', '),
+      ''
+    ) AS `_p5`
   FROM `_missing` AS m
   GROUP BY
     m.`patient_id`
@@ -634,8 +590,19 @@ SELECT
     THEN 'not met or not applicable'
     ELSE 'unknown'
   END AS `E1`,
-  COALESCE(x.`missing`, '') AS `missing`,
-  COALESCE(x.`pending_judgments`, '') AS `pending_judgments`
+  CONCAT_WS(
+    ', ',
+    CASE WHEN p.`_m20` THEN 'age' END,
+    CASE WHEN p.`_m21` THEN 'alt' END,
+    CASE WHEN p.`_m23` THEN 'doses' END,
+    x.`_p3`,
+    CASE WHEN p.`_m24` THEN 'kind' END,
+    CASE WHEN p.`_m25` THEN 'last_vaccine' END,
+    x.`_p5`,
+    CASE WHEN p.`_m27` THEN 'tags' END,
+    CASE WHEN p.`_m28` THEN 'weight' END
+  ) AS `missing`,
+  CONCAT_WS(', ', CASE WHEN p.`_m22` THEN 'consent' END) AS `pending_judgments`
 FROM `_l6` AS p
 LEFT JOIN `_paths` AS x
   ON p.`patient_id` = x.`patient_id`;

@@ -112,7 +112,32 @@ def flags_of(v: Val) -> list[tuple[Src, Sql]]:
 UNTRANSLATED: tuple[type, ...] = ()
 
 
-_Term = tuple[exp.Expr, tuple[int, int]] | None  # a product of columns with its (whole digits, places); None: 1
+@dataclass(frozen=True)
+class _Size:
+    """What a number computed in SQL may need, as a compiler bounds a value's range: its largest
+    magnitude and its decimal places (whole digits + places must fit DECIMAL's 38), and the
+    fields it is computed from, with their plausible ranges (named when it does not fit)."""
+
+    bound: Fraction
+    places: int
+    fields: tuple[tuple[str, str | None], ...] = ()  # (field name, its range as written, or None)
+
+    @property
+    def digits(self) -> int:
+        return tables.whole_digits(self.bound) + self.places
+
+    def times(self, other: _Size) -> _Size:
+        return _Size(self.bound * other.bound, self.places + other.places, _fields(self, other))
+
+    def plus(self, other: _Size) -> _Size:
+        return _Size(self.bound + other.bound, max(self.places, other.places), _fields(self, other))
+
+
+def _fields(a: _Size, b: _Size) -> tuple[tuple[str, str | None], ...]:
+    return tuple(dict.fromkeys(a.fields + b.fields))
+
+
+_Term = tuple[exp.Expr, _Size] | None  # a product of columns and what it may need; None: 1
 
 
 @dataclass(frozen=True)
@@ -641,26 +666,41 @@ class _Compiler:
     # products of columns, d > 0), recorded as none, or unknown (a fact missing, a division by
     # zero), with whether it is among the possible values (`act`); and the paths whose absence
     # leaves it open, each with its flag: the interpreter's `Derived`.
-    def digits(self, span: Span, size: tuple[int, int]) -> tuple[int, int]:
-        if size[0] + size[1] > 38:
-            raise self.untranslated(span, "this arithmetic exactly: it may need more than the 38 digits SQL's "
-                                    "DECIMAL holds (a product of two measurements kept to many decimal places)")
-        return size
+    def sized(self, span: Span, size: _Size) -> _Size:
+        """`size`, or S201 at `span` when it needs more digits than DECIMAL holds, with a hint
+        naming the fields whose ranges would bring it within them."""
+        if size.digits <= tables.MAX_DIGITS:
+            return size
+        unranged = [name for name, text in size.fields if text is None]
+        ranged = [f"'{name}' ({text})" for name, text in size.fields if text is not None]
+        if unranged:
+            names = ", ".join(f"'{name}'" for name in unranged)
+            one = len(unranged) == 1
+            advice = (f"{names} {'has' if one else 'have'} no plausible range, so "
+                      f"{'its column holds' if one else 'their columns hold'} any number up to "
+                      f"10^{tables.MAX_INTEGER_DIGITS}: give {'it' if one else 'each'} one (`from LOW to HIGH` "
+                      "after the type)")
+        elif ranged:
+            advice = f"narrow the plausible range of {', '.join(ranged)}"
+        else:
+            advice = "write the numbers with fewer digits"
+        raise _error("S201", span, f"the SQL backend cannot translate this arithmetic exactly: it may need "
+                     f"{size.digits} digits, more than the {tables.MAX_DIGITS} digits SQL's DECIMAL holds",
+                     f"{advice}; or screen with the Python evaluator (`crit screen --engine python`)")
 
     def product(self, x: _Term, y: _Term, span: Span) -> _Term:
         if x is None:
             return y
         if y is None:
             return x
-        size = self.digits(span, (x[1][0] + y[1][0], x[1][1] + y[1][1]))
-        return exp.Mul(this=paren(x[0]), expression=paren(y[0])), size
+        return exp.Mul(this=paren(x[0]), expression=paren(y[0])), self.sized(span, x[1].times(y[1]))
 
-    def scaled(self, factor: int, term: _Term, span: Span) -> tuple[exp.Expr, tuple[int, int]]:
+    def scaled(self, factor: int, term: _Term, span: Span) -> tuple[exp.Expr, _Size]:
         """`factor × term` (term None: 1), an integer literal times a product of columns."""
         literal: _Term = None if factor == 1 else (decimal_literal(Decimal(factor), self.dialect),
-                                                   (len(str(abs(factor))), 0))
+                                                   _Size(Fraction(abs(factor)), 0))
         out = self.product(literal, term, span)
-        return out if out is not None else (num(1), (1, 0))
+        return out if out is not None else (num(1), _Size(Fraction(1), 0))
 
     def derived(self, v: ir.Num) -> _Derived:
         match v:
@@ -690,9 +730,15 @@ class _Compiler:
         kind = ref.field.type.kind
         if kind not in ("integer", "decimal", "quantity", "lab") or v.placed is None or v.missing is None:
             raise self.untranslated(ref.span, f"arithmetic on a {kind} field")
-        scale = 0 if kind == "integer" else v.placed.columns[0].scale
-        size = (tables.MAX_INTEGER_DIGITS if kind == "integer" else tables.PRECISION - scale, scale)
+        stored = v.placed.column("uln" if multiple is not None and v.uln is not None else "value")
+        bound = stored.bound if stored.bound is not None else \
+            Fraction(10 ** stored.whole) - Fraction(1, 10 ** stored.scale)  # the largest the column holds
+        plausible = ref.field.plausible
+        size = _Size(bound, stored.scale, ((ref.field.name, None if stored.bound is None or plausible is None
+                                            else plausible.text),))
         column_e = v.e.e if multiple is None else (v.uln.e if v.uln is not None else v.e.e)
+        if kind == "integer":  # BIGINT: as a DECIMAL of its own size, so products are DECIMALs, never BIGINT
+            column_e = exp.Cast(this=column_e, to=decimal_type(stored.whole, 0, self.dialect))
         to_storage = v.to_storage if kind in ("quantity", "lab") and v.to_storage is not None else Fraction(1)
         # the stored number is the canonical one × to_storage
         k = (Fraction(multiple) if multiple is not None else Fraction(1)) / to_storage
@@ -716,7 +762,7 @@ class _Compiler:
                     first = self.scaled(kx, self.product(x.n, y.d, span), span)
                     second = self.scaled(ky, self.product(y.n, x.d, span), span)
                     total = exp.Add(this=paren(first[0]), expression=paren(second[0]))
-                    size = self.digits(span, (max(first[1][0], second[1][0]) + 1, max(first[1][1], second[1][1])))
+                    size = self.sized(span, first[1].plus(second[1]))
                     number = _Rational(Fraction(1, common), (total, size), self.product(x.d, y.d, span))
                 elif op == "×":
                     number = _Rational(x.k * y.k, self.product(x.n, y.n, span), self.product(x.d, y.d, span))
@@ -729,7 +775,8 @@ class _Compiler:
                     if y.n is not None:
                         negative = compare("<", y.n[0], num(0))
                         top = n[0] if n is not None else num(1)
-                        n = (case([(negative, exp.Neg(this=paren(top)))], top), n[1] if n is not None else (1, 0))
+                        n = (case([(negative, exp.Neg(this=paren(top)))], top),
+                             n[1] if n is not None else _Size(Fraction(1), 0))
                         d = self.product(x.d, (exp.Abs(this=y.n[0]), y.n[1]), span)
                         zero = and_(not_(paren(none)), paren(case([(compare("=", y.n[0], num(0)), true())], false())))
                         unknown = or_(paren(unknown), paren(zero))
@@ -766,14 +813,14 @@ class _Compiler:
         dose = self.derived(v.dose)
         agent = self.field(v.agent)
         assert agent.missing is not None
-        sizes = []
+        sizes: list[_Size] = []
         whens: list[tuple[exp.Expr, exp.Expr]] = []
         for member, factor in v.table.factors:
-            _, ds, exponent = factor.as_tuple()
+            exponent = factor.as_tuple().exponent
             assert isinstance(exponent, int)
-            sizes.append((max(1, len(ds) + exponent), max(0, -exponent)))
+            sizes.append(_Size(abs(Fraction(factor)), max(0, -exponent)))
             whens.append((exp.EQ(this=agent.e.e, expression=lit(member)), decimal_literal(factor, self.dialect)))
-        factor_term: _Term = (case(whens), (max(s[0] for s in sizes), max(s[1] for s in sizes)))
+        factor_term: _Term = (case(whens), _Size(max(s.bound for s in sizes), max(s.places for s in sizes)))
         agent_none = agent.none.e if agent.none is not None else false()
         alts = []
         for alt in dose.alts:
@@ -782,6 +829,16 @@ class _Compiler:
                              or_(paren(alt.unk), paren(agent.missing.e))))
         paths = _merge(dose.paths, {src: flag.e for src, flag in flags_of(agent)})
         return _Derived(alts, paths, max(dose.level, agent.e.level))
+
+    def common(self, first: tuple[exp.Expr, _Size], second: tuple[exp.Expr, _Size],
+               span: Span) -> tuple[exp.Expr, exp.Expr]:
+        """Both sides of a comparison cast to one DECIMAL that holds either exactly, so that no
+        engine widens them to a type of more than 38 digits (which Spark would round)."""
+        whole = max(tables.whole_digits(size.bound) for _, size in (first, second))
+        places = max(size.places for _, size in (first, second))
+        size = self.sized(span, _Size(Fraction(10 ** whole) - 1, places, _fields(first[1], second[1])))
+        to = decimal_type(tables.whole_digits(size.bound) + places, places, self.dialect)
+        return exp.Cast(this=first[0], to=to), exp.Cast(this=second[0], to=to)
 
     def num_compare(self, e: ir.NumCompare) -> Cond:
         """Decided when every pair of values the sides may take agrees; unknown when a side is.
@@ -796,7 +853,8 @@ class _Compiler:
                 common = x.k.denominator * y.k.denominator // gcd(x.k.denominator, y.k.denominator)
                 first = self.scaled(int(x.k * common), self.product(x.n, y.d, e.span), e.span)
                 second = self.scaled(int(y.k * common), self.product(y.n, x.d, e.span), e.span)
-                answer = case([(or_(paren(a.none), paren(b.none)), false())], compare(e.op, first[0], second[0]))
+                answer = case([(or_(paren(a.none), paren(b.none)), false())],
+                              compare(e.op, *self.common(first, second, e.span)))
                 idle = not_(paren(and_(paren(a.act), paren(b.act))))
                 holds.append(or_(idle, paren(answer)))
                 fails.append(or_(idle, not_(paren(answer))))
@@ -1102,57 +1160,86 @@ class _Compiler:
             final.append(_alias(case([(exp.EQ(this=code, expression=num(k)), lit(v)) for k, v in outcome.items()],
                                          lit("unknown")), criterion.id, quoted=True))
         ctes: list[tuple[str, exp.Expr]] = []  # after the chain's levels (assembled below)
-        # the missing paths, one row each, then joined per patient in order
-        rows: list[exp.Select] = []
         source = _alias(exp.Table(this=ident(f"_l{last}")), "p", table=True)
+        query = exp.select(*final, copy=False).from_(source, copy=False)
+        # The missing paths, sorted. A patient's own paths are known here: each is its flag's
+        # literal, in order, joined by CONCAT_WS (which skips NULLs). Only the paths that
+        # quantifiers give (a list item's, or a patient field an item condition reads, which may
+        # also be given here: those go with them, so each is listed once) are rows, sorted and
+        # joined per patient in `_paths`, one string for each place ("bucket") among the literals
+        # where their paths fall in sorted order.
+        from_items = {src[1] for q in self.quantifiers for src, _ in q.flags if src[0] == "f"}
+        prefixes = {f"{q.list_field}[" for q in self.quantifiers}
+        literals = {name: flag for (kind, name), flag in flags if kind == "f"}
+        judged = sorted(name for name in literals if name in self.judgments)
+        own = sorted(name for name in literals if name not in self.judgments and name not in from_items)
+        rows: list[exp.Select] = []
         for (kind, name), flag in flags:
-            judgment = kind == "f" and name in self.judgments
-            marker = true() if judgment else false()
             if kind == "q":
                 other = _alias(exp.Table(this=ident(f"_q{name}_paths")), "o", table=True)
                 rows.append(exp.select(_alias(column(PATIENT_ID, "p"), PATIENT_ID, quoted=True),
-                                       _alias(column("path", "o"), "path", quoted=True),
-                                       _alias(marker, "_j", quoted=True))
+                                       _alias(column("path", "o"), "path", quoted=True))
                             .from_(source).join(other, on=exp.EQ(this=column(PATIENT_ID, "p"),
                                                                  expression=column(PATIENT_ID, "o")))
                             .where(flag.e, copy=False))
-            else:
+            elif name not in self.judgments and name in from_items:
                 rows.append(exp.select(_alias(column(PATIENT_ID, "p"), PATIENT_ID, quoted=True),
-                                       _alias(lit(name), "path", quoted=True),
-                                       _alias(marker, "_j", quoted=True)).from_(source).where(flag.e, copy=False))
-        query = exp.select(*final, copy=False).from_(source, copy=False)
+                                       _alias(lit(name), "path", quoted=True)).from_(source).where(flag.e, copy=False))
+
+        def bucket(path: str) -> int:  # how many of the patient's own literal paths sort before `path`
+            return sum(1 for name in own if name < path)
+
+        buckets = sorted({bucket(x) for x in from_items | prefixes}) if rows else []
+        needed: set[str] = set()
         if rows:
             union: exp.Expr = rows[0]
             for r in rows[1:]:
                 union = exp.union(union, r, distinct=False, copy=False)
             needed = _p_columns(union)
-            ctes.append(("_missing", exp.select(column(PATIENT_ID, "m"), column("path", "m"), column("_j", "m"))
-                         .distinct().from_(_alias(exp.Subquery(this=union), "m", table=True))))
             path = column("path", "m")
+            place = case([(exp.LT(this=path, expression=lit(name)), num(index)) for index, name in enumerate(own)],
+                         num(len(own))) if own else num(0)
+            ctes.append(("_missing", exp.select(column(PATIENT_ID, "m"), path.copy(),
+                                                _alias(place, "_b", quoted=True))
+                         .distinct().from_(_alias(exp.Subquery(this=union), "m", table=True))))
 
-            def joined(judgment: bool) -> exp.Expr:
-                picked = case([(column("_j", "m") if judgment else not_(column("_j", "m")), path)])
+            def joined(index: int) -> exp.Expr:
+                picked = case([(exp.EQ(this=column("_b", "m"), expression=num(index)), path.copy())])
+                text: exp.Expr
                 if self.dialect == "spark":  # Spark before 4 has no LISTAGG: sort the collected paths
-                    return exp.ArrayToString(this=exp.ArraySort(this=exp.ArrayAgg(this=picked)), expression=lit(", "))
-                return exp.GroupConcat(this=exp.Order(this=picked, expressions=[
-                    exp.Ordered(this=path, nulls_first=False)]), separator=lit(", "))
+                    text = exp.ArrayToString(this=exp.ArraySort(this=exp.ArrayAgg(this=picked)), expression=lit(", "))
+                else:
+                    text = exp.GroupConcat(this=exp.Order(this=picked, expressions=[
+                        exp.Ordered(this=path.copy(), nulls_first=False)]), separator=lit(", "))
+                return exp.Nullif(this=text, expression=lit(""))
 
             ctes.append(("_paths", exp.select(
                 _alias(column(PATIENT_ID, "m"), PATIENT_ID, quoted=True),
-                _alias(joined(False), "missing", quoted=True),
-                _alias(joined(True), "pending_judgments", quoted=True))
+                *(_alias(joined(b), f"_p{b}", quoted=True) for b in buckets))
                 .from_(_alias(exp.Table(this=ident("_missing")), "m", table=True))
                 .group_by(column(PATIENT_ID, "m"))))
             query = query.join(_alias(exp.Table(this=ident("_paths")), "x", table=True),
                                on=exp.EQ(this=column(PATIENT_ID, "p"), expression=column(PATIENT_ID, "x")),
                                join_type="left")
-            final_missing: list[exp.Expr] = [exp.Coalesce(this=column(c, "x"), expressions=[lit("")])
-                             for c in ("missing", "pending_judgments")]
-        else:
-            needed = set()
-            final_missing = [lit(""), lit("")]
-        query = query.select(_alias(final_missing[0], "missing", quoted=True),
-                             _alias(final_missing[1], "pending_judgments", quoted=True), copy=False)
+        parts: list[exp.Expr] = []
+        for index in range(len(own) + 1):
+            if index in buckets:
+                parts.append(column(f"_p{index}", "x"))
+            if index < len(own):
+                parts.append(case([(literals[own[index]].e, lit(own[index]))]))
+        pending: list[exp.Expr] = [case([(literals[name].e, lit(name))]) for name in judged]
+
+        def listed(items: list[exp.Expr]) -> exp.Expr:
+            """The non-NULL items joined by ', ' (CONCAT_WS's own meaning, which `coalesce` asks
+            sqlglot to keep; BigQuery has no CONCAT_WS, and ARRAY_TO_STRING skips NULLs too)."""
+            if not items:
+                return lit("")
+            if self.dialect == "bigquery":
+                return exp.ArrayToString(this=exp.Array(expressions=items), expression=lit(", "))
+            return exp.ConcatWs(expressions=[lit(", "), *items], coalesce=True)
+
+        query = query.select(_alias(listed(parts), "missing", quoted=True),
+                             _alias(listed(pending), "pending_judgments", quoted=True), copy=False)
         chain = self.chain(last, needed | _p_columns(query))
         materialized = True if self.dialect in ("duckdb", "postgres") else None
         for name, cte in chain + ctes:  # materialized where the engine allows it: no expression is inlined twice

@@ -72,6 +72,7 @@ _ACCEPTS: dict[str, tuple[str, ...]] = {
 }
 _LIMIT = 10 ** 15  # records' numbers lie strictly within ±10^15 (the runtime's limit)
 _TITER_MAX = 999_999_999  # the runtime reads a titer 1:N with N of at most 9 digits
+DRIVER_MEMORY = "4g"  # Spark's driver heap (spark.driver.memory)
 
 
 class CohortError(Exception):
@@ -232,6 +233,12 @@ class Spark(Engine):
                         .config("spark.ui.showConsoleProgress", "false")
                         .config("spark.local.dir", str(directory))
                         .config("spark.sql.session.timeZone", "UTC")
+                        # planning a protocol's query needs more than Spark's default 1 GiB of driver
+                        # memory (JY231: analysis alone ran out of it); local mode runs in the driver
+                        .config("spark.driver.memory", DRIVER_MEMORY)
+                        # exact decimals: a product beyond 38 digits of type is capped, never rounded
+                        # (the SQL backend sizes every value to fit 38 digits)
+                        .config("spark.sql.decimalOperations.allowPrecisionLoss", "false")
                         .getOrCreate())
         self.session.sparkContext.setLogLevel("ERROR")
 

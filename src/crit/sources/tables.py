@@ -20,7 +20,7 @@ The layout (one row per patient, table `patients`, key `patient_id`):
     field type            columns (on the patients table, or the list's item table)
     bool, judgment        F BOOLEAN
     integer, titer        F BIGINT (a titer 1:160 as its dilution, 160)
-    decimal               F DECIMAL(p, s)
+    decimal               F DECIMAL(p, s), sized as below
     quantity              F DECIMAL(p, s): the value in the field's storage unit (its canonical
                           unit, unless some accepted unit is no exact decimal of it: then the first
                           accepted unit in which every accepted unit is exact, e.g. kg for lb/kg)
@@ -37,8 +37,16 @@ The layout (one row per patient, table `patients`, key `patient_id`):
     optional (`?`)        also F__none BOOLEAN NOT NULL: true when recorded as none (JSON null)
 
 A value column is NULL when the fact is missing (or recorded as none). Ordinals count from 0,
-as crit's paths do (`treatments[0].end`). Exact numbers are DECIMAL with at most 32 digits, so
-that `k × ULN` stays within 38 digits on every engine; never floating point.
+as crit's paths do (`treatments[0].end`). Exact numbers are DECIMAL, never floating point, sized
+so that arithmetic on them stays within the 38 digits every engine's DECIMAL has:
+
+    whole digits   those of the plausible range's wider bound in the stored unit (`from 20 to
+                   400 kg`: 3); with no range, the runtime's 15 plus those an accepted unit's
+                   factor adds (a ULN has no range)
+    places         PLACES (10) as a record writes the value, plus those the exact factor from
+                   an accepted unit adds (lb stored in kg: 0.45359237, 8 more)
+
+An integer column is BIGINT whatever its range; its whole digits size the arithmetic on it.
 """
 
 from __future__ import annotations
@@ -60,8 +68,10 @@ from crit.diagnostics import CritError, Diagnostic
 PATIENTS = "patients"
 PATIENT_ID = "patient_id"
 SEPARATOR = "__"
-PRECISION = 32  # digits of every DECIMAL column: k × ULN (k up to 5 digits) fits in 38
+MAX_DIGITS = 38  # the widest DECIMAL every engine has
 MAX_INTEGER_DIGITS = 15  # records' numbers lie strictly within ±10^15 (the runtime's limit)
+PLACES = 10  # decimal places a record's number keeps as written: ample for a measurement, and two
+# such numbers with their whole digits multiply within MAX_DIGITS
 
 ColumnKind = Literal["key", "ordinal", "bool", "integer", "decimal", "text", "date"]
 Role = Literal["key", "ordinal", "value", "uln", "none", "member", "items", "start", "end", "ongoing", "measured"]
@@ -77,8 +87,14 @@ class Column:
     kind: ColumnKind
     role: Role
     nullable: bool
-    scale: int = 0  # decimal: digits after the point (precision is PRECISION)
+    scale: int = 0  # decimal: digits after the point
     member: str | None = None  # role "member": the enum member
+    whole: int = 0  # integer, decimal: digits before the point a value may have (DECIMAL(whole + scale, scale))
+    bound: Fraction | None = None  # integer, decimal: the largest magnitude a value may have, when a range gives it
+
+    @property
+    def precision(self) -> int:
+        return max(self.whole + self.scale, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +169,19 @@ def _digits(value: Fraction) -> int:
     return extra
 
 
+def whole_digits(bound: Fraction) -> int:
+    """The digits before the point of a number of magnitude at most `bound` (0 below 1)."""
+    return len(str(int(bound))) if bound >= 1 else 0
+
+
+def places(value: Fraction) -> int:
+    """The decimal places of a terminating fraction (0.45359237: 8)."""
+    denominator, count = value.denominator, 0
+    while 10 ** count % denominator:
+        count += 1
+    return count
+
+
 def storage_unit(t: ir.Type) -> tuple[str, Fraction] | None:
     """The unit a quantity's or lab's columns hold, and the exact factor from the canonical unit
     to it: the canonical unit when every accepted unit is an exact decimal of it, else the first
@@ -165,11 +194,25 @@ def storage_unit(t: ir.Type) -> tuple[str, Fraction] | None:
     return None
 
 
-def _scale(t: ir.Type, to_storage: Fraction) -> int:
-    if t.kind not in ("quantity", "lab"):
-        return PRECISION - MAX_INTEGER_DIGITS
-    factors = [Fraction(1)] + [Fraction(f) for _, f in t.also]
-    return PRECISION - MAX_INTEGER_DIGITS - max(_digits(f * to_storage) for f in factors)
+def _numeric(field: ir.Field, name: str, path: str, kind: ColumnKind, role: Role, to_storage: Fraction,
+             ranged: bool) -> Column:
+    """A number column sized as the module docstring says: whole digits from the plausible range
+    (when `ranged`: a ULN has none), places from PLACES and the accepted units' exact factors."""
+    factors = [Fraction(1)] + [Fraction(f) for _, f in field.type.also] if field.type.unit is not None \
+        else [Fraction(1)]
+    stored = [f * to_storage for f in factors]  # a number written in each unit, times this, is stored
+    scale = 0 if kind == "integer" else PLACES + max(places(f) for f in stored)
+    bound = None
+    if ranged and field.plausible is not None:
+        bound = max(abs(Fraction(field.plausible.low)), abs(Fraction(field.plausible.high))) * to_storage
+        whole = whole_digits(bound)
+    else:
+        whole = MAX_INTEGER_DIGITS + max(_digits(f) for f in stored)
+    if whole + scale > MAX_DIGITS:
+        raise _error("S103", field.span, f"'{field.name}' may need {whole} whole digits and {scale} places, more "
+                     f"than the {MAX_DIGITS} digits SQL's DECIMAL holds",
+                     "give the field a plausible range (`from LOW to HIGH`), or accept units closer in size")
+    return Column(name, path, kind, role, True, scale, whole=whole, bound=bound)
 
 
 def _error(code: str, span: Span, message: str, hint: str) -> CritError:
@@ -235,10 +278,13 @@ def _place_value(field: ir.Field, table: str, records: Mapping[str, ir.Record]) 
     match t.kind:
         case "bool" | "judgment":
             return FieldLayout(field, table, (Column(name, name, "bool", "value", True), *none))
-        case "integer" | "titer":
+        case "integer":
+            return FieldLayout(field, table, (_numeric(field, name, name, "integer", "value", Fraction(1), True),
+                                              *none))
+        case "titer":
             return FieldLayout(field, table, (Column(name, name, "integer", "value", True), *none))
         case "decimal":
-            return FieldLayout(field, table, (Column(name, name, "decimal", "value", True, _scale(t, Fraction(1))),
+            return FieldLayout(field, table, (_numeric(field, name, name, "decimal", "value", Fraction(1), True),
                                               *none))
         case "text" | "enum":
             return FieldLayout(field, table, (Column(name, name, "text", "value", True), *none))
@@ -252,10 +298,10 @@ def _place_value(field: ir.Field, table: str, records: Mapping[str, ir.Record]) 
                              f"no unit writes every accepted unit of '{name}' ({t.unit.text}) as an exact decimal",
                              "SQL columns hold exact decimals: accept units that are decimal multiples of one another")
             unit, to_storage = found
-            scale = _scale(t, to_storage)
-            columns = [Column(name, name, "decimal", "value", True, scale)]
-            if t.kind == "lab":
-                columns.append(Column(f"{name}{SEPARATOR}uln", f"{name}.uln", "decimal", "uln", True, scale))
+            columns = [_numeric(field, name, name, "decimal", "value", to_storage, True)]
+            if t.kind == "lab":  # the range is the value's; the ULN has none
+                columns.append(_numeric(field, f"{name}{SEPARATOR}uln", f"{name}.uln", "decimal", "uln", to_storage,
+                                        False))
             return FieldLayout(field, table, (*columns, *none), unit, to_storage)
         case "set":
             assert t.enum is not None
@@ -290,8 +336,8 @@ def sql_type(column: Column, dialect: str) -> exp.DataType:
             return exp.DataType.build("DATE")
         case "decimal":
             if dialect == "bigquery":  # NUMERIC keeps 9 places at most; BIGNUMERIC 38
-                return exp.DataType.build(f"BIGDECIMAL({PRECISION}, {column.scale})")
-            return exp.DataType.build(f"DECIMAL({PRECISION}, {column.scale})")
+                return exp.DataType.build(f"BIGDECIMAL({column.precision}, {column.scale})")
+            return exp.DataType.build(f"DECIMAL({column.precision}, {column.scale})")
         case _ as unreachable:
             assert_never(unreachable)
 
