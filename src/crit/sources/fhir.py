@@ -426,8 +426,17 @@ def _iso_date(value: Any) -> str | None:
     return None
 
 
-def _whole_years(born: str, on: str) -> int:
-    b, o = date.fromisoformat(born), date.fromisoformat(on)
+def _calendar(day: str, what: str) -> date:
+    """A date written in FHIR's form, or `_Unmapped` naming what gave it when no calendar has that
+    day (`2025-02-30`): the patient's error row, never a traceback that stops the cohort."""
+    try:
+        return date.fromisoformat(day)
+    except ValueError:
+        raise _Unmapped(f"{what} gives {text.json_source(day)}, which is not a date in the calendar") from None
+
+
+def _whole_years(born: str, on: str, source: str, anchor: str) -> int:
+    b, o = _calendar(born, f"{source} (birth date)"), _calendar(on, anchor)
     return o.year - b.year - ((o.month, o.day) < (b.month, b.day))
 
 
@@ -692,7 +701,7 @@ class Builder:
     def _window(self, rule: FieldMap, candidates: list[dict[str, Any]], anchor: str) -> list[dict[str, Any]]:
         """The candidates dated within the look-back window (inclusive at both ends)."""
         assert rule.within is not None
-        last = date.fromisoformat(anchor)
+        last = _calendar(anchor, rule.within.before)
         first = last - timedelta(days=rule.within.days)
         kept = []
         for resource in candidates:
@@ -700,7 +709,7 @@ class Builder:
             if when is None:
                 raise _Unmapped(f"{reference(resource)} has no date, so whether it lies within "
                                 f"{rule.within.days} days before {rule.within.before} cannot be told")
-            if first <= date.fromisoformat(when) <= last:
+            if first <= _calendar(when, reference(resource)) <= last:
                 kept.append(resource)
         return kept
 
@@ -806,7 +815,7 @@ class Builder:
             if _iso_date(born) is None:
                 raise _Unmapped(f"{reference(resource)} gives the birth date {text.json_source(born)}, "
                                 "not a full date")
-            value = _whole_years(str(_iso_date(born)), record[rule.age_at])
+            value = _whole_years(str(_iso_date(born)), record[rule.age_at], reference(resource), rule.age_at)
         elif rule.value is None and rule.members:
             member = self._one_member(rule, rule.members, self._codes_of(resource), resource)
             value = _bool_member(member) if kind in ("bool", "judgment") else member
@@ -822,6 +831,7 @@ class Builder:
                     else self._date(resource))
             if when is None:
                 raise _Unmapped(f"{reference(resource)} has no date, and {rule.name} is a dated result")
+            _calendar(when, f"{reference(resource)} (measured)")
             value = {**value, "measured": when} if isinstance(value, dict) else {"value": value, "measured": when}
         return value
 
@@ -831,6 +841,7 @@ class Builder:
             raise _Unmapped(f"{reference(resource)} has no start date" if start is None else
                             f"{reference(resource)} gives the start {text.json_source(start)}, not a full date")
         out: dict[str, Any] = {"start": _iso_date(start)}
+        _calendar(out["start"], f"{reference(resource)} (start)")
         if rule.ongoing is not None and _first(self._path(rule.ongoing, resource)) is True:
             out["ongoing"] = True
             return out
@@ -839,6 +850,7 @@ class Builder:
             if _iso_date(end) is None:
                 raise _Unmapped(f"{reference(resource)} gives the end {text.json_source(end)}, not a full date")
             out["end"] = _iso_date(end)
+            _calendar(out["end"], f"{reference(resource)} (end)")
         return out
 
     def _scalar(self, t: ir.Type, found: list[Any], rule: FieldMap, resource: dict[str, Any]) -> Any:
@@ -857,6 +869,7 @@ class Builder:
             day = _iso_date(item)
             if day is None:
                 raise _Unmapped(f"{ref} gives {text.json_source(item)}, not a full date")
+            _calendar(day, ref)
             return day
         if kind in ("integer", "decimal"):
             number = _number(item)
