@@ -22,9 +22,9 @@ from crit.ir import Unit
 from crit.text import decimal_text
 
 _FLIP: dict[ir.CompareOp, ir.CompareOp] = {">=": "<=", "<=": ">=", ">": "<", "<": ">", "=": "=", "!=": "!="}
-_NUMERIC = ("integer", "decimal", "quantity", "lab")
-_UNDATED = ("list", "judgment", "date", "interval")  # kinds that cannot be `measured within` a window
-_KEYS = ("text", "enum", "integer", "date")  # what `count(different KEY in …)` can tell apart
+_NUMERIC: tuple[ir.TypeKind, ...] = ("integer", "decimal", "quantity", "lab")
+_UNDATED: tuple[ir.TypeKind, ...] = ("list", "judgment", "date", "interval")  # cannot be `measured within` a window
+_KEYS: tuple[ir.TypeKind, ...] = ("text", "enum", "integer", "date")  # what `count(different KEY in …)` tells apart
 
 
 @dataclass(frozen=True)
@@ -735,7 +735,7 @@ class _Checker:
             return ir.Truth(False, e.span)
         t = field.field.type
         name = field.field.name
-        if t.kind in ("enum", "set", "list") or (t.kind in ("bool", "judgment", "text") and op not in ("=", "!=")):
+        if not _applies(op, t):
             self.error("E202", e.span, f"'{op}' does not apply to {name} ({t.describe()})", _compare_hint(t, name))
             return ir.Truth(False, e.span)
         if t.kind == "lab" and isinstance(right, ast.UlnLit):
@@ -890,6 +890,20 @@ class _Checker:
                        f"{_a(field.field.type.describe())}", hint)
             return None
         return field
+
+
+def _applies(op: ir.CompareOp, t: ir.Type) -> bool:
+    """Whether `op` compares values of type `t`: an enum, a set or a list is tested otherwise
+    (is, has, any/all/count), and yes/no values and text are only equal or not."""
+    match t:
+        case ir.EnumOf() | ir.SetOf() | ir.ListOf():
+            return False
+        case ir.Scalar(kind="bool" | "judgment" | "text"):
+            return op in ("=", "!=")
+        case ir.Scalar() | ir.Measure():
+            return True
+        case _:
+            assert_never(t)
 
 
 def _same_type(a: ir.Type, b: ir.Type) -> bool:

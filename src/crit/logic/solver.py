@@ -547,7 +547,7 @@ class _Encoder:
         different = z3.Int(f"{description.name}#different#{e.key.name}#{found}")
         bounds = [different <= matching, z3.Implies(matching >= 1, different >= 1),
                   z3.Implies(matching == 0, different == 0)]
-        if e.key.type.kind == "enum" and e.key.type.enum is not None:
+        if isinstance(e.key.type, ir.EnumOf):
             bounds.append(different <= len(e.key.type.enum.members))
         return z3.And(*bounds, _holds(different, e.op, z3.IntVal(e.number)))
 

@@ -435,13 +435,17 @@ def _suspect(placed: tables.FieldLayout) -> list[str]:
         out.append(_bad_date(measured))
     if placed.field.optional:
         none = cols["none"]
-        if t.kind == "set":
-            out.append(f"{none} AND (" + " OR ".join(f"{c}" for k, c in cols.items() if k.startswith("member:")) + ")")
-        elif t.kind == "list":
-            out.append(f"{none} AND {cols['items']} <> 0")
-        else:
-            values = [c for k, c in cols.items() if k in _VALUES]
-            out.append(f"{none} AND (" + " OR ".join(f"{c} IS NOT NULL" for c in values) + ")")
+        match t:
+            case ir.SetOf():
+                out.append(f"{none} AND (" + " OR ".join(f"{c}" for k, c in cols.items() if k.startswith("member:"))
+                           + ")")
+            case ir.ListOf():
+                out.append(f"{none} AND {cols['items']} <> 0")
+            case ir.Scalar() | ir.Measure() | ir.EnumOf():
+                values = [c for k, c in cols.items() if k in _VALUES]
+                out.append(f"{none} AND (" + " OR ".join(f"{c} IS NOT NULL" for c in values) + ")")
+            case _:
+                assert_never(t)
     return [f"COALESCE({p}, false)" for p in out]
 
 
