@@ -277,7 +277,7 @@ class NaiveWalker:
             sure = {k for r, k in pairs if r is True and k is not None}
             low = len(sure) or int(any(r is True and k is None for r, k in pairs))
             high = len({k for _, k in pairs if k is not None}) + sum(1 for _, k in pairs if k is None)
-            if e.key.type.kind == "enum" and e.key.type.enum is not None:
+            if isinstance(e.key.type, ir.EnumOf):
                 high = min(high, len(e.key.type.enum.members))
             return rt.count_verdict(e.op, e.number, low, high)
         low, high = results.count(True), results.count(True) + results.count(None)

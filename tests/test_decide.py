@@ -385,7 +385,7 @@ def generic_read(module: ModuleType, protocol: ir.Protocol, record: object) -> t
         value = module.get(raw, f.name, path, pr, reader(f.type), f.optional)
         if f.plausible is None:
             return value
-        unit = f.type.unit.text if f.type.unit is not None else ""
+        unit = f.type.unit.text if isinstance(f.type, ir.Measure) else ""
         return module.plausible(value, f.plausible.low, f.plausible.high, f.plausible.text, unit, path, pr)
 
     raw = record if module.check_keys(record, "", [f.name for f in protocol.fields], problems) else {}

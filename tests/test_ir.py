@@ -114,11 +114,10 @@ inclusion
 
 def test_every_type_kind_has_english() -> None:
     enum = ir.EnumType("Dx", None, (("SLE", None),))
-    parts: dict[str, dict[str, object]] = {
-        "quantity": {"unit": parse_unit("g/L")}, "lab": {"unit": parse_unit("g/L")},
-        "enum": {"enum": enum}, "set": {"enum": enum}, "list": {"record": "Drug"},
-    }
-    shown = {kind: describe_type(ir.Type(kind, **parts.get(kind, {}))) for kind in ir.TYPE_KINDS}  # type: ignore[arg-type]
+    types: list[ir.Type] = [*(ir.Scalar(kind) for kind in ir.BASE_TYPES), ir.Measure("quantity", parse_unit("g/L")),
+                            ir.Measure("lab", parse_unit("g/L")), ir.EnumOf(enum), ir.SetOf(enum), ir.ListOf("Drug")]
+    shown = {t.kind: describe_type(t) for t in types}
+    assert tuple(shown) == ir.TYPE_KINDS
     assert shown == {
         "bool": "yes or no", "integer": "whole number", "decimal": "number", "text": "text", "date": "date",
         "titer": "titer (1:N)", "judgment": "judgment (recorded by the investigator)",

@@ -102,27 +102,25 @@ def counted(count: int, noun: str) -> str:
 
 def describe_type(t: ir.Type) -> str:
     """A field's type for the glossary: `quantity in g/L (also g/dL)`."""
-    also = f" (also {', '.join(unit.text for unit, _ in t.also)})" if t.also else ""
-    if t.analyte is not None:
-        via = f"converted with the molar mass of {t.analyte.name}, {t.analyte.text}"
-        also = f"{also[:-1]}; {via})" if also else f" ({via})"
-    kind = t.kind
-    match kind:
-        case "quantity" | "lab":
-            assert t.unit is not None
-            if kind == "lab":
+    match t:
+        case ir.Measure():
+            also = f" (also {', '.join(unit.text for unit, _ in t.also)})" if t.also else ""
+            if t.analyte is not None:
+                via = f"converted with the molar mass of {t.analyte.name}, {t.analyte.text}"
+                also = f"{also[:-1]}; {via})" if also else f" ({via})"
+            if t.kind == "lab":
                 return f"lab value in {t.unit.text}{also} with its own ULN"
             return f"quantity in {t.unit.text}{also}"
-        case "enum" | "set":
-            assert t.enum is not None
-            return f"{'one' if kind == 'enum' else 'set'} of {t.enum.name}"
-        case "list":
-            assert t.record is not None
+        case ir.EnumOf():
+            return f"one of {t.enum.name}"
+        case ir.SetOf():
+            return f"set of {t.enum.name}"
+        case ir.ListOf():
             return f"list of {t.record}"
-        case "bool" | "integer" | "decimal" | "text" | "date" | "titer" | "judgment" | "interval":
-            return _BASE_TYPES[kind]
+        case ir.Scalar():
+            return _BASE_TYPES[t.kind]
         case _:
-            assert_never(kind)
+            assert_never(t)
 
 
 def describe_field_type(field: ir.Field) -> str:
@@ -155,8 +153,11 @@ def _render(expr: ir.Expr, negated: bool) -> str:
             return f"{describe_value(value)} {word} {bounds} (inclusive)"
         case ir.Member(kind=kind, value=value, members=members):
             wording, negation, conjunction = _MEMBER[kind]
-            enum = value.field.type.enum
-            labels = [enum.label_of(m) if enum is not None else m for m in members]
+            match value.field.type:
+                case ir.EnumOf(enum=enum) | ir.SetOf(enum=enum):
+                    labels = [enum.label_of(m) for m in members]
+                case _:
+                    labels = list(members)
             listed = _join(labels, conjunction)
             return f"{describe_value(value)} {negation if negated else wording} {listed}"
         case ir.Window(kind=kind, value=value, amount=amount, unit=unit, direction=direction, anchor=anchor):

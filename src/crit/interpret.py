@@ -527,7 +527,7 @@ def different(e: ir.DistinctCount, items: Any, path: str, test: Callable[[Any, s
     known = {key for _, key, _ in sure if key is not None}
     low = len(known) if known else int(any(key is None for _, key, _ in sure))
     high = len({key for _, key, _ in maybe if key is not None}) + sum(1 for _, key, _ in maybe if key is None)
-    if e.key.type.kind == "enum" and e.key.type.enum is not None:
+    if isinstance(e.key.type, ir.EnumOf):
         high = min(high, len(e.key.type.enum.members))
     verdict = count_verdict(e.op, e.number, low, high)
     shown = sorted({rt.show(key) for _, key, _ in sure if key is not None})
@@ -676,6 +676,26 @@ class _Env:
     item_path: str = ""
 
 
+def _scalar_reader(kind: ir.BaseKind) -> Any:
+    match kind:
+        case "bool" | "judgment":
+            return rt.read_bool
+        case "integer":
+            return rt.read_integer
+        case "decimal":
+            return rt.read_decimal
+        case "text":
+            return rt.read_text
+        case "date":
+            return rt.read_date
+        case "titer":
+            return rt.read_titer
+        case "interval":
+            return rt.read_interval
+        case _:
+            assert_never(kind)
+
+
 class Interpreter:
     """Evaluate `protocol` on JSON-shaped records, with the generated module's public API."""
 
@@ -712,45 +732,29 @@ class Interpreter:
             path = f"{at}.{field.name}" if at else field.name
             read = self._reader(field.type)
             if field.measured is not None:
-                whole = field.type.kind in ("quantity", "lab")
+                whole = isinstance(field.type, ir.Measure)
                 read = functools.partial(_read_dated, read=read, whole=whole)
             values[field.name] = rt.get(raw, field.name, path, problems, read, field.optional)
             if field.plausible is not None:
-                unit = field.type.unit.text if field.type.unit is not None else ""
+                unit = field.type.unit.text if isinstance(field.type, ir.Measure) else ""
                 values[field.name] = rt.plausible(values[field.name], field.plausible.low, field.plausible.high,
                                                   field.plausible.text, unit, path, problems)
         return values
 
     def _reader(self, t: ir.Type) -> Any:
-        kind = t.kind
-        match kind:
-            case "bool" | "judgment":
-                return rt.read_bool
-            case "integer":
-                return rt.read_integer
-            case "decimal":
-                return rt.read_decimal
-            case "text":
-                return rt.read_text
-            case "date":
-                return rt.read_date
-            case "titer":
-                return rt.read_titer
-            case "interval":
-                return rt.read_interval
-            case "quantity" | "lab":
-                assert t.unit is not None
+        match t:
+            case ir.Scalar():
+                return _scalar_reader(t.kind)
+            case ir.Measure():
                 factors = t.record_units()
-                read = rt.read_quantity if kind == "quantity" else rt.read_lab
+                read = rt.read_quantity if t.kind == "quantity" else rt.read_lab
                 unit = t.unit.text
                 return lambda raw, at, pr: read(raw, at, pr, unit, factors)
-            case "enum" | "set":
-                assert t.enum is not None
+            case ir.EnumOf() | ir.SetOf():
                 members = t.enum.member_names()
-                read_member = rt.read_enum if kind == "enum" else rt.read_set
+                read_member = rt.read_enum if isinstance(t, ir.EnumOf) else rt.read_set
                 return lambda raw, at, pr: read_member(raw, at, pr, members)
-            case "list":
-                assert t.record is not None
+            case ir.ListOf():
                 record = self.records[t.record]
 
                 def read_item(raw: object, at: str, pr: list[rt.Problem]) -> dict[str, Any] | None:
@@ -761,7 +765,7 @@ class Interpreter:
 
                 return lambda raw, at, pr: rt.read_list(raw, at, pr, read_item)
             case _:
-                assert_never(kind)
+                assert_never(t)
 
     def validate(self, record: object) -> list[rt.Problem]:
         problems: list[rt.Problem] = []

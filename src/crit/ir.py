@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import Literal, TypeVar, assert_never, get_args
+from typing import Literal, TypeAlias, TypeVar, assert_never, get_args
 
 from crit.ast import Span
 
@@ -96,41 +96,86 @@ class EnumType:
 
 
 @dataclass(frozen=True, slots=True)
-class Type:
-    """A field's type. `kind` is a base type or quantity, lab, enum, set, list."""
+class Scalar:
+    """A type that is its kind alone: yes/no, a number, text, a date, a titer, a judgment,
+    an interval."""
 
-    kind: TypeKind
-    unit: Unit | None = None  # quantity and lab: the canonical unit
+    kind: BaseKind
+
+    def describe(self) -> str:
+        return self.kind
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """A quantity or a lab value: a number in `unit`, the canonical unit, that a record may
+    also give in other units. A lab value carries its own upper limit of normal."""
+
+    kind: Literal["quantity", "lab"]
+    unit: Unit
     also: tuple[tuple[Unit, Decimal | Fraction], ...] = ()  # other units, exact factor to canonical
-    enum: EnumType | None = None  # enum and set
-    record: str | None = None  # list: the record's name
-    # quantity and lab: other spellings of the canonical and `also` units a record may use
-    # (`kg/m²` for `kg/m^2`, `µL` for `uL`), with their exact factors to canonical
+    # other spellings of the canonical and `also` units a record may use (`kg/m²` for
+    # `kg/m^2`, `µL` for `uL`), with their exact factors to canonical
     spellings: tuple[tuple[str, Decimal | Fraction], ...] = ()
-    analyte: Analyte | None = None  # quantity and lab: converts mass and molar concentrations
+    analyte: Analyte | None = None  # converts mass and molar concentrations
 
     def record_units(self) -> dict[str, Decimal | Fraction]:
         """Every unit text a record may give besides the canonical one, with its exact factor."""
         out = {unit.text: factor for unit, factor in self.also}
         for text, factor in self.spellings:
             out.setdefault(text, factor)
-        if self.unit is not None:
-            out.pop(self.unit.text, None)
+        out.pop(self.unit.text, None)
         return out
 
     def describe(self) -> str:
-        if self.kind in ("quantity", "lab"):
-            assert self.unit is not None
-            return f"{self.kind} {self.unit.text}"
-        if self.kind == "enum":
-            assert self.enum is not None
-            return self.enum.name
-        if self.kind == "set":
-            assert self.enum is not None
-            return f"set of {self.enum.name}"
-        if self.kind == "list":
-            return f"list of {self.record}"
-        return self.kind
+        return f"{self.kind} {self.unit.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class EnumOf:
+    """One member of `enum`."""
+
+    enum: EnumType
+
+    @property
+    def kind(self) -> Literal["enum"]:
+        return "enum"
+
+    def describe(self) -> str:
+        return self.enum.name
+
+
+@dataclass(frozen=True, slots=True)
+class SetOf:
+    """Any number of `enum`'s members, none included."""
+
+    enum: EnumType
+
+    @property
+    def kind(self) -> Literal["set"]:
+        return "set"
+
+    def describe(self) -> str:
+        return f"set of {self.enum.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ListOf:
+    """Items of the record named `record`."""
+
+    record: str
+
+    @property
+    def kind(self) -> Literal["list"]:
+        return "list"
+
+    def describe(self) -> str:
+        return f"list of {self.record}"
+
+
+# A field's type: one class per family, so that only a quantity has a unit and only a list a
+# record. Match on the class; `kind` (every variant has it) is the name as the language spells it.
+Type: TypeAlias = Scalar | Measure | EnumOf | SetOf | ListOf
 
 
 @dataclass(frozen=True, slots=True)

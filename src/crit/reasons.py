@@ -17,7 +17,7 @@ _LASTED_WORDS: dict[ir.LastedKind, str] = {"at_least": "at least", "more_than": 
 
 def unit_of(value: ir.Value) -> str:
     """The canonical unit a field's values are shown in; empty for unitless values."""
-    if isinstance(value, ir.FieldRef) and value.field.type.unit is not None:
+    if isinstance(value, ir.FieldRef) and isinstance(value.field.type, ir.Measure):
         return value.field.type.unit.text
     return ""
 

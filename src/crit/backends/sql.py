@@ -363,26 +363,24 @@ class _Compiler:
         else:
             table, alias, src = PATIENTS, "p", ("f", ref.field.name)
         placed = self.layout.of(table, ref.field.name)
-        kind = ref.field.type.kind
+        t = ref.field.type
         none = Sql(column(placed.column("none").name, alias)) if ref.field.optional else None
-        uln = Sql(column(placed.column("uln").name, alias)) if kind == "lab" else None
-        if kind == "interval":
-            value = Sql(column(placed.column("start").name, alias))
-            missing = Sql(is_null(value.e))
-            if none is not None:
-                missing = Sql(and_(missing.e, not_(none.e)))
-        elif kind == "set":
-            assert ref.field.type.enum is not None
-            first = placed.columns[0]
-            value = Sql(column(first.name, alias))
-            missing = Sql(is_null(value.e))
-        else:
-            main = placed.column("items" if kind == "list" else "value")
-            value = Sql(column(main.name, alias))
-            missing = Sql(is_null(value.e))
-            if none is not None and kind != "list":
-                missing = Sql(and_(missing.e, not_(none.e)))
-        val = Val(value, missing, none, src, uln, placed.to_storage if kind in ("quantity", "lab") else None,
+        uln = Sql(column(placed.column("uln").name, alias)) if t.kind == "lab" else None
+        match t:
+            case ir.SetOf():  # its first member column: null when the set is missing
+                value = Sql(column(placed.columns[0].name, alias))
+                missing = Sql(is_null(value.e))
+            case ir.ListOf():
+                value = Sql(column(placed.column("items").name, alias))
+                missing = Sql(is_null(value.e))
+            case ir.Scalar() | ir.Measure() | ir.EnumOf():
+                value = Sql(column(placed.column("start" if t.kind == "interval" else "value").name, alias))
+                missing = Sql(is_null(value.e))
+                if none is not None:
+                    missing = Sql(and_(missing.e, not_(none.e)))
+            case _:
+                assert_never(t)
+        val = Val(value, missing, none, src, uln, placed.to_storage if isinstance(t, ir.Measure) else None,
                   placed, alias=alias)
         if ref.field.measured is not None:
             return self.dated(val, ref)
@@ -585,7 +583,6 @@ class _Compiler:
 
     def member(self, e: ir.Member) -> Cond:
         v = self.field(e.value)
-        t = e.value.field.type
         if e.kind in ("is", "is_not", "is_any"):
             test: exp.Expr = exp.In(this=v.e.e, expressions=[lit(m) for m in e.members])
             if e.kind == "is_not":
@@ -595,7 +592,7 @@ class _Compiler:
             assert v.missing is not None  # recorded none: `is not` holds, `is` does not
             value = case([(v.missing.e, exp.Null()), (v.none.e, true() if e.kind == "is_not" else false())], test)
             return self.atom([replace(v, none=None)], value)
-        assert t.enum is not None and v.placed is not None
+        assert v.placed is not None
         members = [column(v.placed.column("member", m).name, "p" if e.value.scope == "patient" else "it")
                    for m in e.members]  # a set recorded as none has every member column false
         return self.atom([replace(v, none=None)], paren(and_(*members) if e.kind == "has_all" else or_(*members)))
@@ -940,7 +937,7 @@ class _Compiler:
             high: exp.Expr = exp.Add(
                 this=exp.Count(this=exp.Distinct(expressions=[case([(and_(maybe, not_(km)), k)])])),
                 expression=exp.Sum(this=case([(and_(maybe, km), num(1))], num(0))))
-            if e.key.type.kind == "enum" and e.key.type.enum is not None:
+            if isinstance(e.key.type, ir.EnumOf):
                 high = exp.Least(this=high, expressions=[num(len(e.key.type.enum.members))])
             t_count, u_count = low, exp.Sub(this=paren(high), expression=paren(low.copy()))
         counts = (exp.select(

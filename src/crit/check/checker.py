@@ -22,9 +22,9 @@ from crit.ir import Unit
 from crit.text import decimal_text
 
 _FLIP: dict[ir.CompareOp, ir.CompareOp] = {">=": "<=", "<=": ">=", ">": "<", "<": ">", "=": "=", "!=": "!="}
-_NUMERIC = ("integer", "decimal", "quantity", "lab")
-_UNDATED = ("list", "judgment", "date", "interval")  # kinds that cannot be `measured within` a window
-_KEYS = ("text", "enum", "integer", "date")  # what `count(different KEY in …)` can tell apart
+_NUMERIC: tuple[ir.TypeKind, ...] = ("integer", "decimal", "quantity", "lab")
+_UNDATED: tuple[ir.TypeKind, ...] = ("list", "judgment", "date", "interval")  # cannot be `measured within` a window
+_KEYS: tuple[ir.TypeKind, ...] = ("text", "enum", "integer", "date")  # what `count(different KEY in …)` tells apart
 
 
 @dataclass(frozen=True)
@@ -209,15 +209,22 @@ class _Checker:
         error) when it does not fit the field."""
         given = decl.plausible
         assert given is not None
-        if t.kind not in _NUMERIC:
-            self.error("E110", given.span,
-                       f"{decl.name} is {_a(t.describe())}; only a number has a plausible range",
-                       "give ranges to integer, decimal, quantity and lab fields, e.g. age: integer from 0 to 130")
-            return None
+        match t:
+            case ir.Measure():
+                measure: ir.Measure | None = t
+            case ir.Scalar() if t.kind in _NUMERIC:
+                measure = None
+            case ir.Scalar() | ir.EnumOf() | ir.SetOf() | ir.ListOf():
+                self.error("E110", given.span,
+                           f"{decl.name} is {_a(t.describe())}; only a number has a plausible range",
+                           "give ranges to integer, decimal, quantity and lab fields, e.g. age: integer from 0 to 130")
+                return None
+            case _:
+                assert_never(t)
         ratio: Fraction = Fraction(1)
-        unit_text = t.unit.text if t.unit is not None else ""
+        unit_text = measure.unit.text if measure is not None else ""
         if given.unit is not None:
-            if t.unit is None:
+            if measure is None:
                 self.error("E110", given.unit.span, f"{decl.name} is {_a(t.kind)} and has no unit",
                            f"write the range alone: from {given.low.text} to {given.high.text}")
                 return None
@@ -225,10 +232,10 @@ class _Checker:
             if unit is None:
                 return None
             try:
-                ratio = self.convert(unit, t)
+                ratio = self.convert(unit, measure)
             except UnitError as err:
                 self.error("E110", given.unit.span,
-                           f"{decl.name} is measured in {t.unit.text}, but {err.message}", err.hint)
+                           f"{decl.name} is measured in {measure.unit.text}, but {err.message}", err.hint)
                 return None
             unit_text = given.unit.text
         if given.low.value > given.high.value:
@@ -314,8 +321,8 @@ class _Checker:
                            f"(mmol/L); list such a unit after 'also', or remove 'as {analyte.name} …'")
             spelled: list[tuple[str, Decimal | Fraction]] = [(text, Decimal(1)) for text in spellings(unit.text)]
             spelled += [(text, ratio) for other_unit, ratio in also for text in spellings(other_unit.text)]
-            return ir.Type(ir.narrow(t.kind, ("quantity", "lab")), unit=unit, also=tuple(also),
-                           spellings=tuple(spelled), analyte=analyte)
+            return ir.Measure(ir.narrow(t.kind, ("quantity", "lab")), unit, also=tuple(also),
+                              spellings=tuple(spelled), analyte=analyte)
         if t.kind == "set":
             assert t.name is not None
             enum = self.enums.get(t.name)
@@ -323,7 +330,7 @@ class _Checker:
                 self.error("E103", t.span, f"unknown enum '{t.name}'",
                            did_you_mean(t.name, self.enums) or "declare it with 'enum'")
                 return None
-            return ir.Type("set", enum=enum)
+            return ir.SetOf(enum)
         if t.kind == "list":
             assert t.name is not None
             if in_record:
@@ -336,11 +343,11 @@ class _Checker:
                 self.error("E103", t.span, f"unknown record '{t.name}'",
                            did_you_mean(t.name, self.records) or "declare it with 'record'")
                 return None
-            return ir.Type("list", record=t.name)
+            return ir.ListOf(t.name)
         if t.kind in ir.BASE_TYPES:
-            return ir.Type(ir.narrow(t.kind, ir.BASE_TYPES))
+            return ir.Scalar(ir.narrow(t.kind, ir.BASE_TYPES))
         if t.kind in self.enums:
-            return ir.Type("enum", enum=self.enums[t.kind])
+            return ir.EnumOf(self.enums[t.kind])
         hint = did_you_mean(t.kind, [*ir.BASE_TYPES, *self.enums, "quantity", "lab"])
         if t.kind in self.records:
             hint = f"a record is used through a list: 'list of {t.kind}'"
@@ -360,10 +367,9 @@ class _Checker:
             return None
         return ir.Analyte(analyte.name, grams, f"{analyte.molar_mass.text} {analyte.unit.text}")
 
-    def convert(self, unit: Unit, t: ir.Type) -> Fraction:
+    def convert(self, unit: Unit, t: ir.Measure) -> Fraction:
         """The exact factor from `unit` to the field's canonical unit: of the same dimension, or
         a mass and a molar concentration of the field's analyte. Raises `UnitError`."""
-        assert t.unit is not None
         if t.analyte is not None:
             via = molar_factor(unit, t.unit, t.analyte.molar_mass)
             if via is not None:
@@ -582,9 +588,9 @@ class _Checker:
             if self.current_def is not None:
                 self.def_deps[self.current_def].append(found.name)
             return ir.DefinitionRef(found.name, found.label, ref.span)
-        kind = found.field.type.kind
-        if kind in ("bool", "judgment"):
-            return found
+        match found.field.type:
+            case ir.Scalar(kind="bool" | "judgment"):
+                return found
         self.error("E208", ref.span, f"'{ref.name}' is {_a(found.field.type.describe())}, not a condition",
                    _condition_hint(ref.name, found.field.type))
         return ir.Truth(False, ref.span)
@@ -593,13 +599,11 @@ class _Checker:
         found = self.lookup(ref, scope)
         if found is None:
             return None, None
-        if isinstance(found, ast.Define) or found.field.type.kind != "list":
+        if isinstance(found, ast.Define) or not isinstance(found.field.type, ir.ListOf):
             self.error("E207", ref.span, f"'{ref.name}' is not a list",
                        "count(...), any(...) and all(...) go over a 'list of RECORD' field")
             return None, None
-        record_name = found.field.type.record
-        assert record_name is not None
-        return found, self.records[record_name]
+        return found, self.records[found.field.type.record]
 
     def value(self, e: ast.Expr, scope: _Scope) -> ir.FieldRef | None:
         """A field used as a value; None (with an error) for anything else."""
@@ -630,66 +634,91 @@ class _Checker:
         return self.literal(e, against, field_name)
 
     def literal(self, e: ast.Expr, t: ir.Type, field_name: str) -> ir.Const | None:
-        kind = t.kind
-        if kind in ("integer", "decimal"):
-            if isinstance(e, ast.Number):
-                whole = kind == "integer" and e.value == e.value.to_integral_value()
-                value: Decimal | int = int(e.value) if whole else e.value
-                return ir.Const("number", value, e.text, e.span)
-            if isinstance(e, ast.QuantityLit):
-                self.error("E204", e.unit.span, f"{field_name} is {_a(kind)} and has no unit",
-                           f"write the number alone: {e.number.text}")
+        match t:
+            case ir.Measure():
+                return self.measure_literal(e, t, field_name)
+            case ir.Scalar():
+                return self.scalar_literal(e, t, field_name)
+            case ir.EnumOf() | ir.SetOf() | ir.ListOf():
+                self.mismatch(e, t, field_name)
                 return None
-        if kind in ("quantity", "lab"):
-            assert t.unit is not None
-            if isinstance(e, ast.QuantityLit):
-                unit = self.unit(e.unit)
-                if unit is None:
-                    return None
-                try:
-                    ratio = self.convert(unit, t)
-                except UnitError as err:
-                    self.error("E204", e.unit.span,
-                               f"{field_name} is measured in {t.unit.text}, but {err.message}", err.hint)
-                    return None
-                converted = exact_decimal(Fraction(e.number.value) * ratio)
-                times = "× " if e.unit.text[:1].isdigit() else ""  # 20 × 10^9/L
-                return ir.Const("number", converted, f"{e.number.text} {times}{e.unit.text}", e.span)
-            if isinstance(e, ast.Number):
-                self.error("E204", e.span, f"{field_name} is a quantity in {t.unit.text}; this number has no unit",
-                           f"write {e.text} {t.unit.text}")
-                return None
-            if isinstance(e, ast.UlnLit):
-                self.error("E206", e.span, f"{field_name} is a quantity with no upper limit of normal",
-                           f"declare it as 'lab {t.unit.text}' to compare with × ULN")
-                return None
-        if kind == "titer":
-            if isinstance(e, ast.TiterLit):
-                return ir.Const("titer", e.dilution, e.text, e.span)
-            self.error("E202", e.span, f"{field_name} is a titer; compare it with a titer",
-                       "write a titer such as 1:80")
-            return None
-        if kind == "date":
-            if isinstance(e, ast.DateLit):
-                try:
-                    day = datetime.date.fromisoformat(e.text)
-                except ValueError:
-                    self.error("E202", e.span, f"{e.text} is not a date", "write dates as YYYY-MM-DD")
-                    return None
-                return ir.Const("date", day, e.text, e.span)
-            self.error("E202", e.span, f"{field_name} is a date; compare it with a date",
-                       "write a date as YYYY-MM-DD, or use a window: within 4 weeks before screening")
-            return None
-        if kind == "text" and isinstance(e, ast.TextLit):
-            return ir.Const("text", e.value, '"' + e.value + '"', e.span)
-        if kind in ("bool", "judgment") and isinstance(e, ast.BoolLit):
-            return ir.Const("bool", e.value, "true" if e.value else "false", e.span)
+            case _:
+                assert_never(t)
+
+    def mismatch(self, e: ast.Expr, t: ir.Type, field_name: str) -> None:
+        """The error for a literal `e` that a field of type `t` cannot be compared with."""
         if isinstance(e, ast.UlnLit):
             self.error("E206", e.span, f"× ULN needs a lab value, and {field_name} is {_a(t.describe())}",
                        "declare the field as 'lab UNIT' so it carries its upper limit of normal")
+        else:
+            self.error("E202", e.span, f"cannot compare {field_name} ({t.describe()}) with {_a(_literal_kind(e))}",
+                       _compare_hint(t, field_name))
+
+    def measure_literal(self, e: ast.Expr, t: ir.Measure, field_name: str) -> ir.Const | None:
+        if isinstance(e, ast.QuantityLit):
+            unit = self.unit(e.unit)
+            if unit is None:
+                return None
+            try:
+                ratio = self.convert(unit, t)
+            except UnitError as err:
+                self.error("E204", e.unit.span,
+                           f"{field_name} is measured in {t.unit.text}, but {err.message}", err.hint)
+                return None
+            converted = exact_decimal(Fraction(e.number.value) * ratio)
+            times = "× " if e.unit.text[:1].isdigit() else ""  # 20 × 10^9/L
+            return ir.Const("number", converted, f"{e.number.text} {times}{e.unit.text}", e.span)
+        if isinstance(e, ast.Number):
+            self.error("E204", e.span, f"{field_name} is a quantity in {t.unit.text}; this number has no unit",
+                       f"write {e.text} {t.unit.text}")
             return None
-        self.error("E202", e.span, f"cannot compare {field_name} ({t.describe()}) with {_a(_literal_kind(e))}",
-                   _compare_hint(t, field_name))
+        if isinstance(e, ast.UlnLit):
+            self.error("E206", e.span, f"{field_name} is a quantity with no upper limit of normal",
+                       f"declare it as 'lab {t.unit.text}' to compare with × ULN")
+            return None
+        self.mismatch(e, t, field_name)
+        return None
+
+    def scalar_literal(self, e: ast.Expr, t: ir.Scalar, field_name: str) -> ir.Const | None:
+        kind = t.kind
+        match kind:
+            case "integer" | "decimal":
+                if isinstance(e, ast.Number):
+                    whole = kind == "integer" and e.value == e.value.to_integral_value()
+                    value: Decimal | int = int(e.value) if whole else e.value
+                    return ir.Const("number", value, e.text, e.span)
+                if isinstance(e, ast.QuantityLit):
+                    self.error("E204", e.unit.span, f"{field_name} is {_a(kind)} and has no unit",
+                               f"write the number alone: {e.number.text}")
+                    return None
+            case "titer":
+                if isinstance(e, ast.TiterLit):
+                    return ir.Const("titer", e.dilution, e.text, e.span)
+                self.error("E202", e.span, f"{field_name} is a titer; compare it with a titer",
+                           "write a titer such as 1:80")
+                return None
+            case "date":
+                if isinstance(e, ast.DateLit):
+                    try:
+                        day = datetime.date.fromisoformat(e.text)
+                    except ValueError:
+                        self.error("E202", e.span, f"{e.text} is not a date", "write dates as YYYY-MM-DD")
+                        return None
+                    return ir.Const("date", day, e.text, e.span)
+                self.error("E202", e.span, f"{field_name} is a date; compare it with a date",
+                           "write a date as YYYY-MM-DD, or use a window: within 4 weeks before screening")
+                return None
+            case "text":
+                if isinstance(e, ast.TextLit):
+                    return ir.Const("text", e.value, '"' + e.value + '"', e.span)
+            case "bool" | "judgment":
+                if isinstance(e, ast.BoolLit):
+                    return ir.Const("bool", e.value, "true" if e.value else "false", e.span)
+            case "interval":
+                pass
+            case _:
+                assert_never(kind)
+        self.mismatch(e, t, field_name)
         return None
 
     def compare(self, e: ast.Compare, scope: _Scope) -> ir.Expr:
@@ -706,7 +735,7 @@ class _Checker:
             return ir.Truth(False, e.span)
         t = field.field.type
         name = field.field.name
-        if t.kind in ("enum", "set", "list") or (t.kind in ("bool", "judgment", "text") and op not in ("=", "!=")):
+        if not _applies(op, t):
             self.error("E202", e.span, f"'{op}' does not apply to {name} ({t.describe()})", _compare_hint(t, name))
             return ir.Truth(False, e.span)
         if t.kind == "lab" and isinstance(right, ast.UlnLit):
@@ -768,24 +797,28 @@ class _Checker:
                            "write e.g. diagnosis is SLE")
             return ir.Truth(False, e.span)
         t = field.field.type
-        wants = "enum" if e.kind.startswith("is") else "set"
-        if t.kind != wants:
-            word = "is" if wants == "enum" else "has"
-            if t.kind == "set" and wants == "enum":
-                hint = f"{field.field.name} is a set: write '{field.field.name} has …'"
-            elif t.kind == "enum" and wants == "set":
-                hint = f"{field.field.name} holds one value: write '{field.field.name} is …'"
-            else:
-                hint = _compare_hint(t, field.field.name)
-            self.error("E202", e.span, f"'{word}' does not apply to {field.field.name} ({t.describe()})", hint)
-            return ir.Truth(False, e.span)
-        assert t.enum is not None
-        members = t.enum.member_names()
+        one = e.kind.startswith("is")
+        match t:
+            case ir.EnumOf() if one:
+                enum = t.enum
+            case ir.SetOf() if not one:
+                enum = t.enum
+            case _:
+                if isinstance(t, ir.SetOf):
+                    hint = f"{field.field.name} is a set: write '{field.field.name} has …'"
+                elif isinstance(t, ir.EnumOf):
+                    hint = f"{field.field.name} holds one value: write '{field.field.name} is …'"
+                else:
+                    hint = _compare_hint(t, field.field.name)
+                word = "is" if one else "has"
+                self.error("E202", e.span, f"'{word}' does not apply to {field.field.name} ({t.describe()})", hint)
+                return ir.Truth(False, e.span)
+        members = enum.member_names()
         for member in e.members:
             if member.name not in members:
                 self.error("E203", member.span,
-                           f"'{member.name}' is not a member of {t.enum.name}",
-                           did_you_mean(member.name, members) or f"{t.enum.name} has: " + ", ".join(members))
+                           f"'{member.name}' is not a member of {enum.name}",
+                           did_you_mean(member.name, members) or f"{enum.name} has: " + ", ".join(members))
         return ir.Member(ir.narrow(e.kind, ir.MEMBER_KINDS), field, tuple(m.name for m in e.members), e.span)
 
     def window(self, e: ast.Window, scope: _Scope) -> ir.Expr:
@@ -843,7 +876,7 @@ class _Checker:
 
     def date_value(self, e: ast.Expr, scope: _Scope) -> ir.Value | None:
         if isinstance(e, ast.DateLit):
-            return self.literal(e, ir.Type("date"), "the window")
+            return self.literal(e, ir.Scalar("date"), "the window")
         field = self.value(e, scope)
         if field is None:
             if not isinstance(e, ast.Ref):
@@ -859,12 +892,34 @@ class _Checker:
         return field
 
 
+def _applies(op: ir.CompareOp, t: ir.Type) -> bool:
+    """Whether `op` compares values of type `t`: an enum, a set or a list is tested otherwise
+    (is, has, any/all/count), and yes/no values and text are only equal or not."""
+    match t:
+        case ir.EnumOf() | ir.SetOf() | ir.ListOf():
+            return False
+        case ir.Scalar(kind="bool" | "judgment" | "text"):
+            return op in ("=", "!=")
+        case ir.Scalar() | ir.Measure():
+            return True
+        case _:
+            assert_never(t)
+
+
 def _same_type(a: ir.Type, b: ir.Type) -> bool:
-    if a.kind in ("quantity", "lab") and b.kind in ("quantity", "lab"):
-        return a.unit is not None and b.unit is not None and a.unit.text == b.unit.text
-    if a.kind in ("integer", "decimal") and b.kind in ("integer", "decimal"):
-        return True
-    return a.kind == b.kind and a.enum == b.enum
+    """Whether fields of types `a` and `b` can be compared: quantities and labs in one unit,
+    whole and decimal numbers, or two of one kind (and one enum)."""
+    match a, b:
+        case ir.Measure(), ir.Measure():
+            return a.unit.text == b.unit.text
+        case ir.Scalar(kind="integer" | "decimal"), ir.Scalar(kind="integer" | "decimal"):
+            return True
+        case ir.EnumOf(), ir.EnumOf():
+            return a.enum == b.enum
+        case ir.SetOf(), ir.SetOf():
+            return a.enum == b.enum
+        case _:
+            return a.kind == b.kind
 
 
 def _literal_kind(e: ast.Expr) -> str:
@@ -880,17 +935,19 @@ def _a(noun: str) -> str:
 
 
 def _condition_hint(name: str, t: ir.Type) -> str:
-    if t.kind == "enum" and t.enum is not None:
-        return f"test its value: {name} is {t.enum.member_names()[0]}"
-    if t.kind == "set" and t.enum is not None:
-        return f"test its members: {name} has any of ({t.enum.member_names()[0]}, …)"
-    if t.kind == "list":
-        return f"quantify over it: any({name} where …) or count({name} where …) >= 1"
-    if t.kind == "date":
-        return f"use a window: {name} within 4 weeks before screening"
-    if t.kind == "interval":
-        return f"test it: {name} overlaps 1 week before screening, or {name} ongoing at screening"
-    return _compare_hint(t, name)
+    match t:
+        case ir.EnumOf():
+            return f"test its value: {name} is {t.enum.member_names()[0]}"
+        case ir.SetOf():
+            return f"test its members: {name} has any of ({t.enum.member_names()[0]}, …)"
+        case ir.ListOf():
+            return f"quantify over it: any({name} where …) or count({name} where …) >= 1"
+        case ir.Scalar(kind="date"):
+            return f"use a window: {name} within 4 weeks before screening"
+        case ir.Scalar(kind="interval"):
+            return f"test it: {name} overlaps 1 week before screening, or {name} ongoing at screening"
+        case _:
+            return _compare_hint(t, name)
 
 
 def _compare_hint(t: ir.Type, name: str = "X") -> str:
@@ -898,28 +955,33 @@ def _compare_hint(t: ir.Type, name: str = "X") -> str:
 
 
 def _compare_hint_for(t: ir.Type) -> str:
-    kind = t.kind
-    if kind == "enum" and t.enum is not None:
-        return f"test an enum with 'is': X is {t.enum.member_names()[0]}"
-    if kind == "set" and t.enum is not None:
-        return f"test a set with 'has': X has any of ({', '.join(t.enum.member_names()[:2])})"
-    if kind == "list":
-        return "a list is tested with any(...), all(...) or count(...)"
-    if kind in ("bool", "judgment"):
-        return "use it on its own as a condition, or with 'not'"
-    if kind == "quantity" and t.unit is not None:
-        return f"compare it with a quantity: X >= 60 {t.unit.text}"
-    if kind == "lab" and t.unit is not None:
-        return f"compare it with a quantity in {t.unit.text} or a multiple of ULN: X <= 3 x ULN"
-    if kind == "titer":
-        return "compare it with a titer: X > 1:80"
-    if kind == "date":
-        return "compare it with a date (YYYY-MM-DD) or use a window"
-    if kind == "interval":
-        return "an interval is tested with overlaps, ongoing at or lasted: X overlaps 1 week before screening"
-    if kind == "text":
-        return 'compare text with = or !=: X = "yes"'
-    return "compare it with a number: X >= 18"
+    match t:
+        case ir.EnumOf():
+            return f"test an enum with 'is': X is {t.enum.member_names()[0]}"
+        case ir.SetOf():
+            return f"test a set with 'has': X has any of ({', '.join(t.enum.member_names()[:2])})"
+        case ir.ListOf():
+            return "a list is tested with any(...), all(...) or count(...)"
+        case ir.Measure(kind="quantity"):
+            return f"compare it with a quantity: X >= 60 {t.unit.text}"
+        case ir.Measure():
+            return f"compare it with a quantity in {t.unit.text} or a multiple of ULN: X <= 3 x ULN"
+        case ir.Scalar():
+            return _SCALAR_HINTS[t.kind]
+        case _:
+            assert_never(t)
+
+
+_SCALAR_HINTS: dict[ir.BaseKind, str] = {
+    "bool": "use it on its own as a condition, or with 'not'",
+    "judgment": "use it on its own as a condition, or with 'not'",
+    "titer": "compare it with a titer: X > 1:80",
+    "date": "compare it with a date (YYYY-MM-DD) or use a window",
+    "interval": "an interval is tested with overlaps, ongoing at or lasted: X overlaps 1 week before screening",
+    "text": 'compare text with = or !=: X = "yes"',
+    "integer": "compare it with a number: X >= 18",
+    "decimal": "compare it with a number: X >= 18",
+}
 
 
 __all__ = ["check", "decimal_text"]

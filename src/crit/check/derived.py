@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import Any, Protocol, assert_never
 
 from crit import ast, ir
 from crit.check.dimensions import PLAIN_NUMBER, Measure, combine, describe, measure, product_text
@@ -37,7 +37,6 @@ class _Checker(Protocol):
 
     def patient_scope(self) -> _Scope: ...
 
-_NUMERIC = ("integer", "decimal", "quantity", "lab")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +206,7 @@ class Derived:
                                "compare a field declared 'lab UNIT' with it: alt <= (5 x ULN if liver_metastases, "
                                "otherwise 2.5 x ULN)")
                     return None
-                assert lab.field.type.unit is not None
+                assert isinstance(lab.field.type, ir.Measure)  # `labs_in` finds only lab fields
                 return Checked(ir.UlnOf(lab, e.number.value, e.span), measure(lab.field.type.unit))
             case ast.Arith():
                 return self.arith(e, scope, lab)
@@ -232,14 +231,15 @@ class Derived:
             self.error("E210", e.span, f"'{e.name}' is a definition, true or false, not a number",
                        "calculations use numbers, quantities and numeric fields")
             return None
-        t = found.field.type
-        if t.kind not in _NUMERIC:
-            self.error("E210", e.span, f"'{e.name}' is {_kind_words(t)}, not a number, so it cannot be used "
-                       "in a calculation", "calculations use numbers, quantities and numeric fields")
-            return None
-        if t.unit is None:
-            return Checked(found, PLAIN_NUMBER)
-        return Checked(found, measure(t.unit))
+        match found.field.type:
+            case ir.Measure() as t:
+                return Checked(found, measure(t.unit))
+            case ir.Scalar(kind="integer" | "decimal"):
+                return Checked(found, PLAIN_NUMBER)
+            case t:
+                self.error("E210", e.span, f"'{e.name}' is {_kind_words(t)}, not a number, so it cannot be used "
+                           "in a calculation", "calculations use numbers, quantities and numeric fields")
+                return None
 
     def arith(self, e: ast.Arith, scope: _Scope, lab: ir.FieldRef | None) -> Checked | None:
         left = self.num(e.left, scope, lab)
@@ -308,7 +308,7 @@ class Derived:
         found = self.checker.lookup(e.agent, scope)
         if found is None or dose is None:
             return None
-        if isinstance(found, ast.Define) or found.field.type.enum != table.enum or found.field.type.kind != "enum":
+        if isinstance(found, ast.Define) or found.field.type != ir.EnumOf(table.enum):
             self.error("E213", e.agent.span, f"'{e.agent.name}' does not name one of {table.enum.name}",
                        f"the table converts by agent: give the field that holds which {table.enum.name} it is")
             return None
@@ -412,12 +412,20 @@ def _unit_hint(m: Measure) -> str:
 
 def _kind_words(t: ir.Type) -> str:
     """A field's type in a sentence: `one of Sex`, `a date`, `a yes-or-no field`."""
-    if t.enum is not None:
-        return f"{'one' if t.kind == 'enum' else 'a set'} of {t.enum.name}"
-    if t.kind == "list":
-        return f"a list of {t.record}"
-    return {"bool": "a yes-or-no field", "judgment": "an investigator's judgment", "text": "a text",
-            "date": "a date", "titer": "a titer"}.get(t.kind, f"a {t.kind}")
+    match t:
+        case ir.EnumOf():
+            return f"one of {t.enum.name}"
+        case ir.SetOf():
+            return f"a set of {t.enum.name}"
+        case ir.ListOf():
+            return f"a list of {t.record}"
+        case ir.Measure():
+            return f"a {t.kind}"
+        case ir.Scalar():
+            return {"bool": "a yes-or-no field", "judgment": "an investigator's judgment", "text": "a text",
+                    "date": "a date", "titer": "a titer"}.get(t.kind, f"a {t.kind}")
+        case _:
+            assert_never(t)
 
 
 _KINDS: dict[type, str] = {

@@ -120,7 +120,7 @@ class Solver:
             records = {r.name: r for r in protocol.records}
             for f in protocol.fields:
                 self._declare(f.name, f)
-                record = records.get(f.type.record or "") if f.type.kind == "list" else None
+                record = records.get(f.type.record) if isinstance(f.type, ir.ListOf) else None
                 for item_field in record.fields if record is not None else ():
                     self._declare(_item_path(f.name, item_field.name), item_field)
         for protocol in protocols:
@@ -144,18 +144,19 @@ class Solver:
 
     def _declare(self, path: str, f: ir.Field) -> None:
         t = f.type
-        members = list(t.enum.member_names()) if t.enum is not None else []
+        members = list(t.enum.member_names()) if isinstance(t, (ir.EnumOf, ir.SetOf)) else []
+        unit = t.unit if isinstance(t, ir.Measure) else None
         var = self.vars.get(path)
         if var is None:
-            self.vars[path] = _Var(t.kind, f.optional, members, t.unit)
+            self.vars[path] = _Var(t.kind, f.optional, members, unit)
             return
         var.optional = var.optional or f.optional
         var.members += [m for m in members if m not in var.members]
         if var.kind != t.kind:
             var.kind = "mixed"  # the versions disagree on the type: its conditions stay opaque
-        elif var.unit is not None and t.unit is not None and var.unit.text != t.unit.text:
+        elif var.unit is not None and unit is not None and var.unit.text != unit.text:
             try:
-                var.scales[t.unit.text] = factor(t.unit, var.unit)
+                var.scales[unit.text] = factor(unit, var.unit)
             except UnitError:
                 var.kind = "mixed"
 
@@ -328,9 +329,9 @@ class _Encoder:
         path = compared.field.name if compared.scope == "patient" or item is None \
             else _item_path(item.list_name, compared.field.name)
         var = self.solver.vars.get(path)
-        unit = compared.field.type.unit
-        if var is not None and unit is not None:
-            number *= var.scales.get(unit.text, Fraction(1))
+        t = compared.field.type
+        if var is not None and isinstance(t, ir.Measure):
+            number *= var.scales.get(t.unit.text, Fraction(1))
         return _rational(number), z3.BoolVal(True)
 
     def compare(self, e: ir.Expr, op: str, left: ir.Value, right: ir.Value, item: _Item | None) -> Term:
@@ -423,8 +424,8 @@ class _Encoder:
         var, name = self.field(ref, item)
         if var is None or var.kind not in ("integer", "decimal", "quantity", "lab"):
             return None
-        unit = ref.field.type.unit
-        scale = var.scales.get(unit.text, Fraction(1)) if unit is not None else Fraction(1)
+        t = ref.field.type
+        scale = var.scales.get(t.unit.text, Fraction(1)) if isinstance(t, ir.Measure) else Fraction(1)
         value = z3.Real(name + "#uln") * _real(uln) if uln is not None else _variable(var, name)
         if z3.is_int(value):
             value = z3.ToReal(value)
@@ -546,7 +547,7 @@ class _Encoder:
         different = z3.Int(f"{description.name}#different#{e.key.name}#{found}")
         bounds = [different <= matching, z3.Implies(matching >= 1, different >= 1),
                   z3.Implies(matching == 0, different == 0)]
-        if e.key.type.kind == "enum" and e.key.type.enum is not None:
+        if isinstance(e.key.type, ir.EnumOf):
             bounds.append(different <= len(e.key.type.enum.members))
         return z3.And(*bounds, _holds(different, e.op, z3.IntVal(e.number)))
 

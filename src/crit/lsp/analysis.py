@@ -429,11 +429,12 @@ def _field_hover(index: Index, decl: Declaration) -> str:
     node = decl.node
     optional = checked.optional if checked is not None else isinstance(node, ast.FieldDecl) and node.optional
     out.append("optional: a record may give none" if optional else "required")
-    if checked is not None and checked.type.unit is not None:
-        units = [f"unit: {code_span(checked.type.unit.text)} ({inline(checked.type.unit.dimension)})"]
-        for unit, scale in checked.type.also:
+    if checked is not None and isinstance(checked.type, ir.Measure):
+        measure = checked.type
+        units = [f"unit: {code_span(measure.unit.text)} ({inline(measure.unit.dimension)})"]
+        for unit, scale in measure.also:
             units.append(f"also accepted: {code_span(unit.text)}, 1 {inline(unit.text)} = "
-                         f"{inline(str(scale))} {inline(checked.type.unit.text)}")
+                         f"{inline(str(scale))} {inline(measure.unit.text)}")
         out += units
     out.append(f"declared in {code_span(decl.span.file)} line {decl.span.line}")
     return "\n\n".join([out[0], "\n".join(f"- {line}" for line in out[2:])])
@@ -492,7 +493,7 @@ def _unit_hover(index: Index, occurrence: Occurrence) -> str:
     out = [f"**unit {code_span(unit.text)}**", "", f"- dimension: {inline(unit.dimension)}"]
     decl = resolve_name(index, occurrence.context, None) if occurrence.context else None
     checked = _ir_field(index, decl) if decl is not None else None
-    target = checked.type.unit if checked is not None else None
+    target = checked.type.unit if checked is not None and isinstance(checked.type, ir.Measure) else None
     if target is not None and decl is not None:
         try:
             ratio = factor(unit, target)

@@ -40,7 +40,7 @@ from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 import click
 from sqlglot import exp, transpile
@@ -414,7 +414,6 @@ def _suspect(placed: tables.FieldLayout) -> list[str]:
             out.append(f"abs({value}) >= {_LIMIT} OR abs({uln}) >= {_LIMIT} OR {uln} <= 0 "
                        f"OR ({value} IS NULL) <> ({uln} IS NULL)")
         case "enum":
-            assert t.enum is not None
             out.append(f"{value} NOT IN ({', '.join(literal(m) for m in t.enum.member_names())})")
         case "set":
             members = [c for k, c in cols.items() if k.startswith("member:")]
@@ -432,6 +431,8 @@ def _suspect(placed: tables.FieldLayout) -> list[str]:
             out += [_bad_date(start), _bad_date(end)]
         case "bool" | "judgment" | "text":
             pass
+        case _:
+            assert_never(t)
     if placed.field.plausible is not None and value is not None:
         low, high = _bounds(placed)
         out.append(f"({value} < {format(low, 'f')} OR {value} > {format(high, 'f')})")
@@ -441,13 +442,17 @@ def _suspect(placed: tables.FieldLayout) -> list[str]:
         out.append(_bad_date(measured))
     if placed.field.optional:
         none = cols["none"]
-        if t.kind == "set":
-            out.append(f"{none} AND (" + " OR ".join(f"{c}" for k, c in cols.items() if k.startswith("member:")) + ")")
-        elif t.kind == "list":
-            out.append(f"{none} AND {cols['items']} <> 0")
-        else:
-            values = [c for k, c in cols.items() if k in _VALUES]
-            out.append(f"{none} AND (" + " OR ".join(f"{c} IS NOT NULL" for c in values) + ")")
+        match t:
+            case ir.SetOf():
+                out.append(f"{none} AND (" + " OR ".join(f"{c}" for k, c in cols.items() if k.startswith("member:"))
+                           + ")")
+            case ir.ListOf():
+                out.append(f"{none} AND {cols['items']} <> 0")
+            case ir.Scalar() | ir.Measure() | ir.EnumOf():
+                values = [c for k, c in cols.items() if k in _VALUES]
+                out.append(f"{none} AND (" + " OR ".join(f"{c} IS NOT NULL" for c in values) + ")")
+            case _:
+                assert_never(t)
     return [f"COALESCE({p}, false)" for p in out]
 
 
@@ -514,11 +519,9 @@ def _problems(placed: tables.FieldLayout, row: Mapping[str, Any], path: str) -> 
                                                              "limit of normal, or neither is"))
             elif value is not None:
                 raw = {"value": Decimal(value), "uln": Decimal(uln), "unit": placed.storage}
-                assert t.unit is not None
                 factors = {u.text: f for u, f in t.also}
                 number = rt.read_lab(raw, at, problems, t.unit.text, factors)
         case "enum":
-            assert t.enum is not None
             if value is not None:
                 rt.read_enum(value, at, problems, t.enum.member_names())
         case "set":
@@ -538,6 +541,8 @@ def _problems(placed: tables.FieldLayout, row: Mapping[str, Any], path: str) -> 
                 rt.read_interval(period, at, problems)
         case "bool" | "judgment" | "text":
             pass
+        case _:
+            assert_never(t)
     plausible = placed.field.plausible
     if plausible is not None and number is not None and len(problems) == before:
         canonical = _canonical(number.value if isinstance(number, rt.Lab) else number, placed)
@@ -546,7 +551,7 @@ def _problems(placed: tables.FieldLayout, row: Mapping[str, Any], path: str) -> 
             if measured is None:
                 return [str(p) for p in problems]  # validate() reads no result then: no range to check
             read = rt.Dated(read, measured)
-        unit = t.unit.text if t.unit is not None else ""
+        unit = t.unit.text if isinstance(t, ir.Measure) else ""
         rt.plausible(read, plausible.low, plausible.high, plausible.text, unit, path, problems)
     return [str(p) for p in problems]
 

@@ -17,7 +17,7 @@ import csv
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, assert_never
 
 from crit.sources import records as json_records
 
@@ -121,22 +121,25 @@ def schema_kinds(protocol: ir.Protocol) -> dict[str, Any]:
     records = {r.name: r for r in protocol.records}
 
     def kind(t: ir.Type) -> Any:
-        if t.kind in ("bool", "judgment"):
-            return "bool"
-        if t.kind in ("integer", "decimal"):
-            return "number"
-        if t.kind == "quantity":
-            return {"": "number", "value": "number", "unit": "text"}
-        if t.kind == "lab":
-            return {"": "json", "value": "number", "uln": "number", "unit": "text"}
-        if t.kind == "set":
-            return "set"
-        if t.kind == "interval":
-            return {"": "json", "start": "text", "end": "text", "ongoing": "bool"}
-        if t.kind == "list":
-            assert t.record is not None
-            return {"": "json", "[]": {f.name: kind(f.type) for f in records[t.record].fields}}
-        return "text"
+        match t.kind:
+            case "bool" | "judgment":
+                return "bool"
+            case "integer" | "decimal":
+                return "number"
+            case "quantity":
+                return {"": "number", "value": "number", "unit": "text"}
+            case "lab":
+                return {"": "json", "value": "number", "uln": "number", "unit": "text"}
+            case "set":
+                return "set"
+            case "interval":
+                return {"": "json", "start": "text", "end": "text", "ongoing": "bool"}
+            case "list":
+                return {"": "json", "[]": {f.name: kind(f.type) for f in records[t.record].fields}}
+            case "text" | "date" | "titer" | "enum":
+                return "text"
+            case _:
+                assert_never(t)
 
     def dated(field: ir.Field) -> Any:
         """A dated result: its value (or a quantity's own keys) and the date it was measured."""

@@ -751,7 +751,7 @@ class Builder:
             record[name] = items
         else:
             found = {self._member(rule, resource) for resource in present}
-            assert t.enum is not None
+            assert t.kind == "set"  # the mapping check allows `all` on a list or a set only
             record[name] = [m for m in t.enum.member_names() if m in found]
         sources[name] = [reference(r) for r in present] + notes
 
@@ -777,9 +777,9 @@ class Builder:
 
     def _item(self, rule: FieldMap, resource: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
         """One list item from one resource, each sub-field by its own map."""
-        record_type = self.fields[rule.name].type.record
-        assert record_type is not None
-        types = {f.name: f.type for f in self.records[record_type].fields}
+        list_type = self.fields[rule.name].type
+        assert list_type.kind == "list"  # the mapping check gives items to a list only
+        types = {f.name: f.type for f in self.records[list_type.record].fields}
         item: dict[str, Any] = {}
         for sub in rule.items:
             if sub.manual is not None or sub.name not in types:

@@ -44,7 +44,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, assert_never, get_args
 
 from antlr4 import CommonTokenStream, InputStream, Token  # type: ignore[import-untyped]
 from antlr4.error.ErrorListener import ErrorListener  # type: ignore[import-untyped]
@@ -973,7 +973,7 @@ class _Checker:
             if expression is not None:
                 self.fhirpath(expression, (*at, key))
         self.systems(m.code, (*at, "code"))
-        if kind == "list" and declared.type.record is not None:
+        if isinstance(declared.type, ir.ListOf):
             self.items(m, self.records.get(declared.type.record), at)
 
     def manual(self, m: FieldMap, at: tuple[str, ...]) -> None:
@@ -1052,23 +1052,23 @@ class _Checker:
                                  'write value = "value.as(CodeableConcept)"')
 
     def units(self, m: FieldMap, declared: ir.Field, at: tuple[str, ...]) -> None:
-        unit = declared.type.unit
-        if unit is None:
+        t = declared.type
+        if not isinstance(t, ir.Measure):
             return
-        accepted = {unit.text, *declared.type.record_units()}
+        unit = t.unit
+        accepted = {unit.text, *t.record_units()}
         for ucum in m.units:
             problem = _unit_problem(ucum, unit, accepted)
             if problem is not None:
                 self.problems.at_value("F114", (*at, "units"), f"{m.name}: {problem[0]}", problem[1], ucum)
 
     def members(self, members: tuple[MemberMap, ...], t: ir.Type, at: tuple[str, ...], by_value: bool) -> None:
-        if t.kind == "bool":
-            names: tuple[str, ...] = ("true", "false")
-            what = "a yes/no field's members are true and false"
-        else:
-            assert t.enum is not None
-            names = t.enum.member_names()
+        if isinstance(t, ir.EnumOf | ir.SetOf):
+            names: tuple[str, ...] = t.enum.member_names()
             what = f"{t.enum.name} has " + ", ".join(names)
+        else:
+            names = ("true", "false")
+            what = "a yes/no field's members are true and false"
         written = {m.name for m in members}
         for member in members:
             if member.name not in names:
@@ -1255,22 +1255,27 @@ def _unit_problem(ucum: str, unit: ir.Unit, accepted: set[str]) -> tuple[str, st
 def _field_words(f: ir.Field) -> str:
     """What a field holds, with its article: `a lab value in U/L`, `an optional date`."""
     t = f.type
-    words = {"bool": "yes/no field", "integer": "whole number", "decimal": "number", "text": "text",
-             "date": "date", "titer": "titer", "judgment": "judgment", "interval": "interval",
-             "quantity": f"quantity in {t.unit.text if t.unit else ''}",
-             "lab": f"lab value in {t.unit.text if t.unit else ''}",
-             "enum": f"choice of {t.enum.name if t.enum else ''}",
-             "set": f"set of {t.enum.name if t.enum else ''}", "list": f"list of {t.record}"}[t.kind]
+    match t:
+        case ir.Measure():
+            words = f"{'lab value' if t.kind == 'lab' else 'quantity'} in {t.unit.text}"
+        case ir.EnumOf():
+            words = f"choice of {t.enum.name}"
+        case ir.SetOf():
+            words = f"set of {t.enum.name}"
+        case ir.ListOf():
+            words = f"list of {t.record}"
+        case ir.Scalar():
+            words = {"bool": "yes/no field", "integer": "whole number", "decimal": "number", "text": "text",
+                     "date": "date", "titer": "titer", "judgment": "judgment", "interval": "interval"}[t.kind]
+        case _:
+            assert_never(t)
     if f.optional:
         return f"an optional {words}"
     return ("an " if words[0] in "aeiou" else "a ") + words
 
 
 def _type_name(t: ir.Type) -> str:
-    if t.kind == "bool":
-        return "a yes/no field"
-    assert t.enum is not None
-    return t.enum.name
+    return t.enum.name if isinstance(t, ir.EnumOf | ir.SetOf) else "a yes/no field"
 
 
 def _select_hint(kind: ir.TypeKind) -> str:

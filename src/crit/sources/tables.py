@@ -182,11 +182,10 @@ def places(value: Fraction) -> int:
     return count
 
 
-def storage_unit(t: ir.Type) -> tuple[str, Fraction] | None:
+def storage_unit(t: ir.Measure) -> tuple[str, Fraction] | None:
     """The unit a quantity's or lab's columns hold, and the exact factor from the canonical unit
     to it: the canonical unit when every accepted unit is an exact decimal of it, else the first
     accepted unit that is; None when there is none."""
-    assert t.unit is not None
     factors = [(t.unit.text, Fraction(1))] + [(u.text, Fraction(f)) for u, f in t.also]
     for name, factor in factors:  # a value v in unit u is v × f_u canonical, v × f_u / f_s stored
         if all(terminating(f / factor) for _, f in factors):
@@ -198,8 +197,8 @@ def _numeric(field: ir.Field, name: str, path: str, kind: ColumnKind, role: Role
              ranged: bool) -> Column:
     """A number column sized as the module docstring says: whole digits from the plausible range
     (when `ranged`: a ULN has none), places from PLACES and the accepted units' exact factors."""
-    factors = [Fraction(1)] + [Fraction(f) for _, f in field.type.also] if field.type.unit is not None \
-        else [Fraction(1)]
+    t = field.type
+    factors = [Fraction(1)] + ([Fraction(f) for _, f in t.also] if isinstance(t, ir.Measure) else [])
     stored = [f * to_storage for f in factors]  # a number written in each unit, times this, is stored
     scale = 0 if kind == "integer" else PLACES + max(places(f) for f in stored)
     bound = None
@@ -246,8 +245,7 @@ def layout(protocol: ir.Protocol) -> Layout:
             seen[column.name] = column
         tables.append(Table(name, record, depth, tuple(columns), tuple(c.name for c in key), tuple(placed_fields)))
         for field in members:
-            if field.type.kind == "list":
-                assert field.type.record is not None
+            if isinstance(field.type, ir.ListOf):
                 child = records[field.type.record]
                 lay(f"{name}{SEPARATOR}{field.name}", child.name, depth + 1, child.fields)
 
@@ -275,25 +273,14 @@ def _place_value(field: ir.Field, table: str, records: Mapping[str, ir.Record]) 
     t = field.type
     name = field.name
     none = (Column(f"{name}{SEPARATOR}none", name, "bool", "none", False),) if field.optional else ()
-    match t.kind:
-        case "bool" | "judgment":
-            return FieldLayout(field, table, (Column(name, name, "bool", "value", True), *none))
-        case "integer":
-            return FieldLayout(field, table, (_numeric(field, name, name, "integer", "value", Fraction(1), True),
-                                              *none))
-        case "titer":
-            return FieldLayout(field, table, (Column(name, name, "integer", "value", True), *none))
-        case "decimal":
-            return FieldLayout(field, table, (_numeric(field, name, name, "decimal", "value", Fraction(1), True),
-                                              *none))
-        case "text" | "enum":
+    match t:
+        case ir.Scalar():
+            return FieldLayout(field, table, (*_scalar_columns(field, t.kind), *none))
+        case ir.EnumOf():
             return FieldLayout(field, table, (Column(name, name, "text", "value", True), *none))
-        case "date":
-            return FieldLayout(field, table, (Column(name, name, "date", "value", True), *none))
-        case "quantity" | "lab":
+        case ir.Measure():
             found = storage_unit(t)
             if found is None:
-                assert t.unit is not None
                 raise _error("S102", field.span,
                              f"no unit writes every accepted unit of '{name}' ({t.unit.text}) as an exact decimal",
                              "SQL columns hold exact decimals: accept units that are decimal multiples of one another")
@@ -303,20 +290,37 @@ def _place_value(field: ir.Field, table: str, records: Mapping[str, ir.Record]) 
                 columns.append(_numeric(field, f"{name}{SEPARATOR}uln", f"{name}.uln", "decimal", "uln", to_storage,
                                         False))
             return FieldLayout(field, table, (*columns, *none), unit, to_storage)
-        case "set":
-            assert t.enum is not None
+        case ir.SetOf():
             members = tuple(Column(f"{name}{SEPARATOR}{m}", name, "bool", "member", True, member=m)
                             for m in t.enum.member_names())
             return FieldLayout(field, table, (*members, *none))
-        case "list":
-            assert t.record is not None and t.record in records
+        case ir.ListOf():
+            assert t.record in records
             count = Column(f"{name}{SEPARATOR}items", name, "integer", "items", True)
             return FieldLayout(field, table, (count, *none), items=f"{table}{SEPARATOR}{name}")
+        case _ as unreachable:
+            assert_never(unreachable)
+
+
+def _scalar_columns(field: ir.Field, kind: ir.BaseKind) -> tuple[Column, ...]:
+    name = field.name
+    match kind:
+        case "bool" | "judgment":
+            return (Column(name, name, "bool", "value", True),)
+        case "integer":
+            return (_numeric(field, name, name, "integer", "value", Fraction(1), True),)
+        case "titer":
+            return (Column(name, name, "integer", "value", True),)
+        case "decimal":
+            return (_numeric(field, name, name, "decimal", "value", Fraction(1), True),)
+        case "text":
+            return (Column(name, name, "text", "value", True),)
+        case "date":
+            return (Column(name, name, "date", "value", True),)
         case "interval":
-            return FieldLayout(field, table, (Column(f"{name}{SEPARATOR}start", f"{name}.start", "date", "start", True),
-                                              Column(f"{name}{SEPARATOR}end", f"{name}.end", "date", "end", True),
-                                              Column(f"{name}{SEPARATOR}ongoing", f"{name}.ongoing", "bool", "ongoing",
-                                                     True), *none))
+            return (Column(f"{name}{SEPARATOR}start", f"{name}.start", "date", "start", True),
+                    Column(f"{name}{SEPARATOR}end", f"{name}.end", "date", "end", True),
+                    Column(f"{name}{SEPARATOR}ongoing", f"{name}.ongoing", "bool", "ongoing", True))
         case _ as unreachable:
             assert_never(unreachable)
 
@@ -367,27 +371,14 @@ _NUMBER = {"type": "number", "exclusiveMinimum": -10 ** 15, "exclusiveMaximum": 
 
 def _value_schema(field: ir.Field) -> dict[str, Any]:
     t = field.type
-    match t.kind:
-        case "bool" | "judgment":
-            schema: dict[str, Any] = {"type": "boolean"}
-        case "integer":
-            schema = {**_NUMBER, "type": "integer"}
-        case "decimal":
-            schema = dict(_NUMBER)
-        case "text":
-            schema = {"type": "string"}
-        case "date":
-            schema = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "format": "date"}
-        case "titer":
-            schema = {"type": "string", "pattern": "^1:[1-9][0-9]{0,8}$"}
-        case "enum":
-            assert t.enum is not None
+    match t:
+        case ir.Scalar():
+            schema = _scalar_schema(t.kind)
+        case ir.EnumOf():
             schema = {"type": "string", "enum": list(t.enum.member_names())}
-        case "set":
-            assert t.enum is not None
+        case ir.SetOf():
             schema = {"type": "array", "items": {"type": "string", "enum": list(t.enum.member_names())}}
-        case "quantity" | "lab":
-            assert t.unit is not None
+        case ir.Measure():
             units = [t.unit.text, *t.record_units()]
             keys = ("value", "uln") if t.kind == "lab" else ("value",)
             properties: dict[str, Any] = {k: dict(_NUMBER) for k in keys}
@@ -397,18 +388,13 @@ def _value_schema(field: ir.Field) -> dict[str, Any]:
             measured = {"type": "object", "properties": properties, "required": list(keys),
                         "additionalProperties": False}
             schema = measured if t.kind == "lab" else {"anyOf": [dict(_NUMBER), measured]}
-        case "list":
+        case ir.ListOf():
             schema = {"type": "array", "items": {"$ref": f"#/$defs/{t.record}"}}
-        case "interval":
-            day = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "format": "date"}
-            schema = {"type": "object", "properties": {"start": day, "end": {"anyOf": [day, {"type": "null"}]},
-                                                       "ongoing": {"anyOf": [{"type": "boolean"}, {"type": "null"}]}},
-                      "required": ["start"], "additionalProperties": False}
         case _ as unreachable:
             assert_never(unreachable)
     if field.measured is not None:
         day = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "format": "date"}
-        if t.kind in ("quantity", "lab"):  # the date beside the value and unit
+        if isinstance(t, ir.Measure):  # the date beside the value and unit
             whole = schema if t.kind == "lab" else schema["anyOf"][1]
             whole = {**whole, "properties": {**whole["properties"], "measured": day},
                      "required": [*whole["required"], "measured"]}
@@ -419,6 +405,29 @@ def _value_schema(field: ir.Field) -> dict[str, Any]:
     if field.label:
         schema["description"] = field.label
     return schema
+
+
+def _scalar_schema(kind: ir.BaseKind) -> dict[str, Any]:
+    match kind:
+        case "bool" | "judgment":
+            return {"type": "boolean"}
+        case "integer":
+            return {**_NUMBER, "type": "integer"}
+        case "decimal":
+            return dict(_NUMBER)
+        case "text":
+            return {"type": "string"}
+        case "date":
+            return {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "format": "date"}
+        case "titer":
+            return {"type": "string", "pattern": "^1:[1-9][0-9]{0,8}$"}
+        case "interval":
+            day = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "format": "date"}
+            return {"type": "object", "properties": {"start": day, "end": {"anyOf": [day, {"type": "null"}]},
+                                                     "ongoing": {"anyOf": [{"type": "boolean"}, {"type": "null"}]}},
+                    "required": ["start"], "additionalProperties": False}
+        case _ as unreachable:
+            assert_never(unreachable)
 
 
 def _object_schema(fields: tuple[ir.Field, ...], allow_id: bool) -> dict[str, Any]:
@@ -467,7 +476,7 @@ def _values(layout_: Layout, placed: FieldLayout, raw: object, present: bool, pa
     out: list[object]
     measured: datetime.date | None = None
     if field.measured is not None and not missing:  # the value beside its date, read as validate() does
-        whole = t.kind in ("quantity", "lab")
+        whole = isinstance(t, ir.Measure)
         if not isinstance(raw, Mapping) or "measured" not in raw:
             raise TableError(rt.Problem(path, "expected a value with the date it was measured"))
         measured = rt.read_date(raw["measured"], f"{path}.measured", problems)
@@ -487,12 +496,10 @@ def _values(layout_: Layout, placed: FieldLayout, raw: object, present: bool, pa
         case "text":
             out = [None if missing else rt.read_text(raw, path, problems)]
         case "enum":
-            assert t.enum is not None
             out = [None if missing else rt.read_enum(raw, path, problems, t.enum.member_names())]
         case "date":
             out = [None if missing else rt.read_date(raw, path, problems)]
         case "quantity" | "lab":
-            assert t.unit is not None
             factors = t.record_units()
             scale = placed.columns[0].scale
             if t.kind == "quantity":
@@ -503,7 +510,6 @@ def _values(layout_: Layout, placed: FieldLayout, raw: object, present: bool, pa
                 out = [None, None] if lab is None else [_exact(lab.value, placed.to_storage, scale, f"{path}.value"),
                                                         _exact(lab.uln, placed.to_storage, scale, f"{path}.uln")]
         case "set":
-            assert t.enum is not None
             names = t.enum.member_names()
             chosen = None if missing else rt.read_set(raw, path, problems, names)
             if none:
