@@ -32,7 +32,7 @@ def test_t2d_is_formatted() -> None:
 
 
 def test_t2d_rendering_and_evaluator_are_current() -> None:
-    code, output = run("build", str(T2D / "t2d.crit"), "-o", str(T2D), "--sql", "none", "--check")
+    code, output = run("build", str(T2D / "t2d.crit"), "-o", str(T2D), "--sql", "duckdb", "--check")
     assert code == 0, output
 
 

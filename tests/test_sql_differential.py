@@ -26,6 +26,7 @@ from crit.driver import load
 from crit.interpret import Interpreter
 from crit.sources import tables
 from crit.sources.records import loads
+from crit.tools.protocol_tests import read_tests
 from strategies import Schema, protocols, records
 
 EXAMPLES = int(os.environ.get("CRIT_SQL_EXAMPLES", "6"))
@@ -140,6 +141,19 @@ def test_jy231_vignettes_through_sql(connection: duckdb.DuckDBPyConnection) -> N
     for i, (name, _, decision, outcomes) in enumerate(valid):
         assert got[f"r{i}"]["decision"] == decision, name
         assert {k: got[f"r{i}"][k] for k in outcomes} == outcomes, name
+
+
+def test_t2d_vignettes_through_sql(connection: duckdb.DuckDBPyConnection) -> None:
+    """The SURPASS-2 example's vignettes (BMI: a product of two ranged measurements) give in SQL
+    what the interpreter and the vignettes say."""
+    suite = read_tests(ROOT / "examples" / "t2d" / "t2d.tests.json")
+    protocol = load(suite.protocol)
+    cases = [case.record for case in suite.cases]  # read from their JSON text: exact decimals
+    got = check_agreement(connection, protocol, cases)
+    decided = [(i, case) for i, case in enumerate(suite.cases) if f"r{i}" in got and case.expect is not None]
+    assert len(decided) >= 40
+    for i, case in decided:
+        assert got[f"r{i}"]["decision"] == case.expect, case.name
 
 
 def test_rows_refuse_a_value_outside_its_plausible_range_as_validate_does() -> None:
