@@ -51,6 +51,8 @@ SKIPPED = {
 EXIT_CODES = {
     "crit screen protocols/jy231.crit examples/cohort/patients.jsonl":
         (3, "the sample cohort holds two unreadable records on purpose"),
+    "crit screen --from fhir protocols/jy231.crit examples/fhir/":
+        (3, "example P0001110 reports its AST in [IU]/mL, a unit the mapping does not accept, on purpose"),
 }
 
 # What the scratch copy leaves out: version control, environments, caches.
