@@ -234,10 +234,12 @@ def constructs_in(source: str) -> set[str]:
 
 def test_the_generator_exercises_every_construct() -> None:
     """A differential test is only as good as its programs: together they use every construct.
-    Drawn without shrinking (nothing is being minimised), so it takes a few seconds."""
+    Drawn without shrinking (nothing is being minimised). 250 draws: the derandomised sequence
+    has every construct by its 188th protocol (the intervals come last); drawing costs about
+    0.09 s a protocol, so 400 cost the suite 15 s more for nothing."""
     texts: list[str] = []
 
-    @settings(max_examples=400, database=None, derandomize=True, phases=[Phase.generate],
+    @settings(max_examples=250, database=None, derandomize=True, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(protocols())
     def collect(case: tuple[str, Schema]) -> None:
