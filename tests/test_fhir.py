@@ -217,7 +217,17 @@ def test_a_condition_counts_only_when_confirmed_and_active(tmp_path: Path) -> No
                    {"clinicalStatus": {"coding": [{"code": "resolved"}]}}):
         patient = built(tmp_path, [*base(), {**copy.deepcopy(ild), **change}])
         assert patient.record["ild"] is False, change
-        assert patient.sources["ild"] == ["no matching Condition"]
+        assert patient.sources["ild"] == ['no matching Condition: taken as no (absent = "no")']
+
+
+def test_with_select_any_no_resource_is_missing_unless_the_mapping_says_otherwise(tmp_path: Path) -> None:
+    """Missing data never decides a fact by default: "no ILD listed" is "no" only where the mapping
+    says so (JY231's does, absent = "no"); without that line the field is missing."""
+    mapping = remapped(tmp_path, 'select = "any"\nabsent = "no"                         # the problem list',
+                       'select = "any"\n# the problem list')
+    patient = built(tmp_path, base(), mapping)
+    assert "ild" not in patient.record and patient.problems == []
+    assert patient.sources["ild"] == ["no matching Condition: missing"]
 
 
 def test_count_and_where(tmp_path: Path) -> None:

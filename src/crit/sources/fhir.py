@@ -675,8 +675,13 @@ class Builder:
                  if self._absent_reason(r)]
         present = [r for r in candidates if not self._absent_reason(r)]
         if rule.select in ("any", "count"):
+            if not present and rule.absent == "missing":  # the EHR may simply not hold it
+                sources[name] = notes or [f"no matching {rule.resource}: missing"]
+                return
             record[name] = bool(present) if rule.select == "any" else len(present)
-            sources[name] = [reference(r) for r in present] + notes or [f"no matching {rule.resource}"]
+            taken = "no" if rule.select == "any" else "0"
+            sources[name] = [reference(r) for r in present] + notes or [
+                f'no matching {rule.resource}: taken as {taken} (absent = "{rule.absent}")']
             return
         if rule.select == "all":
             self._all(rule, present, record, sources, notes)

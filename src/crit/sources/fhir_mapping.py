@@ -23,7 +23,7 @@ API, for the reader and the synthetic generator (also in the README, "FHIR input
   "all"); `value`, `uln`, `measured`, `start`, `end`, `ongoing`, `age_at` (FHIRPath, except
   `age_at`: a patient date field); `units` (UCUM codes as written); `members` (`MemberMap`s);
   `positive` (`Code`s of a set member's result that make it present); `within` (`Window`);
-  `absent` ("missing", "none", "empty"); `items` (`ItemMap`s, for a list of records).
+  `absent` ("missing", "none", "empty", "no", "zero"); `items` (`ItemMap`s, for a list of records).
 - `Code(system, code, prefix, text)`: `system` is the absolute URI (an alias resolved) or None
   for a bare code (a FHIR `code` value such as Patient.gender); `prefix` for a trailing `*`;
   `matches(system, code)`.
@@ -65,7 +65,9 @@ ResourceType = Literal["Patient", "Observation", "Condition", "MedicationStateme
                        "MedicationRequest", "MedicationAdministration", "Immunization",
                        "Procedure", "Encounter", "ResearchSubject"]
 Select = Literal["latest", "earliest", "one", "any", "count", "all"]
-Absent = Literal["missing", "none", "empty"]
+# what no matching resource means: unknown (the default), or, stated by the mapping's author, a
+# recorded none (optional fields), an empty list or set, "no" (select = "any"), 0 (select = "count")
+Absent = Literal["missing", "none", "empty", "no", "zero"]
 ItemKind = Literal["value", "code_in", "members", "manual"]
 
 RESOURCE_TYPES: tuple[ResourceType, ...] = get_args(ResourceType)
@@ -1015,10 +1017,20 @@ class _Checker:
             self.problems.at_value("F110", (*at, "absent"),
                                    f'absent = "empty" is for lists and sets, and {m.name} is {_field_words(declared)}',
                                    "remove absent to leave the field missing when FHIR holds nothing")
-        elif m.absent != "missing" and m.select in ("any", "count"):
+        elif m.absent == "no" and m.select != "any":
             self.problems.at_value("F110", (*at, "absent"),
-                                   f'with select = "{m.select}" no resource already means '
-                                   + ("no" if m.select == "any" else "0"), "remove absent")
+                                   f'absent = "no" is for select = "any", and {m.name} selects "{m.select}"',
+                                   'write select = "any" for a yes/no that is "yes" when a resource exists')
+        elif m.absent == "zero" and m.select != "count":
+            self.problems.at_value("F110", (*at, "absent"),
+                                   f'absent = "zero" is for select = "count", and {m.name} selects "{m.select}"',
+                                   'write select = "count" for a number of matching resources')
+        elif m.absent in ("none", "empty") and m.select in ("any", "count"):
+            self.problems.at_value("F110", (*at, "absent"),
+                                   f'with select = "{m.select}", absent may be "missing" (the default) or '
+                                   + ('"no"' if m.select == "any" else '"zero"'),
+                                   "say what no matching resource means for this field, or remove absent "
+                                   "to leave it missing")
 
     def required(self, m: FieldMap, declared: ir.Field, at: tuple[str, ...]) -> None:
         """The keys without which the field's kind cannot be read."""
