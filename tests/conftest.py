@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from crit import ir
+from crit import cli, ir
 from crit.backends.python import emit_python
 from crit.check.checker import check
 from crit.syntax import parse
@@ -80,3 +81,19 @@ def evaluator(tmp_path: Path) -> Callable[[str], ModuleType]:
 def jy231() -> ModuleType:
     """The committed evaluator for JY231, imported from generated/."""
     return import_module(ROOT / "generated" / "jy231.py")
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The command line in this process: its exit code, stdout and stderr (never a traceback)."""
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the protocols in a scratch directory, as the working directory."""
+    shutil.copytree(ROOT / "protocols", tmp_path / "protocols", ignore=shutil.ignore_patterns("amendments", "tests"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

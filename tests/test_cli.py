@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -12,25 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run
 from crit import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "patient-sle.json"
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the protocols in a scratch directory, as the working directory."""
-    shutil.copytree(ROOT / "protocols", tmp_path / "protocols", ignore=shutil.ignore_patterns("amendments", "tests"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def test_check_ok(capsys: pytest.CaptureFixture[str], project: Path) -> None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from crit import cli, ir
+from conftest import run
+from crit import ir
 from crit.diagnostics import CritError, render_all
 from crit.driver import load as load_protocol
 from crit.sources import fhir_mapping
@@ -274,19 +274,6 @@ def test_fhirpath_is_checked_to_its_end(expression: str, problem: str | None) ->
 # ---- crit check -----------------------------------------------------------------------------
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return code, out, err
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the protocols in a scratch directory, as the working directory."""
-    shutil.copytree(ROOT / "protocols", tmp_path / "protocols", ignore=shutil.ignore_patterns("amendments", "tests"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 OK_LINE = ("protocols/schemas/autoimmune.fhir.toml: ok (FHIR mapping of autoimmune.crit: "
