@@ -35,6 +35,12 @@ def _imports() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("crit"):
                 found.add(node.module)
                 found |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules}
+        if "import_module" in path.read_text(encoding="utf-8"):
+            # a module loaded by name (the command line's `_COMMANDS`, the pipeline's
+            # `SQL_BACKEND`) is imported all the same: its name, as a string, counts
+            found |= {node.value for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                      if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                      and node.value.startswith("crit.")}
         out[name] = {m for m in found if m in modules and m != name and m != "crit"}
     return out
 
