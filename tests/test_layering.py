@@ -50,7 +50,7 @@ IMPORTS = _imports()
 # The stages, bottom up. A module may import from its own layer or any layer below, never above.
 LAYERS: list[tuple[str, set[str]]] = [
     ("runtime", {"crit.runtime"}),
-    ("shared", {"crit", "crit.text", "crit.templating", "crit.files", "crit.process", "crit.ast",
+    ("shared", {"crit", "crit.text", "crit.templating", "crit.files", "crit.process", "crit.frozen", "crit.ast",
                 "crit.config"}),
     # Units and names read only the IR and the shared text helpers: the checker uses them, and so
     # does the FHIR mapping's check (sources), which proves a mapping's units and suggests names.

@@ -5,11 +5,12 @@ Nothing here is resolved or type-checked; `check.py` turns this into the checked
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 
+from crit.frozen import frozen
 
-@dataclass(frozen=True, slots=True)
+
+@frozen
 class Span:
     """Where a node stands in its source: 1-based line and column, end exclusive."""
 
@@ -23,20 +24,20 @@ class Span:
 # ---- expressions -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Ref:
     name: str
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Number:
     text: str
     value: Decimal
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Unit:
     """A unit as written (`g/L`, `10^9/L`); `units.py` gives it meaning."""
 
@@ -44,14 +45,14 @@ class Unit:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class QuantityLit:
     number: Number
     unit: Unit
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class UlnLit:
     """`3.0 x ULN`: a multiple of a lab value's own upper limit of normal."""
 
@@ -59,32 +60,32 @@ class UlnLit:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TiterLit:
     dilution: int
     text: str
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DateLit:
     text: str
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TextLit:
     value: str
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class BoolLit:
     value: bool
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Quantifier:
     """`count(list where cond)`, `any(...)`, `all(...)`."""
 
@@ -95,7 +96,7 @@ class Quantifier:
     key: Ref | None = None  # `count(different agent in treatments …)`: the field whose values are counted
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Compare:
     op: str  # one of >= <= > < = !=
     left: Expr
@@ -103,7 +104,7 @@ class Compare:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Between:
     value: Expr
     low: Expr
@@ -111,7 +112,7 @@ class Between:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Membership:
     """`x is A`, `x is not A`, `x is any of (A, B)`, `s has A`, `s has any/all of (...)`."""
 
@@ -121,14 +122,14 @@ class Membership:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Duration:
     amount: int
     unit: str  # "days" | "weeks" | "months" | "years"
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Window:
     """`d within 4 weeks before a`, `d at least 1 year after a`, `d less than 4 weeks before a`,
     `d more than 2 weeks before a`."""
@@ -141,7 +142,7 @@ class Window:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NoneRecorded:
     """`no last_dose recorded`: the record says there is none (an optional field's null)."""
 
@@ -149,7 +150,7 @@ class NoneRecorded:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Overlaps:
     """`infection overlaps 1 week before screening`: an interval meets the window."""
 
@@ -160,7 +161,7 @@ class Overlaps:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class OngoingAt:
     """`infection ongoing at screening`: the interval has begun and not ended by that date."""
 
@@ -169,7 +170,7 @@ class OngoingAt:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Lasted:
     """`course lasted at least 6 months by screening`: the interval's length up to a date."""
 
@@ -180,25 +181,25 @@ class Lasted:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Not:
     operand: Expr
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class And:
     operands: tuple[Expr, ...]
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Or:
     operands: tuple[Expr, ...]
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AtLeast:
     """`at least N of (...)`; `any of` and `all of` are written with it too."""
 
@@ -208,7 +209,7 @@ class AtLeast:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Arith:
     """`a + b`, `a - b`, `a × b`, `a ÷ b` (also written `*` and `/`): a derived value."""
 
@@ -218,7 +219,7 @@ class Arith:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NumberIn:
     """`(weight in kg)`: the number a measurement has in a unit, for a formula in plain numbers."""
 
@@ -227,7 +228,7 @@ class NumberIn:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Choice:
     """`(5 x ULN if liver_metastases, otherwise 2.5 x ULN)`: a value chosen by condition; the
     first branch whose condition holds gives the value, else the last."""
@@ -237,7 +238,7 @@ class Choice:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Equivalent:
     """`prednisone_equivalent(steroid_dose, steroid)`: a dose converted by an equivalence table,
     by the agent it is of."""
@@ -257,13 +258,13 @@ Expr = (
 # ---- criteria ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Line:
     expr: Expr
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class When:
     """`when C: X`: X applies only when C holds."""
 
@@ -272,13 +273,13 @@ class When:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Note:
     text: str
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Criterion:
     id: str
     title: str
@@ -290,7 +291,7 @@ class Criterion:
     id_span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Define:
     name: str
     label: str | None
@@ -298,7 +299,7 @@ class Define:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DefineValue:
     """`define bmi "Body-mass index" = weight / (height × height)`: a named derived value;
     `in UNIT` states the unit it is given in."""
@@ -313,14 +314,14 @@ class DefineValue:
 # ---- schema ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class EnumMember:
     name: str
     label: str | None
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class EnumDecl:
     name: str
     label: str | None
@@ -328,7 +329,7 @@ class EnumDecl:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Analyte:
     """`as glucose molar mass 180.156 g/mol`: converts mass and molar concentrations of it."""
 
@@ -338,7 +339,7 @@ class Analyte:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class EquivalenceDecl:
     """`equivalence NAME "label" of ENUM`, then one `MEMBER FACTOR` row per agent."""
 
@@ -349,7 +350,7 @@ class EquivalenceDecl:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TypeExpr:
     """A field's declared type: `kind` is a base name, `quantity`, `lab`, `set` or `list`."""
 
@@ -361,7 +362,7 @@ class TypeExpr:
     analyte: Analyte | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Plausible:
     """`from 20 to 250 g/L`: the values a record may hold; the unit defaults to the field's."""
 
@@ -371,7 +372,7 @@ class Plausible:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Measured:
     """`measured within 14 days before screening` after a field's type: a dated value."""
 
@@ -381,7 +382,7 @@ class Measured:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class FieldDecl:
     name: str
     type: TypeExpr
@@ -392,7 +393,7 @@ class FieldDecl:
     measured: Measured | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RecordDecl:
     name: str
     label: str | None
@@ -400,19 +401,19 @@ class RecordDecl:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PatientDecl:
     fields: tuple[FieldDecl, ...]
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Import:
     path: str
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Header:
     id: str
     title: str
@@ -421,7 +422,7 @@ class Header:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Module:
     """One `.crit` file: a protocol (with a header) or a schema for protocols to import."""
 

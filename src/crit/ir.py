@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from typing import Literal, TypeAlias, TypeVar, assert_never, get_args
 
 from crit.ast import Span
+from crit.frozen import frozen
 
 # ---- the closed sets of kinds ----------------------------------------------------------
 # Each kind is a `Literal`, so mypy knows every value a backend must handle; the tuples
@@ -62,7 +62,7 @@ def narrow(value: str, allowed: tuple[_K, ...]) -> _K:
 # ---- types --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Unit:
     """A unit as the protocol writes it, with its meaning: `scale` × pint `expression`."""
 
@@ -72,7 +72,7 @@ class Unit:
     dimension: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Analyte:
     """What converts a field's mass and molar concentrations: the analyte's molar mass, exact,
     in g/mol; `text` as the author wrote it (`180.156 g/mol`)."""
@@ -82,7 +82,7 @@ class Analyte:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class EnumType:
     name: str
     label: str | None
@@ -95,7 +95,7 @@ class EnumType:
         return dict(self.members).get(member) or member
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Scalar:
     """A type that is its kind alone: yes/no, a number, text, a date, a titer, a judgment,
     an interval."""
@@ -106,7 +106,7 @@ class Scalar:
         return self.kind
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Measure:
     """A quantity or a lab value: a number in `unit`, the canonical unit, that a record may
     also give in other units. A lab value carries its own upper limit of normal."""
@@ -131,7 +131,7 @@ class Measure:
         return f"{self.kind} {self.unit.text}"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class EnumOf:
     """One member of `enum`."""
 
@@ -145,7 +145,7 @@ class EnumOf:
         return self.enum.name
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SetOf:
     """Any number of `enum`'s members, none included."""
 
@@ -159,7 +159,7 @@ class SetOf:
         return f"set of {self.enum.name}"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ListOf:
     """Items of the record named `record`."""
 
@@ -178,7 +178,7 @@ class ListOf:
 Type: TypeAlias = Scalar | Measure | EnumOf | SetOf | ListOf
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Plausible:
     """The values a record may hold for a numeric field, inclusive, in its canonical unit;
     `text` as the author wrote the range (`20 to 250 g/L`)."""
@@ -188,7 +188,7 @@ class Plausible:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Freshness:
     """A dated value's window: its result counts only if measured `amount` `unit` `direction`
     the patient's date field `anchor` (inclusive); a result taken outside it is unknown."""
@@ -199,7 +199,7 @@ class Freshness:
     anchor: str  # a patient date field
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Field:
     name: str
     type: Type
@@ -210,7 +210,7 @@ class Field:
     measured: Freshness | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Record:
     name: str
     label: str | None
@@ -221,7 +221,7 @@ class Record:
 # ---- values and predicates -----------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class FieldRef:
     """A patient field, or (scope "item") a field of the list item a quantifier is visiting."""
 
@@ -230,7 +230,7 @@ class FieldRef:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Const:
     """A literal, already in the unit of what it is compared with."""
 
@@ -243,7 +243,7 @@ class Const:
 Value = FieldRef | Const
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Compare:
     op: CompareOp
     left: Value
@@ -251,7 +251,7 @@ class Compare:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class UlnCompare:
     """`lab op k × ULN`: compares the lab value with k times its own upper limit."""
 
@@ -261,7 +261,7 @@ class UlnCompare:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Between:
     value: Value
     low: Value
@@ -269,7 +269,7 @@ class Between:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Member:
     """`is`, `is not`, `is any of` (enums); `has`, `has any of`, `has all of` (sets)."""
 
@@ -279,7 +279,7 @@ class Member:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Window:
     """`value within N unit before/after anchor`, `value at least N unit before/after anchor`."""
 
@@ -292,7 +292,7 @@ class Window:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NoneRecorded:
     """`no X recorded`: true when the record says none (null in an optional field), false when it
     holds a value, unknown when the field is missing."""
@@ -301,7 +301,7 @@ class NoneRecorded:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Overlaps:
     """`interval overlaps N unit before/after anchor`: the interval (start to end, or ongoing)
     shares at least a day with the window, inclusive at both ends."""
@@ -314,7 +314,7 @@ class Overlaps:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class OngoingAt:
     """`interval ongoing at anchor`: begun on or before the date and not ended before it."""
 
@@ -323,7 +323,7 @@ class OngoingAt:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Lasted:
     """`interval lasted at least/more than/less than/at most N unit by anchor`: from its start to
     its end, or to the anchor if that comes first (an ongoing interval is measured to the anchor)."""
@@ -336,38 +336,38 @@ class Lasted:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Truth:
     value: bool
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DefinitionRef:
     name: str
     label: str | None
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Not:
     operand: Expr
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class And:
     operands: tuple[Expr, ...]
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Or:
     operands: tuple[Expr, ...]
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AtLeast:
     count: int
     operands: tuple[Expr, ...]
@@ -375,7 +375,7 @@ class AtLeast:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Quantified:
     """`any(list where c)` or `all(list where c)`: whether some / every item satisfies c."""
 
@@ -386,7 +386,7 @@ class Quantified:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CountCompare:
     """`count(list where c) op n`: with unknown items the count is a range, compared soundly."""
 
@@ -405,7 +405,7 @@ class CountCompare:
 # by zero), or one of a few numbers (a `Choice` whose conditions are not all known).
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Arith:
     """`left op right`, exactly (rational arithmetic); unknown if either side is."""
 
@@ -415,7 +415,7 @@ class Arith:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Convert:
     """`value × factor`, read in `unit`: an operand brought to the unit of the other side, or
     (`explicit`) `(weight in kg)`, the number a measurement has in a unit."""
@@ -427,7 +427,7 @@ class Convert:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class UlnOf:
     """`k × ULN` inside arithmetic or a choice: k times the compared lab value's own ULN."""
 
@@ -436,7 +436,7 @@ class UlnOf:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ValueRef:
     """A named derived value (`define bmi … = …`), with its checked formula."""
 
@@ -447,7 +447,7 @@ class ValueRef:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Choice:
     """The value of the first branch whose condition holds, else `otherwise`."""
 
@@ -456,7 +456,7 @@ class Choice:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class EquivalenceTable:
     """Conversion factors between the members of an enum (agents): a dose of each is worth
     `factor` times as much of the reference agent."""
@@ -468,7 +468,7 @@ class EquivalenceTable:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Equivalent:
     """`dose` converted by `table` by the agent it is of (`agent`, a field of the table's enum)."""
 
@@ -481,7 +481,7 @@ class Equivalent:
 Num = FieldRef | Const | Arith | Convert | UlnOf | ValueRef | Choice | Equivalent
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NumCompare:
     """`left op right` where either side is derived: both are numbers in `unit` (shown in it)."""
 
@@ -492,7 +492,7 @@ class NumCompare:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DistinctCount:
     """`count(different key in list where c) op n`: how many different values of the item field
     `key` the items satisfying c hold; with unknown items or keys the count is a range."""
@@ -571,26 +571,26 @@ def walk(node: Node) -> Iterator[Node]:
 # ---- criteria --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Line:
     expr: Expr
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class When:
     condition: Expr
     body: tuple[Line | When, ...]
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Note:
     text: str
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Criterion:
     id: str
     title: str
@@ -631,7 +631,7 @@ class Criterion:
         return tuple(out)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Definition:
     name: str
     label: str | None
@@ -645,7 +645,7 @@ class Definition:
         return tuple(item for item in self.body if isinstance(item, Line))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ValueDefinition:
     """A named derived value, for the glossary: its formula and the unit it is given in."""
 
@@ -656,7 +656,7 @@ class ValueDefinition:
     span: Span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Protocol:
     id: str
     title: str

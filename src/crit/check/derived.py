@@ -10,7 +10,6 @@ plain numbers; comparisons happen in the unit the author wrote on the literal, i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Protocol, assert_never
@@ -19,6 +18,7 @@ from crit import ast, ir
 from crit.check.dimensions import PLAIN_NUMBER, Measure, combine, describe, measure, product_text
 from crit.check.names import did_you_mean
 from crit.check.units import UnitError, exact_decimal, parse_unit
+from crit.frozen import frozen
 
 # The checker's scope (patient fields, definitions, a list item's record), as it passes it.
 _Scope = Any
@@ -39,7 +39,7 @@ class _Checker(Protocol):
 
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Checked:
     num: ir.Num
     measure: Measure

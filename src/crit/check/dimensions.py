@@ -8,10 +8,10 @@ bring operands to a common unit). A `Measure` is that pair, with the text the va
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from fractions import Fraction
 
 from crit.check.units import _KNOWN_EXPRESSIONS, _registry
+from crit.frozen import frozen
 from crit.ir import Unit
 
 Dims = tuple[tuple[str, int], ...]  # sorted (base dimension, power), no zero powers
@@ -19,7 +19,7 @@ Dims = tuple[tuple[str, int], ...]  # sorted (base dimension, power), no zero po
 PLAIN: Dims = ()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Measure:
     """What a number measures: its dimensions, the size of one of it in root units, and the
     unit text it is shown in ('' for a plain number)."""
