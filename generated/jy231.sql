@@ -115,32 +115,30 @@ WITH "_q1_items" AS MATERIALIZED (
     )
     AND it."agent" IS NULL AS "_c3"
   FROM "patients__treatments" AS it
-  JOIN "patients" AS p
-    ON it."patient_id" = p."patient_id"
-), "_q1_agg" AS MATERIALIZED (
+), "_q1_agg" AS NOT MATERIALIZED (
   SELECT
-    i."patient_id" AS "patient_id",
-    CASE
-      WHEN COUNT(DISTINCT CASE WHEN i."_sure" AND NOT i."_km" THEN i."_k" END) > 0
-      THEN COUNT(DISTINCT CASE WHEN i."_sure" AND NOT i."_km" THEN i."_k" END)
-      WHEN SUM(CASE WHEN i."_sure" AND i."_km" THEN 1 ELSE 0 END) > 0
-      THEN 1
-      ELSE 0
-    END AS "_q1_t",
+    g."patient_id" AS "patient_id",
+    CASE WHEN SUM(g."s") > 0 THEN SUM(g."s") WHEN SUM(g."su") > 0 THEN 1 ELSE 0 END AS "_q1_t",
     (
-      COUNT(DISTINCT CASE WHEN i."_maybe" AND NOT i."_km" THEN i."_k" END) + SUM(CASE WHEN i."_maybe" AND i."_km" THEN 1 ELSE 0 END)
-    ) - CASE
-      WHEN COUNT(DISTINCT CASE WHEN i."_sure" AND NOT i."_km" THEN i."_k" END) > 0
-      THEN COUNT(DISTINCT CASE WHEN i."_sure" AND NOT i."_km" THEN i."_k" END)
-      WHEN SUM(CASE WHEN i."_sure" AND i."_km" THEN 1 ELSE 0 END) > 0
-      THEN 1
-      ELSE 0
-    END AS "_q1_u",
-    SUM(CASE WHEN NOT i."_v" THEN 1 ELSE 0 END) AS "_q1_f"
-  FROM "_q1_items" AS i
+      SUM(g."m") + SUM(g."mu")
+    ) - CASE WHEN SUM(g."s") > 0 THEN SUM(g."s") WHEN SUM(g."su") > 0 THEN 1 ELSE 0 END AS "_q1_u",
+    SUM(g."f") AS "_q1_f"
+  FROM (
+    SELECT
+      i."patient_id" AS "patient_id",
+      MAX(CASE WHEN i."_sure" AND NOT i."_km" AND NOT i."_k" IS NULL THEN 1 ELSE 0 END) AS "s",
+      MAX(CASE WHEN i."_maybe" AND NOT i."_km" AND NOT i."_k" IS NULL THEN 1 ELSE 0 END) AS "m",
+      SUM(CASE WHEN i."_sure" AND i."_km" THEN 1 ELSE 0 END) AS "su",
+      SUM(CASE WHEN i."_maybe" AND i."_km" THEN 1 ELSE 0 END) AS "mu",
+      SUM(CASE WHEN NOT i."_v" THEN 1 ELSE 0 END) AS "f"
+    FROM "_q1_items" AS i
+    GROUP BY
+      i."patient_id",
+      i."_k"
+  ) AS g
   GROUP BY
-    i."patient_id"
-), "_q1_paths" AS MATERIALIZED (
+    g."patient_id"
+), "_q1_paths" AS NOT MATERIALIZED (
   SELECT
     i."patient_id" AS "patient_id",
     'treatments[' || CAST(i."ordinal_1" AS TEXT) || '].end' AS "path"
@@ -311,9 +309,7 @@ WITH "_q1_items" AS MATERIALIZED (
       )
     ) AS "_c2"
   FROM "patients__malignancies" AS it
-  JOIN "patients" AS p
-    ON it."patient_id" = p."patient_id"
-), "_q2_agg" AS MATERIALIZED (
+), "_q2_agg" AS NOT MATERIALIZED (
   SELECT
     i."patient_id" AS "patient_id",
     SUM(CASE WHEN i."_v" THEN 1 ELSE 0 END) AS "_q2_t",
@@ -322,7 +318,7 @@ WITH "_q1_items" AS MATERIALIZED (
   FROM "_q2_items" AS i
   GROUP BY
     i."patient_id"
-), "_q2_paths" AS MATERIALIZED (
+), "_q2_paths" AS NOT MATERIALIZED (
   SELECT
     i."patient_id" AS "patient_id",
     'malignancies[' || CAST(i."ordinal_1" AS TEXT) || '].adequately_treated' AS "path"
@@ -343,7 +339,7 @@ WITH "_q1_items" AS MATERIALIZED (
   FROM "_q2_items" AS i
   WHERE
     i."_v" IS NULL AND i."_c2"
-), "_l1" AS MATERIALIZED (
+), "_l1" AS NOT MATERIALIZED (
   SELECT
     p."active_muscle_inflammation" AS "active_muscle_inflammation",
     p."age" AS "age",
@@ -1173,7 +1169,7 @@ WITH "_q1_items" AS MATERIALIZED (
     ON p."patient_id" = a1."patient_id"
   LEFT JOIN "_q2_agg" AS a2
     ON p."patient_id" = a2."patient_id"
-), "_l2" AS MATERIALIZED (
+), "_l2" AS NOT MATERIALIZED (
   SELECT
     p."_c107" AS "_c107",
     p."_c111" AS "_c111",
@@ -1818,7 +1814,7 @@ WITH "_q1_items" AS MATERIALIZED (
     p."_c129" IN (1, 3, 5, 7) AND p."_c129" <> 1 AS "_b143",
     p."_c130" IN (1, 3, 5, 7) AND p."_c130" <> 1 AS "_b144"
   FROM "_l1" AS p
-), "_l3" AS MATERIALIZED (
+), "_l3" AS NOT MATERIALIZED (
   SELECT
     p."_b134" AS "_b134",
     p."_b136" AS "_b136",
@@ -2150,7 +2146,7 @@ WITH "_q1_items" AS MATERIALIZED (
     p."_n38" IN (2, 3, 6, 7) AND p."_n38" <> 2 AS "_b131",
     p."_n114" IN (1, 3, 5, 7) AND p."_n114" <> 1 AS "_b137"
   FROM "_l2" AS p
-), "_l4" AS MATERIALIZED (
+), "_l4" AS NOT MATERIALIZED (
   SELECT
     p."_b131" AS "_b131",
     p."_b134" AS "_b134",
@@ -2469,7 +2465,7 @@ WITH "_q1_items" AS MATERIALIZED (
     p."_n126" IN (1, 3, 5, 7) AND p."_n126" <> 1 AS "_b141",
     p."_c128" IN (1, 3, 5, 7) AND p."_c128" <> 1 AS "_b142"
   FROM "_l3" AS p
-), "_l5" AS MATERIALIZED (
+), "_l5" AS NOT MATERIALIZED (
   SELECT
     p."_b131" AS "_b131",
     p."_b134" AS "_b134",
@@ -2745,7 +2741,7 @@ WITH "_q1_items" AS MATERIALIZED (
     END AS "_n77",
     p."_n121" IN (1, 3, 5, 7) AND p."_n121" <> 1 AS "_b139"
   FROM "_l4" AS p
-), "_l6" AS MATERIALIZED (
+), "_l6" AS NOT MATERIALIZED (
   SELECT
     p."_b131" AS "_b131",
     p."_b134" AS "_b134",
@@ -2961,7 +2957,7 @@ WITH "_q1_items" AS MATERIALIZED (
     END AS "_n81",
     p."_n61" IN (2, 3, 6, 7) AND p."_n61" <> 2 AS "_b132"
   FROM "_l5" AS p
-), "_l7" AS MATERIALIZED (
+), "_l7" AS NOT MATERIALIZED (
   SELECT
     p."_b131" AS "_b131",
     p."_b132" AS "_b132",
@@ -3109,7 +3105,7 @@ WITH "_q1_items" AS MATERIALIZED (
       ELSE p."_n81" + 4
     END AS "_n82"
   FROM "_l6" AS p
-), "_l8" AS MATERIALIZED (
+), "_l8" AS NOT MATERIALIZED (
   SELECT
     p."_b131" AS "_b131",
     p."_b132" AS "_b132",
@@ -3334,7 +3330,7 @@ WITH "_q1_items" AS MATERIALIZED (
       ELSE 0
     END AS "_n88"
   FROM "_l7" AS p
-), "_l9" AS MATERIALIZED (
+), "_l9" AS NOT MATERIALIZED (
   SELECT
     p."_b131" AS "_b131",
     p."_b132" AS "_b132",
@@ -4776,7 +4772,7 @@ WITH "_q1_items" AS MATERIALIZED (
       )
     ) AS "_m215"
   FROM "_l9" AS p
-), "_missing" AS MATERIALIZED (
+), "_missing" AS NOT MATERIALIZED (
   SELECT DISTINCT
     m."patient_id",
     m."path",
@@ -4932,7 +4928,7 @@ WITH "_q1_items" AS MATERIALIZED (
     WHERE
       p."_m215"
   ) AS m
-), "_paths" AS MATERIALIZED (
+), "_paths" AS NOT MATERIALIZED (
   SELECT
     m."patient_id" AS "patient_id",
     NULLIF(LISTAGG(CASE WHEN m."_b" = 42 THEN m."path" END, ', '
@@ -4949,452 +4945,452 @@ SELECT
   p."patient_id" AS "patient_id",
   CASE
     WHEN p."_r145"
-    THEN 'ineligible'
+    THEN CAST('ineligible' AS ENUM('eligible', 'ineligible', 'needs review'))
     WHEN p."_u146"
-    THEN 'needs review'
-    ELSE 'eligible'
+    THEN CAST('needs review' AS ENUM('eligible', 'ineligible', 'needs review'))
+    ELSE CAST('eligible' AS ENUM('eligible', 'ineligible', 'needs review'))
   END AS "decision",
   CASE
     WHEN p."_n38" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n38" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n38" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n38" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n38" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I1",
   CASE
     WHEN p."_n61" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n61" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n61" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n61" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n61" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I2",
   CASE
     WHEN p."_n43" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n43" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n43" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n43" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n43" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I2.1",
   CASE
     WHEN p."_n47" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n47" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n47" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n47" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n47" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I2.2",
   CASE
     WHEN p."_n52" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n52" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n52" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n52" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n52" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I2.3",
   CASE
     WHEN p."_n56" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n56" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n56" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n56" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n56" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I2.4",
   CASE
     WHEN p."_n60" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n60" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n60" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n60" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n60" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I2.5",
   CASE
     WHEN p."_n88" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n88" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n88" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n88" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n88" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I3",
   CASE
     WHEN p."_n62" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n62" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n62" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n62" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n62" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I3.1",
   CASE
     WHEN p."_n63" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n63" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n63" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n63" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n63" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I3.2",
   CASE
     WHEN p."_n67" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n67" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n67" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n67" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n67" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I3.3",
   CASE
     WHEN p."_n82" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n82" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n82" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n82" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n82" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I3.4",
   CASE
     WHEN p."_n72" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n72" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n72" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n72" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n72" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I3.4.1",
   CASE
     WHEN p."_n73" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n73" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n73" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n73" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n73" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I3.4.2",
   CASE
     WHEN p."_n78" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n78" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n78" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n78" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n78" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I3.4.3",
   CASE
     WHEN p."_n86" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n86" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n86" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n86" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n86" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I3.5",
   CASE
     WHEN p."_c89" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c89" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c89" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c89" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c89" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I4",
   CASE
     WHEN p."_n110" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n110" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n110" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n110" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n110" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I5",
   CASE
     WHEN p."_n92" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n92" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n92" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n92" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n92" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I5.1",
   CASE
     WHEN p."_n95" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n95" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n95" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n95" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n95" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I5.2",
   CASE
     WHEN p."_c96" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c96" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c96" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c96" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c96" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I5.3",
   CASE
     WHEN p."_n100" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n100" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n100" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n100" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n100" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I5.4",
   CASE
     WHEN p."_n103" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n103" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n103" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n103" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n103" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I5.5",
   CASE
     WHEN p."_n106" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n106" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n106" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n106" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n106" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I5.6",
   CASE
     WHEN p."_c107" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c107" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c107" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c107" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c107" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I5.7",
   CASE
     WHEN p."_c111" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c111" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c111" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c111" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c111" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E1",
   CASE
     WHEN p."_n114" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n114" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n114" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n114" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n114" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E2",
   CASE
     WHEN p."_c115" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c115" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c115" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c115" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c115" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E3",
   CASE
     WHEN p."_n121" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n121" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n121" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n121" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n121" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E4",
   CASE
     WHEN p."_c122" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c122" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c122" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c122" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c122" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E5",
   CASE
     WHEN p."_n126" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n126" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n126" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n126" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n126" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E6",
   CASE
     WHEN p."_c128" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c128" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c128" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c128" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c128" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E7",
   CASE
     WHEN p."_c129" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c129" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c129" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c129" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c129" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E8",
   CASE
     WHEN p."_c130" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c130" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c130" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c130" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c130" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E9",
   CONCAT_WS(
     ', ',

@@ -121,6 +121,50 @@ def test_the_new_constructs_in_every_dialect(dialect: str) -> None:
         assert "IS TRUE" not in upper and not any(w in upper for w in ("DOUBLE", "FLOAT", "REAL"))
 
 
+def test_a_table_is_stored_only_when_more_than_one_reader_reads_it(jy231: Any) -> None:
+    """On DuckDB (and PostgreSQL) a common table expression read by several readers is
+    MATERIALIZED, and one read once is NOT MATERIALIZED: a pipeline, not a copy of every level."""
+    for dialect in ("duckdb", "postgres"):
+        query = sqlglot.parse_one(emitted(jy231, dialect), read=dialect)
+        ctes = query.args["with_"].expressions
+        readers = {cte.alias: 0 for cte in ctes}
+        for table in query.find_all(exp.Table):
+            if table.name in readers:
+                readers[table.name] += 1
+        stored = {cte.alias: cte.args.get("materialized") for cte in ctes}
+        assert stored == {name: count > 1 for name, count in readers.items()}, dialect
+        assert stored["_l1"] is False and stored["_q1_items"] is True
+    spark = sqlglot.parse_one(emitted(jy231, "spark"), read="spark")
+    assert all(cte.args.get("materialized") is None for cte in spark.args["with_"].expressions)
+
+
+def test_items_are_joined_to_their_patients_only_when_a_condition_reads_a_patient_field(
+        jy231: Any, small: Any) -> None:
+    """JY231's treatments condition reads only item fields: no join. The small protocol's dose
+    condition reads the patient's screening date: its items are joined to their patients."""
+    def joins(protocol: Any) -> int:
+        query = sqlglot.parse_one(emitted(protocol, "duckdb"), read="duckdb")
+        items = next(cte for cte in query.args["with_"].expressions if cte.alias == "_q1_items")
+        return len(items.this.args.get("joins") or [])
+
+    assert joins(jy231) == 0
+    assert joins(small) == 1
+
+
+def test_outcomes_are_an_enum_on_duckdb_and_strings_elsewhere(small: Any) -> None:
+    """The decision and outcome columns hold the same strings in every dialect; DuckDB types them
+    as an ENUM of those strings (a small integer a row), which no other dialect has."""
+    duck = emitted(small, "duckdb")
+    assert "ENUM('eligible', 'ineligible', 'needs review')" in duck
+    assert "ENUM('met', 'not met', 'not applicable', 'met or not applicable'" in duck
+    for dialect in DIALECTS[1:]:
+        assert "ENUM" not in emitted(small, dialect).upper()
+    connection = duckdb.connect()
+    row = connection.execute("SELECT CAST('met' AS ENUM('met', 'not met')) = 'met', "
+                             "typeof(CAST('met' AS ENUM('met', 'not met')))").fetchone()
+    assert row is not None and row[0] is True and row[1].startswith("ENUM")
+
+
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_no_is_true_and_no_floats(small: Any, dialect: str) -> None:
     """Kleene logic is spelt with CASE, never `IS TRUE`; exact numbers are never floating point."""

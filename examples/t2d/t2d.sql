@@ -4,7 +4,7 @@
 -- SQL dialect: duckdb. Tables: `crit schema examples/t2d/t2d.crit --sql duckdb`.
 -- One row per patient: decision, each criterion's outcome (a column named by its id),
 -- the missing facts and pending judgments (paths joined by ', ').
-WITH "_l1" AS MATERIALIZED (
+WITH "_l1" AS NOT MATERIALIZED (
   SELECT
     p."age" AS "age",
     p."diabetes" AS "diabetes",
@@ -898,7 +898,7 @@ WITH "_l1" AS MATERIALIZED (
       ELSE 3
     END AS "_c31"
   FROM "patients" AS p
-), "_l2" AS MATERIALIZED (
+), "_l2" AS NOT MATERIALIZED (
   SELECT
     p."_c1" AS "_c1",
     p."_c14" AS "_c14",
@@ -1130,7 +1130,7 @@ WITH "_l1" AS MATERIALIZED (
     p."_c28" IN (1, 3, 5, 7) AND p."_c28" <> 1 AS "_b43",
     p."_c31" IN (1, 3, 5, 7) AND p."_c31" <> 1 AS "_b45"
   FROM "_l1" AS p
-), "_l3" AS MATERIALIZED (
+), "_l3" AS NOT MATERIALIZED (
   SELECT
     p."_b32" AS "_b32",
     p."_b33" AS "_b33",
@@ -1237,7 +1237,7 @@ WITH "_l1" AS MATERIALIZED (
     p."_n27" IN (1, 3, 5, 7) AND p."_n27" <> 1 AS "_b42",
     p."_c30" IN (1, 3, 5, 7) AND p."_c30" <> 1 AS "_b44"
   FROM "_l2" AS p
-), "_l4" AS MATERIALIZED (
+), "_l4" AS NOT MATERIALIZED (
   SELECT
     p."_b32" AS "_b32",
     p."_b33" AS "_b33",
@@ -1327,7 +1327,7 @@ WITH "_l1" AS MATERIALIZED (
     OR p."_c30" = 1
     OR p."_c31" = 1 AS "_r46"
   FROM "_l3" AS p
-), "_l5" AS MATERIALIZED (
+), "_l5" AS NOT MATERIALIZED (
   SELECT
     p."_c1" AS "_c1",
     p."_c11" AS "_c11",
@@ -2263,205 +2263,205 @@ SELECT
   p."patient_id" AS "patient_id",
   CASE
     WHEN p."_r46"
-    THEN 'ineligible'
+    THEN CAST('ineligible' AS ENUM('eligible', 'ineligible', 'needs review'))
     WHEN p."_u47"
-    THEN 'needs review'
-    ELSE 'eligible'
+    THEN CAST('needs review' AS ENUM('eligible', 'ineligible', 'needs review'))
+    ELSE CAST('eligible' AS ENUM('eligible', 'ineligible', 'needs review'))
   END AS "decision",
   CASE
     WHEN p."_c1" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c1" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c1" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c1" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c1" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I1",
   CASE
     WHEN p."_c2" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c2" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c2" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c2" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c2" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I2",
   CASE
     WHEN p."_c3" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c3" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c3" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c3" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c3" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I3",
   CASE
     WHEN p."_n7" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n7" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n7" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n7" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n7" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I4",
   CASE
     WHEN p."_c11" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c11" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c11" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c11" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c11" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I5",
   CASE
     WHEN p."_c13" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c13" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c13" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c13" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c13" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I6",
   CASE
     WHEN p."_c14" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c14" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c14" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c14" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c14" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E1",
   CASE
     WHEN p."_c15" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c15" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c15" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c15" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c15" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E2",
   CASE
     WHEN p."_n20" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n20" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n20" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n20" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n20" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E3",
   CASE
     WHEN p."_n18" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n18" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n18" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n18" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n18" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E3.1",
   CASE
     WHEN p."_n23" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n23" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n23" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n23" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n23" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E4",
   CASE
     WHEN p."_n27" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n27" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n27" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n27" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n27" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E5",
   CASE
     WHEN p."_c28" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c28" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c28" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c28" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c28" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E6",
   CASE
     WHEN p."_c30" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c30" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c30" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c30" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c30" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E7",
   CASE
     WHEN p."_c31" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c31" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c31" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c31" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_c31" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E8",
   CONCAT_WS(
     ', ',

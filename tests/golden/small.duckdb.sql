@@ -17,7 +17,7 @@ WITH "_q1_items" AS MATERIALIZED (
   FROM "patients__doses" AS it
   JOIN "patients" AS p
     ON it."patient_id" = p."patient_id"
-), "_q1_agg" AS MATERIALIZED (
+), "_q1_agg" AS NOT MATERIALIZED (
   SELECT
     i."patient_id" AS "patient_id",
     SUM(CASE WHEN i."_v" THEN 1 ELSE 0 END) AS "_q1_t",
@@ -26,7 +26,7 @@ WITH "_q1_items" AS MATERIALIZED (
   FROM "_q1_items" AS i
   GROUP BY
     i."patient_id"
-), "_q1_paths" AS MATERIALIZED (
+), "_q1_paths" AS NOT MATERIALIZED (
   SELECT
     i."patient_id" AS "patient_id",
     'screening' AS "path"
@@ -40,7 +40,7 @@ WITH "_q1_items" AS MATERIALIZED (
   FROM "_q1_items" AS i
   WHERE
     i."_v" IS NULL AND i."_c1"
-), "_l1" AS MATERIALIZED (
+), "_l1" AS NOT MATERIALIZED (
   SELECT
     p."alt" AS "alt",
     p."consent" AS "consent",
@@ -152,7 +152,7 @@ WITH "_q1_items" AS MATERIALIZED (
   FROM "patients" AS p
   LEFT JOIN "_q1_agg" AS a1
     ON p."patient_id" = a1."patient_id"
-), "_l2" AS MATERIALIZED (
+), "_l2" AS NOT MATERIALIZED (
   SELECT
     p."_m2" AS "_m2",
     p."_n11" AS "_n11",
@@ -212,7 +212,7 @@ WITH "_q1_items" AS MATERIALIZED (
       THEN FALSE
     END AS "_n10"
   FROM "_l1" AS p
-), "_l3" AS MATERIALIZED (
+), "_l3" AS NOT MATERIALIZED (
   SELECT
     p."_m2" AS "_m2",
     p."_n10" AS "_n10",
@@ -274,7 +274,7 @@ WITH "_q1_items" AS MATERIALIZED (
     END AS "_n9",
     CASE WHEN p."_n10" THEN 1 WHEN NOT p."_n10" THEN 2 ELSE 3 END AS "_n12"
   FROM "_l2" AS p
-), "_l4" AS MATERIALIZED (
+), "_l4" AS NOT MATERIALIZED (
   SELECT
     p."_m2" AS "_m2",
     p."_n10" AS "_n10",
@@ -344,7 +344,7 @@ WITH "_q1_items" AS MATERIALIZED (
     p."_n5" IN (2, 3, 6, 7) AND p."_n5" <> 2 AS "_b15",
     p."_n9" IN (2, 3, 6, 7) AND p."_n9" <> 2 AS "_b16"
   FROM "_l3" AS p
-), "_l5" AS MATERIALIZED (
+), "_l5" AS NOT MATERIALIZED (
   SELECT
     p."_b15" AS "_b15",
     p."_b16" AS "_b16",
@@ -489,7 +489,7 @@ WITH "_q1_items" AS MATERIALIZED (
       )
     ) AS "_m29"
   FROM "_l5" AS p
-), "_missing" AS MATERIALIZED (
+), "_missing" AS NOT MATERIALIZED (
   SELECT DISTINCT
     m."patient_id",
     m."path",
@@ -527,7 +527,7 @@ WITH "_q1_items" AS MATERIALIZED (
     WHERE
       p."_m29"
   ) AS m
-), "_paths" AS MATERIALIZED (
+), "_paths" AS NOT MATERIALIZED (
   SELECT
     m."patient_id" AS "patient_id",
     NULLIF(LISTAGG(CASE WHEN m."_b" = 3 THEN m."path" END, ', '
@@ -544,49 +544,49 @@ SELECT
   p."patient_id" AS "patient_id",
   CASE
     WHEN p."_r18"
-    THEN 'ineligible'
+    THEN CAST('ineligible' AS ENUM('eligible', 'ineligible', 'needs review'))
     WHEN p."_u19"
-    THEN 'needs review'
-    ELSE 'eligible'
+    THEN CAST('needs review' AS ENUM('eligible', 'ineligible', 'needs review'))
+    ELSE CAST('eligible' AS ENUM('eligible', 'ineligible', 'needs review'))
   END AS "decision",
   CASE
     WHEN p."_n5" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n5" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n5" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n5" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n5" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I1",
   CASE
     WHEN p."_n9" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n9" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n9" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n9" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n9" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "I2",
   CASE
     WHEN p."_n14" = 1
-    THEN 'met'
+    THEN CAST('met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n14" = 2
-    THEN 'not met'
+    THEN CAST('not met' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n14" = 4
-    THEN 'not applicable'
+    THEN CAST('not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n14" = 5
-    THEN 'met or not applicable'
+    THEN CAST('met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
     WHEN p."_n14" = 6
-    THEN 'not met or not applicable'
-    ELSE 'unknown'
+    THEN CAST('not met or not applicable' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
+    ELSE CAST('unknown' AS ENUM('met', 'not met', 'not applicable', 'met or not applicable', 'not met or not applicable', 'unknown'))
   END AS "E1",
   CONCAT_WS(
     ', ',
