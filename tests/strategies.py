@@ -185,12 +185,14 @@ def atoms(draw: st.DrawFn, schema: Schema) -> str:
                                  f"count(different n in {name}) < 2"]))
 
 
+@_cached
 def choice_condition(schema: Schema) -> st.SearchStrategy[str]:
     """A condition that picks a value, often unknown (a field the record may lack)."""
     flags = schema.of("bool", "judgment")
     return st.sampled_from([*flags, "screening within 1 weeks before 2025-03-31", *(f"not {f}" for f in flags)])
 
 
+@_cached
 @st.composite
 def derived(draw: st.DrawFn, schema: Schema, name: str, kind: str, op: str, number: int) -> str:
     """A comparison of a derived value: arithmetic on fields and numbers (division by a field
@@ -239,6 +241,16 @@ def conditions(schema: Schema) -> st.SearchStrategy[str]:
     )
 
 
+@_cached
+def criterion_lines(schema: Schema) -> st.SearchStrategy[list[str]]:
+    """The lines of one criterion: conditions, some gated by `when`."""
+    return st.lists(st.one_of(
+        conditions(schema),
+        st.tuples(atoms(schema), conditions(schema)).map(lambda p: f"when {p[0]}: {p[1]}"),
+        st.tuples(atoms(schema), atoms(schema)).map(lambda p: f"when {p[0]}: {p[1]}"),
+    ), min_size=1, max_size=3)
+
+
 @st.composite
 def criteria(draw: st.DrawFn, schema: Schema, prefix: str, depth: int, indent: int) -> list[str]:
     """A criterion whose parts are lines, `when`-gated lines and sub-criteria (which may carry
@@ -246,11 +258,7 @@ def criteria(draw: st.DrawFn, schema: Schema, prefix: str, depth: int, indent: i
     pad = " " * indent
     lines: list[str] = []
     applies = f" when {draw(atoms(schema))}" if draw(st.integers(0, 3)) == 0 else ""
-    body = draw(st.lists(st.one_of(
-        conditions(schema),
-        st.tuples(atoms(schema), conditions(schema)).map(lambda p: f"when {p[0]}: {p[1]}"),
-        st.tuples(atoms(schema), atoms(schema)).map(lambda p: f"when {p[0]}: {p[1]}"),
-    ), min_size=1, max_size=3))
+    body = draw(criterion_lines(schema))
     children = draw(st.integers(min_value=0, max_value=2 if depth < 2 else 0))
     parts = len(body) + children
     combine = draw(st.sampled_from(["", "", " requires any", "at least"]))

@@ -200,12 +200,12 @@ def test_sub_criteria_nest_at_most_the_limit() -> None:
 
 def test_very_deep_input_is_refused_quickly_without_recursion() -> None:
     for body in ("not " * 50_000 + "a", _alternating(5_000), "(" * 50_000 + "a" + ")" * 50_000):
-        started = time.perf_counter()
+        started = time.process_time()  # CPU time: other work on the machine stretches the wall clock
         try:
             compile_text(HEADER + f'inclusion\n  I1 "deep"\n    {body}\n')
         except CritError as err:
             assert {d.code for d in err.diagnostics} <= {"E008"}
-        assert time.perf_counter() - started < 10  # linear in the input; no recursion
+        assert time.process_time() - started < 10  # linear in the input; no recursion
 
 
 # ---- numbers and units ---------------------------------------------------------------------------
@@ -227,10 +227,10 @@ def test_an_overlong_number_is_a_positioned_diagnostic(literal: str) -> None:
 def test_unit_arithmetic_is_bounded(unit: str) -> None:
     source = (f'protocol U "u"\n\npatient\n  level: quantity {unit} "Level"\n\n'
               f'inclusion\n  I1 "a"\n    level >= 1 {unit}\n')
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: other work on the machine stretches the wall clock
     with pytest.raises(CritError) as info:
         compile_text(source)
-    assert time.perf_counter() - started < 2
+    assert time.process_time() - started < 2
     assert {d.code for d in info.value.diagnostics} == {"E104"}
 
 

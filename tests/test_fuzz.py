@@ -1,6 +1,6 @@
 """Hostile sources: mutated JY231, random bytes, deep nesting, long lines, bad indentation,
-non-UTF-8. The compiler must answer with crit diagnostics that point into the file, quickly,
-and never with another exception."""
+non-UTF-8. The compiler must answer with crit diagnostics that point into the file, quickly
+(within SECONDS of CPU time), and never with another exception."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def compile_bytes(tmp: Path, data: bytes) -> list[str]:
     (project / "schemas" / "autoimmune.crit").write_bytes(schema.read_bytes())
     path.write_bytes(data)
     loaded = Loaded()
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: other work on the machine stretches the wall clock
     codes: list[str] = []
     try:
         load(path, loaded)
@@ -52,7 +52,7 @@ def compile_bytes(tmp: Path, data: bytes) -> list[str]:
             assert 1 <= diagnostic.span.column <= len(lines[diagnostic.span.line - 1]) + 1, diagnostic
             assert diagnostic.message
         assert SECRET not in render_all(err.diagnostics, loaded.sources)
-    assert time.perf_counter() - started < SECONDS
+    assert time.process_time() - started < SECONDS
     return codes
 
 
