@@ -88,6 +88,26 @@ def test_unreadable_or_unsafe_tables_are_ignored(fresh_grammar: None, monkeypatc
     assert grammar.parser().parse('protocol T "t"\n').data == "start"  # built from the grammar instead
 
 
+def test_an_unreadable_or_unsafe_table_is_built_instead(fresh_grammar: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each table is pickled on its own inside the file: one that is garbage, or would call a
+    # function on load, is refused when its parser is asked for, and that parser is built.
+    key = grammar.table_key(grammar.grammar_text(), grammar.CHECKER)
+    built: list[dict[str, bool]] = []
+    real_build = grammar.build
+
+    def spy(text: str | None = None, /, **options: bool) -> Lark:
+        built.append(options)
+        return real_build(text, **options)
+
+    monkeypatch.setattr(grammar, "build", spy)
+    for table in (pickle.dumps({"data": print}), b"not a pickle", pickle.dumps(["not", "a", "table"])):
+        grammar._saved_tables.cache_clear()
+        grammar.parser.cache_clear()
+        monkeypatch.setattr(grammar, "_saved_bytes", lambda table=table: pickle.dumps({key: table}))
+        assert grammar.parser().parse('protocol T "t"\n').data == "start"
+    assert built == [grammar.CHECKER] * 3
+
+
 def _outcome(parser: Lark, text: str) -> Any:
     """What a parser makes of a text: its tree, or where and what its error is."""
     try:
@@ -207,3 +227,6 @@ def test_compiling_jy231_builds_neither_the_grammar_nor_pint(command: str, tmp_p
     assert "numpy" not in loaded
     if command == "build":
         assert (tmp_path / "jy231.py").is_file()
+        # what only other commands run: the reference interpreter (`eval --interpret`), the
+        # solver (`check`), the FHIR readers (`screen --from fhir`)
+        assert not loaded & {"crit.interpret", "z3", "fhirpathpy", "antlr4"}

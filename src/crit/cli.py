@@ -7,6 +7,7 @@ stale; 2 bad usage; 3 a patient record could not be read; 4 an internal error.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import re
@@ -23,7 +24,6 @@ from crit import __version__
 from crit.config import SQL_DIALECTS, ConfigError, load_config
 from crit.english import counted
 from crit.files import UnsafeWrite, is_generated, refuse_symlink, write_atomic
-from crit.interpret import Interpreter
 from crit.pipeline import compile_or_fail, evaluator, outputs, read_records
 from crit.process import EXIT_ERRORS, EXIT_INTERNAL, EXIT_OK, EXIT_RECORD, EXIT_USAGE, Failure
 from crit.text import terminal as shown
@@ -208,7 +208,9 @@ def eval_(protocol_file: Path, record_file: Path, as_json: bool, interpret: bool
     protocol, loaded = compile_or_fail(protocol_file)
     module: Any
     if interpret:
-        module = Interpreter(protocol)
+        # The reference interpreter, imported as the command table imports a tool: only when asked
+        # (`eval --interpret`), so that `crit build` does not pay for it at start-up.
+        module = importlib.import_module("crit.interpret").Interpreter(protocol)
     else:
         module = evaluator(protocol, loaded)
     if source == "fhir":
@@ -376,6 +378,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
     return code if isinstance(code, int) else EXIT_OK
 
+
+# Everything made so far (the modules, their classes and functions, the commands) lives as long as
+# the process. Frozen out of the garbage collector's sight, it is not walked again by every
+# collection while a command runs: 3% of the instructions of `crit build` for JY231.
+gc.freeze()
 
 if __name__ == "__main__":
     sys.exit(main())
