@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -22,6 +21,7 @@ from lark.visitors import Interpreter, v_args
 from crit import ast
 from crit.check.names import lookalike
 from crit.diagnostics import Collector, CritError, Diagnostic
+from crit.frozen import frozen
 from crit.syntax.grammar import IndentationError_, parser
 from crit.text import split_lines
 
@@ -101,8 +101,12 @@ def _token_text(token: Token) -> str:
     return repr(str(token.value))[1:-1].join("''")
 
 
+@functools.lru_cache(maxsize=16)
 def parse(source: str, file: str) -> ast.Module:
-    """Parse one file. Raises `CritError` with positioned diagnostics on any syntax error."""
+    """Parse one file. Raises `CritError` with positioned diagnostics on any syntax error.
+
+    The tree is immutable, so a text is parsed once per process: `crit check` reads a schema
+    for its protocol and again for the FHIR mapping beside it. (Errors are raised afresh.)"""
     diagnostics = Collector()
     # The lexer breaks lines at \n only; \r\n and a lone \r become \n, as `split_lines` counts.
     text = source.replace("\r\n", "\n").replace("\r", "\n")
@@ -299,7 +303,7 @@ class _TooDeep(Exception):
         self.span = span
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Section:
     """An `inclusion` or `exclusion` block, until the module sorts it into place."""
 
@@ -307,7 +311,7 @@ class _Section:
     criteria: tuple[ast.Criterion, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _HeaderItem:
     kind: Literal["version", "note"]
     text: str
