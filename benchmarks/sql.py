@@ -1,7 +1,7 @@
 """Screening at scale: JY231 through its SQL on DuckDB (and Spark) against the Python engine.
 
     python benchmarks/sql.py --sizes 1000000 10000000 --sample 20000 [--screen-up-to 1000000]
-                             [--spark 1000000] [--dir /tmp/crit-sql]
+                             [--spark 1000000] [--dir /tmp/crit-sql] [--against OLD.sql ...]
 
 1. Data. `--sample` synthetic JY231 records from benchmarks/cohort.py (its mix of eligible,
    ineligible, incomplete and, at 0.2 %, unreadable records) are written as JSON Lines, and the
@@ -19,7 +19,10 @@
      extrapolated to each size (per-record cost is flat: README, "Performance");
    - JSON Lines ingestion: `crit screen --engine duckdb --jobs 2` on the same JSON Lines sample
      (validation in Python, load, SQL), against the Python engine;
-   - with `--spark N`: `crit screen --engine spark` on N records (local[2]).
+   - with `--spark N`: `crit screen --engine spark` on N records (local[2]);
+   - with `--against FILE`: the SQL core with that query instead (an older JY231 query, e.g.
+     `git show 26e9ab9:generated/jy231.sql > before.sql`), in the same run, on the sizes up to
+     `--screen-up-to`.
 The table printed is the README's ("Screening at scale").
 """
 
@@ -28,10 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -49,17 +54,31 @@ JY231 = ROOT / "protocols" / "jy231.crit"
 CRIT = [sys.executable, "-c", "from crit.cli import main; main()"]
 
 
-def timed(command: list[str]) -> tuple[float, float, int]:
-    """Run a command: its wall seconds, peak RSS in MiB, and exit code."""
+@dataclass
+class Run:
+    """One timed command: wall seconds, CPU seconds (its own and its children's), peak RSS."""
+
+    seconds: float
+    cpu: float
+    rss: float
+
+
+def timed(command: list[str]) -> Run:
+    """Run a command to its end; exit 0 or 3 (some records unreadable) is success."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = process.stderr.read().decode() if process.stderr else ""
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
-    stderr = process.stderr.read().decode() if process.stderr else ""
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode not in (0, 3):
         raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{stderr[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024, process.returncode
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    # wait4's usage is the child's alone; RUSAGE_CHILDREN adds the grandchildren it waited for
+    # (the worker processes of --jobs 2)
+    return Run(seconds, max(cpu, usage.ru_utime + usage.ru_stime), usage.ru_maxrss / 1024)
 
 
 def make_data(directory: Path, sample: int, sizes: list[int]) -> tuple[Path, dict[int, Path]]:
@@ -102,12 +121,13 @@ def make_data(directory: Path, sample: int, sizes: list[int]) -> tuple[Path, dic
     return jsonl, cohorts
 
 
-def core(location: Path, out: Path) -> None:
+def core(location: Path, out: Path, query_file: Path | None = None) -> None:
     """The protocol's SQL over the Parquet tables, materialised (run in its own process)."""
     import duckdb
 
     protocol, _ = compile_or_fail(JY231)
-    query = emit_sql(protocol, "duckdb").strip().removesuffix(";")
+    text = query_file.read_text(encoding="utf-8") if query_file else emit_sql(protocol, "duckdb")
+    query = text.strip().removesuffix(";")
     con = duckdb.connect()
     for table in tables.layout(protocol).tables:
         location_sql = sql_engine.literal(str(location / (table.name + ".parquet")))
@@ -123,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screen-up-to", type=int, default=None,
                         help="run the whole `crit screen --engine duckdb` only on sizes up to this")
     parser.add_argument("--dir", type=Path, default=None, help="where the data goes (default: a temporary directory)")
-    parser.add_argument("--core", nargs=2, type=Path, metavar=("COHORT", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--against", type=Path, nargs="+", default=[], metavar="SQL",
+                        help="also time these JY231 query files (an older generated/jy231.sql) as the SQL core")
+    parser.add_argument("--core", nargs="+", type=Path, metavar="COHORT OUT [SQL]", help=argparse.SUPPRESS)
     parser.add_argument("--make", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.core:
@@ -146,37 +168,48 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {args.sample:,} generated records, cohorts of {', '.join(f'{s:,}' for s in sizes)} "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
     out = directory / "out"
-    py_s, py_rss, _ = timed([*CRIT, "screen", str(JY231), str(jsonl), "-o", f"{out}.jsonl", "-q", "--jobs", "2",
-                             "--engine", "python"])
-    py_us = py_s / args.sample * 1e6
-    ingest_s, ingest_rss, _ = timed([*CRIT, "screen", str(JY231), str(jsonl), "-o", f"{out}-duckdb.jsonl", "-q",
-                                     "--jobs", "2", "--engine", "duckdb"])
+    python = timed([*CRIT, "screen", str(JY231), str(jsonl), "-o", f"{out}.jsonl", "-q", "--jobs", "2",
+                    "--engine", "python"])
+    ingest = timed([*CRIT, "screen", str(JY231), str(jsonl), "-o", f"{out}-duckdb.jsonl", "-q",
+                    "--jobs", "2", "--engine", "duckdb"])
     same = Path(f"{out}.jsonl").read_bytes() == Path(f"{out}-duckdb.jsonl").read_bytes()
     print(f"the sample's result rows, python and duckdb engines: {'identical' if same else 'DIFFERENT'}", flush=True)
-    ingest_us = ingest_s / args.sample * 1e6
-    rows = [("crit screen --engine python --jobs 2 (JSON Lines)", args.sample, py_s, py_us, py_rss, "1.0× (measured)")]
+    per = python.seconds / args.sample * 1e6
+
+    def ratio(run: Run, n: int) -> str:
+        return f"{per / (run.seconds / n * 1e6):.1f}×"
+
+    rows = [("crit screen --engine python --jobs 2 (JSON Lines)", args.sample, python, "1.0× (measured)")]
+    # the query as a file, as --against's are: each SQL core run reads its query, none compiles it
+    current = directory / "jy231.sql"
+    current.write_text(emit_sql(compile_or_fail(JY231)[0], "duckdb"), encoding="utf-8")
     for size in args.sizes:
-        s, rss, _ = timed([sys.executable, __file__, "--core", str(cohorts[size]), f"{out}.parquet"])
-        rows.append(("SQL core on DuckDB (Parquet in, Parquet out)", size, s, s / size * 1e6, rss,
-                     f"{py_us / (s / size * 1e6):.1f}×"))
-        print(f"SQL core, {size:,} records: {s:.1f} s, {rss:,.0f} MiB", flush=True)
+        run = timed([sys.executable, __file__, "--core", str(cohorts[size]), f"{out}.parquet", str(current)])
+        rows.append(("SQL core on DuckDB (Parquet in, Parquet out)", size, run, ratio(run, size)))
+        print(f"SQL core, {size:,} records: {run.seconds:.1f} s, {run.cpu:.1f} s CPU, {run.rss:,.0f} MiB", flush=True)
+        for other in args.against if args.screen_up_to is None or size <= args.screen_up_to else []:
+            run = timed([sys.executable, __file__, "--core", str(cohorts[size]), f"{out}.parquet", str(other)])
+            rows.append((f"SQL core on DuckDB, the query {other.name}", size, run, ratio(run, size)))
+            print(f"{other}, {size:,} records: {run.seconds:.1f} s, {run.cpu:.1f} s CPU, {run.rss:,.0f} MiB",
+                  flush=True)
         if args.screen_up_to is not None and size > args.screen_up_to:
             continue
-        s, rss, _ = timed([*CRIT, "screen", str(JY231), str(cohorts[size]), "-o", f"{out}.jsonl", "-q", "--jobs", "2",
-                           "--engine", "duckdb"])
-        rows.append(("crit screen --engine duckdb (Parquet in, JSON Lines out)", size, s, s / size * 1e6, rss,
-                     f"{py_us / (s / size * 1e6):.1f}×"))
-    rows.append(("crit screen --engine duckdb --jobs 2 (JSON Lines in)", args.sample, ingest_s, ingest_us, ingest_rss,
-                 f"{py_us / ingest_us:.2f}×"))
+        run = timed([*CRIT, "screen", str(JY231), str(cohorts[size]), "-o", f"{out}.jsonl", "-q", "--jobs", "2",
+                     "--engine", "duckdb"])
+        rows.append(("crit screen --engine duckdb (Parquet in, JSON Lines out)", size, run, ratio(run, size)))
+    rows.append(("crit screen --engine duckdb --jobs 2 (JSON Lines in)", args.sample, ingest,
+                 f"{per / (ingest.seconds / args.sample * 1e6):.2f}×"))
     if args.spark:
-        s, rss, _ = timed([*CRIT, "screen", str(JY231), str(cohorts[args.spark]), "-o", f"{out}.jsonl", "-q",
-                           "--jobs", "2", "--engine", "spark"])
-        rows.append(("crit screen --engine spark, local[2] (Parquet in)", args.spark, s, s / args.spark * 1e6, rss,
-                     f"{py_us / (s / args.spark * 1e6):.1f}×"))
-    print("\n| what | records | wall s | µs/record | records/s | peak RSS MiB | vs Python |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for what, n, s, us, rss, ratio in rows:
-        print(f"| {what} | {n:,} | {s:.1f} | {us:.2f} | {n / s:,.0f} | {rss:,.0f} | {ratio} |")
+        run = timed([*CRIT, "screen", str(JY231), str(cohorts[args.spark]), "-o", f"{out}.jsonl", "-q",
+                     "--jobs", "2", "--engine", "spark"])
+        rows.append(("crit screen --engine spark, local[2] (Parquet in)", args.spark, run, ratio(run, args.spark)))
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nload average at the end: {load} on {os.cpu_count()} CPUs")
+    print("\n| what | records | wall s | µs/record | records/s | CPU s | peak RSS MiB | vs Python |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for what, n, run, versus in rows:
+        print(f"| {what} | {n:,} | {run.seconds:.1f} | {run.seconds / n * 1e6:.2f} | {n / run.seconds:,.0f} | "
+              f"{run.cpu:.1f} | {run.rss:,.0f} | {versus} |")
     print(f"\nPython's records/s is measured on {args.sample:,} records and holds per record at any size; the "
           f"machine has {os.cpu_count()} cores.")
     return 0
