@@ -4,6 +4,7 @@
     python benchmarks/build_time.py --against HEAD~3   # paired with an older revision, run by run
     python benchmarks/build_time.py --against /tmp/x   # or with another tree (its src/ on PYTHONPATH)
     python benchmarks/build_time.py --imports          # and what `import crit.cli` costs, module by module
+    python benchmarks/build_time.py --instructions     # and how many instructions each command executes
 
 The machine is shared, so one run says little: each command runs `--runs` times, the variants
 interleaved run by run, and the figures are medians (wall-clock and CPU time of the child), with
@@ -11,6 +12,10 @@ the load average before and after. With `--against REV` the older source (`git a
 grammar`) runs on the same interpreter and packages through PYTHONPATH, and each run of the
 current tree is paired with the run of REV next to it: the ratio printed is the median of the
 paired ratios, which the load moves far less than either time.
+
+`--instructions` also counts the instructions each command executes once, under valgrind's
+callgrind: about fifty times slower than a run, but the same count on a busy machine as on a quiet
+one, so a change is measured even when the wall-clock times are not.
 
 Python's bytecode cache is on by default (in a temporary PYTHONPYCACHEPREFIX, warmed by one
 unmeasured run), as in an installed crit; `--no-bytecode` measures with PYTHONDONTWRITEBYTECODE
@@ -22,7 +27,9 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -97,6 +104,16 @@ def run_once(command: Sequence[str], env: dict[str, str]) -> tuple[float, float]
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def instructions(command: Sequence[str], env: dict[str, str]) -> int:
+    """The instructions one run of `command` executes, counted by valgrind's callgrind."""
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command], env=env,
+                          cwd=ROOT, capture_output=True, text=True)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"valgrind {' '.join(command[2:])} failed ({done.returncode}): {done.stderr[-500:]}")
+    return int(found.group(1))
+
+
 def which_crit(env: dict[str, str]) -> str:
     return subprocess.run([sys.executable, "-c", "import crit; print(crit.__file__)"], env=env, cwd=ROOT,
                           capture_output=True, text=True, check=True).stdout.strip()
@@ -143,9 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "a crit tree: DIR/src), paired run by run")
     parser.add_argument("--no-bytecode", action="store_true", help="no .pyc cache: compile crit on every run")
     parser.add_argument("--imports", action="store_true", help="print what `import crit.cli` costs")
+    parser.add_argument("--instructions", action="store_true", help="count each command's instructions once "
+                        "(valgrind's callgrind; slow, but the machine's load does not move the count)")
     args = parser.parse_args(argv)
     if args.runs < 7:
         parser.error("--runs must be at least 7")
+    if args.instructions and shutil.which("valgrind") is None:
+        parser.error("--instructions needs valgrind")
     with tempfile.TemporaryDirectory(prefix="crit-build-time-") as name:
         tmp = Path(name)
         bytecode = None if args.no_bytecode else tmp / "pycache"
@@ -177,6 +198,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 met = statistics.median(variants[0].walls[name]) <= TARGET
                 line += f"  target <= {TARGET} s: {'met' if met else 'MISSED'}"
             print(line)
+        if args.instructions:
+            print("instructions executed, millions (valgrind --tool=callgrind), one run each")
+            for name, command in commands(tmp / "out").items():
+                if name == "crit build protocols/jy231.crit":
+                    continue  # the SQL backend's, measured by benchmarks/sql.py
+                counts = [instructions(command, variant.env) for variant in variants]
+                line = f"  {name:<45}" + "".join(f"  {v.name}: {c / 1e6:7.0f}" for v, c in zip(variants, counts,
+                                                                                                strict=True))
+                if len(counts) == 2:
+                    line += f"  ratio {counts[1] / counts[0]:4.2f}x"
+                print(line)
         if args.imports:
             for variant in variants:
                 print(f"`python -X importtime -c 'import crit.cli'`, {variant.name}: cumulative, own, module")
