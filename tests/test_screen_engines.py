@@ -13,9 +13,11 @@ from typing import Any
 
 import duckdb
 import pytest
+import sqlglot
 from click.testing import CliRunner, Result
 
 from conftest import ROOT
+from crit.backends.sql import emit_sql
 from crit.pipeline import compile_or_fail, evaluator
 from crit.process import Failure
 from crit.screening import sql_engine
@@ -314,6 +316,48 @@ def test_spark_gives_the_python_engines_rows(tmp_path: Path) -> None:
     assert out.read_bytes() == expected.read_bytes()
     decisions = {row[2] for row in csv.reader(io.StringIO(out.read_text(encoding="utf-8")))}
     assert decisions == {"decision", "eligible", "ineligible", "needs review"}
+
+
+def test_spark_plans_jy231_a_level_or_two_at_a_time() -> None:
+    """The stages Spark runs JY231's query in: each reads only views still registered, no plan
+    spans more than CHECKPOINT_EVERY levels since a checkpoint, and a checkpoint is released
+    only when no later stage reads its rows."""
+    protocol, _ = compile_or_fail(JY231)
+    query = emit_sql(protocol, "spark").strip().removesuffix(";")
+    stages = sql_engine.stages(sql_engine.RESULTS, query)
+    assert stages[-1].name == sql_engine.RESULTS and not stages[-1].checkpoint
+    assert all(s.name.startswith("_") for s in stages[:-1])
+    views: set[str] = set()
+    kept: set[str] = set()
+    depth: dict[str, int] = {}
+    needs: dict[str, set[str]] = {}
+    for stage in stages:
+        read = {t.name for t in sqlglot.parse_one(stage.query, read="spark").find_all(sqlglot.exp.Table)
+                if t.name.startswith("_")}
+        assert read <= views, stage.name
+        depth[stage.name] = 0 if stage.checkpoint else 1 + max((depth[t] for t in read), default=0)
+        assert depth[stage.name] < sql_engine.CHECKPOINT_EVERY or stage.name == sql_engine.RESULTS
+        needs[stage.name] = {stage.name} if stage.checkpoint else set().union(*(needs[t] for t in read))
+        views.add(stage.name)
+        kept |= {stage.name} if stage.checkpoint else set()
+        views -= set(stage.drop)
+        assert set(stage.release) <= kept
+        kept -= set(stage.release)
+        for gone in stage.release:
+            assert all(gone not in needs[v] for v in views), (stage.name, gone)
+    assert {"_q1_items", "_l1", "_l10"} <= {s.name for s in stages if s.checkpoint}
+    assert {"_l1", "_l3"} <= {t for s in stages for t in s.release}
+
+
+@pytest.mark.spark
+def test_spark_screens_jy231_as_duckdb_does(tmp_path: Path, parquet: Path) -> None:
+    expected, out = tmp_path / "duckdb.jsonl", tmp_path / "spark.jsonl"
+    assert run(JY231, parquet, "-o", expected, "--engine", "duckdb", "-q")[0] == 0
+    code, result = run(JY231, parquet, "-o", out, "--engine", "spark", "--master", "local[2]", "-q")
+    assert code == 0, result.output
+    assert out.read_bytes() == expected.read_bytes()
+    decisions = {json.loads(line)["decision"] for line in out.read_text(encoding="utf-8").splitlines()}
+    assert decisions == {"eligible", "ineligible", "needs review"}
 
 
 # ---- Parquet: dated results ------------------------------------------------------------------

@@ -40,10 +40,10 @@ from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, assert_never
+from typing import Any, NamedTuple, assert_never
 
 import click
-from sqlglot import exp, transpile
+from sqlglot import exp, parse_one, transpile
 
 from crit import ir, text
 from crit import runtime as rt
@@ -73,6 +73,7 @@ _ACCEPTS: dict[str, tuple[str, ...]] = {
 _LIMIT = 10 ** 15  # records' numbers lie strictly within ±10^15 (the runtime's limit)
 _TITER_MAX = 999_999_999  # the runtime reads a titer 1:N with N of at most 9 digits
 DRIVER_MEMORY = "4g"  # Spark's driver heap (spark.driver.memory)
+CHECKPOINT_EVERY = 2  # Spark plans at most this many levels of a protocol's query at once
 
 
 class CohortError(Exception):
@@ -277,8 +278,81 @@ class Spark(Engine):
     def execute_view(self, name: str, query: str) -> None:
         self.session.sql(self.sql(query)).createOrReplaceTempView(name)
 
+    def staged_view(self, name: str, query: str) -> None:
+        """`query` (Spark SQL) as the view `name`, run in the stages of `stages`: each CTE a view
+        planned over those before it, some checkpointed (rows computed and kept, plan cut) and
+        released when nothing still to be planned reads them."""
+        kept: dict[str, Any] = {}
+        for stage in stages(name, query):
+            frame = self.session.sql(stage.query)
+            if stage.checkpoint:
+                frame = kept[stage.name] = frame.localCheckpoint(eager=True)
+            frame.createOrReplaceTempView(stage.name)
+            for table in stage.drop:
+                self.session.catalog.dropTempView(table)
+            for table in stage.release:
+                _release(kept.pop(table))
+
     def close(self) -> None:
         self.session.stop()
+
+
+class Stage(NamedTuple):
+    """One view of a staged query: `query` (Spark SQL) as the view `name`, checkpointed or not;
+    then the views `drop` no later stage reads are dropped and the checkpoints `release` whose
+    rows no later stage needs are freed."""
+
+    name: str
+    query: str
+    checkpoint: bool
+    drop: tuple[str, ...]
+    release: tuple[str, ...]
+
+
+def stages(name: str, query: str) -> list[Stage]:
+    """The Spark SQL `query` as views planned one at a time, its CTEs first, then the query
+    itself as `name`. Spark inlines CTEs and substitutes aliases through a chain of
+    projections, so a protocol's levels `_l1` … `_lN` (each reading the one before several
+    times) make expression trees that grow exponentially with depth: its planner never ended on
+    JY231. A CTE is checkpointed when several places read it or when it ends a run of
+    CHECKPOINT_EVERY unkept levels, so no plan spans more. CTE names all begin with `_`, which
+    no layout table's does."""
+    tree = parse_one(query, read="spark")
+    ctes = list(tree.args["with_"].expressions) if tree.args.get("with_") else []
+    tree.set("with_", None)
+    names = {cte.alias for cte in ctes}
+    bodies = [(cte.alias, cte.this) for cte in ctes] + [(name, tree)]
+    reads = [[t.name for t in body.find_all(exp.Table) if t.name in names] for _, body in bodies]
+    references = collections.Counter(table for read in reads for table in read)
+    last_reader = {table: index for index, read in enumerate(reads) for table in read}
+    kept: set[str] = set()
+    needs: dict[str, set[str]] = {}  # the checkpoints whose rows each view reads
+    depth: dict[str, int] = {}  # the levels of each view's plan since a checkpoint
+    out: list[Stage] = []
+    for index, (alias, body) in enumerate(bodies):
+        needs[alias] = set().union(*({t} if t in kept else needs[t] for t in reads[index]))
+        depth[alias] = 1 + max((depth[t] for t in reads[index]), default=0)
+        checkpoint = index < len(ctes) and (references[alias] > 1 or depth[alias] >= CHECKPOINT_EVERY)
+        if checkpoint:
+            kept.add(alias)
+            needs[alias], depth[alias] = {alias}, 0
+        drop: tuple[str, ...] = ()
+        release: tuple[str, ...] = ()
+        if index < len(ctes):  # the result view reads its checkpoints until the session stops
+            drop = tuple(sorted({t for t in reads[index] if last_reader[t] == index}))
+            live = set().union(*(needs[t] for t in needs if last_reader.get(t, -1) > index))
+            release = tuple(sorted(kept - live))
+            kept -= set(release)
+        out.append(Stage(alias, body.sql("spark"), checkpoint, drop, release))
+    return out
+
+
+def _release(frame: Any) -> None:
+    """Free a checkpointed DataFrame's kept rows now, rather than when the JVM's garbage
+    collector finds them unreachable (a local checkpoint is a persisted RDD under the plan)."""
+    plan = frame._jdf.queryExecution().analyzed()
+    if plan.getClass().getSimpleName() == "LogicalRDD":
+        plan.rdd().unpersist(False)
 
 
 def _normal_type(kind: str) -> str:
@@ -753,7 +827,7 @@ def register_results(engine: Engine, protocol: ir.Protocol) -> None:
     `pending_judgments` (paths joined by ', ')."""
     query = _emitted(protocol, engine.dialect).strip().removesuffix(";")
     if isinstance(engine, Spark):
-        engine.session.sql(query).createOrReplaceTempView(RESULTS)
+        engine.staged_view(RESULTS, query)
     else:
         engine.execute(f"CREATE VIEW {ident(RESULTS)} AS {query}")
 
