@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Evaluations, compile_text
+from conftest import compile_text
 from crit.interpret import Interpreter
 from strategies import Schema, completions, protocols, records
 
@@ -25,7 +25,6 @@ def test_decisions_with_missing_facts_hold_for_every_completion(case: tuple[str,
     """Enumerates the completions of every record's missing facts (`strategies.completions`)."""
     source, schema = case
     interpreter = Interpreter(compile_text(source))
-    evaluate = Evaluations(interpreter)
     for _ in range(8):
         record = data.draw(records(schema))
         if interpreter.validate(record):
@@ -35,7 +34,7 @@ def test_decisions_with_missing_facts_hold_for_every_completion(case: tuple[str,
             assert result.missing or result.pending_judgments
             continue
         for full in completions(schema, record, limit=128):
-            assert evaluate(full).decision == result.decision, (record, full)
+            assert interpreter.evaluate(full).decision == result.decision, (record, full)
 
 
 @_SETTINGS
