@@ -73,6 +73,7 @@ _ACCEPTS: dict[str, tuple[str, ...]] = {
 _LIMIT = 10 ** 15  # records' numbers lie strictly within ±10^15 (the runtime's limit)
 _TITER_MAX = 999_999_999  # the runtime reads a titer 1:N with N of at most 9 digits
 DRIVER_MEMORY = "4g"  # Spark's driver heap (spark.driver.memory)
+READ_PARTITIONS = 64  # at least this many partitions of a shuffle's output (the results' sort)
 CHECKPOINT_EVERY = 2  # Spark plans at most this many levels of a protocol's query at once
 
 
@@ -230,7 +231,11 @@ class Spark(Engine):
         builder: Any = SparkSession.builder
         self.session = (builder.master(master).appName("crit screen")
                         .config("spark.ui.enabled", "false")
-                        .config("spark.sql.shuffle.partitions", str(partitions))
+                        # the results come back to this process a partition at a time, each
+                        # one whole in the driver's heap beside the checkpoints (JY231, 10^6
+                        # records in 2 partitions: out of heap), so many small ones
+                        .config("spark.sql.shuffle.partitions", str(max(partitions, READ_PARTITIONS)))
+                        .config("spark.sql.adaptive.advisoryPartitionSizeInBytes", "8m")
                         .config("spark.ui.showConsoleProgress", "false")
                         .config("spark.local.dir", str(directory))
                         .config("spark.sql.session.timeZone", "UTC")
